@@ -1,0 +1,94 @@
+"""Input parsing for the pages and the JSON API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, ValidationError
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from assistant.services import ServiceError
+
+
+def validate_encodable(value: str) -> None:
+    """Reject lone surrogates: they cannot be stored or sent as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(gettext_lazy("The text contains invalid characters."), code="invalid") from None
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object, or a ServiceError that says what is wrong with it."""
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise ServiceError(413, "too_large", _("The request is too large.")) from None
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ServiceError(400, "invalid_json", _("The request body is not valid JSON.")) from None
+    if not isinstance(data, dict):
+        raise ServiceError(400, "invalid_json", _("The request body must be a JSON object."))
+    return data
+
+
+class JsonForm(forms.Form):
+    """A form over a JSON object: text fields take strings only, never coerced numbers."""
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> dict[str, Any]:
+        for name, value in data.items():
+            if name in cls.base_fields and value is not None and not isinstance(value, str):
+                raise ServiceError(400, "invalid", _("%(field)s must be a string.") % {"field": name})
+        form = cls(data=data)
+        if not form.is_valid():
+            field, errors = next(iter(form.errors.items()))
+            message = f"{field}: {errors[0]}" if field != "__all__" else errors[0]
+            raise ServiceError(400, "invalid", message)
+        return form.cleaned_data
+
+
+class ConversationForm(JsonForm):
+    title = forms.CharField(required=False, max_length=200, validators=[validate_encodable])
+    model = forms.CharField(required=False, max_length=100)
+
+
+class MessageForm(JsonForm):
+    content = forms.CharField(
+        max_length=settings.ASSISTANT_MAX_MESSAGE_CHARS, strip=False, validators=[validate_encodable]
+    )
+    model = forms.CharField(required=False, max_length=100)
+
+    def clean_content(self) -> str:
+        content = self.cleaned_data["content"]
+        if not content.strip():
+            raise ValidationError(gettext_lazy("The message is empty."), code="required")
+        return content
+
+
+class SetupForm(forms.Form):
+    """The first administrator, created while no user exists."""
+
+    username = forms.CharField(label=gettext_lazy("Username"), max_length=150)
+    password1 = forms.CharField(label=gettext_lazy("Password"), widget=forms.PasswordInput, strip=False)
+    password2 = forms.CharField(
+        label=gettext_lazy("Password (again)"), widget=forms.PasswordInput, strip=False
+    )
+
+    def clean(self) -> dict[str, Any]:
+        from django.contrib.auth.password_validation import validate_password
+
+        data = super().clean()
+        if data.get("password1") and data.get("password1") != data.get("password2"):
+            raise ValidationError(gettext_lazy("The two passwords differ."))
+        if data.get("password1"):
+            validate_password(data["password1"])
+        return data

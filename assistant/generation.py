@@ -1,0 +1,222 @@
+"""The generation task: provider -> coalesce -> publish -> persist.
+
+Each answer is an asyncio task owned by the server process, not by any HTTP
+connection, so closing the tab does not stop it. Deltas are published in short
+windows (one event per window, not per token) and the partial text reaches the
+database at a bounded rate together with its stream position. Every answer ends in
+exactly one of `done`, `error` or `cancelled`, stored before it is announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import translation
+
+from assistant import events
+from assistant.llm import Finish, ProviderError, error_from_exception, get_provider, provider_error
+from assistant.models import Message
+
+logger = logging.getLogger(__name__)
+
+Status = Message.Status
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task
+    cancel_requested: bool = False
+
+
+# Answers generating in this process, by assistant message id.
+_running: dict[int, _Running] = {}
+
+
+def start(*, message_id: int, language: str) -> None:
+    """Start generating an assistant message on the running event loop."""
+    loop = asyncio.get_running_loop()
+    # A fresh context: the task must not inherit the request's (its thread executor ends
+    # with the request), and it outlives the request anyway.
+    task = loop.create_task(_generate(message_id, language), context=contextvars.Context())
+    _running[message_id] = _Running(task)
+    task.add_done_callback(lambda _: _running.pop(message_id, None))
+
+
+def cancel(message_id: int) -> bool:
+    """Stop a generation running in this process; False if it does not run here."""
+    running = _running.get(message_id)
+    if running is None:
+        return False
+    running.cancel_requested = True
+    running.task.cancel()
+    return True
+
+
+def running_count() -> int:
+    return len(_running)
+
+
+@dataclass
+class _Answer:
+    """The state of one answer while it streams."""
+
+    message: Message
+    channel: str
+    started: float = field(default_factory=time.monotonic)
+    parts: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    event_id: int = 0
+    first_token_at: float | None = None
+    last_flush: float = 0.0
+    flush_handle: asyncio.TimerHandle | None = None
+    last_persist: float = field(default_factory=time.monotonic)
+    persisted_event_id: int = 0
+    persisting: asyncio.Task | None = None
+
+    def add(self, text: str) -> None:
+        now = time.monotonic()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.pending.append(text)
+        if self.flush_handle is not None:
+            return
+        wait = self.last_flush + settings.ASSISTANT_COALESCE_SECONDS - now
+        if wait <= 0:
+            self.flush()
+        else:
+            self.flush_handle = asyncio.get_running_loop().call_later(wait, self.flush)
+
+    def flush(self) -> None:
+        """Publish what arrived since the last delta event, and persist if it is time."""
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending.clear()
+        self.parts.append(text)
+        self.event_id = events.publish(
+            self.channel, "delta", {"message": self.message.pk, "text": text}
+        )
+        self.last_flush = time.monotonic()
+        if self.persisting is None and self.last_flush - self.last_persist >= settings.ASSISTANT_PERSIST_SECONDS:
+            self.last_persist = self.last_flush
+            self.persisting = asyncio.get_running_loop().create_task(self._persist_partial())
+
+    async def _persist_partial(self) -> None:
+        content, event_id = "".join(self.parts), self.event_id
+        try:
+            await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(
+                content=content, event_id=event_id
+            )
+            self.persisted_event_id = event_id
+        except Exception:
+            # The final write stores everything; a failed partial write only costs a
+            # reloading page some replay.
+            logger.exception("persisting partial answer %s failed", self.message.pk)
+        finally:
+            self.persisting = None
+
+    @property
+    def content(self) -> str:
+        return "".join(self.parts)
+
+    def _ms_since_start(self, moment: float | None) -> int | None:
+        return None if moment is None else int((moment - self.started) * 1000)
+
+    async def finish(self, status: str, *, finish: Finish | None = None,
+                     error: ProviderError | None = None) -> None:
+        """Store the final state, then tell the subscribers: exactly once per answer."""
+        self.flush()
+        if self.persisting is not None:
+            # A partial write must not land after the final one.
+            await asyncio.shield(self.persisting)
+        fields = {
+            "status": status,
+            "content": self.content,
+            "event_id": self.event_id,
+            "time_to_first_token_ms": self._ms_since_start(self.first_token_at),
+            "duration_ms": self._ms_since_start(time.monotonic()),
+        }
+        if finish is not None:
+            fields.update(
+                finish_reason=finish.finish_reason,
+                prompt_tokens=finish.prompt_tokens,
+                completion_tokens=finish.completion_tokens,
+            )
+        if status == Status.CANCELLED:
+            fields["finish_reason"] = "cancelled"
+        if error is not None:
+            fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
+        updated = await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(
+            **fields
+        )
+        if not updated:
+            logger.warning("answer %s was finalised elsewhere; not announcing %s", self.message.pk, status)
+            return
+        payload: dict = {"message": self.message.pk}
+        if error is not None:
+            payload.update(code=error.code, type=error.type, detail=error.detail,
+                           retryable=error.retryable)
+            if error.retry_after is not None:
+                payload["retry_after"] = error.retry_after
+            events.publish(self.channel, "error", payload)
+            return
+        payload["finish_reason"] = fields["finish_reason"]
+        payload["usage"] = {
+            "prompt_tokens": fields.get("prompt_tokens"),
+            "completion_tokens": fields.get("completion_tokens"),
+        }
+        events.publish(self.channel, "done", payload)
+
+
+async def _history(message: Message) -> list[dict[str, str]]:
+    """The conversation up to the answer being generated, as the provider wants it."""
+    earlier = Message.objects.filter(conversation_id=message.conversation_id, pk__lt=message.pk)
+    return [
+        {"role": m.role, "content": m.content}
+        async for m in earlier.only("role", "content").order_by("pk")
+        if m.role == Message.Role.USER or m.content
+    ]
+
+
+async def _generate(message_id: int, language: str) -> None:
+    message = await Message.objects.select_related("conversation").aget(pk=message_id)
+    answer = _Answer(message=message, channel=events.channel_for(message.conversation_id))
+    with translation.override(language):
+        try:
+            history = await _history(message)
+            finish = None
+            async with asyncio.timeout(settings.ASSISTANT_MAX_ANSWER_SECONDS):
+                stream = get_provider().stream(model=message.model, messages=history)
+                try:
+                    async for item in stream:
+                        if isinstance(item, Finish):
+                            finish = item
+                        else:
+                            answer.add(item)
+                finally:
+                    # Closes the upstream response, also when cancelled.
+                    await stream.aclose()
+            if finish is None:
+                raise provider_error("upstream_error", 502)
+            await answer.finish(Status.DONE, finish=finish)
+        except asyncio.CancelledError:
+            running = _running.get(message_id)
+            if running is not None and running.cancel_requested:
+                await answer.finish(Status.CANCELLED)
+                return
+            raise
+        except TimeoutError:
+            await answer.finish(Status.ERROR, error=provider_error("timeout", 504))
+        except Exception as exc:
+            error = error_from_exception(exc)
+            if not isinstance(exc, ProviderError):
+                logger.exception("generating answer %s failed", message_id)
+            await answer.finish(Status.ERROR, error=error)

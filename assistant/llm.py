@@ -1,0 +1,204 @@
+"""LLM access: the only module that imports openai.
+
+A provider streams an answer as text deltas followed by one `Finish`. Every failure,
+before or during the stream, becomes one `ProviderError` with a safe message (never the
+upstream's body, URL or key) and a `retryable` flag the browser shows as a Retry button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import cache
+
+import openai
+from django.conf import settings
+from django.utils.translation import get_language
+from django.utils.translation import gettext_lazy as _
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Finish:
+    finish_reason: str = "stop"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class ProviderError(Exception):
+    """What went wrong upstream, in terms safe to show to the user."""
+
+    code: int
+    type: str
+    detail: str
+    retryable: bool
+    retry_after: float | None = field(default=None)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.type}: {self.detail}"
+
+
+# type -> (retryable, user-facing detail)
+_ERRORS: dict[str, tuple[bool, str]] = {
+    "bad_request": (False, _("The model service rejected the request.")),
+    "auth_failed": (False, _("The model service refused the configured credentials.")),
+    "model_not_found": (False, _("The model service does not know this model.")),
+    "timeout": (True, _("The model service took too long to answer.")),
+    "conflict": (True, _("The model service reported a conflict.")),
+    "rate_limited": (True, _("The model service is busy (rate limit). Try again shortly.")),
+    "upstream_unavailable": (True, _("The model service is unavailable right now.")),
+    "upstream_error": (True, _("The model service sent a broken answer.")),
+    "internal": (True, _("Something went wrong while generating the answer.")),
+}
+
+
+def provider_error(type_: str, code: int, retry_after: float | None = None) -> ProviderError:
+    retryable, detail = _ERRORS[type_]
+    return ProviderError(code, type_, str(detail), retryable, retry_after)
+
+
+def _status_error(status: int, retry_after: float | None) -> ProviderError:
+    if status in (401, 403):
+        return provider_error("auth_failed", status)
+    if status == 404:
+        return provider_error("model_not_found", status)
+    if status == 408:
+        return provider_error("timeout", status)
+    if status == 409:
+        return provider_error("conflict", status)
+    if status == 429:
+        return provider_error("rate_limited", status, retry_after)
+    if status >= 500:
+        return provider_error("upstream_unavailable", status, retry_after)
+    return provider_error("bad_request", status)
+
+
+def _retry_after(headers) -> float | None:
+    try:
+        value = float(headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def error_from_exception(exc: BaseException) -> ProviderError:
+    """Map anything the SDK or its HTTP client raises to a ProviderError."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        return _status_error(exc.status_code, _retry_after(exc.response.headers))
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        return provider_error("timeout", 504)
+    if isinstance(exc, openai.APIConnectionError):
+        return provider_error("upstream_unavailable", 503)
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return provider_error("upstream_error", 502)
+    # An in-stream error object, or the HTTP client failing mid-body (reset, bad chunking):
+    # the SDK version decides which class it is, and all of them mean a broken answer.
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return provider_error("timeout", 504)
+    if isinstance(exc, openai.APIError | OSError) or "Error" in name:
+        return provider_error("upstream_error", 502)
+    return provider_error("internal", 500)
+
+
+class OpenAIProvider:
+    """Any OpenAI-compatible chat completions server, through the official SDK.
+
+    Streams through the SDK's raw response and parses the `data:` lines itself: building
+    a pydantic object per chunk is the SDK's main CPU cost at high token rates.
+    """
+
+    def __init__(self) -> None:
+        self.client = openai.AsyncOpenAI(
+            api_key=settings.OPENAI_API_KEY or "not-needed",
+            base_url=settings.OPENAI_BASE_URL or None,
+            max_retries=settings.OPENAI_MAX_RETRIES,
+            timeout=openai.Timeout(settings.OPENAI_TIMEOUT, connect=settings.OPENAI_CONNECT_TIMEOUT),
+        )
+
+    async def stream(self, *, model: str, messages: list[dict[str, str]]) -> AsyncIterator[str | Finish]:
+        finish_reason = "stop"
+        usage: dict = {}
+        try:
+            async with self.client.chat.completions.with_streaming_response.create(
+                model=model,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+            ) as response:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise provider_error("upstream_error", 502)
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            yield text
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            error = error_from_exception(exc)
+            # Class and mapping only: an exception's text may quote the upstream's body.
+            logger.warning("upstream failed: %s -> %s", type(exc).__name__, error.type)
+            raise error from None
+        yield Finish(finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+DEMO_REPLY = {
+    "en": (
+        "**This is the offline demo model.** No language model is configured, so I cannot "
+        "really answer, but everything else works as it will with a real one: streaming, "
+        "history, stop, reload.\n\nYou wrote: “{question}”\n\nTo connect a real model, set "
+        "OPENAI_API_KEY (and OPENAI_BASE_URL for any OpenAI-compatible server) and restart."
+    ),
+    "de": (
+        "**Dies ist das Offline-Demomodell.** Es ist kein Sprachmodell eingerichtet, daher "
+        "kann ich nicht wirklich antworten – alles andere funktioniert aber wie mit einem "
+        "echten Modell: Streaming, Verlauf, Stopp, Neuladen.\n\nSie schrieben: „{question}“\n\n"
+        "Für ein echtes Modell OPENAI_API_KEY setzen (und OPENAI_BASE_URL für jeden "
+        "OpenAI-kompatiblen Server) und neu starten."
+    ),
+}
+
+
+class DemoProvider:
+    """A labelled canned reply at a human reading pace, so the app works with no network."""
+
+    async def stream(self, *, model: str, messages: list[dict[str, str]]) -> AsyncIterator[str | Finish]:
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        if len(question) > 200:
+            question = question[:200] + "…"
+        language = (get_language() or "en")[:2]
+        reply = DEMO_REPLY.get(language, DEMO_REPLY["en"]).format(question=question)
+        words = reply.split(" ")
+        pace = settings.ASSISTANT_DEMO_TOKENS_PER_SECOND
+        started = time.monotonic()
+        for index, word in enumerate(words):
+            if pace:
+                await asyncio.sleep(max(0.0, started + index / pace - time.monotonic()))
+            yield word if index == 0 else " " + word
+        prompt_chars = sum(len(m["content"]) for m in messages)
+        yield Finish("stop", max(1, prompt_chars // 4), len(words))
+
+
+@cache
+def get_provider() -> OpenAIProvider | DemoProvider:
+    """The configured provider, built on first use (settings are final by then)."""
+    return DemoProvider() if settings.ASSISTANT_DEMO_MODE else OpenAIProvider()

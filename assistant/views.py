@@ -1,0 +1,244 @@
+"""Pages (plain sync views) and the JSON API.
+
+The event stream itself is django-eventstream's view, behind an ownership check that
+answers 401/404 before any stream starts: EventSource gives up on a non-200 answer,
+where django-eventstream's own refusal is a 200 stream carrying an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_eventstream.views import events as eventstream_events
+
+from assistant import events, services
+from assistant.forms import ConversationForm, MessageForm, SetupForm, json_body
+from assistant.models import Conversation, Message
+
+
+def api_error(error: services.ServiceError) -> JsonResponse:
+    return JsonResponse({"error": {"code": error.code, "message": error.message}}, status=error.status)
+
+
+def _not_authenticated() -> JsonResponse:
+    return api_error(services.ServiceError(401, "not_authenticated", _("Log in first.")))
+
+
+def api_view(view):
+    """JSON API conventions: logged-in users only, ServiceError -> JSON error answer."""
+    if iscoroutinefunction(view):
+
+        @functools.wraps(view)
+        async def async_wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not (await request.auser()).is_authenticated:
+                return _not_authenticated()
+            try:
+                return await view(request, *args, **kwargs)
+            except services.ServiceError as error:
+                return api_error(error)
+
+        return markcoroutinefunction(async_wrapper)
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return _not_authenticated()
+        try:
+            return view(request, *args, **kwargs)
+        except services.ServiceError as error:
+            return api_error(error)
+
+    return wrapper
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": message.pk,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "model": message.model,
+        "created_at": message.created_at.isoformat(),
+    }
+    if message.role == Message.Role.ASSISTANT:
+        data.update(
+            finish_reason=message.finish_reason,
+            usage={"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
+        )
+        if message.error_type:
+            data["error"] = {
+                "code": message.error_code, "type": message.error_type, "detail": message.error_detail
+            }
+    return data
+
+
+def conversation_json(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": str(conversation.pk),
+        "title": conversation.title,
+        "model": conversation.model,
+        "url": reverse("conversation", args=[conversation.pk]),
+        "events_url": reverse("conversation_events", args=[conversation.pk]),
+        "messages_url": reverse("api_messages", args=[conversation.pk]),
+        "detail_url": reverse("api_conversation", args=[conversation.pk]),
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+    }
+
+
+# --- pages --------------------------------------------------------------------------------
+
+
+class AssistantLoginView(LoginView):
+    """Django's login view; before the first user exists it leads to the setup form."""
+
+    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not get_user_model().objects.exists():
+            return redirect("setup")
+        return super().dispatch(request, *args, **kwargs)
+
+
+@require_http_methods(["GET", "POST"])
+def setup(request: HttpRequest) -> HttpResponse:
+    """One-time creation of the first administrator; gone once any user exists."""
+    User = get_user_model()
+    if User.objects.exists():
+        raise Http404
+    form = SetupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            if User.objects.select_for_update().exists():
+                raise Http404
+            user = User.objects.create_superuser(
+                username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+            )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("chat")
+    return render(request, "registration/setup.html", {"form": form})
+
+
+def _page_context(request: HttpRequest, state: services.ConversationState | None) -> dict[str, Any]:
+    page_data: dict[str, Any] = {
+        "models": settings.ASSISTANT_MODELS,
+        "create_url": reverse("api_conversations"),
+        # The client puts the message id in place of the 0.
+        "cancel_url": reverse("api_message_cancel", args=[0]),
+    }
+    if state is not None:
+        page_data.update(
+            conversation=conversation_json(state.conversation), last_event_id=state.last_event_id
+        )
+    return {
+        "conversations": services.conversations_recent(user=request.user),
+        "state": state,
+        "page_data": page_data,
+        "models": settings.ASSISTANT_MODELS,
+        "demo_mode": settings.ASSISTANT_DEMO_MODE,
+        "i18n": {
+            "connecting": _("Connecting…"),
+            "reconnecting": _("Connection lost, reconnecting…"),
+            "resumed": _("Connected again; the answer continues."),
+            "offline": _("You are offline. Your message is kept; send it again when you are back online."),
+            "send_failed": _("Sending failed. Your message is kept; try again."),
+            "stopped": _("Stopped."),
+            "untitled": _("Untitled"),
+        },
+    }
+
+
+@require_GET
+@login_required
+def chat(request: HttpRequest) -> HttpResponse:
+    return render(request, "assistant/chat.html", _page_context(request, None))
+
+
+@require_GET
+@login_required
+def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    try:
+        state = services.conversation_state(user=request.user, conversation_id=conversation_id)
+    except services.ServiceError:
+        raise Http404 from None
+    return render(request, "assistant/chat.html", _page_context(request, state))
+
+
+# --- JSON API -----------------------------------------------------------------------------
+
+
+@require_POST
+@api_view
+def conversations(request: HttpRequest) -> JsonResponse:
+    data = ConversationForm.parse(json_body(request))
+    conversation = services.conversation_create(
+        user=request.user, title=data["title"], model=data["model"] or None
+    )
+    return JsonResponse(conversation_json(conversation), status=201)
+
+
+@require_GET
+@api_view
+def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    state = services.conversation_state(user=request.user, conversation_id=conversation_id)
+    return JsonResponse(
+        {
+            **conversation_json(state.conversation),
+            "last_event_id": state.last_event_id,
+            "messages": [message_json(m) for m in state.messages],
+        }
+    )
+
+
+@require_POST
+@api_view
+async def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    data = MessageForm.parse(json_body(request))
+    exchange = await services.message_send(
+        user=await request.auser(),
+        conversation_id=conversation_id,
+        content=data["content"],
+        model=data["model"] or None,
+        language=get_language(),
+    )
+    answer = exchange.assistant_message
+    return JsonResponse(
+        {
+            "user_message": message_json(exchange.user_message),
+            "assistant_message": {
+                "id": answer.pk,
+                "status": answer.status,
+                "model": answer.model,
+                "last_event_id": events.position_token(
+                    events.channel_for(conversation_id), answer.event_id
+                ),
+            },
+        },
+        status=202,
+    )
+
+
+@require_POST
+@api_view
+async def message_cancel(request: HttpRequest, message_id: int) -> JsonResponse:
+    message = await services.message_cancel(user=await request.auser(), message_id=message_id)
+    return JsonResponse({"id": message.pk, "status": message.status}, status=202)
+
+
+@require_GET
+@api_view
+def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    conversation = services.conversation_get(user=request.user, conversation_id=conversation_id)
+    return eventstream_events(request, channel=conversation.channel)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from assistant import views
+
+urlpatterns = [
+    path("", views.chat, name="chat"),
+    path("c/<uuid:conversation_id>/", views.conversation, name="conversation"),
+    path("setup/", views.setup, name="setup"),
+    path("accounts/login/", views.AssistantLoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/conversations/", views.conversations, name="api_conversations"),
+    path(
+        "api/conversations/<uuid:conversation_id>/",
+        views.conversation_detail,
+        name="api_conversation",
+    ),
+    path(
+        "api/conversations/<uuid:conversation_id>/messages/",
+        views.messages,
+        name="api_messages",
+    ),
+    path(
+        "api/conversations/<uuid:conversation_id>/events/",
+        views.conversation_events,
+        name="conversation_events",
+    ),
+    path("api/messages/<int:message_id>/cancel/", views.message_cancel, name="api_message_cancel"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,235 @@
+// The chat page: sends questions over the JSON API and renders answers from one
+// EventSource per open conversation. Text is only ever inserted as text, never as HTML.
+"use strict";
+
+(function () {
+  const pageData = JSON.parse(document.getElementById("page-data").textContent);
+  const i18n = JSON.parse(document.getElementById("i18n").textContent);
+  const messageList = document.getElementById("messages");
+  const composer = document.getElementById("composer");
+  const input = document.getElementById("composer-input");
+  const modelSelect = document.getElementById("model-select");
+  const sendButton = document.getElementById("send-button");
+  const stopButton = document.getElementById("stop-button");
+  const composerError = document.getElementById("composer-error");
+  const connection = document.getElementById("connection");
+
+  let conversation = pageData.conversation || null;
+  let source = null;
+  let streamingId = null;
+  let sending = false;
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  async function postJson(url, body) {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify(body || {}),
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const error = new Error((data.error && data.error.message) || response.statusText);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  function showError(text) {
+    composerError.textContent = text;
+    composerError.hidden = !text;
+  }
+
+  function findMessage(id) {
+    return messageList.querySelector('[data-message-id="' + String(id) + '"]');
+  }
+
+  function renderMessage(message) {
+    let item = findMessage(message.id);
+    if (!item) {
+      item = document.createElement("li");
+      item.dataset.messageId = String(message.id);
+      const text = document.createElement("div");
+      text.className = "text";
+      item.appendChild(text);
+      messageList.appendChild(item);
+    }
+    item.className = "message " + message.role;
+    item.dataset.status = message.status;
+    item.querySelector(".text").textContent = message.content || "";
+    item.querySelectorAll(".message-error").forEach((node) => node.remove());
+    if (message.error) {
+      showMessageError(item, message.error.detail);
+    }
+    return item;
+  }
+
+  function showMessageError(item, detail) {
+    const error = document.createElement("div");
+    error.className = "message-error";
+    error.setAttribute("role", "alert");
+    error.textContent = detail;
+    item.appendChild(error);
+  }
+
+  function setStreaming(id) {
+    streamingId = id;
+    stopButton.hidden = id === null;
+    sendButton.disabled = id !== null || sending;
+  }
+
+  function scrollToEnd() {
+    messageList.lastElementChild && messageList.lastElementChild.scrollIntoView({ block: "end" });
+  }
+
+  function onStart(event) {
+    const data = JSON.parse(event.data);
+    const question = data.user_message;
+    renderMessage({ id: question.id, role: "user", status: "done", content: question.content });
+    // A replayed start rebuilds the answer from its first delta: never a word twice.
+    renderMessage({ id: data.message, role: "assistant", status: "streaming", content: "" });
+    setStreaming(data.message);
+    scrollToEnd();
+  }
+
+  function onDelta(event) {
+    const data = JSON.parse(event.data);
+    const item = findMessage(data.message);
+    if (!item) return;
+    item.querySelector(".text").append(data.text);
+    scrollToEnd();
+  }
+
+  function onDone(event) {
+    const data = JSON.parse(event.data);
+    const item = findMessage(data.message);
+    if (item) item.dataset.status = data.finish_reason === "cancelled" ? "cancelled" : "done";
+    if (streamingId === data.message) setStreaming(null);
+  }
+
+  function onError(event) {
+    const data = JSON.parse(event.data);
+    const item = findMessage(data.message);
+    if (item) {
+      item.dataset.status = "error";
+      showMessageError(item, data.detail);
+    }
+    if (streamingId === data.message) setStreaming(null);
+  }
+
+  async function onReset() {
+    // The server cannot replay from our position: re-render from the stored state.
+    disconnect();
+    const state = await fetch(conversation.detail_url, {
+      credentials: "same-origin",
+    }).then((response) => response.json());
+    messageList.replaceChildren();
+    state.messages.forEach(renderMessage);
+    const streaming = state.messages.find((m) => m.status === "streaming");
+    setStreaming(streaming ? streaming.id : null);
+    connect(state.last_event_id);
+  }
+
+  function connect(lastEventId) {
+    const url = conversation.events_url + "?lastEventId=" + encodeURIComponent(lastEventId);
+    source = new EventSource(url);
+    let dropped = false;
+    source.addEventListener("open", () => {
+      connection.textContent = dropped ? i18n.resumed : "";
+      dropped = false;
+    });
+    source.addEventListener("error", () => {
+      if (source && source.readyState === EventSource.CONNECTING) {
+        dropped = true;
+        connection.textContent = i18n.reconnecting;
+      }
+    });
+    source.addEventListener("start", onStart);
+    source.addEventListener("delta", onDelta);
+    source.addEventListener("done", onDone);
+    source.addEventListener("error", (event) => event.data && onError(event));
+    source.addEventListener("stream-reset", onReset);
+  }
+
+  function disconnect() {
+    if (source) source.close();
+    source = null;
+  }
+
+  function addToSidebar(item) {
+    const list = document.getElementById("conversation-list");
+    const entry = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = item.url;
+    link.textContent = item.title || i18n.untitled;
+    link.setAttribute("aria-current", "page");
+    entry.appendChild(link);
+    list.prepend(entry);
+  }
+
+  async function send() {
+    const content = input.value;
+    if (!content.trim() || sending || streamingId !== null) return;
+    if (!navigator.onLine) {
+      showError(i18n.offline);
+      return;
+    }
+    sending = true;
+    sendButton.disabled = true;
+    showError("");
+    try {
+      if (!conversation) {
+        conversation = await postJson(pageData.create_url, { model: modelSelect.value });
+        history.pushState({}, "", conversation.url);
+        const hint = document.getElementById("empty-hint");
+        if (hint) hint.remove();
+      }
+      const result = await postJson(conversation.messages_url, {
+        content: content,
+        model: modelSelect.value,
+      });
+      input.value = "";
+      if (!source) {
+        conversation.title = conversation.title || content.slice(0, 60);
+        addToSidebar(conversation);
+        connect(result.assistant_message.last_event_id);
+      }
+    } catch (error) {
+      showError(error.status ? error.message : i18n.send_failed);
+    } finally {
+      sending = false;
+      setStreaming(streamingId);
+    }
+  }
+
+  composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      if (!event.repeat) send();
+    }
+  });
+  stopButton.addEventListener("click", async () => {
+    if (streamingId === null) return;
+    try {
+      await postJson(pageData.cancel_url.replace("/0/", "/" + streamingId + "/"));
+    } catch (error) {
+      showError(error.message);
+    }
+  });
+
+  if (conversation) {
+    const streaming = messageList.querySelector('[data-status="streaming"]');
+    if (streaming) setStreaming(Number(streaming.dataset.messageId));
+    connect(pageData.last_event_id);
+  }
+  input.focus();
+})();

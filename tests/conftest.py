@@ -1,0 +1,167 @@
+"""Fixtures: alice and bob, a fake upstream, and a real daphne server over the test database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from tests.fake_upstream import FakeUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CSRF_TOKEN = "t" * 32  # Django accepts any 32-character secret as cookie and header alike.
+LIVE_MODELS = "fake-model,other-model"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def alice(db):
+    return get_user_model().objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user("bob", password="bob-password-1")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(api_key="test-key-abc123") as fake:
+        yield fake
+
+
+@pytest.fixture
+def upstream(fake_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
+    """The session's fake upstream, with default behaviour and an empty request log."""
+    fake_upstream.reset()
+    fake_upstream.requests.clear()
+    yield fake_upstream
+    fake_upstream.reset()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def start_daphne(env: dict[str, str], name: str) -> LiveServer:
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / f"{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited: {log.read_text()}")
+        try:
+            httpx.get(url + "/accounts/login/", timeout=1)
+            return LiveServer(url, process, log)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"daphne did not start: {log.read_text()}")
+
+
+def stop_daphne(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def live_env(fake_upstream: FakeUpstream, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OPENAI_", "ASSISTANT_", "DJANGO_", "DATABASE_"))
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        OPENAI_BASE_URL=fake_upstream.url,
+        OPENAI_API_KEY="test-key-abc123",
+        OPENAI_MAX_RETRIES="0",
+        OPENAI_TIMEOUT="2",
+        ASSISTANT_MODELS=LIVE_MODELS,
+        ASSISTANT_MAX_ANSWER_SECONDS="20",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def live_server_process(django_db_setup, django_db_blocker, fake_upstream) -> Iterator[LiveServer]:
+    server = start_daphne(live_env(fake_upstream), "daphne")
+    yield server
+    stop_daphne(server)
+
+
+@pytest.fixture
+def live(live_server_process, transactional_db, upstream) -> LiveServer:
+    """The daphne server; data the test creates is committed, so daphne sees it."""
+    return live_server_process
+
+
+def session_client(live: LiveServer, user, **kwargs) -> httpx.Client:
+    """An HTTP client logged in as `user`, with a CSRF cookie and header."""
+    django_client = Client()
+    django_client.force_login(user)
+    return httpx.Client(
+        base_url=live.url,
+        cookies={
+            settings.SESSION_COOKIE_NAME: django_client.cookies[settings.SESSION_COOKIE_NAME].value,
+            settings.CSRF_COOKIE_NAME: CSRF_TOKEN,
+        },
+        headers={"X-CSRFToken": CSRF_TOKEN},
+        timeout=kwargs.pop("timeout", 10),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def alice_http(live, alice) -> Iterator[httpx.Client]:
+    with session_client(live, alice) as client:
+        yield client
+
+
+@pytest.fixture
+def bob_http(live, bob) -> Iterator[httpx.Client]:
+    with session_client(live, bob) as client:
+        yield client

@@ -1,0 +1,48 @@
+"""A small Server-Sent Events reader for tests: parses the wire format byte for byte."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class SSEEvent:
+    event: str
+    data: str
+    id: str | None
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
+    """Events from decoded lines (without line endings), as a browser's EventSource sees them."""
+    event, data, event_id = "message", [], None
+    for line in lines:
+        if line == "":
+            if data:
+                yield SSEEvent(event, "\n".join(data), event_id)
+            event, data, event_id = "message", [], None
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+
+
+def answer_events(response, message_id: int) -> Iterator[SSEEvent]:
+    """The events of one answer from a streaming httpx response, up to its done or error."""
+    for sse in parse_sse(response.iter_lines()):
+        if sse.event in {"delta", "done", "error", "start"} and sse.json()["message"] == message_id:
+            yield sse
+            if sse.event in {"done", "error"}:
+                return

@@ -1,0 +1,78 @@
+"""The replay log: exact resume positions, and a reset for every position it cannot honour."""
+
+from __future__ import annotations
+
+import pytest
+from django_eventstream.storage import EventDoesNotExist
+
+from assistant import events
+
+
+@pytest.fixture
+def log() -> events.ReplayLog:
+    return events.ReplayLog()
+
+
+def test_since_returns_exactly_the_events_after_a_position(log):
+    start = log.current_id()
+    ids = [log.append("conversation-a", "delta", str(n)).id for n in range(5)]
+    assert [e.data for e in log.since("conversation-a", start, 100)] == ["0", "1", "2", "3", "4"]
+    assert [e.data for e in log.since("conversation-a", ids[2], 100)] == ["3", "4"]
+    assert log.since("conversation-a", ids[-1], 100) == []
+
+
+def test_since_ignores_other_channels(log):
+    start = log.current_id()
+    log.append("conversation-b", "delta", "theirs")
+    mine = log.append("conversation-a", "delta", "mine")
+    assert [e.data for e in log.since("conversation-a", start, 100)] == ["mine"]
+    assert log.since("conversation-b", mine.id, 100) == []
+
+
+def test_since_honours_the_limit(log):
+    start = log.current_id()
+    for n in range(10):
+        log.append("conversation-a", "delta", str(n))
+    assert [e.data for e in log.since("conversation-a", start, 3)] == ["0", "1", "2"]
+
+
+def test_since_resets_a_position_from_before_this_process(log):
+    """Ids of an earlier process are older than this log's first id: a restart resets."""
+    log.append("conversation-a", "delta", "x")
+    with pytest.raises(EventDoesNotExist) as raised:
+        log.since("conversation-a", log._base - 5, 100)
+    assert raised.value.current_id == log.current_id()
+
+
+def test_since_resets_a_position_never_handed_out(log):
+    log.append("conversation-a", "delta", "x")
+    with pytest.raises(EventDoesNotExist):
+        log.since("conversation-a", log.current_id() + 1, 100)
+
+
+def test_since_resets_once_events_were_dropped(log, monkeypatch):
+    monkeypatch.setattr(events, "REPLAY_EVENTS_PER_CHANNEL", 3)
+    start = log.current_id()
+    ids = [log.append("conversation-a", "delta", str(n)).id for n in range(5)]
+    with pytest.raises(EventDoesNotExist):
+        log.since("conversation-a", start, 100)
+    assert [e.data for e in log.since("conversation-a", ids[1], 100)] == ["2", "3", "4"]
+
+
+def test_forgotten_channels_reset_old_positions(log, monkeypatch):
+    monkeypatch.setattr(events, "REPLAY_IDLE_SECONDS", 0)
+    before = log.current_id()
+    log.append("conversation-a", "delta", "old")
+    log._next_sweep = 0
+    log.append("conversation-b", "delta", "sweeps a")
+    with pytest.raises(EventDoesNotExist):
+        log.since("conversation-a", before, 100)
+
+
+def test_encode_data_keeps_utf8_as_is():
+    assert events.encode_data({"text": "Grüße 👩‍💻"}) == '{"text":"Grüße 👩‍💻"}'
+
+
+def test_conversation_id_from_rejects_foreign_channels():
+    assert events.conversation_id_from("other-123") is None
+    assert events.conversation_id_from("conversation-not-a-uuid") is None
