@@ -25,8 +25,18 @@ class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Message
     extra = 0
     fields = [
-        "role", "content", "status", "model", "finish_reason", "error_type", "error_detail",
-        "prompt_tokens", "completion_tokens", "time_to_first_token_ms", "duration_ms", "created_at",
+        "role",
+        "content",
+        "status",
+        "model",
+        "finish_reason",
+        "error_type",
+        "error_detail",
+        "prompt_tokens",
+        "completion_tokens",
+        "time_to_first_token_ms",
+        "duration_ms",
+        "created_at",
     ]
     readonly_fields = fields
     ordering = ["pk"]

@@ -101,11 +101,12 @@ class _Answer:
         text = "".join(self.pending)
         self.pending.clear()
         self.parts.append(text)
-        self.event_id = events.publish(
-            self.channel, "delta", {"message": self.message.pk, "text": text}
-        )
+        self.event_id = events.publish(self.channel, "delta", {"message": self.message.pk, "text": text})
         self.last_flush = time.monotonic()
-        if self.persisting is None and self.last_flush - self.last_persist >= settings.ASSISTANT_PERSIST_SECONDS:
+        if (
+            self.persisting is None
+            and self.last_flush - self.last_persist >= settings.ASSISTANT_PERSIST_SECONDS
+        ):
             self.last_persist = self.last_flush
             self.persisting = asyncio.get_running_loop().create_task(self._persist_partial())
 
@@ -130,8 +131,9 @@ class _Answer:
     def _ms_since_start(self, moment: float | None) -> int | None:
         return None if moment is None else int((moment - self.started) * 1000)
 
-    async def finish(self, status: str, *, finish: Finish | None = None,
-                     error: ProviderError | None = None) -> None:
+    async def finish(
+        self, status: str, *, finish: Finish | None = None, error: ProviderError | None = None
+    ) -> None:
         """Store the final state, then tell the subscribers: exactly once per answer."""
         self.flush()
         if self.persisting is not None:
@@ -154,16 +156,13 @@ class _Answer:
             fields["finish_reason"] = "cancelled"
         if error is not None:
             fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
-        updated = await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(
-            **fields
-        )
+        updated = await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(**fields)
         if not updated:
             logger.warning("answer %s was finalised elsewhere; not announcing %s", self.message.pk, status)
             return
         payload: dict = {"message": self.message.pk}
         if error is not None:
-            payload.update(code=error.code, type=error.type, detail=error.detail,
-                           retryable=error.retryable)
+            payload.update(code=error.code, type=error.type, detail=error.detail, retryable=error.retryable)
             if error.retry_after is not None:
                 payload["retry_after"] = error.retry_after
             events.publish(self.channel, "error", payload)

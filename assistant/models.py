@@ -71,9 +71,7 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["conversation", "id"], name="message_conversation_order"),
             # Restart recovery looks up in-flight answers only.
-            models.Index(
-                fields=["status"], condition=Q(status="streaming"), name="message_streaming"
-            ),
+            models.Index(fields=["status"], condition=Q(status="streaming"), name="message_streaming"),
         ]
         verbose_name = _("message")
         verbose_name_plural = _("messages")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
@@ -32,6 +35,15 @@ def not_found() -> ServiceError:
     return ServiceError(404, "not_found", _("Not found."))
 
 
+@contextmanager
+def found_or_404() -> Iterator[None]:
+    """Turn a missing (or malformed-id) lookup into the 404 ServiceError."""
+    try:
+        yield
+    except (ObjectDoesNotExist, ValueError, ValidationError):
+        raise not_found() from None
+
+
 def model_validate(model: str | None) -> str:
     """The requested model if it is on the allowlist; the default when none is asked for."""
     if not model:
@@ -50,10 +62,13 @@ def title_from(content: str) -> str:
 
 
 def conversation_get(*, user, conversation_id: uuid.UUID | str) -> Conversation:
-    try:
+    with found_or_404():
         return Conversation.objects.get(pk=conversation_id, owner=user)
-    except (Conversation.DoesNotExist, ValueError):
-        raise not_found() from None
+
+
+async def aconversation_get(*, user, conversation_id: uuid.UUID | str) -> Conversation:
+    with found_or_404():
+        return await Conversation.objects.aget(pk=conversation_id, owner=user)
 
 
 def conversation_create(*, user, title: str = "", model: str | None = None) -> Conversation:
@@ -70,17 +85,13 @@ class Exchange:
 
 @transaction.atomic
 def _exchange_create(*, user, conversation_id, content: str, model: str | None) -> Exchange:
-    try:
+    with found_or_404():
         # The row lock makes "one answer at a time" hold under concurrent sends.
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
-    except (Conversation.DoesNotExist, ValueError):
-        raise not_found() from None
     model = model_validate(model) if model else conversation.model
     if conversation.messages.filter(status=Message.Status.STREAMING).exists():
         raise ServiceError(409, "answer_in_progress", _("An answer is still being generated."))
-    user_message = Message.objects.create(
-        conversation=conversation, role=Message.Role.USER, content=content
-    )
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
     # Nothing of this answer is on the channel before this position.
     assistant_message = Message.objects.create(
         conversation=conversation,
@@ -106,7 +117,10 @@ async def message_send(
     """
     return await asyncio.shield(
         _message_send(
-            user=user, conversation_id=conversation_id, content=content, model=model,
+            user=user,
+            conversation_id=conversation_id,
+            content=content,
+            model=model,
             language=language,
         )
     )
@@ -131,10 +145,8 @@ async def _message_send(*, user, conversation_id, content, model, language) -> E
 
 
 def _message_get(*, user, message_id: int) -> Message:
-    try:
+    with found_or_404():
         return Message.objects.get(pk=message_id, conversation__owner=user)
-    except Message.DoesNotExist:
-        raise not_found() from None
 
 
 async def message_cancel(*, user, message_id: int) -> Message:

@@ -1,8 +1,7 @@
 """Pages (plain sync views) and the JSON API.
 
-The event stream itself is django-eventstream's view, behind an ownership check that
-answers 401/404 before any stream starts: EventSource gives up on a non-200 answer,
-where django-eventstream's own refusal is a 200 stream carrying an error.
+Errors that exist before a stream starts (not logged in, not yours) are non-200 answers,
+so a browser's EventSource stops retrying; after the 200, errors are events.
 """
 
 from __future__ import annotations
@@ -17,13 +16,12 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_eventstream.views import events as eventstream_events
 
 from assistant import events, services
 from assistant.forms import ConversationForm, MessageForm, SetupForm, json_body
@@ -81,7 +79,9 @@ def message_json(message: Message) -> dict[str, Any]:
         )
         if message.error_type:
             data["error"] = {
-                "code": message.error_code, "type": message.error_type, "detail": message.error_detail
+                "code": message.error_code,
+                "type": message.error_type,
+                "detail": message.error_detail,
             }
     return data
 
@@ -221,9 +221,7 @@ async def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResp
                 "id": answer.pk,
                 "status": answer.status,
                 "model": answer.model,
-                "last_event_id": events.position_token(
-                    events.channel_for(conversation_id), answer.event_id
-                ),
+                "last_event_id": events.position_token(events.channel_for(conversation_id), answer.event_id),
             },
         },
         status=202,
@@ -239,6 +237,21 @@ async def message_cancel(request: HttpRequest, message_id: int) -> JsonResponse:
 
 @require_GET
 @api_view
-def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    conversation = services.conversation_get(user=request.user, conversation_id=conversation_id)
-    return eventstream_events(request, channel=conversation.channel)
+async def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """The conversation's event stream, from the position in Last-Event-ID or `lastEventId`.
+
+    A position that is malformed, of another conversation or too old to replay starts
+    the stream with a `stream-reset` event: the client re-renders from the database.
+    """
+    conversation = await services.aconversation_get(
+        user=await request.auser(), conversation_id=conversation_id
+    )
+    channel = conversation.channel
+    token = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+    position = events.position_from(channel, token)
+    if token and position is None:
+        position = 0  # outside every log: answered with a reset
+    response = StreamingHttpResponse(events.stream(channel, position), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

@@ -54,7 +54,7 @@ SECRET_KEY = env_str("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
-    SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
+    SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost" if DEBUG else "")
 if not DEBUG and not ALLOWED_HOSTS:
@@ -68,7 +68,6 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_eventstream",
     "assistant",
 ]
 
@@ -180,8 +179,8 @@ ASSISTANT_COALESCE_SECONDS = env_number("ASSISTANT_COALESCE_SECONDS", 0.03)
 # Partial text reaches the database at most this often per answer.
 ASSISTANT_PERSIST_SECONDS = env_number("ASSISTANT_PERSIST_SECONDS", 0.5, minimum=0.05)
 
-EVENTSTREAM_STORAGE_CLASS = "assistant.events.ReplayStorage"
-EVENTSTREAM_CHANNELMANAGER_CLASS = "assistant.events.ConversationChannelManager"
+# A comment line this often keeps proxies (nginx: 60 s by default) from closing idle streams.
+ASSISTANT_KEEPALIVE_SECONDS = env_number("ASSISTANT_KEEPALIVE_SECONDS", 15, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from django_eventstream.storage import EventDoesNotExist
 
 from assistant import events
+
+
+def data_of(event: events.LoggedEvent) -> str:
+    return event.frame.split("data: ", 1)[1].strip()
 
 
 @pytest.fixture
@@ -15,9 +18,9 @@ def log() -> events.ReplayLog:
 
 def test_since_returns_exactly_the_events_after_a_position(log):
     start = log.current_id()
-    ids = [log.append("conversation-a", "delta", str(n)).id for n in range(5)]
-    assert [e.data for e in log.since("conversation-a", start, 100)] == ["0", "1", "2", "3", "4"]
-    assert [e.data for e in log.since("conversation-a", ids[2], 100)] == ["3", "4"]
+    ids = [log.append("conversation-a", "delta", str(n)) for n in range(5)]
+    assert [data_of(e) for e in log.since("conversation-a", start, 100)] == ["0", "1", "2", "3", "4"]
+    assert [data_of(e) for e in log.since("conversation-a", ids[2], 100)] == ["3", "4"]
     assert log.since("conversation-a", ids[-1], 100) == []
 
 
@@ -25,38 +28,37 @@ def test_since_ignores_other_channels(log):
     start = log.current_id()
     log.append("conversation-b", "delta", "theirs")
     mine = log.append("conversation-a", "delta", "mine")
-    assert [e.data for e in log.since("conversation-a", start, 100)] == ["mine"]
-    assert log.since("conversation-b", mine.id, 100) == []
+    assert [data_of(e) for e in log.since("conversation-a", start, 100)] == ["mine"]
+    assert log.since("conversation-b", mine, 100) == []
 
 
 def test_since_honours_the_limit(log):
     start = log.current_id()
     for n in range(10):
         log.append("conversation-a", "delta", str(n))
-    assert [e.data for e in log.since("conversation-a", start, 3)] == ["0", "1", "2"]
+    assert [data_of(e) for e in log.since("conversation-a", start, 3)] == ["0", "1", "2"]
 
 
 def test_since_resets_a_position_from_before_this_process(log):
     """Ids of an earlier process are older than this log's first id: a restart resets."""
     log.append("conversation-a", "delta", "x")
-    with pytest.raises(EventDoesNotExist) as raised:
+    with pytest.raises(events.PositionUnknown):
         log.since("conversation-a", log._base - 5, 100)
-    assert raised.value.current_id == log.current_id()
 
 
 def test_since_resets_a_position_never_handed_out(log):
     log.append("conversation-a", "delta", "x")
-    with pytest.raises(EventDoesNotExist):
+    with pytest.raises(events.PositionUnknown):
         log.since("conversation-a", log.current_id() + 1, 100)
 
 
 def test_since_resets_once_events_were_dropped(log, monkeypatch):
     monkeypatch.setattr(events, "REPLAY_EVENTS_PER_CHANNEL", 3)
     start = log.current_id()
-    ids = [log.append("conversation-a", "delta", str(n)).id for n in range(5)]
-    with pytest.raises(EventDoesNotExist):
+    ids = [log.append("conversation-a", "delta", str(n)) for n in range(5)]
+    with pytest.raises(events.PositionUnknown):
         log.since("conversation-a", start, 100)
-    assert [e.data for e in log.since("conversation-a", ids[1], 100)] == ["2", "3", "4"]
+    assert [data_of(e) for e in log.since("conversation-a", ids[1], 100)] == ["2", "3", "4"]
 
 
 def test_forgotten_channels_reset_old_positions(log, monkeypatch):
@@ -65,7 +67,7 @@ def test_forgotten_channels_reset_old_positions(log, monkeypatch):
     log.append("conversation-a", "delta", "old")
     log._next_sweep = 0
     log.append("conversation-b", "delta", "sweeps a")
-    with pytest.raises(EventDoesNotExist):
+    with pytest.raises(events.PositionUnknown):
         log.since("conversation-a", before, 100)
 
 
@@ -73,6 +75,16 @@ def test_encode_data_keeps_utf8_as_is():
     assert events.encode_data({"text": "Grüße 👩‍💻"}) == '{"text":"Grüße 👩‍💻"}'
 
 
-def test_conversation_id_from_rejects_foreign_channels():
-    assert events.conversation_id_from("other-123") is None
-    assert events.conversation_id_from("conversation-not-a-uuid") is None
+def test_frames_are_sse_events_with_resumable_ids(log):
+    event_id = log.append("conversation-a", "delta", '{"text":"x"}')
+    (event,) = log.since("conversation-a", event_id - 1)
+    assert event.frame == f'event: delta\nid: conversation-a:{event_id}\ndata: {{"text":"x"}}\n\n'
+
+
+@pytest.mark.parametrize("token", ["conversation-b:5", "conversation-a:", "conversation-a:x", "5", "", None])
+def test_position_from_rejects_foreign_or_malformed_tokens(token):
+    assert events.position_from("conversation-a", token) is None
+
+
+def test_position_from_reads_own_tokens():
+    assert events.position_from("conversation-a", "conversation-a:1234") == 1234

@@ -1,0 +1,119 @@
+"""Pages: first-run setup, login, the chat page and its ownership rules."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from assistant.models import Conversation, Message
+
+
+def test_login_leads_to_setup_while_no_user_exists(db):
+    response = Client().get(reverse("login"))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("setup")
+
+
+def test_setup_creates_the_first_administrator_and_logs_in(db):
+    client = Client()
+    response = client.post(
+        reverse("setup"),
+        {"username": "admin", "password1": "Korrekt-Pferd-42", "password2": "Korrekt-Pferd-42"},
+    )
+    assert response.status_code == 302
+    user = get_user_model().objects.get()
+    assert user.username == "admin"
+    assert user.is_superuser
+    assert user.is_staff
+    assert client.get(reverse("chat")).status_code == 200
+
+
+def test_setup_rejects_mismatched_or_weak_passwords(db):
+    client = Client()
+    response = client.post(reverse("setup"), {"username": "admin", "password1": "a", "password2": "b"})
+    assert response.status_code == 200
+    assert not get_user_model().objects.exists()
+    response = client.post(reverse("setup"), {"username": "admin", "password1": "1234", "password2": "1234"})
+    assert response.status_code == 200
+    assert not get_user_model().objects.exists()
+
+
+def test_setup_is_gone_once_a_user_exists(alice):
+    client = Client()
+    assert client.get(reverse("setup")).status_code == 404
+    response = client.post(
+        reverse("setup"),
+        {"username": "mallory", "password1": "Korrekt-Pferd-42", "password2": "Korrekt-Pferd-42"},
+    )
+    assert response.status_code == 404
+    assert not get_user_model().objects.filter(username="mallory").exists()
+
+
+def test_login_uses_the_standard_fields(alice):
+    client = Client()
+    page = client.get(reverse("login"))
+    assert page.status_code == 200
+    assert b'name="username"' in page.content
+    assert b'name="password"' in page.content
+    response = client.post(reverse("login"), {"username": "alice", "password": "alice-password-1"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("chat")
+
+
+def test_logout_is_a_post(alice):
+    client = Client()
+    client.force_login(alice)
+    assert client.post(reverse("logout")).status_code == 302
+    assert client.get(reverse("chat")).status_code == 302
+
+
+def test_chat_requires_login(db):
+    response = Client().get(reverse("chat"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+def test_chat_page_lists_only_own_conversations(alice_client, alice, bob):
+    Conversation.objects.create(owner=alice, title="Urlaubsantrag", model="demo")
+    Conversation.objects.create(owner=bob, title="Bobs Geheimnis", model="demo")
+    page = alice_client.get(reverse("chat")).content.decode()
+    assert "Urlaubsantrag" in page
+    assert "Bobs Geheimnis" not in page
+    assert "Demo mode" in page
+
+
+def test_conversation_page_renders_history_escaped(alice_client, alice):
+    conversation = Conversation.objects.create(owner=alice, title="t", model="demo")
+    Message.objects.create(conversation=conversation, role="user", content="<script>alert(1)</script>")
+    Message.objects.create(conversation=conversation, role="assistant", content="Grüße 👋")
+    page = alice_client.get(reverse("conversation", args=[conversation.pk])).content.decode()
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Grüße 👋" in page
+    assert 'id="page-data"' in page
+    # No inline script: every script tag loads a file or carries JSON data.
+    for tag in re.findall(r"<script[^>]*>", page):
+        assert 'src="/static/' in tag or 'type="application/json"' in tag
+
+
+def test_conversation_page_of_another_user_is_404(alice, bob):
+    conversation = Conversation.objects.create(owner=alice, title="t", model="demo")
+    client = Client()
+    client.force_login(bob)
+    assert client.get(reverse("conversation", args=[conversation.pk])).status_code == 404
+
+
+def test_chat_page_is_german_for_german_browsers(alice_client):
+    page = alice_client.get(reverse("chat"), headers={"accept-language": "de"}).content.decode()
+    assert 'lang="de"' in page

@@ -1,0 +1,285 @@
+"""Streaming through a real daphne server over real HTTP, against the fake upstream."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from assistant.models import Conversation, Message
+from tests.conftest import session_client
+from tests.sse import SSEEvent, answer_events
+
+pytestmark = pytest.mark.live
+
+GREETING = "Grüße aus Köln! Straße, Maß, Öl — 👩‍💻🇩🇪 “Anführungszeichen” 你好 שלום\nZeile zwei."
+
+
+def fake(**behaviour) -> str:
+    """A question that tells the fake upstream how to answer it."""
+    return "Frage FAKE" + json.dumps(behaviour, ensure_ascii=False)
+
+
+def create_conversation(client: httpx.Client, **body) -> dict:
+    response = client.post("/api/conversations/", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def send(client: httpx.Client, conversation: dict, content: str, **body) -> dict:
+    response = client.post(
+        f"/api/conversations/{conversation['id']}/messages/", json={"content": content, **body}
+    )
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def stream_answer(client: httpx.Client, conversation: dict, sent: dict) -> list[SSEEvent]:
+    """Every event of the answer, from the position the POST returned to done or error."""
+    answer = sent["assistant_message"]
+    with client.stream(
+        "GET",
+        conversation["events_url"],
+        headers={"Last-Event-ID": answer["last_event_id"]},
+        timeout=httpx.Timeout(30, read=30),
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return list(answer_events(response, answer["id"]))
+
+
+def text_of(events: list[SSEEvent]) -> str:
+    return "".join(e.json()["text"] for e in events if e.event == "delta")
+
+
+def wait_for_final(message_id: int, timeout: float = 15) -> Message:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = Message.objects.get(pk=message_id)
+        if message.status != Message.Status.STREAMING:
+            return message
+        time.sleep(0.05)
+    raise AssertionError(f"message {message_id} still streaming")
+
+
+def test_stream_delivers_the_exact_text_and_stores_it(alice_http, upstream):
+    conversation = create_conversation(alice_http, model="fake-model")
+    sent = send(alice_http, conversation, fake(text=GREETING, tps=200))
+
+    events = stream_answer(alice_http, conversation, sent)
+
+    assert events[0].event == "start"
+    assert events[0].json()["user_message"]["content"] == fake(text=GREETING, tps=200)
+    assert events[-1].event == "done"
+    done = events[-1].json()
+    assert done["finish_reason"] == "stop"
+    assert done["usage"]["completion_tokens"] > 0
+    assert text_of(events) == GREETING
+    # Event ids increase strictly: that is what Last-Event-ID resumes from.
+    ids = [int(e.id.rsplit(":", 1)[1]) for e in events]
+    assert ids == sorted(set(ids))
+    message = Message.objects.get(pk=sent["assistant_message"]["id"])
+    assert message.status == "done"
+    assert message.content == GREETING
+    assert message.finish_reason == "stop"
+    assert message.completion_tokens == done["usage"]["completion_tokens"]
+    assert message.time_to_first_token_ms is not None
+    assert message.duration_ms >= message.time_to_first_token_ms
+    # The upstream got the conversation and the configured key, nothing else.
+    request = upstream.requests[-1]
+    assert request["headers"]["authorization"] == "Bearer test-key-abc123"
+    assert request["body"]["model"] == "fake-model"
+    assert request["body"]["messages"] == [{"role": "user", "content": fake(text=GREETING, tps=200)}]
+
+
+def test_stream_sends_utf8_bytes_as_is(alice_http, upstream):
+    conversation = create_conversation(alice_http)
+    sent = send(alice_http, conversation, fake(text="Grüße 👩‍💻", ascii_json=True))
+    answer = sent["assistant_message"]
+    raw = b""
+    with alice_http.stream(
+        "GET", conversation["events_url"], headers={"Last-Event-ID": answer["last_event_id"]}
+    ) as response:
+        for chunk in response.iter_bytes():
+            raw += chunk
+            if b"event: done" in raw:
+                break
+    assert "Grüße".encode() in raw
+    assert "👩‍💻".encode() in raw
+    assert b"\\u00fc" not in raw
+
+
+def test_stream_follows_the_conversation_history(alice_http, upstream):
+    conversation = create_conversation(alice_http)
+    first = send(alice_http, conversation, fake(text="Erste Antwort."))
+    stream_answer(alice_http, conversation, first)
+    second = send(alice_http, conversation, fake(text="Zweite Antwort."))
+    assert text_of(stream_answer(alice_http, conversation, second)) == "Zweite Antwort."
+    assert [m["content"] for m in upstream.requests[-1]["body"]["messages"]] == [
+        fake(text="Erste Antwort."),
+        "Erste Antwort.",
+        fake(text="Zweite Antwort."),
+    ]
+
+
+def test_answer_completes_when_nobody_listens(alice_http, upstream):
+    conversation = create_conversation(alice_http)
+    sent = send(alice_http, conversation, fake(tokens=40, tps=200))
+    message = wait_for_final(sent["assistant_message"]["id"])
+    assert message.status == "done"
+    assert message.content == "tok0" + "".join(f" tok{i}" for i in range(1, 40))
+
+
+def test_ten_concurrent_streams_deliver_every_token_once_in_order(live, alice, upstream):
+    results: dict[int, str] = {}
+    failures: list[BaseException] = []
+
+    def one(index: int) -> None:
+        try:
+            with session_client(live, alice) as client:
+                conversation = create_conversation(client)
+                expected = " ".join(f"s{index}-w{n}" for n in range(60))
+                sent = send(client, conversation, fake(text=expected, tps=100, ttft=0.05))
+                results[index] = text_of(stream_answer(client, conversation, sent))
+                assert results[index] == expected
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures
+    assert len(results) == 10
+    assert Message.objects.filter(role="assistant", status="done").count() == 10
+
+
+def test_second_message_while_streaming_is_409(alice_http, upstream):
+    conversation = create_conversation(alice_http)
+    sent = send(alice_http, conversation, fake(tokens=50, tps=20))
+    response = alice_http.post(
+        f"/api/conversations/{conversation['id']}/messages/", json={"content": "noch eine"}
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "answer_in_progress"
+    assert Message.objects.filter(conversation_id=conversation["id"]).count() == 2
+    alice_http.post(f"/api/messages/{sent['assistant_message']['id']}/cancel/")
+    wait_for_final(sent["assistant_message"]["id"])
+
+
+def test_cancel_stops_the_answer_and_keeps_the_text(alice_http, upstream):
+    conversation = create_conversation(alice_http)
+    sent = send(alice_http, conversation, fake(never_end=True, tps=50))
+    answer_id = sent["assistant_message"]["id"]
+    seen: list[SSEEvent] = []
+    with alice_http.stream(
+        "GET",
+        conversation["events_url"],
+        headers={"Last-Event-ID": sent["assistant_message"]["last_event_id"]},
+    ) as response:
+        for event in answer_events(response, answer_id):
+            seen.append(event)
+            if event.event == "delta" and len(text_of(seen)) > 20:
+                cancelled_at = time.monotonic()
+                assert alice_http.post(f"/api/messages/{answer_id}/cancel/").status_code == 202
+    assert time.monotonic() - cancelled_at < 1
+    assert seen[-1].event == "done"
+    assert seen[-1].json()["finish_reason"] == "cancelled"
+    message = Message.objects.get(pk=answer_id)
+    assert message.status == "cancelled"
+    assert message.content == text_of(seen)
+    # The upstream response was closed, not left streaming.
+    deadline = time.monotonic() + 2
+    while upstream.active_connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upstream.active_connections == 0
+
+
+ERROR_CASES = [
+    pytest.param({"status": 400}, 400, "bad_request", False, id="400"),
+    pytest.param({"status": 401}, 401, "auth_failed", False, id="401"),
+    pytest.param({"status": 403}, 403, "auth_failed", False, id="403"),
+    pytest.param({"status": 404}, 404, "model_not_found", False, id="404"),
+    pytest.param({"status": 408}, 408, "timeout", True, id="408"),
+    pytest.param({"status": 409}, 409, "conflict", True, id="409"),
+    pytest.param({"status": 429, "retry_after": 7}, 429, "rate_limited", True, id="429"),
+    pytest.param({"status": 500}, 500, "upstream_unavailable", True, id="500"),
+    pytest.param({"status": 503}, 503, "upstream_unavailable", True, id="503"),
+    pytest.param({"header_delay": 4}, 504, "timeout", True, id="no-headers"),
+    pytest.param({"stall_after": 3}, 504, "timeout", True, id="stall"),
+    pytest.param({"reset_after": 3}, 502, "upstream_error", True, id="reset"),
+    pytest.param({"malformed_after": 3}, 502, "upstream_error", True, id="malformed"),
+    pytest.param({"error_after": 3}, 502, "upstream_error", True, id="in-stream-error"),
+]
+
+
+@pytest.mark.parametrize(("behaviour", "code", "kind", "retryable"), ERROR_CASES)
+def test_upstream_failure_becomes_an_error_event_and_keeps_partial_text(
+    alice_http, upstream, behaviour, code, kind, retryable
+):
+    conversation = create_conversation(alice_http)
+    sent = send(alice_http, conversation, fake(tokens=10, **behaviour))
+
+    events = stream_answer(alice_http, conversation, sent)
+
+    error = events[-1]
+    assert error.event == "error"
+    payload = error.json()
+    assert payload["code"] == code
+    assert payload["type"] == kind
+    assert payload["retryable"] is retryable
+    assert payload["detail"]
+    assert "test-key" not in error.data
+    assert "127.0.0.1" not in error.data
+    if "retry_after" in behaviour:
+        assert payload["retry_after"] == behaviour["retry_after"]
+    partial = text_of(events)
+    failing_after = [
+        behaviour[k]
+        for k in ("stall_after", "reset_after", "malformed_after", "error_after")
+        if k in behaviour
+    ]
+    assert partial == " ".join(f"tok{i}" for i in range(failing_after[0] if failing_after else 0))
+    message = Message.objects.get(pk=sent["assistant_message"]["id"])
+    assert message.status == "error"
+    assert message.content == partial
+    assert (message.error_code, message.error_type) == (code, kind)
+
+
+@pytest.mark.parametrize("reason", ["length", "content_filter"])
+def test_finish_reason_is_reported_and_stored(alice_http, upstream, reason):
+    conversation = create_conversation(alice_http)
+    sent = send(alice_http, conversation, fake(tokens=5, finish_reason=reason))
+    events = stream_answer(alice_http, conversation, sent)
+    assert events[-1].event == "done"
+    assert events[-1].json()["finish_reason"] == reason
+    assert Message.objects.get(pk=sent["assistant_message"]["id"]).finish_reason == reason
+
+
+def test_events_of_another_users_conversation_are_404_and_leak_nothing(live, alice, bob, upstream):
+    conversation = Conversation.objects.create(owner=alice, model="fake-model")
+    with session_client(live, bob) as bob_client:
+        response = bob_client.get(f"/api/conversations/{conversation.pk}/events/")
+        assert response.status_code == 404
+        # Naming alice's channel in the query string or Last-Event-ID does not help either.
+        own = create_conversation(bob_client)
+        with bob_client.stream(
+            "GET",
+            own["events_url"],
+            params={"channel": f"conversation-{conversation.pk}"},
+            headers={"Last-Event-ID": f"conversation-{conversation.pk}:1"},
+        ) as response:
+            assert response.status_code == 200
+            opening = next(response.iter_text())
+    assert "stream-open" in opening
+    assert str(conversation.pk) not in opening
+
+
+def test_events_answer_401_to_anonymous_clients(live, alice):
+    conversation = Conversation.objects.create(owner=alice, model="fake-model")
+    response = httpx.get(f"{live.url}/api/conversations/{conversation.pk}/events/")
+    assert response.status_code == 401
