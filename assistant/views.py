@@ -149,12 +149,10 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
         "models": settings.ASSISTANT_MODELS,
         "demo_mode": settings.ASSISTANT_DEMO_MODE,
         "i18n": {
-            "connecting": _("Connecting…"),
             "reconnecting": _("Connection lost, reconnecting…"),
             "resumed": _("Connected again; the answer continues."),
             "offline": _("You are offline. Your message is kept; send it again when you are back online."),
             "send_failed": _("Sending failed. Your message is kept; try again."),
-            "stopped": _("Stopped."),
             "untitled": _("Untitled"),
         },
     }

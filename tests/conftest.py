@@ -140,7 +140,7 @@ def live(live_server_process, transactional_db, upstream) -> LiveServer:
     return live_server_process
 
 
-def session_client(live: LiveServer, user, **kwargs) -> httpx.Client:
+def session_client(live: LiveServer, user, headers: dict[str, str] | None = None, **kwargs) -> httpx.Client:
     """An HTTP client logged in as `user`, with a CSRF cookie and header."""
     django_client = Client()
     django_client.force_login(user)
@@ -150,7 +150,7 @@ def session_client(live: LiveServer, user, **kwargs) -> httpx.Client:
             settings.SESSION_COOKIE_NAME: django_client.cookies[settings.SESSION_COOKIE_NAME].value,
             settings.CSRF_COOKIE_NAME: CSRF_TOKEN,
         },
-        headers={"X-CSRFToken": CSRF_TOKEN},
+        headers={"X-CSRFToken": CSRF_TOKEN, **(headers or {})},
         timeout=kwargs.pop("timeout", 10),
         **kwargs,
     )

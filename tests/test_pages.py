@@ -117,3 +117,12 @@ def test_conversation_page_of_another_user_is_404(alice, bob):
 def test_chat_page_is_german_for_german_browsers(alice_client):
     page = alice_client.get(reverse("chat"), headers={"accept-language": "de"}).content.decode()
     assert 'lang="de"' in page
+    assert "Neuer Chat" in page
+    assert "Nachricht an Assistant" in page
+
+
+def test_api_errors_speak_german_to_german_users(alice_client):
+    response = alice_client.post(
+        reverse("api_conversations"), data="[]", content_type="application/json", headers={"accept-language": "de"}
+    )
+    assert response.json()["error"]["message"] == "Der Inhalt der Anfrage muss ein JSON-Objekt sein."

@@ -283,3 +283,15 @@ def test_events_answer_401_to_anonymous_clients(live, alice):
     conversation = Conversation.objects.create(owner=alice, model="fake-model")
     response = httpx.get(f"{live.url}/api/conversations/{conversation.pk}/events/")
     assert response.status_code == 401
+
+
+def test_secrets_never_reach_logs_pages_or_events(alice_http, live, upstream):
+    conversation = create_conversation(alice_http)
+    for behaviour in ({"status": 401}, {"reset_after": 1}, {"malformed_after": 1}):
+        sent = send(alice_http, conversation, fake(**behaviour))
+        events = stream_answer(alice_http, conversation, sent)
+        assert "test-key-abc123" not in "".join(e.data for e in events)
+    page = alice_http.get(conversation["url"]).text
+    assert "test-key-abc123" not in page
+    assert upstream.url not in page
+    assert "test-key-abc123" not in live.log_text()
