@@ -1,0 +1,904 @@
+"""A fake OpenAI-compatible LLM upstream: a real HTTP/1.1 server speaking Chat Completions SSE.
+
+Why this exists: the app under test talks to its LLM provider through the official ``openai``
+SDK (``AsyncOpenAI(base_url=...)``). Mocking the SDK would hide exactly the things that break in
+production -- chunk framing, keep-alive reuse, timeouts, resets, malformed or error chunks, slow
+token streams, Unicode. So the tests and the benchmark point the real SDK at this real socket
+server instead, and steer its behaviour per test (``set()``) or per request (``FAKE{...}`` in the
+last user message).
+
+Pure standard library: one asyncio event loop in a daemon thread, a hand-written minimal HTTP/1.1
+server (request line, headers, Content-Length or chunked request bodies, keep-alive), chunked
+``text/event-stream`` responses. Designed to pace hundreds of concurrent streams cheaply: one
+timer per token per stream, pre-encoded chunk prefixes/suffixes, one ``write`` per token.
+
+CLI: ``python -m tests.fake_upstream --port 8001 --ttft 0.2 --tps 30 --tokens 300``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from types import TracebackType
+from typing import Any, Self
+
+__all__ = ["BEHAVIOUR_DEFAULTS", "DEFAULT_MODELS", "FakeUpstream", "split_tokens"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MODELS: tuple[str, ...] = ("gpt-4o-mini", "fake-model")
+
+#: Every behaviour key with its default. ``set()``/constructor/``FAKE{...}`` accept only these.
+BEHAVIOUR_DEFAULTS: dict[str, Any] = {
+    "ttft": 0.0,  # seconds between response headers and the first chunk
+    "header_delay": 0.0,  # seconds before sending response headers at all
+    "tps": 0.0,  # content tokens per second; 0 = as fast as possible
+    "text": None,  # exact reply text (split with split_tokens); None -> "tok0 tok1 ..."
+    "tokens": 20,  # number of generated tokens when text is None
+    "status": None,  # answer this HTTP error status instead of a completion
+    "retry_after": None,  # Retry-After header value for error responses
+    "status_times": None,  # only the first N requests per (status, tag) get the error
+    "reset_after": None,  # abort the TCP connection after k content tokens
+    "malformed_after": None,  # send an invalid-JSON data line after k tokens, then end
+    "error_after": None,  # send an in-stream {"error": ...} chunk after k tokens, then end
+    "stall_after": None,  # go silent after k tokens until the client leaves / server stops
+    "never_end": False,  # stream tokens forever
+    "finish_reason": "stop",
+    "usage": True,  # send the usage chunk when stream_options.include_usage is true
+    "ascii_json": False,  # json ensure_ascii=True instead of raw UTF-8
+    "models": None,  # list of accepted model ids (None = accept anything)
+    "tag": None,  # label for token_log / status_times
+    "headers": None,  # dict of extra response headers
+}
+
+_TOKEN_RE = re.compile(r"\s*\S+|\s+")
+_ENC_UTF8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ENC_ASCII = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 64 * 1024 * 1024
+_YIELD_EVERY = 64  # with tps=0, give the loop a turn every this many tokens
+
+_MALFORMED = b'data: {"id": "broken", "choices": [\n\n'
+_STREAM_ERROR = (
+    b'data: {"error": {"message": "The server had an error while processing your request.", '
+    b'"type": "server_error", "code": null}}\n\n'
+)
+_DONE = b"data: [DONE]\n\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+
+_STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
+    400: ("Invalid request.", "invalid_request_error", None),
+    401: ("Incorrect API key provided", "invalid_request_error", "invalid_api_key"),
+    403: ("You are not allowed to access this resource.", "invalid_request_error", None),
+    404: ("The requested resource does not exist.", "invalid_request_error", "not_found"),
+    408: ("Request timed out.", "timeout", None),
+    409: ("Conflict, please retry.", "invalid_request_error", None),
+    422: ("Unprocessable entity.", "invalid_request_error", None),
+    429: (
+        "Rate limit reached for requests. Please try again later.",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    500: ("The server had an error while processing your request.", "server_error", None),
+    502: ("Bad gateway.", "server_error", None),
+    503: ("The engine is currently overloaded, please try again later.", "server_error", None),
+}
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split text into tokens that carry their leading whitespace; ``"".join()`` restores it."""
+    return _TOKEN_RE.findall(text)
+
+
+def _encode_str(value: str, ascii_json: bool) -> bytes:
+    if ascii_json:
+        return _ENC_ASCII(value).encode("ascii")
+    try:
+        return _ENC_UTF8(value).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: only representable escaped
+        return _ENC_ASCII(value).encode("ascii")
+
+
+def _frame(payload: bytes) -> bytes:
+    """One HTTP chunk (chunked transfer encoding)."""
+    return b"%x\r\n%b\r\n" % (len(payload), payload)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
+
+
+def _validate(behaviour: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(behaviour) - set(BEHAVIOUR_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown fake upstream behaviour keys: {unknown}")
+    return behaviour
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _user_text(messages: Any) -> str | None:
+    """Text of the last message with role "user" (string or list-of-parts content)."""
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "".join(
+                    p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+            return None
+    return None
+
+
+def _fake_override(messages: Any) -> dict[str, Any] | None:
+    text = _user_text(messages)
+    if not text:
+        return None
+    pos = text.find("FAKE{")
+    if pos < 0:
+        return None
+    try:
+        override, _ = json.JSONDecoder().raw_decode(text, pos + 4)
+    except ValueError as exc:
+        raise _BadRequest(f"FAKE{{...}} is not valid JSON: {exc}") from None
+    try:
+        return _validate(override)
+    except ValueError as exc:
+        raise _BadRequest(str(exc)) from None
+
+
+def _prompt_chars(messages: Any) -> int:
+    total = 0
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                total += len(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        total += len(part["text"])
+    return total
+
+
+def _token_at(tokens: list[str] | None, i: int) -> str:
+    if tokens:
+        return tokens[i % len(tokens)]
+    return "tok0" if i == 0 else f" tok{i}"
+
+
+class _Request:
+    __slots__ = ("body", "headers", "method", "target", "version")
+
+    def __init__(self, method: str, target: str, version: str, headers: dict[str, str], body: bytes) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.body = body
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in connection
+        return "close" not in connection
+
+
+class _Conn(asyncio.Protocol):
+    """One TCP connection: buffers input, tracks liveness and write flow control."""
+
+    def __init__(self, owner: FakeUpstream) -> None:
+        self.owner = owner
+        self.loop = owner._require_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.gone = False  # client closed/half-closed or connection lost
+        self.paused = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    # -- protocol callbacks (event loop thread) --
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.owner._opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.gone = True
+        self._wake()
+        return True  # we close it ourselves once the handler notices
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self.paused = False
+        self._wake()
+        self.owner._closed(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- helpers for the handler task --
+    async def wait(self, max_wait: float | None = None) -> None:
+        """Wait for any connection event (data, EOF, loss, resume) or ``max_wait`` seconds."""
+        fut = self.loop.create_future()
+        self.waiter = fut
+        handle = None if max_wait is None else self.loop.call_later(max_wait, _resolve, fut)
+        try:
+            await fut
+        finally:
+            self.waiter = None
+            if handle is not None:
+                handle.cancel()
+
+    async def sleep_until(self, deadline: float) -> bool:
+        """Sleep until loop time ``deadline``; False (early) if the client went away."""
+        while not self.gone:
+            remaining = deadline - self.loop.time()
+            if remaining <= 0.0005:
+                return True
+            await self.wait(remaining)
+        return False
+
+    async def drain(self) -> bool:
+        while self.paused and not self.gone:
+            await self.wait()
+        return not self.gone
+
+    async def wait_gone(self) -> None:
+        while not self.gone:
+            await self.wait()
+
+    def write(self, data: bytes) -> bool:
+        transport = self.transport
+        if self.gone or transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        return True
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def read_until(self, sep: bytes, limit: int) -> bytes | None:
+        buf = self.buf
+        while True:
+            idx = buf.find(sep)
+            if idx >= 0:
+                data = bytes(buf[:idx])
+                del buf[: idx + len(sep)]
+                return data
+            if self.gone or len(buf) > limit:
+                return None
+            await self.wait()
+
+    async def read_exact(self, n: int) -> bytes | None:
+        buf = self.buf
+        while len(buf) < n:
+            if self.gone:
+                return None
+            await self.wait()
+        data = bytes(buf[:n])
+        del buf[:n]
+        return data
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class FakeUpstream:
+    """Real HTTP server imitating the OpenAI Chat Completions API (see module docstring)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        **defaults: Any,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self._base = {**BEHAVIOUR_DEFAULTS, **_validate(dict(defaults))}
+        self._defaults: dict[str, Any] = dict(self._base)
+        self._lock = threading.Lock()
+        self._status_counts: dict[tuple[Any, str], int] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.token_log: list[tuple[Any, int, float]] | None = None
+        self.url = ""
+        self._active = 0
+        self._conns: set[_Conn] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._start_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def active_connections(self) -> int:
+        """Currently open TCP connections."""
+        return self._active
+
+    @property
+    def behaviour(self) -> dict[str, Any]:
+        """A copy of the current default behaviour."""
+        return dict(self._defaults)
+
+    def set(self, **behaviour: Any) -> None:
+        """Replace the default behaviour: constructor defaults overlaid with ``behaviour``."""
+        new = {**self._base, **_validate(behaviour)}
+        with self._lock:
+            self._defaults = new
+            self._status_counts.clear()
+
+    def reset(self) -> None:
+        """Restore the constructor defaults (and forget status_times counters)."""
+        self.set()
+
+    def start(self) -> FakeUpstream:
+        if self._thread is not None:
+            raise RuntimeError("FakeUpstream already started")
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="fake-upstream", daemon=True)
+        self._thread.start()
+        started.wait()
+        if self._start_error is not None or not self.url:
+            self._thread.join()
+            self._thread = None
+            raise self._start_error or RuntimeError("fake upstream failed to start")
+        return self
+
+    def stop(self) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        try:
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=5)
+        except TimeoutError:  # pragma: no cover - best effort
+            _log.warning("fake upstream: shutdown timed out")
+        finally:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ loop thread
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    def _run(self, started: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        loop.set_exception_handler(_exception_handler)
+        try:
+            self._server = loop.run_until_complete(
+                loop.create_server(
+                    lambda: _Conn(self), self.host, self.port, backlog=4096, reuse_address=True
+                )
+            )
+        except OSError as exc:
+            self._start_error = exc
+        finally:
+            if self._server is None:
+                loop.close()
+                started.set()
+        if self._server is None:
+            return
+        sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
+        self.port = sock_port
+        address = ipaddress.ip_address(sock_host)
+        if address.is_unspecified:
+            address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+        url_host = f"[{address}]" if address.version == 6 else str(address)
+        self.url = f"http://{url_host}:{sock_port}/v1"
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for conn in list(self._conns):
+            conn.abort()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # let connection_lost callbacks run
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _opened(self, conn: _Conn) -> None:
+        self._active += 1
+        self._conns.add(conn)
+        task = self._require_loop().create_task(self._serve(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _closed(self, conn: _Conn) -> None:
+        if conn in self._conns:
+            self._conns.discard(conn)
+            self._active -= 1
+
+    async def _serve(self, conn: _Conn) -> None:
+        try:
+            while True:
+                request = await self._read_request(conn)
+                if request is None:
+                    break
+                keep_alive = await self._dispatch(conn, request)
+                if not keep_alive or conn.gone:
+                    break
+        except OSError:  # a vanished client must never produce tracebacks
+            _log.debug("fake upstream connection error", exc_info=True)
+        finally:
+            transport = conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+
+    async def _read_request(self, conn: _Conn) -> _Request | None:
+        while conn.buf[:2] == b"\r\n":
+            del conn.buf[:2]
+        head = await conn.read_until(b"\r\n\r\n", _MAX_HEAD)
+        if head is None:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) != 3:
+            return None
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if headers.get("expect", "").lower() == "100-continue":
+            conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await self._read_chunked_body(conn)
+        else:
+            try:
+                length = int(headers.get("content-length") or 0)
+            except ValueError:
+                return None
+            if length < 0 or length > _MAX_BODY:
+                return None
+            body = await conn.read_exact(length)
+        if body is None:
+            return None
+        return _Request(method, target, version, headers, body)
+
+    async def _read_chunked_body(self, conn: _Conn) -> bytes | None:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = await conn.read_until(b"\r\n", 1024)
+            if line is None:
+                return None
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                return None
+            if size == 0:
+                while True:  # trailers, terminated by an empty line
+                    trailer = await conn.read_until(b"\r\n", _MAX_HEAD)
+                    if trailer is None:
+                        return None
+                    if not trailer:
+                        return b"".join(parts)
+            total += size
+            if total > _MAX_BODY:
+                return None
+            data = await conn.read_exact(size + 2)
+            if data is None:
+                return None
+            parts.append(data[:-2])
+
+    # ------------------------------------------------------------------ responses
+    def _send(
+        self,
+        conn: _Conn,
+        status: int,
+        body: bytes,
+        keep_alive: bool,
+        extra: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> bool:
+        head = [
+            f"HTTP/1.1 {status} {_reason(status)}",
+            f"content-type: {content_type}",
+            f"content-length: {len(body)}",
+            f"x-request-id: req_{uuid.uuid4().hex}",
+            "connection: keep-alive" if keep_alive else "connection: close",
+        ]
+        head.extend(f"{k}: {v}" for k, v in extra or ())
+        conn.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        return keep_alive
+
+    def _send_error(
+        self,
+        conn: _Conn,
+        status: int,
+        message: str,
+        err_type: str,
+        code: str | None,
+        keep_alive: bool,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> bool:
+        body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+        return self._send(conn, status, json.dumps(body).encode(), keep_alive, extra)
+
+    def _authorized(self, request: _Request) -> bool:
+        if self.api_key is None:
+            return True
+        return request.headers.get("authorization") == f"Bearer {self.api_key}"
+
+    async def _dispatch(self, conn: _Conn, request: _Request) -> bool:
+        keep_alive = request.keep_alive
+        path = request.target.split("?", 1)[0]
+        if len(path) > 1:
+            path = path.rstrip("/")
+        if path in ("/v1/chat/completions", "/chat/completions") and request.method == "POST":
+            return await self._chat(conn, request, path, keep_alive)
+        if path in ("/v1/models", "/models") and request.method == "GET":
+            if not self._authorized(request):
+                return self._send_error(conn, 401, *_STATUS_ERRORS[401], keep_alive)
+            models = self._defaults["models"] or DEFAULT_MODELS
+            listing = {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "fake-upstream"} for m in models
+                ],
+            }
+            return self._send(conn, 200, json.dumps(listing).encode(), keep_alive)
+        return self._send_error(
+            conn,
+            404,
+            f"Invalid URL ({request.method} {path})",
+            "invalid_request_error",
+            None,
+            keep_alive,
+        )
+
+    def _status_applies(self, behaviour: dict[str, Any]) -> bool:
+        times = behaviour["status_times"]
+        if times is None:
+            return True
+        key = (behaviour["status"], json.dumps(behaviour["tag"], sort_keys=True, default=str))
+        with self._lock:
+            seen = self._status_counts.get(key, 0)
+            self._status_counts[key] = seen + 1
+        return seen < int(times)
+
+    async def _chat(self, conn: _Conn, request: _Request, path: str, keep_alive: bool) -> bool:
+        try:
+            body = json.loads(request.body)
+            if not isinstance(body, dict):
+                raise TypeError("not an object")
+        except (ValueError, TypeError):
+            self.requests.append({"body": None, "headers": request.headers, "path": path})
+            return self._send_error(
+                conn,
+                400,
+                "We could not parse the JSON body of your request.",
+                "invalid_request_error",
+                None,
+                keep_alive,
+            )
+        self.requests.append({"body": body, "headers": request.headers, "path": path})
+        behaviour = self._defaults
+        try:
+            override = _fake_override(body.get("messages"))
+        except _BadRequest as exc:
+            return self._send_error(conn, 400, str(exc), "invalid_request_error", None, keep_alive)
+        if override:
+            behaviour = {**behaviour, **override}
+
+        loop = conn.loop
+        header_delay = float(behaviour["header_delay"] or 0)
+        if header_delay > 0 and not await conn.sleep_until(loop.time() + header_delay):
+            return False
+        if not self._authorized(request):
+            return self._send_error(conn, 401, *_STATUS_ERRORS[401], keep_alive)
+        model = body.get("model")
+        models = behaviour["models"]
+        if models is not None and model not in models:
+            return self._send_error(
+                conn,
+                404,
+                f"The model `{model}` does not exist",
+                "invalid_request_error",
+                "model_not_found",
+                keep_alive,
+            )
+        extra = [(str(k), str(v)) for k, v in (behaviour["headers"] or {}).items()]
+        status = behaviour["status"]
+        if status and int(status) != 200 and self._status_applies(behaviour):
+            status = int(status)
+            message, err_type, code = _STATUS_ERRORS.get(status, (f"Error {status}.", "server_error", None))
+            if behaviour["retry_after"] is not None:
+                extra.append(("retry-after", str(behaviour["retry_after"])))
+            return self._send_error(conn, status, message, err_type, code, keep_alive, extra)
+        if body.get("stream"):
+            return await self._stream(conn, behaviour, body, keep_alive, extra)
+        return await self._complete(conn, behaviour, body, keep_alive, extra)
+
+    async def _complete(
+        self,
+        conn: _Conn,
+        behaviour: dict[str, Any],
+        body: dict[str, Any],
+        keep_alive: bool,
+        extra: list[tuple[str, str]],
+    ) -> bool:
+        ttft = float(behaviour["ttft"] or 0)
+        if ttft > 0 and not await conn.sleep_until(conn.loop.time() + ttft):
+            return False
+        if behaviour["reset_after"] is not None:
+            conn.abort()
+            return False
+        text = behaviour["text"]
+        if text is not None:
+            n_tokens = len(split_tokens(text))
+        else:
+            n_tokens = int(behaviour["tokens"])
+            text = "".join(_token_at(None, i) for i in range(n_tokens))
+        prompt = max(1, _prompt_chars(body.get("messages")) // 4)
+        completion = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": behaviour["finish_reason"],
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": n_tokens,
+                "total_tokens": prompt + n_tokens,
+            },
+        }
+        ascii_json = bool(behaviour["ascii_json"])
+        try:
+            payload = json.dumps(completion, ensure_ascii=ascii_json).encode("utf-8")
+        except UnicodeEncodeError:
+            payload = json.dumps(completion).encode("ascii")
+        return self._send(conn, 200, payload, keep_alive, extra)
+
+    async def _stream(
+        self,
+        conn: _Conn,
+        behaviour: dict[str, Any],
+        body: dict[str, Any],
+        keep_alive: bool,
+        extra: list[tuple[str, str]],
+    ) -> bool:
+        loop = conn.loop
+        ascii_json = bool(behaviour["ascii_json"])
+        options = body.get("stream_options")
+        include_usage = (
+            bool(behaviour["usage"]) and isinstance(options, dict) and bool(options.get("include_usage"))
+        )
+        model = body.get("model")
+        model_json = _ENC_ASCII(model).encode() if ascii_json else _encode_json(model)
+        head = (
+            b'data: {"id":"chatcmpl-%b","object":"chat.completion.chunk","created":%d,'
+            b'"model":%b,"system_fingerprint":"fp_fake","choices":['
+            % (uuid.uuid4().hex[:24].encode(), int(time.time()), model_json)
+        )
+        tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        prefix = head + b'{"index":0,"delta":{"content":'
+        suffix = b'},"logprobs":null,"finish_reason":null}]' + tail
+
+        response_head = [
+            "HTTP/1.1 200 OK",
+            "content-type: text/event-stream; charset=utf-8",
+            "transfer-encoding: chunked",
+            "cache-control: no-cache",
+            f"x-request-id: req_{uuid.uuid4().hex}",
+            "connection: keep-alive" if keep_alive else "connection: close",
+        ]
+        response_head.extend(f"{k}: {v}" for k, v in extra)
+        if not conn.write(("\r\n".join(response_head) + "\r\n\r\n").encode("latin-1")):
+            return False
+
+        ttft = float(behaviour["ttft"] or 0)
+        if ttft > 0 and not await conn.sleep_until(loop.time() + ttft):
+            return False
+        role = (
+            head
+            + b'{"index":0,"delta":{"role":"assistant","content":"","refusal":null},'
+            + b'"logprobs":null,"finish_reason":null}]'
+            + tail
+        )
+        if not conn.write(_frame(role)):
+            return False
+
+        text = behaviour["text"]
+        tokens = split_tokens(text) if text is not None else None
+        never_end = bool(behaviour["never_end"])
+        if tokens is not None and not tokens and never_end:
+            tokens = None
+        total = len(tokens) if tokens is not None else int(behaviour["tokens"])
+        tps = float(behaviour["tps"] or 0)
+        interval = 1.0 / tps if tps > 0 else 0.0
+        reset_after = behaviour["reset_after"]
+        malformed_after = behaviour["malformed_after"]
+        error_after = behaviour["error_after"]
+        stall_after = behaviour["stall_after"]
+        tag = behaviour["tag"]
+        start = loop.time()
+        i = 0
+        while True:
+            more = never_end or i < total
+            if more and interval:
+                if not await conn.sleep_until(start + i * interval):
+                    return False
+            elif i and i % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if conn.gone:
+                    return False
+            if conn.paused and not await conn.drain():
+                return False
+            if i == reset_after:
+                conn.abort()
+                return False
+            if i == malformed_after:
+                conn.write(_frame(_MALFORMED) + _LAST_CHUNK)
+                return keep_alive
+            if i == error_after:
+                conn.write(_frame(_STREAM_ERROR) + _LAST_CHUNK)
+                return keep_alive
+            if i == stall_after:
+                await conn.wait_gone()
+                return False
+            if not more:
+                break
+            payload = prefix + _encode_str(_token_at(tokens, i), ascii_json) + suffix
+            if not conn.write(b"%x\r\n%b\r\n" % (len(payload), payload)):
+                return False
+            token_log = self.token_log
+            if token_log is not None:
+                token_log.append((tag, i, time.monotonic()))
+            i += 1
+
+        out = [
+            _frame(
+                head
+                + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":%b}]'
+                % _encode_json(behaviour["finish_reason"])
+                + tail
+            )
+        ]
+        if include_usage:
+            prompt = max(1, _prompt_chars(body.get("messages")) // 4)
+            usage = {"prompt_tokens": prompt, "completion_tokens": i, "total_tokens": prompt + i}
+            out.append(_frame(head + b"]" + b',"usage":' + _encode_json(usage) + b"}\n\n"))
+        out.append(_frame(_DONE))
+        out.append(_LAST_CHUNK)
+        conn.write(b"".join(out))
+        return keep_alive
+
+
+def _encode_json(value: Any) -> bytes:
+    try:
+        return _ENC_UTF8(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return _ENC_ASCII(value).encode("ascii")
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if isinstance(context.get("exception"), (ConnectionError, OSError)):
+        return
+    loop.default_exception_handler(context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_upstream", description="Fake OpenAI-compatible upstream."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--ttft", type=float, default=0.0)
+    parser.add_argument("--header-delay", type=float, default=0.0)
+    parser.add_argument("--tps", type=float, default=0.0)
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--text", default=None)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="any other behaviour, e.g. --set finish_reason='\"length\"' --set never_end=true",
+    )
+    args = parser.parse_args(argv)
+    behaviour: dict[str, Any] = {
+        "ttft": args.ttft,
+        "header_delay": args.header_delay,
+        "tps": args.tps,
+        "tokens": args.tokens,
+        "text": args.text,
+    }
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        try:
+            behaviour[key] = json.loads(raw)
+        except ValueError:
+            behaviour[key] = raw
+    fake = FakeUpstream(args.host, args.port, args.api_key, **behaviour)
+    fake.start()
+    print(fake.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,509 @@
+"""Tests for the fake OpenAI upstream, exercised through the real ``openai`` SDK and raw httpx.
+
+These also pin down which exceptions openai's SDK raises for each upstream failure mode, which
+the app's error handling relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+import pytest
+
+from tests.fake_upstream import FakeUpstream, split_tokens
+
+MODEL = "gpt-4o-mini"
+UNICODE_TEXT = "Grüße aus Köln 👩‍💻 — 你好 שלום"
+NASTY_TEXT = 'x\n\ndata: evil\n\nid: 5\r\n "quoted" \\back\\slash\x00nul\u2028sep\tend  '
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+def make_client(fake: FakeUpstream, **kwargs: Any) -> openai.AsyncOpenAI:
+    kwargs.setdefault("max_retries", 0)
+    kwargs.setdefault("api_key", "k")
+    return openai.AsyncOpenAI(base_url=fake.url, **kwargs)
+
+
+def user(content: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
+
+
+def fake_msg(**behaviour: Any) -> list[dict[str, str]]:
+    return user("hello FAKE" + json.dumps(behaviour))
+
+
+async def collect(
+    fake: FakeUpstream,
+    messages: list[dict[str, str]],
+    client_kwargs: dict[str, Any] | None = None,
+    **create_kwargs: Any,
+) -> list[Any]:
+    """Stream one completion; return the chunks (raises whatever the SDK raises)."""
+    async with make_client(fake, **(client_kwargs or {})) as client:
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=messages, stream=True, **create_kwargs
+        )
+        return [chunk async for chunk in stream]
+
+
+async def collect_until_error(
+    fake: FakeUpstream, messages: list[dict[str, str]], **client_kwargs: Any
+) -> tuple[list[str], BaseException | None]:
+    contents: list[str] = []
+    async with make_client(fake, **client_kwargs) as client:
+        stream = await client.chat.completions.create(model=MODEL, messages=messages, stream=True)
+        try:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    contents.append(chunk.choices[0].delta.content)
+        except Exception as exc:
+            return contents, exc
+    return contents, None
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+async def iter_lines(
+    fake: FakeUpstream, messages: list[dict[str, str]], **client_kwargs: Any
+) -> tuple[list[str], BaseException | None]:
+    lines: list[str] = []
+    async with (
+        make_client(fake, **client_kwargs) as client,
+        client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=messages, stream=True
+        ) as response,
+    ):
+        try:
+            async for line in response.iter_lines():
+                lines.append(line)
+        except Exception as exc:
+            return lines, exc
+    return lines, None
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+def test_split_tokens_roundtrip_exact() -> None:
+    for text in (UNICODE_TEXT, NASTY_TEXT, "", "  lead", "trail \n"):
+        assert "".join(split_tokens(text)) == text
+    assert split_tokens("a  b\nc") == ["a", "  b", "\nc"]
+
+
+def test_stream_sdk_reassembles_unicode_text(fake: FakeUpstream) -> None:
+    fake.set(text=UNICODE_TEXT)
+    chunks = asyncio.run(collect(fake, user("hi")))
+    assert text_of(chunks) == UNICODE_TEXT
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].choices[0].delta.content == ""
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.model == MODEL and c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    assert fake.requests[-1]["path"] == "/v1/chat/completions"
+    assert fake.requests[-1]["body"]["messages"] == user("hi")
+    assert fake.requests[-1]["headers"]["authorization"] == "Bearer k"
+
+
+def test_stream_sdk_reassembles_sse_injection_text(fake: FakeUpstream) -> None:
+    chunks = asyncio.run(collect(fake, fake_msg(text=NASTY_TEXT)))
+    assert text_of(chunks) == NASTY_TEXT
+
+
+def test_stream_ascii_json_escapes_but_reassembles(fake: FakeUpstream) -> None:
+    fake.set(text=UNICODE_TEXT, ascii_json=True)
+    with httpx.Client() as http:
+        raw = http.post(
+            f"{fake.url}/chat/completions",
+            json={"model": MODEL, "messages": user("x"), "stream": True},
+        ).content
+    assert raw.isascii()
+    assert b"\\u00fc" in raw
+    assert text_of(asyncio.run(collect(fake, user("x")))) == UNICODE_TEXT
+
+
+def test_stream_raw_httpx_sse_framing(fake: FakeUpstream) -> None:
+    fake.set(text="a b")
+    body = {"model": MODEL, "messages": user("x"), "stream": True}
+    with (
+        httpx.Client() as http,
+        http.stream("POST", f"{fake.url}/chat/completions", json=body) as r,
+    ):
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["transfer-encoding"] == "chunked"
+        raw = r.read().decode("utf-8")
+    events = raw.split("\n\n")
+    assert events[-1] == ""
+    assert events[-2] == "data: [DONE]"
+    payloads = [json.loads(e.removeprefix("data: ")) for e in events[:-2]]
+    assert [p["choices"][0]["delta"] for p in payloads] == [
+        {"role": "assistant", "content": "", "refusal": None},
+        {"content": "a"},
+        {"content": " b"},
+        {},
+    ]
+    assert [p["choices"][0]["finish_reason"] for p in payloads] == [None, None, None, "stop"]
+
+
+def test_stream_default_tokens_numbered(fake: FakeUpstream) -> None:
+    chunks = asyncio.run(collect(fake, fake_msg(tokens=4)))
+    assert text_of(chunks) == "tok0 tok1 tok2 tok3"
+
+
+def test_usage_chunk_present_with_include_usage(fake: FakeUpstream) -> None:
+    chunks = asyncio.run(collect(fake, fake_msg(tokens=5), stream_options={"include_usage": True}))
+    last = chunks[-1]
+    assert last.choices == []
+    assert last.usage is not None
+    assert last.usage.completion_tokens == 5
+    assert last.usage.prompt_tokens >= 1
+    assert last.usage.total_tokens == last.usage.prompt_tokens + 5
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_usage_chunk_absent_without_include_usage(fake: FakeUpstream) -> None:
+    chunks = asyncio.run(collect(fake, fake_msg(tokens=2)))
+    assert all(c.choices and c.usage is None for c in chunks)
+    chunks = asyncio.run(
+        collect(fake, fake_msg(tokens=2, usage=False), stream_options={"include_usage": True})
+    )
+    assert all(c.choices and c.usage is None for c in chunks)
+
+
+def test_finish_reason_length_sent(fake: FakeUpstream) -> None:
+    chunks = asyncio.run(collect(fake, fake_msg(tokens=3, finish_reason="length")))
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_non_stream_completion_full_text_and_usage(fake: FakeUpstream) -> None:
+    async def run() -> Any:
+        async with make_client(fake) as client:
+            return await client.chat.completions.create(
+                model=MODEL, messages=fake_msg(text=UNICODE_TEXT, finish_reason="length")
+            )
+
+    completion = asyncio.run(run())
+    assert completion.choices[0].message.content == UNICODE_TEXT
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == len(split_tokens(UNICODE_TEXT))
+
+
+def test_fake_override_uses_last_user_message_only(fake: FakeUpstream) -> None:
+    fake.set(text="default reply")
+    messages = [
+        {"role": "user", "content": 'FAKE{"text": "old"}'},
+        {"role": "assistant", "content": "old"},
+        {"role": "user", "content": "plain"},
+    ]
+    assert text_of(asyncio.run(collect(fake, messages))) == "default reply"
+    messages.append({"role": "system", "content": 'FAKE{"text": "system"}'})
+    messages.insert(3, {"role": "user", "content": 'now FAKE{"text": "new"} trailing'})
+    assert text_of(asyncio.run(collect(fake, messages))) == "new"
+    fake.reset()
+    assert text_of(asyncio.run(collect(fake, user("x")))) == " ".join(f"tok{i}" for i in range(20))
+
+
+def test_fake_override_unknown_key_returns_400(fake: FakeUpstream) -> None:
+    with pytest.raises(openai.BadRequestError):
+        asyncio.run(collect(fake, fake_msg(txet="typo")))
+    with pytest.raises(ValueError, match="txet"):
+        fake.set(txet="typo")
+
+
+def test_keep_alive_reuses_one_connection(fake: FakeUpstream) -> None:
+    async def run() -> int:
+        async with make_client(fake) as client:
+            for _ in range(5):
+                stream = await client.chat.completions.create(
+                    model=MODEL, messages=fake_msg(tokens=3), stream=True
+                )
+                assert len([c async for c in stream]) == 5
+            return fake.active_connections
+
+    assert asyncio.run(run()) == 1
+    assert len(fake.requests) == 5
+
+
+def test_concurrent_streams_many_paced(fake: FakeUpstream) -> None:
+    fake.set(tps=30, tokens=8)
+
+    async def run() -> list[str]:
+        async with make_client(fake) as client:
+
+            async def one() -> str:
+                stream = await client.chat.completions.create(model=MODEL, messages=user("x"), stream=True)
+                return text_of([c async for c in stream])
+
+            return await asyncio.gather(*(one() for _ in range(200)))
+
+    started = time.monotonic()
+    results = asyncio.run(run())
+    assert set(results) == {" ".join(f"tok{i}" for i in range(8))}
+    assert time.monotonic() - started < 5
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_status_429_raises_rate_limit_error_with_retry_after(fake: FakeUpstream) -> None:
+    fake.set(status=429, retry_after=7)
+    with pytest.raises(openai.RateLimitError) as info:
+        asyncio.run(collect(fake, user("x")))
+    assert info.value.status_code == 429
+    assert info.value.response.headers["retry-after"] == "7"
+    assert info.value.code == "rate_limit_exceeded"
+
+
+@pytest.mark.parametrize(
+    ("status", "exc_type"),
+    [
+        (400, openai.BadRequestError),
+        (403, openai.PermissionDeniedError),
+        (404, openai.NotFoundError),
+        (409, openai.ConflictError),
+        (500, openai.InternalServerError),
+        (503, openai.InternalServerError),
+    ],
+)
+def test_status_error_maps_to_sdk_exception(
+    fake: FakeUpstream, status: int, exc_type: type[Exception]
+) -> None:
+    with pytest.raises(exc_type):
+        asyncio.run(collect(fake, fake_msg(status=status)))
+
+
+def test_status_times_one_succeeds_on_retry(fake: FakeUpstream) -> None:
+    messages = fake_msg(status=503, status_times=1, retry_after=0.01, tokens=2, tag="retry")
+    chunks = asyncio.run(collect(fake, messages, client_kwargs={"max_retries": 1}))
+    assert text_of(chunks) == "tok0 tok1"
+    assert len(fake.requests) == 2
+    # the counter is per (status, tag): a new tag fails once again
+    with pytest.raises(openai.InternalServerError):
+        asyncio.run(collect(fake, fake_msg(status=503, status_times=1, tag="other")))
+
+
+def test_api_key_mismatch_returns_401() -> None:
+    with FakeUpstream(api_key="secret") as fake:
+        with pytest.raises(openai.AuthenticationError) as info:
+            asyncio.run(collect(fake, user("x")))
+        assert info.value.code == "invalid_api_key"
+        assert info.value.body == {
+            "message": "Incorrect API key provided",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+        chunks = asyncio.run(collect(fake, user("x"), client_kwargs={"api_key": "secret"}))
+        assert text_of(chunks).startswith("tok0")
+
+
+def test_models_list_and_unknown_model_404(fake: FakeUpstream) -> None:
+    async def list_ids() -> list[str]:
+        async with make_client(fake) as client:
+            return [m.id async for m in client.models.list()]
+
+    assert asyncio.run(list_ids()) == ["gpt-4o-mini", "fake-model"]
+    fake.set(models=["only-this"])
+    assert asyncio.run(list_ids()) == ["only-this"]
+    with pytest.raises(openai.NotFoundError) as info:
+        asyncio.run(collect(fake, user("x")))
+    assert info.value.code == "model_not_found"
+    assert "`gpt-4o-mini` does not exist" in info.value.message
+
+
+def test_unknown_path_returns_404_json(fake: FakeUpstream) -> None:
+    response = httpx.post(f"{fake.url}/embeddings", json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_reset_after_raises_connection_error(fake: FakeUpstream) -> None:
+    contents, exc = asyncio.run(collect_until_error(fake, fake_msg(tokens=10, reset_after=3)))
+    assert contents == ["tok0", " tok1", " tok2"]
+    assert type(exc) is openai.APIConnectionError
+    assert isinstance(exc.__cause__, httpx2.RemoteProtocolError)
+
+
+def test_malformed_after_raises_json_decode_error(fake: FakeUpstream) -> None:
+    contents, exc = asyncio.run(collect_until_error(fake, fake_msg(tokens=10, malformed_after=2)))
+    assert contents == ["tok0", " tok1"]
+    assert type(exc) is json.JSONDecodeError  # not wrapped in an openai exception
+
+
+def test_error_after_raises_api_error(fake: FakeUpstream) -> None:
+    contents, exc = asyncio.run(collect_until_error(fake, fake_msg(tokens=10, error_after=2)))
+    assert contents == ["tok0", " tok1"]
+    assert type(exc) is openai.APIError  # the base class, not an APIStatusError
+    assert "server had an error" in str(exc)
+
+
+def test_stall_after_read_timeout_raises_timeout(fake: FakeUpstream) -> None:
+    started = time.monotonic()
+    contents, exc = asyncio.run(collect_until_error(fake, fake_msg(tokens=10, stall_after=2), timeout=0.5))
+    assert contents == ["tok0", " tok1"]
+    assert type(exc) is openai.APITimeoutError
+    assert isinstance(exc.__cause__, httpx2.ReadTimeout)
+    assert 0.45 < time.monotonic() - started < 2
+
+
+def test_header_delay_read_timeout_raises_on_create(fake: FakeUpstream) -> None:
+    fake.set(header_delay=1.0)
+    with pytest.raises(openai.APITimeoutError):
+        asyncio.run(collect(fake, user("x"), client_kwargs={"timeout": 0.2}))
+
+
+def test_with_streaming_response_iter_lines_yields_sse_lines(fake: FakeUpstream) -> None:
+    lines, exc = asyncio.run(iter_lines(fake, fake_msg(tokens=2)))
+    assert exc is None
+    # one "data: ..." line per event, each followed by a blank line ""
+    assert len(lines) == 10
+    assert lines[1::2] == [""] * 5
+    assert all(line.startswith("data: {") for line in lines[0:8:2])
+    assert lines[-2:] == ["data: [DONE]", ""]
+    assert json.loads(lines[2].removeprefix("data: "))["choices"][0]["delta"] == {"content": "tok0"}
+
+
+def test_with_streaming_response_failures_surface_raw_httpx2_errors(fake: FakeUpstream) -> None:
+    lines, exc = asyncio.run(iter_lines(fake, fake_msg(tokens=5, reset_after=2)))
+    assert isinstance(exc, httpx2.RemoteProtocolError)
+    assert len(lines) == 6
+
+    lines, exc = asyncio.run(iter_lines(fake, fake_msg(tokens=5, malformed_after=2)))
+    assert exc is None
+    assert lines[-2:] == ['data: {"id": "broken", "choices": [', ""]
+
+    lines, exc = asyncio.run(iter_lines(fake, fake_msg(tokens=5, error_after=2)))
+    assert exc is None
+    assert json.loads(lines[-2].removeprefix("data: "))["error"]["type"] == "server_error"
+
+    lines, exc = asyncio.run(iter_lines(fake, fake_msg(tokens=5, stall_after=2), timeout=0.3))
+    assert isinstance(exc, httpx2.ReadTimeout)
+    assert len(lines) == 6
+
+    with pytest.raises(openai.InternalServerError):
+        asyncio.run(iter_lines(fake, fake_msg(status=500)))
+
+
+# --------------------------------------------------------------------------- timing, resources
+
+
+def test_tps_pacing_is_respected(fake: FakeUpstream) -> None:
+    fake.set(tps=50, tokens=10)
+    started = time.monotonic()
+    asyncio.run(collect(fake, user("x")))
+    assert time.monotonic() - started >= 0.15
+
+
+def test_ttft_delays_first_chunk(fake: FakeUpstream) -> None:
+    fake.set(ttft=0.2, tokens=1)
+    started = time.monotonic()
+    asyncio.run(collect(fake, user("x")))
+    assert time.monotonic() - started >= 0.18
+
+
+def test_token_log_records_indices(fake: FakeUpstream) -> None:
+    fake.token_log = []
+    asyncio.run(collect(fake, fake_msg(tokens=4, tag="a", tps=200)))
+    asyncio.run(collect(fake, fake_msg(tokens=2, tag={"n": 1})))
+    log = fake.token_log
+    assert [(tag, i) for tag, i, _ in log] == [
+        ("a", 0),
+        ("a", 1),
+        ("a", 2),
+        ("a", 3),
+        ({"n": 1}, 0),
+        ({"n": 1}, 1),
+    ]
+    times = [t for _, _, t in log]
+    assert times == sorted(times)
+    assert times[3] - times[0] >= 0.01
+
+
+def test_active_connections_return_to_zero_after_clients_close(fake: FakeUpstream) -> None:
+    async def run() -> int:
+        async with make_client(fake) as client:
+            streams = [
+                await client.chat.completions.create(
+                    model=MODEL, messages=fake_msg(never_end=True, tps=100), stream=True
+                )
+                for _ in range(3)
+            ]
+            for stream in streams:
+                await stream.__anext__()
+            open_now = fake.active_connections
+            for stream in streams:
+                await stream.close()  # client disconnects mid-stream
+            return open_now
+
+    assert asyncio.run(run()) == 3
+    asyncio.run(collect_until_error(fake, fake_msg(tokens=5, reset_after=1)))
+    asyncio.run(collect_until_error(fake, fake_msg(stall_after=1), timeout=0.2))
+    deadline = time.monotonic() + 2
+    while fake.active_connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake.active_connections == 0
+
+
+def test_stop_returns_quickly_with_never_end_stream(fake: FakeUpstream) -> None:
+    async def run() -> tuple[float, BaseException | None]:
+        async with make_client(fake) as client:
+            endless = await client.chat.completions.create(
+                model=MODEL, messages=fake_msg(never_end=True, tps=100), stream=True
+            )
+            stalled = await client.chat.completions.create(
+                model=MODEL, messages=fake_msg(stall_after=1), stream=True
+            )
+            for _ in range(3):
+                await endless.__anext__()
+            await stalled.__anext__()
+            started = time.monotonic()
+            await asyncio.to_thread(fake.stop)
+            elapsed = time.monotonic() - started
+            try:
+                async for _ in endless:
+                    pass
+            except openai.APIConnectionError as exc:
+                return elapsed, exc
+            return elapsed, None
+
+    elapsed, exc = asyncio.run(run())
+    assert elapsed < 2
+    assert isinstance(exc, openai.APIConnectionError)
+    assert fake.active_connections == 0
+
+
+def test_cli_prints_url_and_serves() -> None:
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "tests.fake_upstream", "--port", "0", "--tokens", "3"]
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:")
+            assert url.endswith("/v1")
+            body = {"model": MODEL, "messages": user("x"), "stream": True}
+            raw = httpx.post(f"{url}/chat/completions", json=body).text
+            assert '"content":" tok2"' in raw
+            assert raw.endswith("data: [DONE]\n\n")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=5) == 0
