@@ -123,6 +123,9 @@ def test_chat_page_is_german_for_german_browsers(alice_client):
 
 def test_api_errors_speak_german_to_german_users(alice_client):
     response = alice_client.post(
-        reverse("api_conversations"), data="[]", content_type="application/json", headers={"accept-language": "de"}
+        reverse("api_conversations"),
+        data="[]",
+        content_type="application/json",
+        headers={"accept-language": "de"},
     )
     assert response.json()["error"]["message"] == "Der Inhalt der Anfrage muss ein JSON-Objekt sein."
