@@ -122,12 +122,19 @@ class ReplayLog:
                 self._forgotten_floor = max(self._forgotten_floor, log.events[-1].id)
         self._next_sweep = now + REPLAY_IDLE_SECONDS
 
+    def _resumable(self, log: _ChannelLog | None, position: int) -> bool:
+        floor = log.floor if log else self._forgotten_floor
+        return floor <= position <= self._last_id
+
+    def can_resume(self, channel: str, position: int) -> bool:
+        with self._lock:
+            return self._resumable(self._channels.get(channel), position)
+
     def since(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> list[LoggedEvent]:
         """Events after `position`, oldest first; PositionUnknown if it cannot be resumed."""
         with self._lock:
             log = self._channels.get(channel)
-            floor = log.floor if log else self._forgotten_floor
-            if not floor <= position <= self._last_id:
+            if not self._resumable(log, position):
                 raise PositionUnknown(position)
             if log is None:
                 return []

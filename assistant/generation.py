@@ -12,15 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
+import secrets
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.utils import translation
+from django.utils import timezone, translation
 
 from assistant import events
 from assistant.llm import Finish, ProviderError, error_from_exception, get_provider, provider_error
-from assistant.models import Message
+from assistant.models import Message, ServerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +42,19 @@ class _Running:
 # Answers generating in this process, by assistant message id.
 _running: dict[int, _Running] = {}
 
+# This process's name on its lease; unique across restarts and hosts.
+PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _background(coro) -> asyncio.Task:
+    # A fresh context: a task must not inherit the request's (its thread executor ends
+    # with the request), and these tasks outlive the request anyway.
+    return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+
 
 def start(*, message_id: int, language: str) -> None:
     """Start generating an assistant message on the running event loop."""
-    loop = asyncio.get_running_loop()
-    # A fresh context: the task must not inherit the request's (its thread executor ends
-    # with the request), and it outlives the request anyway.
-    task = loop.create_task(_generate(message_id, language), context=contextvars.Context())
+    task = _background(_generate(message_id, language))
     _running[message_id] = _Running(task)
     task.add_done_callback(lambda _: _running.pop(message_id, None))
 
@@ -175,9 +187,25 @@ class _Answer:
         events.publish(self.channel, "done", payload)
 
 
+def error_payload(message_id: int, error: ProviderError) -> dict:
+    """The `error` event of an answer (docs/protocol.md)."""
+    payload = {
+        "message": message_id,
+        "code": error.code,
+        "type": error.type,
+        "detail": error.detail,
+        "retryable": error.retryable,
+    }
+    if error.retry_after is not None:
+        payload["retry_after"] = error.retry_after
+    return payload
+
+
 async def _history(message: Message) -> list[dict[str, str]]:
     """The conversation up to the answer being generated, as the provider wants it."""
-    earlier = Message.objects.filter(conversation_id=message.conversation_id, pk__lt=message.pk)
+    earlier = Message.objects.filter(
+        conversation_id=message.conversation_id, pk__lt=message.pk, superseded=False
+    )
     return [
         {"role": m.role, "content": m.content}
         async for m in earlier.only("role", "content").order_by("pk")
@@ -210,8 +238,9 @@ async def _generate(message_id: int, language: str) -> None:
             running = _running.get(message_id)
             if running is not None and running.cancel_requested:
                 await answer.finish(Status.CANCELLED)
-                return
-            raise
+            else:
+                # The server is shutting down: keep the text, say why it stopped.
+                await answer.finish(Status.INTERRUPTED, error=interrupted_error())
         except TimeoutError:
             await answer.finish(Status.ERROR, error=provider_error("timeout", 504))
         except Exception as exc:
@@ -219,3 +248,101 @@ async def _generate(message_id: int, language: str) -> None:
             if not isinstance(exc, ProviderError):
                 logger.exception("generating answer %s failed", message_id)
             await answer.finish(Status.ERROR, error=error)
+
+
+# --- leases: restart recovery across any number of processes -------------------------------
+
+
+_supervisor: asyncio.Task | None = None
+_first_heartbeat: asyncio.Future | None = None
+
+
+def interrupted_error() -> ProviderError:
+    return provider_error("interrupted", 503)
+
+
+async def ensure_supervisor() -> None:
+    """Start this process's heartbeat and orphan sweep once; return after the first beat.
+
+    Called before this process creates or streams answers, so that its answers are
+    never mistaken for orphans by another process.
+    """
+    global _supervisor, _first_heartbeat
+    loop = asyncio.get_running_loop()
+    if _supervisor is None or _supervisor.done() or _supervisor.get_loop() is not loop:
+        _first_heartbeat = loop.create_future()
+        _supervisor = _background(_supervise(_first_heartbeat))
+        _on_server_shutdown(shutdown)
+    await asyncio.shield(_first_heartbeat)
+
+
+async def _supervise(first_heartbeat: asyncio.Future) -> None:
+    while True:
+        try:
+            orphans = await sync_to_async(heartbeat_and_recover)()
+            for message_id, conversation_id in orphans:
+                events.publish(
+                    events.channel_for(conversation_id),
+                    "error",
+                    error_payload(message_id, interrupted_error()),
+                )
+        except Exception:
+            logger.exception("heartbeat failed")
+        if not first_heartbeat.done():
+            first_heartbeat.set_result(None)
+        await asyncio.sleep(settings.ASSISTANT_HEARTBEAT_SECONDS)
+
+
+def heartbeat_and_recover(*, process_id: str = PROCESS_ID) -> list[tuple[int, str]]:
+    """Renew this process's lease; mark answers of processes without one `interrupted`.
+
+    Returns the (message id, conversation id) of the answers it marked.
+    """
+    now = timezone.now()
+    ServerProcess.objects.update_or_create(pk=process_id, defaults={"heartbeat_at": now})
+    alive = ServerProcess.objects.filter(
+        heartbeat_at__gte=now - timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
+    )
+    orphans = list(
+        Message.objects.filter(status=Status.STREAMING)
+        .exclude(generated_by__in=alive.values("pk"))
+        .values_list("pk", "conversation_id")
+    )
+    error = interrupted_error()
+    marked = []
+    for message_id, conversation_id in orphans:
+        if Message.objects.filter(pk=message_id, status=Status.STREAMING).update(
+            status=Status.INTERRUPTED,
+            error_code=error.code,
+            error_type=error.type,
+            error_detail=error.detail,
+        ):
+            marked.append((message_id, str(conversation_id)))
+    if marked:
+        logger.warning("marked %d orphaned answers interrupted", len(marked))
+    ServerProcess.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
+    return marked
+
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+async def shutdown() -> None:
+    """Stop this process's answers, storing each as interrupted, and give up the lease."""
+    tasks = [running.task for running in _running.values()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+    await ServerProcess.objects.filter(pk=PROCESS_ID).adelete()
+
+
+def _on_server_shutdown(callback) -> None:
+    """Run `callback()` before daphne stops its event loop (daphne cancels what runs)."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import defer, reactor
+
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(callback()))
+    )

@@ -55,6 +55,10 @@ _ERRORS: dict[str, tuple[bool, str]] = {
     "upstream_unavailable": (True, _("The model service is unavailable right now.")),
     "upstream_error": (True, _("The model service sent a broken answer.")),
     "internal": (True, _("Something went wrong while generating the answer.")),
+    "interrupted": (
+        True,
+        _("The server restarted while writing this answer. The text so far is kept; you can retry."),
+    ),
 }
 
 

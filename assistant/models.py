@@ -60,6 +60,10 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # The server process generating this answer (see ServerProcess), while it streams.
+    generated_by = models.CharField(max_length=100, blank=True)
+    # A retried answer stays stored, out of the history sent upstream.
+    superseded = models.BooleanField(default=False)
     # Stream position of `content`: the id of the last event on the conversation's channel
     # whose text `content` includes. A page that renders `content` resumes from here.
     event_id = models.BigIntegerField(default=0)
@@ -82,3 +86,18 @@ class Message(models.Model):
     @property
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
+
+
+class ServerProcess(models.Model):
+    """A live server process and its heartbeat: the lease on the answers it generates.
+
+    An answer still `streaming` whose process stopped heartbeating was orphaned by a
+    crash or restart; any process marks it `interrupted`.
+    """
+
+    id = models.CharField(primary_key=True, max_length=100)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.id

@@ -83,28 +83,74 @@ class Exchange:
     assistant_message: Message
 
 
-@transaction.atomic
-def _exchange_create(*, user, conversation_id, content: str, model: str | None) -> Exchange:
-    with found_or_404():
-        # The row lock makes "one answer at a time" hold under concurrent sends.
-        conversation = Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
-    model = model_validate(model) if model else conversation.model
+def _answer_create(conversation: Conversation, model: str) -> Message:
+    """A streaming answer owned by this process; call inside the conversation's lock.
+
+    Raising here rolls back the whole transaction, the question included.
+    """
     if conversation.messages.filter(status=Message.Status.STREAMING).exists():
         raise ServiceError(409, "answer_in_progress", _("An answer is still being generated."))
-    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
-    # Nothing of this answer is on the channel before this position.
-    assistant_message = Message.objects.create(
+    return Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=model,
+        generated_by=generation.PROCESS_ID,
+        # Nothing of this answer is on the channel before this position.
         event_id=events.replay_log.current_id(),
     )
+
+
+def _conversation_locked(*, user, conversation_id) -> Conversation:
+    with found_or_404():
+        # The row lock makes "one answer at a time" hold under concurrent requests.
+        return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
+
+
+@transaction.atomic
+def _exchange_create(*, user, conversation_id, content: str, model: str | None) -> Exchange:
+    conversation = _conversation_locked(user=user, conversation_id=conversation_id)
+    model = model_validate(model) if model else conversation.model
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    assistant_message = _answer_create(conversation, model)
     conversation.model = model
     if not conversation.title:
         conversation.title = title_from(content)
     conversation.save(update_fields=["model", "title", "updated_at"])
     return Exchange(user_message, assistant_message)
+
+
+@transaction.atomic
+def _retry_create(*, user, message_id: int) -> tuple[Exchange, Message]:
+    with found_or_404():
+        previous = Message.objects.get(pk=message_id, conversation__owner=user, role=Message.Role.ASSISTANT)
+    conversation = _conversation_locked(user=user, conversation_id=previous.conversation_id)
+    latest = conversation.messages.filter(superseded=False).order_by("-pk").first()
+    if latest is None or latest.pk != previous.pk:
+        raise ServiceError(409, "not_latest", _("Only the latest answer can be regenerated."))
+    question = (
+        conversation.messages.filter(pk__lt=previous.pk, role=Message.Role.USER).order_by("-pk").first()
+    )
+    if question is None:
+        raise ServiceError(409, "not_latest", _("Only the latest answer can be regenerated."))
+    previous.superseded = True
+    previous.save(update_fields=["superseded", "updated_at"])
+    answer = _answer_create(conversation, previous.model or conversation.model)
+    conversation.save(update_fields=["updated_at"])
+    return Exchange(question, answer), previous
+
+
+async def _answer_start(exchange: Exchange, *, language: str, replaces: int | None = None) -> None:
+    answer = exchange.assistant_message
+    start = {
+        "message": answer.pk,
+        "model": answer.model,
+        "user_message": {"id": exchange.user_message.pk, "content": exchange.user_message.content},
+    }
+    if replaces is not None:
+        start["replaces"] = replaces
+    events.publish(events.channel_for(answer.conversation_id), "start", start)
+    generation.start(message_id=answer.pk, language=language)
 
 
 async def message_send(
@@ -115,33 +161,28 @@ async def message_send(
     Shielded: a client that disconnects mid-request must not leave a stored answer
     that no task generates.
     """
-    return await asyncio.shield(
-        _message_send(
-            user=user,
-            conversation_id=conversation_id,
-            content=content,
-            model=model,
-            language=language,
+
+    async def send() -> Exchange:
+        await generation.ensure_supervisor()
+        exchange = await sync_to_async(_exchange_create)(
+            user=user, conversation_id=conversation_id, content=content, model=model
         )
-    )
+        await _answer_start(exchange, language=language)
+        return exchange
+
+    return await asyncio.shield(send())
 
 
-async def _message_send(*, user, conversation_id, content, model, language) -> Exchange:
-    exchange = await sync_to_async(_exchange_create)(
-        user=user, conversation_id=conversation_id, content=content, model=model
-    )
-    answer = exchange.assistant_message
-    events.publish(
-        events.channel_for(conversation_id),
-        "start",
-        {
-            "message": answer.pk,
-            "model": answer.model,
-            "user_message": {"id": exchange.user_message.pk, "content": content},
-        },
-    )
-    generation.start(message_id=answer.pk, language=language)
-    return exchange
+async def message_retry(*, user, message_id: int, language: str) -> Exchange:
+    """Generate the latest answer of a conversation again; the earlier one stays stored."""
+
+    async def retry() -> Exchange:
+        await generation.ensure_supervisor()
+        exchange, previous = await sync_to_async(_retry_create)(user=user, message_id=message_id)
+        await _answer_start(exchange, language=language, replaces=previous.pk)
+        return exchange
+
+    return await asyncio.shield(retry())
 
 
 def _message_get(*, user, message_id: int) -> Message:
@@ -175,8 +216,10 @@ def conversation_state(*, user, conversation_id: uuid.UUID | str) -> Conversatio
     position = events.replay_log.current_id()
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     messages = list(conversation.messages.order_by("pk"))
+    # An answer streamed by a process that is gone (or by another process) has no
+    # events here: the page then waits from now on for its end, or its interruption.
     streaming = [m.event_id for m in messages if m.is_streaming]
-    if streaming:
+    if streaming and events.replay_log.can_resume(conversation.channel, min(streaming)):
         position = min(streaming)
     return ConversationState(conversation, messages, events.position_token(conversation.channel, position))
 

@@ -23,7 +23,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from assistant import events, services
+from assistant import events, generation, services
 from assistant.forms import ConversationForm, MessageForm, SetupForm, json_body
 from assistant.models import Conversation, Message
 
@@ -200,6 +200,24 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Jso
     )
 
 
+def _accepted_answer(exchange: services.Exchange) -> JsonResponse:
+    answer = exchange.assistant_message
+    return JsonResponse(
+        {
+            "user_message": message_json(exchange.user_message),
+            "assistant_message": {
+                "id": answer.pk,
+                "status": answer.status,
+                "model": answer.model,
+                "last_event_id": events.position_token(
+                    events.channel_for(answer.conversation_id), answer.event_id
+                ),
+            },
+        },
+        status=202,
+    )
+
+
 @require_POST
 @api_view
 async def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
@@ -211,19 +229,16 @@ async def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResp
         model=data["model"] or None,
         language=get_language(),
     )
-    answer = exchange.assistant_message
-    return JsonResponse(
-        {
-            "user_message": message_json(exchange.user_message),
-            "assistant_message": {
-                "id": answer.pk,
-                "status": answer.status,
-                "model": answer.model,
-                "last_event_id": events.position_token(events.channel_for(conversation_id), answer.event_id),
-            },
-        },
-        status=202,
+    return _accepted_answer(exchange)
+
+
+@require_POST
+@api_view
+async def message_retry(request: HttpRequest, message_id: int) -> JsonResponse:
+    exchange = await services.message_retry(
+        user=await request.auser(), message_id=message_id, language=get_language()
     )
+    return _accepted_answer(exchange)
 
 
 @require_POST
@@ -244,6 +259,7 @@ async def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) 
     conversation = await services.aconversation_get(
         user=await request.auser(), conversation_id=conversation_id
     )
+    await generation.ensure_supervisor()
     channel = conversation.channel
     token = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
     position = events.position_from(channel, token)

@@ -179,6 +179,10 @@ ASSISTANT_COALESCE_SECONDS = env_number("ASSISTANT_COALESCE_SECONDS", 0.03)
 # Partial text reaches the database at most this often per answer.
 ASSISTANT_PERSIST_SECONDS = env_number("ASSISTANT_PERSIST_SECONDS", 0.5, minimum=0.05)
 
+# Each server process renews its lease on the answers it generates this often; answers
+# of a process silent for ASSISTANT_LEASE_SECONDS are marked interrupted by the others.
+ASSISTANT_HEARTBEAT_SECONDS = env_number("ASSISTANT_HEARTBEAT_SECONDS", 5, minimum=0.1)
+ASSISTANT_LEASE_SECONDS = env_number("ASSISTANT_LEASE_SECONDS", 20, minimum=0.5)
 # A comment line this often keeps proxies (nginx: 60 s by default) from closing idle streams.
 ASSISTANT_KEEPALIVE_SECONDS = env_number("ASSISTANT_KEEPALIVE_SECONDS", 15, minimum=1)
 

@@ -29,5 +29,6 @@ urlpatterns = [
         name="conversation_events",
     ),
     path("api/messages/<int:message_id>/cancel/", views.message_cancel, name="api_message_cancel"),
+    path("api/messages/<int:message_id>/retry/", views.message_retry, name="api_message_retry"),
     path("admin/", admin.site.urls),
 ]

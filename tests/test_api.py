@@ -7,8 +7,9 @@ import json
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from assistant.models import Conversation, Message
+from assistant.models import Conversation, Message, ServerProcess
 
 
 def post_json(client: Client, url: str, body, **extra):
@@ -105,7 +106,10 @@ def test_conversation_id_that_is_not_a_uuid_is_404(alice_client):
 
 
 def test_message_send_while_an_answer_streams_is_409(alice_client, conversation):
-    Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+    ServerProcess.objects.create(pk="other-process", heartbeat_at=timezone.now())
+    Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", generated_by="other-process"
+    )
     response = post_json(alice_client, reverse("api_messages", args=[conversation.pk]), {"content": "hi"})
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "answer_in_progress"

@@ -1,0 +1,150 @@
+"""Retry, and answers that outlive their server process: crash, restart, graceful stop."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import httpx
+import pytest
+
+from assistant.models import Message
+from tests.conftest import live_env, session_client, start_daphne, stop_daphne
+from tests.sse import answer_events, parse_sse
+from tests.test_streaming import create_conversation, fake, send, stream_answer, text_of, wait_for_final
+
+pytestmark = pytest.mark.live
+
+SHORT_LEASE = {"ASSISTANT_LEASE_SECONDS": "1.5", "ASSISTANT_HEARTBEAT_SECONDS": "0.3"}
+
+
+def test_retry_regenerates_a_failed_answer_and_keeps_the_old_one(alice_http, upstream):
+    conversation = create_conversation(alice_http)
+    # The upstream fails the first attempt only.
+    question = fake(text="Jetzt klappt es.", status=503, status_times=1, tag="retry")
+    failed = send(alice_http, conversation, question)
+    assert stream_answer(alice_http, conversation, failed)[-1].event == "error"
+    failed_id = failed["assistant_message"]["id"]
+
+    response = alice_http.post(f"/api/messages/{failed_id}/retry/")
+
+    assert response.status_code == 202
+    retried = response.json()
+    events = stream_answer(alice_http, conversation, retried)
+    assert events[0].json()["replaces"] == failed_id
+    assert events[0].json()["user_message"]["content"] == question
+    assert text_of(events) == "Jetzt klappt es."
+    old = Message.objects.get(pk=failed_id)
+    assert old.superseded
+    assert (old.status, old.error_code) == ("error", 503)
+    assert Message.objects.get(pk=retried["assistant_message"]["id"]).content == "Jetzt klappt es."
+    # The upstream saw the question once, without the failed answer.
+    assert upstream.requests[-1]["body"]["messages"] == [{"role": "user", "content": question}]
+
+
+def test_retry_refuses_what_it_cannot_regenerate(alice_http, bob_http, upstream):
+    conversation = create_conversation(alice_http)
+    first = send(alice_http, conversation, fake(tokens=2))
+    stream_answer(alice_http, conversation, first)
+    second = send(alice_http, conversation, fake(tokens=50, tps=20))
+    first_id, second_id = first["assistant_message"]["id"], second["assistant_message"]["id"]
+
+    assert (
+        alice_http.post(f"/api/messages/{second_id}/retry/").json()["error"]["code"] == "answer_in_progress"
+    )
+    alice_http.post(f"/api/messages/{second_id}/cancel/")
+    wait_for_final(second_id)
+    response = alice_http.post(f"/api/messages/{first_id}/retry/")
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "not_latest")
+    assert bob_http.post(f"/api/messages/{second_id}/retry/").status_code == 404
+    question_id = first["user_message"]["id"]
+    assert alice_http.post(f"/api/messages/{question_id}/retry/").status_code == 404
+    assert Message.objects.filter(conversation_id=conversation["id"]).count() == 4
+    assert not Message.objects.filter(superseded=True).exists()
+
+
+@pytest.fixture
+def short_lease_server(django_db_setup, fake_upstream):
+    servers = []
+
+    def start():
+        server = start_daphne(live_env(fake_upstream, **SHORT_LEASE), f"daphne-recovery-{len(servers)}")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.process.poll() is None:
+            stop_daphne(server)
+
+
+def read_until_text(client: httpx.Client, conversation: dict, sent: dict, chars: int) -> tuple[str, str]:
+    """Follow an answer until it has at least `chars` characters; return (text, last event id)."""
+    answer = sent["assistant_message"]
+    seen = []
+    with client.stream(
+        "GET", conversation["events_url"], headers={"Last-Event-ID": answer["last_event_id"]}
+    ) as response:
+        for event in answer_events(response, answer["id"]):
+            seen.append(event)
+            if len(text_of(seen)) >= chars:
+                return text_of(seen), event.id
+    raise AssertionError("the answer ended early")
+
+
+def test_crashed_process_leaves_answers_interrupted_and_clients_informed(
+    short_lease_server, transactional_db, alice, upstream
+):
+    first = short_lease_server()
+    with session_client(first, alice) as client:
+        conversation = create_conversation(client)
+        sent = send(client, conversation, fake(never_end=True, tps=60))
+        answer_id = sent["assistant_message"]["id"]
+        seen, last_id = read_until_text(client, conversation, sent, 120)
+    time.sleep(0.7)  # at least one partial write
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    stored = Message.objects.get(pk=answer_id)
+    assert stored.status == "streaming"
+    # What was stored and what the client saw are one text, each cut at its own point.
+    shorter, longer = sorted((seen, stored.content), key=len)
+    assert stored.content
+    assert longer.startswith(shorter)
+
+    second = short_lease_server()
+    with session_client(second, alice) as client:
+        # The old position means nothing to the new process: a reset, then the stored state.
+        with client.stream("GET", conversation["events_url"], headers={"Last-Event-ID": last_id}) as response:
+            kinds = []
+            for event in parse_sse(response.iter_lines()):
+                kinds.append(event.event)
+                if event.event == "stream-reset":
+                    break
+        assert kinds == ["stream-open", "stream-reset"]
+        state = client.get(conversation["detail_url"]).json()
+        with client.stream(
+            "GET", conversation["events_url"], headers={"Last-Event-ID": state["last_event_id"]}
+        ) as response:
+            events = list(answer_events(response, answer_id))
+    assert events[-1].event == "error"
+    error = events[-1].json()
+    assert (error["type"], error["code"], error["retryable"]) == ("interrupted", 503, True)
+    message = Message.objects.get(pk=answer_id)
+    assert message.status == "interrupted"
+    assert message.error_type == "interrupted"
+    assert message.content == stored.content
+    assert len(message.content) > 0
+
+
+def test_graceful_stop_stores_answers_as_interrupted(short_lease_server, transactional_db, alice, upstream):
+    server = short_lease_server()
+    with session_client(server, alice) as client:
+        conversation = create_conversation(client)
+        sent = send(client, conversation, fake(never_end=True, tps=60))
+        seen, _ = read_until_text(client, conversation, sent, 60)
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(15)
+    message = Message.objects.get(pk=sent["assistant_message"]["id"])
+    assert message.status == "interrupted"
+    assert message.error_type == "interrupted"
+    assert message.content.startswith(seen)
