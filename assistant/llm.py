@@ -113,6 +113,22 @@ def error_from_exception(exc: BaseException) -> ProviderError:
     return provider_error("internal", 500)
 
 
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Lines of an SSE body, split on CR and LF only, as the SSE format defines them.
+
+    The SDK's iter_lines() splits with str.splitlines, which also breaks at U+2028,
+    U+2029 and U+0085: characters a model may well write, raw in UTF-8 JSON.
+    """
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        for line in lines:
+            yield line
+    if pending:
+        yield pending
+
+
 class OpenAIProvider:
     """Any OpenAI-compatible chat completions server, through the official SDK.
 
@@ -138,11 +154,11 @@ class OpenAIProvider:
                 stream=True,
                 stream_options={"include_usage": True},
             ) as response:
-                async for line in response.iter_lines():
-                    if not line.startswith("data:"):
+                async for line in sse_lines(response.iter_bytes()):
+                    if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()
-                    if data == "[DONE]":
+                    if data == b"[DONE]":
                         break
                     chunk = json.loads(data)
                     if "error" in chunk:

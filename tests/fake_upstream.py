@@ -24,6 +24,7 @@ import ipaddress
 import json
 import logging
 import re
+import signal
 import threading
 import time
 import uuid
@@ -57,6 +58,7 @@ BEHAVIOUR_DEFAULTS: dict[str, Any] = {
     "models": None,  # list of accepted model ids (None = accept anything)
     "tag": None,  # label for token_log / status_times
     "headers": None,  # dict of extra response headers
+    "stamp": False,  # streamed token i is "w<i>:<time.monotonic_ns()>", stamped as it is written
 }
 
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
@@ -184,6 +186,12 @@ def _token_at(tokens: list[str] | None, i: int) -> str:
     if tokens:
         return tokens[i % len(tokens)]
     return "tok0" if i == 0 else f" tok{i}"
+
+
+def _stamped_token(i: int) -> str:
+    """Token i with the time it is written: CLOCK_MONOTONIC is system-wide on Linux, so a
+    client in another process can subtract it from its own ``time.monotonic_ns()``."""
+    return f"{' ' if i else ''}w{i}:{time.monotonic_ns()}"
 
 
 class _Request:
@@ -787,6 +795,7 @@ class FakeUpstream:
         malformed_after = behaviour["malformed_after"]
         error_after = behaviour["error_after"]
         stall_after = behaviour["stall_after"]
+        stamp = bool(behaviour["stamp"])
         tag = behaviour["tag"]
         start = loop.time()
         i = 0
@@ -815,7 +824,8 @@ class FakeUpstream:
                 return False
             if not more:
                 break
-            payload = prefix + _encode_str(_token_at(tokens, i), ascii_json) + suffix
+            token = _stamped_token(i) if stamp else _token_at(tokens, i)
+            payload = prefix + _encode_str(token, ascii_json) + suffix
             if not conn.write(b"%x\r\n%b\r\n" % (len(payload), payload)):
                 return False
             token_log = self.token_log
@@ -854,6 +864,10 @@ def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
     loop.default_exception_handler(context)
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.fake_upstream", description="Fake OpenAI-compatible upstream."
@@ -890,10 +904,12 @@ def main(argv: list[str] | None = None) -> int:
     fake = FakeUpstream(args.host, args.port, args.api_key, **behaviour)
     fake.start()
     print(fake.url, flush=True)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)  # even if started with SIGINT ignored (`cmd &`)
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         fake.stop()

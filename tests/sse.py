@@ -39,9 +39,22 @@ def parse_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
             event_id = value
 
 
+def sse_lines(response) -> Iterator[str]:
+    """Lines of a streaming httpx response split on CR and LF only, as EventSource does.
+
+    httpx's iter_lines() also splits at U+2028, U+2029 and U+0085, which are text here.
+    """
+    pending = b""
+    for chunk in response.iter_bytes():
+        pending += chunk
+        *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8")
+
+
 def answer_events(response, message_id: int) -> Iterator[SSEEvent]:
     """The events of one answer from a streaming httpx response, up to its done or error."""
-    for sse in parse_sse(response.iter_lines()):
+    for sse in parse_sse(sse_lines(response)):
         if sse.event in {"delta", "done", "error", "start"} and sse.json()["message"] == message_id:
             yield sse
             if sse.event in {"done", "error"}:

@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from assistant import events
 from assistant.models import Conversation, Message, ServerProcess
 
 
@@ -155,8 +156,9 @@ def test_cancel_of_another_users_message_is_404(bob, conversation):
 
 def test_conversation_detail_lists_messages_and_position(alice_client, conversation):
     Message.objects.create(conversation=conversation, role="user", content="Hallo")
+    position = events.replay_log.current_id()
     answer = Message.objects.create(
-        conversation=conversation, role="assistant", status="streaming", content="Hal", event_id=42
+        conversation=conversation, role="assistant", status="streaming", content="Hal", event_id=position
     )
     response = alice_client.get(reverse("api_conversation", args=[conversation.pk]))
     assert response.status_code == 200
@@ -164,7 +166,15 @@ def test_conversation_detail_lists_messages_and_position(alice_client, conversat
     assert [m["content"] for m in data["messages"]] == ["Hallo", "Hal"]
     assert data["messages"][1]["id"] == answer.pk
     # A streaming answer resumes from the position its stored text reflects.
-    assert data["last_event_id"] == f"conversation-{conversation.pk}:42"
+    assert data["last_event_id"] == f"conversation-{conversation.pk}:{position}"
+
+
+def test_conversation_detail_waits_from_now_for_an_answer_streamed_elsewhere(alice_client, conversation):
+    """A streaming answer whose events this process never had (a restart, another process)."""
+    Message.objects.create(conversation=conversation, role="assistant", status="streaming", event_id=42)
+    now = events.replay_log.current_id()
+    data = alice_client.get(reverse("api_conversation", args=[conversation.pk])).json()
+    assert data["last_event_id"] == f"conversation-{conversation.pk}:{now}"
 
 
 def test_get_never_changes_state(alice_client, conversation):

@@ -438,6 +438,17 @@ def test_token_log_records_indices(fake: FakeUpstream) -> None:
     assert times[3] - times[0] >= 0.01
 
 
+def test_stamp_puts_index_and_write_time_in_each_token(fake: FakeUpstream) -> None:
+    before = time.monotonic_ns()
+    chunks = asyncio.run(collect(fake, fake_msg(tokens=3, tps=100, stamp=True)))
+    after = time.monotonic_ns()
+    contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert [token.split(":")[0] for token in contents] == ["w0", " w1", " w2"]
+    stamps = [int(token.split(":")[1]) for token in contents]
+    assert before < stamps[0] < stamps[1] < stamps[2] < after
+    assert stamps[2] - stamps[0] >= 15_000_000  # paced at 100 tokens/s
+
+
 def test_active_connections_return_to_zero_after_clients_close(fake: FakeUpstream) -> None:
     async def run() -> int:
         async with make_client(fake) as client:

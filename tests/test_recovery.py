@@ -10,7 +10,7 @@ import pytest
 
 from assistant.models import Message
 from tests.conftest import live_env, session_client, start_daphne, stop_daphne
-from tests.sse import answer_events, parse_sse
+from tests.sse import answer_events, parse_sse, sse_lines
 from tests.test_streaming import create_conversation, fake, send, stream_answer, text_of, wait_for_final
 
 pytestmark = pytest.mark.live
@@ -116,7 +116,7 @@ def test_crashed_process_leaves_answers_interrupted_and_clients_informed(
         # The old position means nothing to the new process: a reset, then the stored state.
         with client.stream("GET", conversation["events_url"], headers={"Last-Event-ID": last_id}) as response:
             kinds = []
-            for event in parse_sse(response.iter_lines()):
+            for event in parse_sse(sse_lines(response)):
                 kinds.append(event.event)
                 if event.event == "stream-reset":
                     break

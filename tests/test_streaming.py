@@ -295,3 +295,14 @@ def test_secrets_never_reach_logs_pages_or_events(alice_http, live, upstream):
     assert "test-key-abc123" not in page
     assert upstream.url not in page
     assert "test-key-abc123" not in live.log_text()
+
+
+def test_stream_keeps_unicode_line_separators_inside_a_line(alice_http, upstream):
+    """Raw UTF-8 from the upstream may hold U+2028, U+2029 and U+0085: they are not line breaks."""
+    text = "eins\u2028zwei\u2029drei\u0085vier\r\nfünf"
+    conversation = create_conversation(alice_http)
+    sent = send(alice_http, conversation, fake(text=text))
+    events = stream_answer(alice_http, conversation, sent)
+    assert events[-1].event == "done"
+    assert text_of(events) == text
+    assert Message.objects.get(pk=sent["assistant_message"]["id"]).content == text
