@@ -62,6 +62,9 @@ _ERRORS: dict[str, tuple[bool, str]] = {
 }
 
 
+RETRYABLE_TYPES = frozenset(type_ for type_, (retryable, _detail) in _ERRORS.items() if retryable)
+
+
 def provider_error(type_: str, code: int, retry_after: float | None = None) -> ProviderError:
     retryable, detail = _ERRORS[type_]
     return ProviderError(code, type_, str(detail), retryable, retry_after)

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from assistant import events, generation, services
 from assistant.forms import ConversationForm, MessageForm, SetupForm, json_body
+from assistant.llm import RETRYABLE_TYPES
 from assistant.models import Conversation, Message
 
 
@@ -71,6 +72,7 @@ def message_json(message: Message) -> dict[str, Any]:
         "status": message.status,
         "model": message.model,
         "created_at": message.created_at.isoformat(),
+        "superseded": message.superseded,
     }
     if message.role == Message.Role.ASSISTANT:
         data.update(
@@ -82,6 +84,7 @@ def message_json(message: Message) -> dict[str, Any]:
                 "code": message.error_code,
                 "type": message.error_type,
                 "detail": message.error_detail,
+                "retryable": message.error_type in RETRYABLE_TYPES,
             }
     return data
 
@@ -137,6 +140,8 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
         "create_url": reverse("api_conversations"),
         # The client puts the message id in place of the 0.
         "cancel_url": reverse("api_message_cancel", args=[0]),
+        "retry_url": reverse("api_message_retry", args=[0]),
+        "retryable_types": sorted(RETRYABLE_TYPES),
     }
     if state is not None:
         page_data.update(
@@ -154,6 +159,7 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
             "offline": _("You are offline. Your message is kept; send it again when you are back online."),
             "send_failed": _("Sending failed. Your message is kept; try again."),
             "untitled": _("Untitled"),
+            "retry": _("Retry"),
         },
     }
 

@@ -63,18 +63,38 @@
     item.dataset.status = message.status;
     item.querySelector(".text").textContent = message.content || "";
     item.querySelectorAll(".message-error").forEach((node) => node.remove());
+    if (message.superseded) item.dataset.superseded = "true";
     if (message.error) {
-      showMessageError(item, message.error.detail);
+      showMessageError(item, message.error.detail, message.error.retryable);
     }
     return item;
   }
 
-  function showMessageError(item, detail) {
+  function showMessageError(item, detail, retryable) {
     const error = document.createElement("div");
     error.className = "message-error";
     error.setAttribute("role", "alert");
     error.textContent = detail;
+    if (retryable) addRetryButton(error, item.dataset.messageId);
     item.appendChild(error);
+  }
+
+  function addRetryButton(errorNode, id) {
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "secondary";
+    retry.textContent = i18n.retry;
+    retry.addEventListener("click", () => retryAnswer(id));
+    errorNode.append(" ", retry);
+  }
+
+  async function retryAnswer(id) {
+    showError("");
+    try {
+      await postJson(pageData.retry_url.replace("/0/", "/" + id + "/"));
+    } catch (error) {
+      showError(error.status ? error.message : i18n.send_failed);
+    }
   }
 
   function setStreaming(id) {
@@ -90,6 +110,8 @@
   function onStart(event) {
     const data = JSON.parse(event.data);
     const question = data.user_message;
+    const replaced = data.replaces && findMessage(data.replaces);
+    if (replaced) replaced.dataset.superseded = "true";
     renderMessage({ id: question.id, role: "user", status: "done", content: question.content });
     // A replayed start rebuilds the answer from its first delta: never a word twice.
     renderMessage({ id: data.message, role: "assistant", status: "streaming", content: "" });
@@ -116,8 +138,8 @@
     const data = JSON.parse(event.data);
     const item = findMessage(data.message);
     if (item) {
-      item.dataset.status = "error";
-      showMessageError(item, data.detail);
+      item.dataset.status = data.type === "interrupted" ? "interrupted" : "error";
+      showMessageError(item, data.detail, data.retryable);
     }
     if (streamingId === data.message) setStreaming(null);
   }
@@ -223,6 +245,13 @@
       await postJson(pageData.cancel_url.replace("/0/", "/" + streamingId + "/"));
     } catch (error) {
       showError(error.message);
+    }
+  });
+
+  messageList.querySelectorAll(".message-error[data-error-type]").forEach((node) => {
+    const item = node.closest("[data-message-id]");
+    if (pageData.retryable_types.includes(node.dataset.errorType) && !item.dataset.superseded) {
+      addRetryButton(node, item.dataset.messageId);
     }
   });
 
