@@ -186,13 +186,13 @@ class OpenAIProvider:
 
 DEMO_REPLY = {
     "en": (
-        "**This is the offline demo model.** No language model is configured, so I cannot "
+        "This is the offline demo model. No language model is configured, so I cannot "
         "really answer, but everything else works as it will with a real one: streaming, "
         "history, stop, reload.\n\nYou wrote: “{question}”\n\nTo connect a real model, set "
         "OPENAI_API_KEY (and OPENAI_BASE_URL for any OpenAI-compatible server) and restart."
     ),
     "de": (
-        "**Dies ist das Offline-Demomodell.** Es ist kein Sprachmodell eingerichtet, daher "
+        "Dies ist das Offline-Demomodell. Es ist kein Sprachmodell eingerichtet, daher "
         "kann ich nicht wirklich antworten – alles andere funktioniert aber wie mit einem "
         "echten Modell: Streaming, Verlauf, Stopp, Neuladen.\n\nSie schrieben: „{question}“\n\n"
         "Für ein echtes Modell OPENAI_API_KEY setzen (und OPENAI_BASE_URL für jeden "
