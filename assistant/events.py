@@ -62,7 +62,7 @@ def position_from(channel: str, token: str | None) -> int | None:
     if not token:
         return None
     name, _, number = token.rpartition(":")
-    if name != channel or not number.isdigit():
+    if name != channel or not (number.isascii() and number.isdigit()):
         return None
     return int(number)
 

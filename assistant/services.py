@@ -210,18 +210,26 @@ class ConversationState:
 
 
 def conversation_state(*, user, conversation_id: uuid.UUID | str) -> ConversationState:
-    # Read the position before the messages: events after it are either already in the
-    # rows read below (and replayed `start` events reset an answer before rebuilding it)
-    # or not yet there. A streaming answer resumes from its own persisted position.
+    # Read the position before the rows: events after it are either not in the rows yet,
+    # or belong to an answer the rows show whole. An ended answer stores the position of
+    # its last delta with its final text, so the page starts after that; a streaming one
+    # resumes from the position stored with its partial text. Positions this process
+    # cannot resume (a restart, another process) are left out: the page then waits from
+    # now on for the answer's end or its interruption.
     position = events.replay_log.current_id()
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     messages = list(conversation.messages.order_by("pk"))
-    # An answer streamed by a process that is gone (or by another process) has no
-    # events here: the page then waits from now on for its end, or its interruption.
+    channel = conversation.channel
+    ended = [
+        m.event_id
+        for m in messages
+        if not m.is_streaming and events.replay_log.can_resume(channel, m.event_id)
+    ]
+    position = max([position, *ended])
     streaming = [m.event_id for m in messages if m.is_streaming]
-    if streaming and events.replay_log.can_resume(conversation.channel, min(streaming)):
+    if streaming and events.replay_log.can_resume(channel, min(streaming)):
         position = min(streaming)
-    return ConversationState(conversation, messages, events.position_token(conversation.channel, position))
+    return ConversationState(conversation, messages, events.position_token(channel, position))
 
 
 def conversations_recent(*, user, limit: int = 100) -> list[Conversation]:
