@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format migrate messages
+.PHONY: run test lint format migrate messages bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,8 @@ format: $(VENV)/.dev
 messages: $(VENV)/.dev
 	$(BIN)/python manage.py makemessages -l de --ignore=.venv --ignore=tests --ignore=bench --no-obsolete
 	cd locale && ../$(BIN)/python ../manage.py compilemessages
+
+# Streaming benchmark (not a test): N concurrent answers per round; see bench/README.md.
+STREAMS ?= 10 50 100
+bench: $(VENV)/.runtime
+	$(BIN)/python -m bench.run --streams $(STREAMS)

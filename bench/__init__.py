@@ -1,0 +1,1 @@
+"""The streaming benchmark: ``make bench`` or ``python -m bench.run`` (see bench/README.md)."""

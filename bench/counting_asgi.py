@@ -1,0 +1,73 @@
+"""Daphne entry point for the benchmark: the project's ASGI app, counting its SQL statements.
+
+Why a wrapper: the benchmark reports database writes per answer without any switch in
+production code. Django announces every new database connection (``connection_created``,
+once per connection, in whatever thread opens it); each gets an execute wrapper that
+counts statements. ``GET /__bench__/counters`` answers the counts as JSON, handled here
+before Django so that reading them neither runs middleware nor touches the database.
+
+Serve it with ``daphne bench.counting_asgi:application``; bench/run.py does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+
+from config.asgi import application as project_application
+
+COUNTERS_PATH = "/__bench__/counters"
+
+# "INSERT INTO "t"", "UPDATE "t"", "DELETE FROM "t"": the statement kind and its table.
+_WRITE_RE = re.compile(r'\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.IGNORECASE)
+
+_lock = threading.Lock()
+_statements = 0
+_writes: Counter[str] = Counter()  # "UPDATE assistant_message" -> count
+
+
+def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+    global _statements
+    match = _WRITE_RE.match(sql)
+    with _lock:
+        _statements += 1
+        if match:
+            _writes[f"{match[1].split()[0].upper()} {match[2]}"] += 1
+    return execute(sql, params, many, context)
+
+
+def _install(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    # The wrapper object outlives its connection: with CONN_MAX_AGE=0 it reconnects (and fires
+    # the signal again) on every request, so install only once.
+    if _count not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_count)
+
+
+connection_created.connect(_install, dispatch_uid="bench-count-statements")
+
+
+def counters() -> dict[str, Any]:
+    with _lock:
+        return {"statements": _statements, "writes": sum(_writes.values()), "by_kind": dict(_writes)}
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http" and scope["path"] == COUNTERS_PATH:
+        body = json.dumps(counters()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await project_application(scope, receive, send)
