@@ -170,7 +170,13 @@ class _Answer:
             fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
         updated = await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(**fields)
         if not updated:
-            logger.warning("answer %s was finalised elsewhere; not announcing %s", self.message.pk, status)
+            # Another process found this one's lease lapsed and marked the answer
+            # interrupted: keep the whole text under that verdict, and end the stream for
+            # the clients following it here.
+            await Message.objects.filter(pk=self.message.pk, status=Status.INTERRUPTED).aupdate(
+                content=self.content, event_id=self.event_id
+            )
+            events.publish(self.channel, "error", error_payload(self.message.pk, interrupted_error()))
             return
         payload: dict = {"message": self.message.pk}
         if error is not None:
