@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone, translation
 
 from assistant import events
@@ -67,10 +68,6 @@ def cancel(message_id: int) -> bool:
     running.cancel_requested = True
     running.task.cancel()
     return True
-
-
-def running_count() -> int:
-    return len(_running)
 
 
 @dataclass
@@ -278,8 +275,58 @@ async def ensure_supervisor() -> None:
     if _supervisor is None or _supervisor.done() or _supervisor.get_loop() is not loop:
         _first_heartbeat = loop.create_future()
         _supervisor = _background(_supervise(_first_heartbeat))
+        _background(_watch_cancel_requests())
         _on_server_shutdown(shutdown)
     await asyncio.shield(_first_heartbeat)
+
+
+def cancel_anywhere(message_id: int) -> None:
+    """Ask whichever process generates an answer to stop it (that process polls).
+
+    An answer whose process is gone is stopped here and now, its stored text kept.
+    """
+    answer = Message.objects.filter(pk=message_id, status=Status.STREAMING)
+    answer.update(cancel_requested=True)
+    if _orphans(answer).update(status=Status.CANCELLED, finish_reason="cancelled"):
+        message = Message.objects.get(pk=message_id)
+        events.publish(
+            events.channel_for(message.conversation_id),
+            "done",
+            {"message": message_id, "finish_reason": "cancelled", "usage": _usage(message)},
+        )
+
+
+def _usage(message: Message) -> dict:
+    return {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens}
+
+
+def _orphans(answers):
+    """The answers among `answers` whose process is gone.
+
+    Gone: its heartbeat is older than the lease. A process without a row at all is only
+    taken for gone once the answer is older than the lease, since a row can vanish
+    while its process lives (the day-old cleanup, a test's database flush) and comes
+    back with the next heartbeat; a process always beats before it creates an answer.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
+    processes = ServerProcess.objects.values("pk")
+    return answers.exclude(generated_by__in=processes.filter(heartbeat_at__gte=cutoff)).filter(
+        Q(generated_by__in=processes) | Q(created_at__lt=cutoff)
+    )
+
+
+async def _watch_cancel_requests() -> None:
+    """Stop answers of this process that a stop request reached in another process."""
+    while True:
+        await asyncio.sleep(settings.ASSISTANT_CANCEL_POLL_SECONDS)
+        if not _running:
+            continue
+        try:
+            requested = Message.objects.filter(pk__in=list(_running), cancel_requested=True)
+            async for message_id in requested.values_list("pk", flat=True):
+                cancel(message_id)
+        except Exception:
+            logger.exception("polling stop requests failed")
 
 
 async def _supervise(first_heartbeat: asyncio.Future) -> None:
@@ -306,13 +353,8 @@ def heartbeat_and_recover(*, process_id: str = PROCESS_ID) -> list[tuple[int, st
     """
     now = timezone.now()
     ServerProcess.objects.update_or_create(pk=process_id, defaults={"heartbeat_at": now})
-    alive = ServerProcess.objects.filter(
-        heartbeat_at__gte=now - timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
-    )
     orphans = list(
-        Message.objects.filter(status=Status.STREAMING)
-        .exclude(generated_by__in=alive.values("pk"))
-        .values_list("pk", "conversation_id")
+        _orphans(Message.objects.filter(status=Status.STREAMING)).values_list("pk", "conversation_id")
     )
     error = interrupted_error()
     marked = []

@@ -62,6 +62,8 @@ class Message(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     # The server process generating this answer (see ServerProcess), while it streams.
     generated_by = models.CharField(max_length=100, blank=True)
+    # Stop asked for while another process generates it; that process polls for this.
+    cancel_requested = models.BooleanField(default=False)
     # A retried answer stays stored, out of the history sent upstream.
     superseded = models.BooleanField(default=False)
     # Stream position of `content`: the id of the last event on the conversation's channel

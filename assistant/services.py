@@ -195,8 +195,8 @@ async def message_cancel(*, user, message_id: int) -> Message:
     message = await sync_to_async(_message_get)(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
         raise not_found()
-    if message.is_streaming:
-        generation.cancel(message.pk)
+    if message.is_streaming and not generation.cancel(message.pk):
+        await sync_to_async(generation.cancel_anywhere)(message.pk)
     return message
 
 

@@ -183,6 +183,8 @@ ASSISTANT_PERSIST_SECONDS = env_number("ASSISTANT_PERSIST_SECONDS", 0.5, minimum
 # of a process silent for ASSISTANT_LEASE_SECONDS are marked interrupted by the others.
 ASSISTANT_HEARTBEAT_SECONDS = env_number("ASSISTANT_HEARTBEAT_SECONDS", 5, minimum=0.1)
 ASSISTANT_LEASE_SECONDS = env_number("ASSISTANT_LEASE_SECONDS", 20, minimum=0.5)
+# A stop request that reaches another process is seen by the generating one this fast.
+ASSISTANT_CANCEL_POLL_SECONDS = env_number("ASSISTANT_CANCEL_POLL_SECONDS", 0.5, minimum=0.05)
 # A comment line this often keeps proxies (nginx: 60 s by default) from closing idle streams.
 ASSISTANT_KEEPALIVE_SECONDS = env_number("ASSISTANT_KEEPALIVE_SECONDS", 15, minimum=1)
 

@@ -121,6 +121,8 @@ def live_env(fake_upstream: FakeUpstream, **extra: str) -> dict[str, str]:
         OPENAI_TIMEOUT="2",
         ASSISTANT_MODELS=LIVE_MODELS,
         ASSISTANT_MAX_ANSWER_SECONDS="20",
+        # Keep-alives end a read that waits in vain, so deadlines in tests are checked.
+        ASSISTANT_KEEPALIVE_SECONDS="3",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +53,16 @@ def sse_lines(response) -> Iterator[str]:
             yield line.decode("utf-8")
 
 
-def answer_events(response, message_id: int) -> Iterator[SSEEvent]:
-    """The events of one answer from a streaming httpx response, up to its done or error."""
+def answer_events(response, message_id: int, deadline: float = 30) -> Iterator[SSEEvent]:
+    """The events of one answer from a streaming httpx response, up to its done or error.
+
+    Fails after `deadline` seconds: keep-alives would otherwise keep a stream that never
+    ends reading forever.
+    """
+    give_up = time.monotonic() + deadline
     for sse in parse_sse(sse_lines(response)):
+        if time.monotonic() > give_up:
+            raise AssertionError(f"answer {message_id} did not end within {deadline} s")
         if sse.event in {"delta", "done", "error", "start"} and sse.json()["message"] == message_id:
             yield sse
             if sse.event in {"done", "error"}:

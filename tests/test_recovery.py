@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import signal
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
+from django.utils import timezone
 
-from assistant.models import Message
+from assistant.models import Message, ServerProcess
 from tests.conftest import live_env, session_client, start_daphne, stop_daphne
 from tests.sse import answer_events, parse_sse, sse_lines
 from tests.test_streaming import create_conversation, fake, send, stream_answer, text_of, wait_for_final
@@ -148,3 +150,51 @@ def test_graceful_stop_stores_answers_as_interrupted(short_lease_server, transac
     assert message.status == "interrupted"
     assert message.error_type == "interrupted"
     assert message.content.startswith(seen)
+
+
+def test_stop_sent_to_another_process_stops_the_answer(live, short_lease_server, alice, upstream):
+    other = short_lease_server()
+    with session_client(live, alice) as client, session_client(other, alice) as other_client:
+        conversation = create_conversation(client)
+        sent = send(client, conversation, fake(never_end=True, tps=50))
+        answer_id = sent["assistant_message"]["id"]
+        seen = []
+        with client.stream(
+            "GET",
+            conversation["events_url"],
+            headers={"Last-Event-ID": sent["assistant_message"]["last_event_id"]},
+        ) as response:
+            for event in answer_events(response, answer_id):
+                seen.append(event)
+                if event.event == "delta" and len(seen) == 3:
+                    stopped_at = time.monotonic()
+                    assert other_client.post(f"/api/messages/{answer_id}/cancel/").status_code == 202
+    assert time.monotonic() - stopped_at < 1.5
+    assert seen[-1].event == "done"
+    assert seen[-1].json()["finish_reason"] == "cancelled"
+    message = Message.objects.get(pk=answer_id)
+    assert message.status == "cancelled"
+    assert message.content == text_of(seen)
+
+
+def test_stop_of_an_answer_whose_process_is_gone_ends_it_at_once(alice_http, live, alice, upstream):
+    conversation = create_conversation(alice_http)
+    # A crashed process leaves its last heartbeat behind.
+    ServerProcess.objects.create(pk="crashed-host:1:abcd", heartbeat_at=timezone.now() - timedelta(minutes=5))
+    orphan = Message.objects.create(
+        conversation_id=conversation["id"],
+        role="assistant",
+        status="streaming",
+        content="Bis hierher",
+        generated_by="crashed-host:1:abcd",
+    )
+    state = alice_http.get(conversation["detail_url"]).json()
+    with alice_http.stream(
+        "GET", conversation["events_url"], headers={"Last-Event-ID": state["last_event_id"]}
+    ) as response:
+        assert alice_http.post(f"/api/messages/{orphan.pk}/cancel/").status_code == 202
+        events = list(answer_events(response, orphan.pk))
+    assert events[-1].event in {"done", "error"}
+    orphan.refresh_from_db()
+    assert orphan.status in {"cancelled", "interrupted"}
+    assert orphan.content == "Bis hierher"
