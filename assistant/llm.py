@@ -116,20 +116,29 @@ def error_from_exception(exc: BaseException) -> ProviderError:
     return provider_error("internal", 500)
 
 
-async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Lines of an SSE body, split on CR and LF only, as the SSE format defines them.
+def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Complete lines of an SSE body at CR, LF or CRLF, and the rest still to come.
 
-    The SDK's iter_lines() splits with str.splitlines, which also breaks at U+2028,
-    U+2029 and U+0085: characters a model may well write, raw in UTF-8 JSON.
+    Only those: str.splitlines (which the SDK's iter_lines() uses) also breaks at U+2028,
+    U+2029 and U+0085, characters a model may well write raw in UTF-8 JSON.
     """
+    held = b""
+    if buffer.endswith(b"\r"):
+        # Maybe the first half of a CRLF split across reads.
+        buffer, held = buffer[:-1], b"\r"
+    *lines, rest = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    return lines, rest + held
+
+
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The lines of an SSE body arriving in chunks."""
     pending = b""
     async for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        lines, pending = split_lines(pending + chunk)
         for line in lines:
             yield line
-    if pending:
-        yield pending
+    if pending.rstrip(b"\r"):
+        yield pending.rstrip(b"\r")
 
 
 class OpenAIProvider:

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from assistant.llm import split_lines
+
 
 @dataclass
 class SSEEvent:
@@ -41,14 +43,10 @@ def parse_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
 
 
 def sse_lines(response) -> Iterator[str]:
-    """Lines of a streaming httpx response split on CR and LF only, as EventSource does.
-
-    httpx's iter_lines() also splits at U+2028, U+2029 and U+0085, which are text here.
-    """
+    """Lines of a streaming httpx response split as EventSource does (not as iter_lines())."""
     pending = b""
     for chunk in response.iter_bytes():
-        pending += chunk
-        *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        lines, pending = split_lines(pending + chunk)
         for line in lines:
             yield line.decode("utf-8")
 

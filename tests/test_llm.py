@@ -1,0 +1,114 @@
+"""The OpenAI provider over real sockets: failures before any byte of an answer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from assistant.llm import Finish, OpenAIProvider, ProviderError, sse_lines
+
+
+def collect(provider: OpenAIProvider) -> list:
+    async def run() -> list:
+        return [
+            item
+            async for item in provider.stream(
+                model="fake-model", messages=[{"role": "user", "content": "hi"}]
+            )
+        ]
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def provider_settings(settings):
+    settings.OPENAI_API_KEY = "test-key-abc123"
+    settings.OPENAI_MAX_RETRIES = 0
+    settings.OPENAI_CONNECT_TIMEOUT = 0.5
+    settings.OPENAI_TIMEOUT = 2
+    return settings
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose accept queue is full: a new connection's SYN goes unanswered."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    yield port
+    for sock in [*fillers, server]:
+        sock.close()
+
+
+def test_refused_connection_is_upstream_unavailable(provider_settings, closed_port):
+    provider_settings.OPENAI_BASE_URL = f"http://127.0.0.1:{closed_port}/v1"
+    with pytest.raises(ProviderError) as raised:
+        collect(OpenAIProvider())
+    assert (raised.value.code, raised.value.type, raised.value.retryable) == (
+        503,
+        "upstream_unavailable",
+        True,
+    )
+    assert "127.0.0.1" not in raised.value.detail
+
+
+def test_connect_timeout_is_a_timeout(provider_settings, unanswered_port):
+    provider_settings.OPENAI_BASE_URL = f"http://127.0.0.1:{unanswered_port}/v1"
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as raised:
+        collect(OpenAIProvider())
+    assert (raised.value.code, raised.value.type, raised.value.retryable) == (504, "timeout", True)
+    assert time.monotonic() - started < 3
+
+
+def test_stream_yields_deltas_then_one_finish(provider_settings, upstream):
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    upstream.set(text="Hallo Welt", finish_reason="length")
+    items = collect(OpenAIProvider())
+    assert "".join(item for item in items if isinstance(item, str)) == "Hallo Welt"
+    assert isinstance(items[-1], Finish)
+    assert items[-1].finish_reason == "length"
+    assert items[-1].completion_tokens == 2
+    assert sum(isinstance(item, Finish) for item in items) == 1
+
+
+@pytest.mark.parametrize(
+    ("chunks", "lines"),
+    [
+        ([b"a\nb\n"], [b"a", b"b"]),
+        ([b"a\r\nb\rc\n"], [b"a", b"b", b"c"]),
+        ([b"da", b"ta: x\n", b"\n"], [b"data: x", b""]),
+        (["x\u2028y\u0085z\n".encode()], ["x\u2028y\u0085z".encode()]),
+        ([b"no newline at the end"], [b"no newline at the end"]),
+        ([b"a\r", b"\nb\n"], [b"a", b"b"]),
+        ([b"a\r"], [b"a"]),
+    ],
+)
+def test_sse_lines_split_on_cr_and_lf_only(chunks, lines):
+    async def run() -> list[bytes]:
+        async def source():
+            for chunk in chunks:
+                yield chunk
+
+        return [line async for line in sse_lines(source())]
+
+    assert asyncio.run(run()) == lines
