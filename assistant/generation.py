@@ -175,19 +175,20 @@ class _Answer:
             )
             events.publish(self.channel, "error", error_payload(self.message.pk, interrupted_error()))
             return
-        payload: dict = {"message": self.message.pk}
         if error is not None:
-            payload.update(code=error.code, type=error.type, detail=error.detail, retryable=error.retryable)
-            if error.retry_after is not None:
-                payload["retry_after"] = error.retry_after
-            events.publish(self.channel, "error", payload)
+            events.publish(self.channel, "error", error_payload(self.message.pk, error))
             return
-        payload["finish_reason"] = fields["finish_reason"]
-        payload["usage"] = {
-            "prompt_tokens": fields.get("prompt_tokens"),
-            "completion_tokens": fields.get("completion_tokens"),
-        }
-        events.publish(self.channel, "done", payload)
+        usage = {key: fields.get(key) for key in ("prompt_tokens", "completion_tokens")}
+        events.publish(
+            self.channel,
+            "done",
+            {
+                "message": self.message.pk,
+                "finish_reason": fields["finish_reason"],
+                "usage": usage,
+                "duration_ms": fields["duration_ms"],
+            },
+        )
 
 
 def error_payload(message_id: int, error: ProviderError) -> dict:

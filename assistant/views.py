@@ -145,7 +145,10 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
     }
     if state is not None:
         page_data.update(
-            conversation=conversation_json(state.conversation), last_event_id=state.last_event_id
+            conversation=conversation_json(state.conversation),
+            last_event_id=state.last_event_id,
+            # Raw text of answers still streaming: the page appends deltas to it.
+            streaming={m.pk: m.content for m in state.messages if m.is_streaming},
         )
     return {
         "conversations": services.conversations_recent(user=request.user),
@@ -160,6 +163,12 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
             "send_failed": _("Sending failed. Your message is kept; try again."),
             "untitled": _("Untitled"),
             "retry": _("Retry"),
+            "copy": _("Copy"),
+            "copied": _("Copied"),
+            "waiting": _("Waiting for the first word… %(seconds)s s"),
+            "answer_ready": _("The answer is complete."),
+            "tokens": _("%(prompt)s → %(completion)s tokens"),
+            "seconds": _("%(seconds)s s"),
         },
     }
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from assistant import views
 
@@ -30,5 +30,6 @@ urlpatterns = [
     ),
     path("api/messages/<int:message_id>/cancel/", views.message_cancel, name="api_message_cancel"),
     path("api/messages/<int:message_id>/retry/", views.message_retry, name="api_message_retry"),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
 ]

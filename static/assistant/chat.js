@@ -14,10 +14,19 @@
   const composerError = document.getElementById("composer-error");
   const connection = document.getElementById("connection");
 
+  const announcer = document.getElementById("announcer");
+  const language = document.getElementById("language-select");
+  const numbers = new Intl.NumberFormat(document.documentElement.lang);
+  const decimals = new Intl.NumberFormat(document.documentElement.lang, { maximumFractionDigits: 1 });
+
   let conversation = pageData.conversation || null;
   let source = null;
   let streamingId = null;
   let sending = false;
+  // The raw (Markdown) text of answers this page follows live, by message id.
+  const rawText = new Map(Object.entries(pageData.streaming || {}).map(([id, text]) => [Number(id), text]));
+  const pendingRender = new Set();
+  let waitingTimer = null;
 
   function csrfToken() {
     const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -45,6 +54,104 @@
     composerError.hidden = !text;
   }
 
+  function interpolate(template, values) {
+    return template.replace(/%\((\w+)\)s/g, (_, key) => values[key]);
+  }
+
+  // Answers are untrusted: rendered by the sanitizing Markdown renderer when the page
+  // has it, else as plain text. Never as HTML straight from the model.
+  function renderAnswer(node, raw) {
+    if (window.AssistantMarkdown) {
+      node.innerHTML = window.AssistantMarkdown.render(raw);
+      window.AssistantMarkdown.highlight(node);
+      window.AssistantMarkdown.addCopyButtons(node, i18n.copy, i18n.copied);
+    } else {
+      node.textContent = raw;
+    }
+  }
+
+  // Streaming re-renders the whole answer, at most once per frame.
+  function scheduleRender(id) {
+    if (pendingRender.size === 0) {
+      requestAnimationFrame(() => {
+        pendingRender.forEach((pendingId) => {
+          const item = findMessage(pendingId);
+          if (item) renderAnswer(item.querySelector(".text"), rawText.get(pendingId) || "");
+        });
+        pendingRender.clear();
+        scrollToEnd();
+      });
+    }
+    pendingRender.add(id);
+  }
+
+  function showDetails(item, data) {
+    let details = item.querySelector(".details");
+    if (!details) {
+      details = document.createElement("div");
+      details.className = "details";
+      item.appendChild(details);
+    }
+    Object.assign(details.dataset, data);
+    const parts = [];
+    if (details.dataset.completionTokens) {
+      parts.push(
+        interpolate(i18n.tokens, {
+          prompt: numbers.format(Number(details.dataset.promptTokens || 0)),
+          completion: numbers.format(Number(details.dataset.completionTokens)),
+        })
+      );
+    }
+    if (details.dataset.durationMs) {
+      parts.push(interpolate(i18n.seconds, { seconds: decimals.format(details.dataset.durationMs / 1000) }));
+    }
+    if (details.dataset.model) parts.push(details.dataset.model);
+    details.textContent = parts.join(" · ");
+    addCopyAnswerButton(item, details);
+  }
+
+  function addCopyAnswerButton(item, details) {
+    if (details.querySelector(".copy-answer")) return;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "link copy-answer";
+    button.textContent = i18n.copy;
+    button.addEventListener("click", async () => {
+      const id = Number(item.dataset.messageId);
+      const text = rawText.get(id) || item.querySelector(".text").innerText;
+      try {
+        await navigator.clipboard.writeText(text);
+        button.textContent = i18n.copied;
+        setTimeout(() => (button.textContent = i18n.copy), 1500);
+      } catch (error) {
+        showError(error.message);
+      }
+    });
+    details.append(" ", button);
+  }
+
+  // Until the first word arrives, the answer shows how long it has been waiting.
+  function startWaiting(item) {
+    stopWaiting();
+    const started = performance.now();
+    const waiting = document.createElement("div");
+    waiting.className = "waiting";
+    item.appendChild(waiting);
+    const tick = () => {
+      waiting.textContent = interpolate(i18n.waiting, {
+        seconds: decimals.format((performance.now() - started) / 1000),
+      });
+    };
+    tick();
+    waitingTimer = setInterval(tick, 100);
+  }
+
+  function stopWaiting() {
+    clearInterval(waitingTimer);
+    waitingTimer = null;
+    messageList.querySelectorAll(".waiting").forEach((node) => node.remove());
+  }
+
   function findMessage(id) {
     return messageList.querySelector('[data-message-id="' + String(id) + '"]');
   }
@@ -61,7 +168,12 @@
     }
     item.className = "message " + message.role;
     item.dataset.status = message.status;
-    item.querySelector(".text").textContent = message.content || "";
+    const text = item.querySelector(".text");
+    if (message.role === "assistant") {
+      renderAnswer(text, message.content || "");
+    } else {
+      text.textContent = message.content || "";
+    }
     item.querySelectorAll(".message-error").forEach((node) => node.remove());
     if (message.superseded) item.dataset.superseded = "true";
     if (message.error) {
@@ -98,6 +210,8 @@
   }
 
   function setStreaming(id) {
+    messageList.querySelectorAll('[aria-busy="true"]').forEach((node) => node.removeAttribute("aria-busy"));
+    if (id !== null && findMessage(id)) findMessage(id).setAttribute("aria-busy", "true");
     streamingId = id;
     stopButton.hidden = id === null;
     sendButton.disabled = id !== null || sending;
@@ -114,32 +228,46 @@
     if (replaced) replaced.dataset.superseded = "true";
     renderMessage({ id: question.id, role: "user", status: "done", content: question.content });
     // A replayed start rebuilds the answer from its first delta: never a word twice.
-    renderMessage({ id: data.message, role: "assistant", status: "streaming", content: "" });
+    const answer = renderMessage({ id: data.message, role: "assistant", status: "streaming", content: "" });
+    answer.querySelectorAll(".message-error, .details").forEach((node) => node.remove());
+    rawText.set(data.message, "");
     setStreaming(data.message);
+    startWaiting(answer);
     scrollToEnd();
   }
 
   function onDelta(event) {
     const data = JSON.parse(event.data);
-    const item = findMessage(data.message);
-    if (!item) return;
-    item.querySelector(".text").append(data.text);
-    scrollToEnd();
+    if (!findMessage(data.message)) return;
+    stopWaiting();
+    rawText.set(data.message, (rawText.get(data.message) || "") + data.text);
+    scheduleRender(data.message);
   }
 
   function onDone(event) {
     const data = JSON.parse(event.data);
     const item = findMessage(data.message);
-    if (item) item.dataset.status = data.finish_reason === "cancelled" ? "cancelled" : "done";
+    stopWaiting();
+    if (item) {
+      item.dataset.status = data.finish_reason === "cancelled" ? "cancelled" : "done";
+      showDetails(item, {
+        promptTokens: data.usage.prompt_tokens ?? "",
+        completionTokens: data.usage.completion_tokens ?? "",
+        durationMs: data.duration_ms ?? "",
+      });
+      announcer.textContent = i18n.answer_ready;
+    }
     if (streamingId === data.message) setStreaming(null);
   }
 
   function onError(event) {
     const data = JSON.parse(event.data);
     const item = findMessage(data.message);
+    stopWaiting();
     if (item) {
       item.dataset.status = data.type === "interrupted" ? "interrupted" : "error";
       showMessageError(item, data.detail, data.retryable);
+      announcer.textContent = data.detail;
     }
     if (streamingId === data.message) setStreaming(null);
   }
@@ -247,6 +375,15 @@
       showError(error.message);
     }
   });
+
+  messageList.querySelectorAll(".message.assistant .details").forEach((details) => {
+    showDetails(details.closest("[data-message-id]"), {});
+  });
+  rawText.forEach((raw, id) => {
+    const item = findMessage(id);
+    if (item) renderAnswer(item.querySelector(".text"), raw);
+  });
+  if (language) language.addEventListener("change", () => language.form.submit());
 
   messageList.querySelectorAll(".message-error[data-error-type]").forEach((node) => {
     const item = node.closest("[data-message-id]");
