@@ -13,7 +13,15 @@ from django.utils import timezone
 from assistant.models import Message, ServerProcess
 from tests.conftest import live_env, session_client, start_daphne, stop_daphne
 from tests.sse import answer_events, parse_sse, sse_lines
-from tests.test_streaming import create_conversation, fake, send, stream_answer, text_of, wait_for_final
+from tests.test_streaming import (
+    create_conversation,
+    fake,
+    send,
+    stop_mid_answer,
+    stream_answer,
+    text_of,
+    wait_for_final,
+)
 
 pytestmark = pytest.mark.live
 
@@ -157,24 +165,7 @@ def test_stop_sent_to_another_process_stops_the_answer(live, short_lease_server,
     with session_client(live, alice) as client, session_client(other, alice) as other_client:
         conversation = create_conversation(client)
         sent = send(client, conversation, fake(never_end=True, tps=50))
-        answer_id = sent["assistant_message"]["id"]
-        seen = []
-        with client.stream(
-            "GET",
-            conversation["events_url"],
-            headers={"Last-Event-ID": sent["assistant_message"]["last_event_id"]},
-        ) as response:
-            for event in answer_events(response, answer_id):
-                seen.append(event)
-                if event.event == "delta" and len(seen) == 3:
-                    stopped_at = time.monotonic()
-                    assert other_client.post(f"/api/messages/{answer_id}/cancel/").status_code == 202
-    assert time.monotonic() - stopped_at < 1.5
-    assert seen[-1].event == "done"
-    assert seen[-1].json()["finish_reason"] == "cancelled"
-    message = Message.objects.get(pk=answer_id)
-    assert message.status == "cancelled"
-    assert message.content == text_of(seen)
+        assert stop_mid_answer(client, other_client, conversation, sent) < 1.5
 
 
 def test_stop_of_an_answer_whose_process_is_gone_ends_it_at_once(alice_http, live, alice, upstream):

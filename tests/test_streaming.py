@@ -171,27 +171,37 @@ def test_second_message_while_streaming_is_409(alice_http, upstream):
     wait_for_final(sent["assistant_message"]["id"])
 
 
-def test_cancel_stops_the_answer_and_keeps_the_text(alice_http, upstream):
-    conversation = create_conversation(alice_http)
-    sent = send(alice_http, conversation, fake(never_end=True, tps=50))
+def stop_mid_answer(client: httpx.Client, stopper: httpx.Client, conversation: dict, sent: dict) -> float:
+    """Follow a never-ending answer, stop it through `stopper` after some text, and check
+    that it ended as cancelled with the text the client saw. Returns the seconds it took."""
     answer_id = sent["assistant_message"]["id"]
     seen: list[SSEEvent] = []
-    with alice_http.stream(
+    stopped_at = None
+    with client.stream(
         "GET",
         conversation["events_url"],
         headers={"Last-Event-ID": sent["assistant_message"]["last_event_id"]},
     ) as response:
         for event in answer_events(response, answer_id):
             seen.append(event)
-            if event.event == "delta" and len(text_of(seen)) > 20:
-                cancelled_at = time.monotonic()
-                assert alice_http.post(f"/api/messages/{answer_id}/cancel/").status_code == 202
-    assert time.monotonic() - cancelled_at < 1
+            if stopped_at is None and event.event == "delta" and len(text_of(seen)) > 20:
+                stopped_at = time.monotonic()
+                assert stopper.post(f"/api/messages/{answer_id}/cancel/").status_code == 202
+    elapsed = time.monotonic() - stopped_at
     assert seen[-1].event == "done"
     assert seen[-1].json()["finish_reason"] == "cancelled"
     message = Message.objects.get(pk=answer_id)
     assert message.status == "cancelled"
     assert message.content == text_of(seen)
+    return elapsed
+
+
+def test_cancel_stops_the_answer_and_keeps_the_text(alice_http, upstream):
+    conversation = create_conversation(alice_http)
+    sent = send(alice_http, conversation, fake(never_end=True, tps=50))
+
+    assert stop_mid_answer(alice_http, alice_http, conversation, sent) < 1
+
     # The upstream response was closed, not left streaming.
     deadline = time.monotonic() + 2
     while upstream.active_connections and time.monotonic() < deadline:
