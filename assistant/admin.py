@@ -36,6 +36,8 @@ class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
         "completion_tokens",
         "time_to_first_token_ms",
         "duration_ms",
+        "feedback",
+        "feedback_comment",
         "created_at",
     ]
     readonly_fields = fields
@@ -44,11 +46,20 @@ class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["title", "owner", "model", "message_count", "updated_at"]
-    list_filter = ["model", "created_at", "updated_at"]
+    list_display = ["title", "owner", "model", "message_count", "archived", "updated_at"]
+    list_filter = ["model", "archived", "created_at", "updated_at"]
     list_select_related = ["owner"]
     search_fields = ["title", "owner__username", "messages__content"]
-    readonly_fields = ["id", "owner", "title", "model", "created_at", "updated_at"]
+    readonly_fields = [
+        "id",
+        "owner",
+        "title",
+        "title_chosen",
+        "model",
+        "archived",
+        "created_at",
+        "updated_at",
+    ]
     inlines = [MessageInline]
     date_hierarchy = "updated_at"
 
@@ -62,8 +73,8 @@ class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["pk", "conversation", "role", "status", "model", "error_type", "created_at"]
-    list_filter = ["role", "status", "model", "error_type"]
+    list_display = ["pk", "conversation", "role", "status", "model", "error_type", "feedback", "created_at"]
+    list_filter = ["role", "status", "model", "error_type", "feedback"]
     list_select_related = ["conversation"]
     search_fields = ["content"]
     readonly_fields = [f.name for f in Message._meta.fields]

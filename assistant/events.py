@@ -163,7 +163,8 @@ def publish(channel: str, event_type: str, payload: dict[str, Any]) -> int:
 
 
 STREAM_OPEN = "retry: 2000\nevent: stream-open\ndata:\n\n"
-KEEP_ALIVE = ": keep-alive\n\n"
+# An event, not a comment: the page sees it, so it can tell a quiet stream from a dead one.
+KEEP_ALIVE = "event: keep-alive\ndata:\n\n"
 
 
 async def stream(channel: str, position: int | None) -> AsyncIterator[str]:

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from assistant.models import Message
 from assistant.services import ServiceError
 
 
@@ -72,6 +73,53 @@ class MessageForm(JsonForm):
         if not content.strip():
             raise ValidationError(gettext_lazy("The message is empty."), code="required")
         return content
+
+
+class ConversationUpdateForm(JsonForm):
+    """A rename (`title`) and/or (un)archiving (`archived`); a key left out changes nothing."""
+
+    title = forms.CharField(required=False, max_length=200, validators=[validate_encodable])
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> dict[str, Any]:
+        archived = data.get("archived")
+        if archived is not None and not isinstance(archived, bool):
+            raise ServiceError(400, "invalid", _("archived must be true or false."))
+        cleaned = super().parse({key: value for key, value in data.items() if key != "archived"})
+        if "title" in data and not cleaned["title"]:
+            raise ServiceError(400, "invalid", _("title: The title is empty."))
+        return {"title": cleaned["title"] if "title" in data else None, "archived": archived}
+
+
+class ConversationSearchForm(JsonForm):
+    """The query string of the conversation list: `q` to search, `archived=1` for the archive."""
+
+    q = forms.CharField(required=False, max_length=200)
+    archived = forms.TypedChoiceField(
+        required=False, choices=[("0", "0"), ("1", "1")], coerce=lambda value: value == "1", empty_value=False
+    )
+
+
+FEEDBACK_RATINGS = {"up": Message.Feedback.UP, "down": Message.Feedback.DOWN}
+
+
+class FeedbackForm(JsonForm):
+    """A rating, "up" or "down", or null to clear it; an optional comment."""
+
+    rating = forms.TypedChoiceField(
+        required=False,
+        choices=[(name, name) for name in FEEDBACK_RATINGS],
+        coerce=FEEDBACK_RATINGS.get,
+        empty_value=None,
+    )
+    comment = forms.CharField(required=False, max_length=2000, validators=[validate_encodable])
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if "rating" not in data:
+            # Left out is not the same as null (which clears the rating).
+            raise ServiceError(400, "invalid", _("rating: This field is required."))
+        return super().parse(data)
 
 
 class SetupForm(forms.Form):

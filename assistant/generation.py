@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone, translation
 
-from assistant import events
+from assistant import events, titles
 from assistant.llm import Finish, ProviderError, error_from_exception, get_provider, provider_error
 from assistant.models import Message, ServerProcess
 
@@ -42,6 +42,9 @@ class _Running:
 
 # Answers generating in this process, by assistant message id.
 _running: dict[int, _Running] = {}
+
+# Work that follows an answer (its title), held here so it is not garbage-collected.
+_follow_ups: set[asyncio.Task] = set()
 
 # This process's name on its lease; unique across restarts and hosts.
 PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -68,6 +71,36 @@ def cancel(message_id: int) -> bool:
     running.cancel_requested = True
     running.task.cancel()
     return True
+
+
+STOP_WAIT_SECONDS = 5.0
+
+
+async def stop(message_id: int) -> None:
+    """Stop an answer wherever it runs; one running here has stored its end on return.
+
+    For deleting: the task of an answer generating here is done writing before the row
+    goes. One in another process stops within a poll and finds its row gone.
+    """
+    running = _running.get(message_id)
+    if running is None:
+        await sync_to_async(cancel_anywhere)(message_id)
+        return
+    cancel(message_id)
+    await asyncio.wait([running.task], timeout=STOP_WAIT_SECONDS)
+
+
+def _follow_up(coro) -> None:
+    """Run `coro` after an answer ended, on its own: a failure is logged, never raised."""
+    task = _background(coro)
+    _follow_ups.add(task)
+    task.add_done_callback(_follow_up_done)
+
+
+def _follow_up_done(task: asyncio.Task) -> None:
+    _follow_ups.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("work after an answer failed", exc_info=task.exception())
 
 
 @dataclass
@@ -170,9 +203,14 @@ class _Answer:
             # Another process found this one's lease lapsed and marked the answer
             # interrupted: keep the whole text under that verdict, and end the stream for
             # the clients following it here.
-            await Message.objects.filter(pk=self.message.pk, status=Status.INTERRUPTED).aupdate(
+            if not await Message.objects.filter(pk=self.message.pk, status=Status.INTERRUPTED).aupdate(
                 content=self.content, event_id=self.event_id
-            )
+            ):
+                # Deleted with its conversation (or ended elsewhere): nothing to store.
+                logger.info(
+                    "answer %s was deleted or ended elsewhere; its end is not stored", self.message.pk
+                )
+                return
             events.publish(self.channel, "error", error_payload(self.message.pk, interrupted_error()))
             return
         if error is not None:
@@ -218,7 +256,11 @@ async def _history(message: Message) -> list[dict[str, str]]:
 
 
 async def _generate(message_id: int, language: str) -> None:
-    message = await Message.objects.select_related("conversation").aget(pk=message_id)
+    try:
+        message = await Message.objects.select_related("conversation").aget(pk=message_id)
+    except Message.DoesNotExist:
+        logger.info("answer %s was deleted before it started", message_id)
+        return
     answer = _Answer(message=message, channel=events.channel_for(message.conversation_id))
     with translation.override(language):
         try:
@@ -238,6 +280,17 @@ async def _generate(message_id: int, language: str) -> None:
             if finish is None:
                 raise provider_error("upstream_error", 502)
             await answer.finish(Status.DONE, finish=finish)
+            questions = [m["content"] for m in history if m["role"] == Message.Role.USER]
+            if len(questions) == 1 and not message.conversation.title_chosen:
+                _follow_up(
+                    titles.conversation_title(
+                        answer_id=message_id,
+                        conversation_id=message.conversation_id,
+                        model=message.model,
+                        question=questions[0],
+                        answer=answer.content,
+                    )
+                )
         except asyncio.CancelledError:
             running = _running.get(message_id)
             if running is not None and running.cancel_requested:

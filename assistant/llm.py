@@ -1,6 +1,7 @@
 """LLM access: the only module that imports openai.
 
-A provider streams an answer as text deltas followed by one `Finish`. Every failure,
+A provider streams an answer as text deltas followed by one `Finish`, and completes short
+requests (titles) in one piece. Every failure,
 before or during the stream, becomes one `ProviderError` with a safe message (never the
 upstream's body, URL or key) and a `retryable` flag the browser shows as a Retry button.
 """
@@ -192,6 +193,17 @@ class OpenAIProvider:
             raise error from None
         yield Finish(finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
+    async def complete(self, *, model: str, messages: list[dict[str, str]], max_tokens: int) -> str:
+        """A short answer in one piece, not streamed; ProviderError on any failure."""
+        try:
+            response = await self.client.chat.completions.create(
+                model=model, messages=messages, max_tokens=max_tokens, stream=False
+            )
+            return (response.choices[0].message.content or "") if response.choices else ""
+        except Exception as exc:
+            # The caller logs the mapped type; the exception's text may quote the upstream.
+            raise error_from_exception(exc) from None
+
 
 DEMO_REPLY = {
     "en": (
@@ -228,6 +240,12 @@ class DemoProvider:
             yield word if index == 0 else " " + word
         prompt_chars = sum(len(m["content"]) for m in messages)
         yield Finish("stop", max(1, prompt_chars // 4), len(words))
+
+    async def complete(self, *, model: str, messages: list[dict[str, str]], max_tokens: int) -> str:
+        """The first words of the last question's first line: a title without a model."""
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        first_line = next((line for line in question.splitlines() if line.strip()), "")
+        return " ".join(first_line.split()[:6])
 
 
 @cache

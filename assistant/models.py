@@ -16,7 +16,10 @@ class Conversation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
+    # Set when the user named the conversation: an automatic title never overwrites it.
+    title_chosen = models.BooleanField(default=False)
     model = models.CharField(_("model"), max_length=100)
+    archived = models.BooleanField(_("archived"), default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -39,6 +42,10 @@ class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user", _("user")
         ASSISTANT = "assistant", _("assistant")
+
+    class Feedback(models.IntegerChoices):
+        UP = 1, _("up")
+        DOWN = -1, _("down")
 
     class Status(models.TextChoices):
         STREAMING = "streaming", _("streaming")
@@ -69,6 +76,10 @@ class Message(models.Model):
     # Stream position of `content`: the id of the last event on the conversation's channel
     # whose text `content` includes. A page that renders `content` resumes from here.
     event_id = models.BigIntegerField(default=0)
+    # The user's rating of an answer, with an optional comment.
+    feedback = models.SmallIntegerField(choices=Feedback.choices, null=True, blank=True)
+    feedback_comment = models.TextField(blank=True)
+    feedback_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

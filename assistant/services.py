@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from assistant import events, generation
@@ -72,15 +75,63 @@ async def aconversation_get(*, user, conversation_id: uuid.UUID | str) -> Conver
 
 
 def conversation_create(*, user, title: str = "", model: str | None = None) -> Conversation:
-    return Conversation.objects.create(owner=user, title=title, model=model_validate(model))
+    return Conversation.objects.create(
+        owner=user, title=title, title_chosen=bool(title), model=model_validate(model)
+    )
+
+
+def conversation_update(
+    *, user, conversation_id: uuid.UUID | str, title: str | None = None, archived: bool | None = None
+) -> Conversation:
+    """Rename or (un)archive a conversation; a title given here is never replaced automatically.
+
+    Neither moves the conversation in the newest-first list: `updated_at` stays.
+    """
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    fields = []
+    if title is not None:
+        conversation.title, conversation.title_chosen = title, True
+        fields += ["title", "title_chosen"]
+    if archived is not None:
+        conversation.archived = archived
+        fields.append("archived")
+    if fields:
+        conversation.save(update_fields=fields)
+    if title is not None:
+        # Other open pages of this conversation show the new name.
+        events.publish(conversation.channel, "title", {"conversation": str(conversation.pk), "title": title})
+    return conversation
+
+
+async def conversation_delete(*, user, conversation_id: uuid.UUID | str) -> None:
+    """Delete a conversation with its messages; an answer still streaming is stopped first.
+
+    Shielded, like sending: a client that disconnects midway must not leave an answer
+    stopped but its conversation kept, or the other way round.
+    """
+
+    async def delete() -> None:
+        conversation = await aconversation_get(user=user, conversation_id=conversation_id)
+        streaming = conversation.messages.filter(status=Message.Status.STREAMING)
+        async for message_id in streaming.values_list("pk", flat=True):
+            await generation.stop(message_id)
+        await conversation.adelete()
+
+    await asyncio.shield(delete())
 
 
 @dataclass(frozen=True)
 class Exchange:
-    """A question and the answer generating for it."""
+    """A question and the answer generating for it.
+
+    `replaces` and `replaces_question` name what the new answer takes the place of on the
+    page (a retry replaces an answer, an edit also the question); both stay stored.
+    """
 
     user_message: Message
     assistant_message: Message
+    replaces: int | None = None
+    replaces_question: int | None = None
 
 
 def _answer_create(conversation: Conversation, model: str) -> Message:
@@ -107,9 +158,15 @@ def _conversation_locked(*, user, conversation_id) -> Conversation:
         return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
 
 
-@transaction.atomic
-def _exchange_create(*, user, conversation_id, content: str, model: str | None) -> Exchange:
-    conversation = _conversation_locked(user=user, conversation_id=conversation_id)
+def _question_create(
+    conversation: Conversation,
+    *,
+    content: str,
+    model: str | None,
+    replaces: int | None = None,
+    replaces_question: int | None = None,
+) -> Exchange:
+    """A question with its streaming answer; call inside the conversation's lock."""
     model = model_validate(model) if model else conversation.model
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
     assistant_message = _answer_create(conversation, model)
@@ -117,7 +174,35 @@ def _exchange_create(*, user, conversation_id, content: str, model: str | None) 
     if not conversation.title:
         conversation.title = title_from(content)
     conversation.save(update_fields=["model", "title", "updated_at"])
-    return Exchange(user_message, assistant_message)
+    return Exchange(user_message, assistant_message, replaces, replaces_question)
+
+
+@transaction.atomic
+def _exchange_create(*, user, conversation_id, content: str, model: str | None) -> Exchange:
+    conversation = _conversation_locked(user=user, conversation_id=conversation_id)
+    return _question_create(conversation, content=content, model=model)
+
+
+@transaction.atomic
+def _edit_create(*, user, message_id: int, content: str, model: str | None) -> Exchange:
+    with found_or_404():
+        previous = Message.objects.get(pk=message_id, conversation__owner=user, role=Message.Role.USER)
+    conversation = _conversation_locked(user=user, conversation_id=previous.conversation_id)
+    questions = conversation.messages.filter(role=Message.Role.USER, superseded=False)
+    if questions.order_by("-pk").values_list("pk", flat=True).first() != previous.pk:
+        raise ServiceError(409, "not_latest", _("Only the latest question can be edited."))
+    # Everything after the latest question is an answer to it (retries included).
+    answers = conversation.messages.filter(pk__gt=previous.pk)
+    shown = answers.filter(superseded=False).order_by("-pk").values_list("pk", flat=True).first()
+    answers.update(superseded=True, updated_at=timezone.now())
+    previous.superseded = True
+    previous.save(update_fields=["superseded", "updated_at"])
+    if not conversation.title_chosen and not questions.filter(pk__lt=previous.pk).exists():
+        # The provisional title came from the question being replaced.
+        conversation.title = ""
+    return _question_create(
+        conversation, content=content, model=model, replaces=shown, replaces_question=previous.pk
+    )
 
 
 @transaction.atomic
@@ -137,57 +222,80 @@ def _retry_create(*, user, message_id: int) -> tuple[Exchange, Message]:
     previous.save(update_fields=["superseded", "updated_at"])
     answer = _answer_create(conversation, previous.model or conversation.model)
     conversation.save(update_fields=["updated_at"])
-    return Exchange(question, answer), previous
+    return Exchange(question, answer, replaces=previous.pk)
 
 
-async def _answer_start(exchange: Exchange, *, language: str, replaces: int | None = None) -> None:
+async def _answer_start(exchange: Exchange, *, language: str) -> None:
     answer = exchange.assistant_message
     start = {
         "message": answer.pk,
         "model": answer.model,
         "user_message": {"id": exchange.user_message.pk, "content": exchange.user_message.content},
     }
-    if replaces is not None:
-        start["replaces"] = replaces
+    if exchange.replaces is not None:
+        start["replaces"] = exchange.replaces
+    if exchange.replaces_question is not None:
+        start["replaces_question"] = exchange.replaces_question
     events.publish(events.channel_for(answer.conversation_id), "start", start)
     generation.start(message_id=answer.pk, language=language)
 
 
-async def message_send(
-    *, user, conversation_id: uuid.UUID | str, content: str, model: str | None, language: str
-) -> Exchange:
-    """Store a question and start generating its answer; returns at once.
+async def _exchange_start(create: Callable[[], Exchange], *, language: str) -> Exchange:
+    """Store an exchange with `create` and start generating its answer; returns at once.
 
     Shielded: a client that disconnects mid-request must not leave a stored answer
     that no task generates.
     """
 
-    async def send() -> Exchange:
+    async def start() -> Exchange:
         await generation.ensure_supervisor()
-        exchange = await sync_to_async(_exchange_create)(
-            user=user, conversation_id=conversation_id, content=content, model=model
-        )
+        exchange = await sync_to_async(create)()
         await _answer_start(exchange, language=language)
         return exchange
 
-    return await asyncio.shield(send())
+    return await asyncio.shield(start())
+
+
+async def message_send(
+    *, user, conversation_id: uuid.UUID | str, content: str, model: str | None, language: str
+) -> Exchange:
+    """Store a question and start generating its answer; returns at once."""
+    create = functools.partial(
+        _exchange_create, user=user, conversation_id=conversation_id, content=content, model=model
+    )
+    return await _exchange_start(create, language=language)
 
 
 async def message_retry(*, user, message_id: int, language: str) -> Exchange:
     """Generate the latest answer of a conversation again; the earlier one stays stored."""
+    create = functools.partial(_retry_create, user=user, message_id=message_id)
+    return await _exchange_start(create, language=language)
 
-    async def retry() -> Exchange:
-        await generation.ensure_supervisor()
-        exchange, previous = await sync_to_async(_retry_create)(user=user, message_id=message_id)
-        await _answer_start(exchange, language=language, replaces=previous.pk)
-        return exchange
 
-    return await asyncio.shield(retry())
+async def message_edit(*, user, message_id: int, content: str, model: str | None, language: str) -> Exchange:
+    """Ask the latest question again in new words; the old question and its answers stay stored.
+
+    Both are marked superseded, so they leave the history sent upstream.
+    """
+    create = functools.partial(_edit_create, user=user, message_id=message_id, content=content, model=model)
+    return await _exchange_start(create, language=language)
 
 
 def _message_get(*, user, message_id: int) -> Message:
     with found_or_404():
         return Message.objects.get(pk=message_id, conversation__owner=user)
+
+
+def message_feedback(*, user, message_id: int, rating: int | None, comment: str = "") -> Message:
+    """Rate one of the user's answers (1 up, -1 down), or clear the rating with None."""
+    with found_or_404():
+        message = Message.objects.get(pk=message_id, conversation__owner=user, role=Message.Role.ASSISTANT)
+    message.feedback = rating
+    message.feedback_comment = comment if rating is not None else ""
+    message.feedback_at = timezone.now() if rating is not None else None
+    # Only these columns: the generation task may be writing the answer's text meanwhile.
+    message.save(update_fields=["feedback", "feedback_comment", "feedback_at"])
+    return message
 
 
 async def message_cancel(*, user, message_id: int) -> Message:
@@ -232,5 +340,16 @@ def conversation_state(*, user, conversation_id: uuid.UUID | str) -> Conversatio
     return ConversationState(conversation, messages, events.position_token(channel, position))
 
 
-def conversations_recent(*, user, limit: int = 100) -> list[Conversation]:
-    return list(Conversation.objects.filter(owner=user).only("id", "title", "updated_at")[:limit])
+def conversations_list(
+    *, user, query: str = "", archived: bool = False, limit: int = 100
+) -> list[Conversation]:
+    """The user's conversations, newest first; `query` matches titles and message text."""
+    conversations = Conversation.objects.filter(owner=user, archived=archived)
+    query = query.strip()
+    if query:
+        # A subquery, not a join: a conversation with many matching messages is listed once.
+        matching = Message.objects.filter(conversation__owner=user, content__icontains=query)
+        conversations = conversations.filter(
+            Q(title__icontains=query) | Q(pk__in=matching.values("conversation_id"))
+        )
+    return list(conversations.only("id", "title", "updated_at", "archived")[:limit])

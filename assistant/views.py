@@ -10,7 +10,7 @@ import functools
 import uuid
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
@@ -24,7 +24,16 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from assistant import events, generation, services
-from assistant.forms import ConversationForm, MessageForm, SetupForm, json_body
+from assistant.forms import (
+    FEEDBACK_RATINGS,
+    ConversationForm,
+    ConversationSearchForm,
+    ConversationUpdateForm,
+    FeedbackForm,
+    MessageForm,
+    SetupForm,
+    json_body,
+)
 from assistant.llm import RETRYABLE_TYPES
 from assistant.models import Conversation, Message
 
@@ -64,6 +73,9 @@ def api_view(view):
     return wrapper
 
 
+RATING_NAMES = {value: name for name, value in FEEDBACK_RATINGS.items()}
+
+
 def message_json(message: Message) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": message.pk,
@@ -78,6 +90,8 @@ def message_json(message: Message) -> dict[str, Any]:
         data.update(
             finish_reason=message.finish_reason,
             usage={"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
+            feedback=RATING_NAMES.get(message.feedback),
+            feedback_comment=message.feedback_comment,
         )
         if message.error_type:
             data["error"] = {
@@ -100,6 +114,7 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
         "detail_url": reverse("api_conversation", args=[conversation.pk]),
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
+        "archived": conversation.archived,
     }
 
 
@@ -142,6 +157,7 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
         "cancel_url": reverse("api_message_cancel", args=[0]),
         "retry_url": reverse("api_message_retry", args=[0]),
         "retryable_types": sorted(RETRYABLE_TYPES),
+        "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
     }
     if state is not None:
         page_data.update(
@@ -151,7 +167,7 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
             streaming={m.pk: m.content for m in state.messages if m.is_streaming},
         )
     return {
-        "conversations": services.conversations_recent(user=request.user),
+        "conversations": services.conversations_list(user=request.user),
         "state": state,
         "page_data": page_data,
         "models": settings.ASSISTANT_MODELS,
@@ -284,3 +300,82 @@ async def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) 
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+# --- managing conversations, feedback, editing the last question --------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def conversations_api(request: HttpRequest) -> HttpResponse:
+    """`/api/conversations/`: the list (GET), a new conversation (POST)."""
+    return conversation_list(request) if request.method == "GET" else conversations(request)
+
+
+@require_http_methods(["GET", "PATCH", "DELETE"])
+async def conversation_api(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """`/api/conversations/<id>/`: read (GET), rename or archive (PATCH), delete (DELETE)."""
+    if request.method == "DELETE":
+        return await conversation_delete(request, conversation_id)
+    view = conversation_update if request.method == "PATCH" else conversation_detail
+    return await sync_to_async(view)(request, conversation_id)
+
+
+def conversation_summary_json(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": str(conversation.pk),
+        "title": conversation.title,
+        "url": reverse("conversation", args=[conversation.pk]),
+        "updated_at": conversation.updated_at.isoformat(),
+        "archived": conversation.archived,
+    }
+
+
+@require_GET
+@api_view
+def conversation_list(request: HttpRequest) -> JsonResponse:
+    data = ConversationSearchForm.parse(request.GET.dict())
+    conversations = services.conversations_list(user=request.user, query=data["q"], archived=data["archived"])
+    return JsonResponse({"conversations": [conversation_summary_json(c) for c in conversations]})
+
+
+@api_view
+def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    data = ConversationUpdateForm.parse(json_body(request))
+    conversation = services.conversation_update(user=request.user, conversation_id=conversation_id, **data)
+    return JsonResponse(conversation_json(conversation))
+
+
+@api_view
+async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    await services.conversation_delete(user=await request.auser(), conversation_id=conversation_id)
+    return HttpResponse(status=204)
+
+
+@require_POST
+@api_view
+def message_feedback(request: HttpRequest, message_id: int) -> JsonResponse:
+    data = FeedbackForm.parse(json_body(request))
+    message = services.message_feedback(
+        user=request.user, message_id=message_id, rating=data["rating"], comment=data["comment"]
+    )
+    return JsonResponse(
+        {
+            "id": message.pk,
+            "feedback": RATING_NAMES.get(message.feedback),
+            "feedback_comment": message.feedback_comment,
+        }
+    )
+
+
+@require_POST
+@api_view
+async def message_edit(request: HttpRequest, message_id: int) -> JsonResponse:
+    data = MessageForm.parse(json_body(request))
+    exchange = await services.message_edit(
+        user=await request.auser(),
+        message_id=message_id,
+        content=data["content"],
+        model=data["model"] or None,
+        language=get_language(),
+    )
+    return _accepted_answer(exchange)

@@ -12,10 +12,10 @@ urlpatterns = [
     path("setup/", views.setup, name="setup"),
     path("accounts/login/", views.AssistantLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/conversations/", views.conversations, name="api_conversations"),
+    path("api/conversations/", views.conversations_api, name="api_conversations"),
     path(
         "api/conversations/<uuid:conversation_id>/",
-        views.conversation_detail,
+        views.conversation_api,
         name="api_conversation",
     ),
     path(
@@ -30,6 +30,8 @@ urlpatterns = [
     ),
     path("api/messages/<int:message_id>/cancel/", views.message_cancel, name="api_message_cancel"),
     path("api/messages/<int:message_id>/retry/", views.message_retry, name="api_message_retry"),
+    path("api/messages/<int:message_id>/edit/", views.message_edit, name="api_message_edit"),
+    path("api/messages/<int:message_id>/feedback/", views.message_feedback, name="api_message_feedback"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
 ]

@@ -179,5 +179,7 @@ def test_conversation_detail_waits_from_now_for_an_answer_streamed_elsewhere(ali
 
 def test_get_never_changes_state(alice_client, conversation):
     assert alice_client.get(reverse("api_messages", args=[conversation.pk])).status_code == 405
-    assert alice_client.get(reverse("api_conversations")).status_code == 405
+    # GET on the collection lists conversations; it creates none.
+    assert alice_client.get(reverse("api_conversations")).status_code == 200
+    assert Conversation.objects.count() == 1
     assert not Message.objects.exists()

@@ -16,6 +16,7 @@ from tests.sse import answer_events, parse_sse, sse_lines
 from tests.test_streaming import (
     create_conversation,
     fake,
+    last_answer_request,
     send,
     stop_mid_answer,
     stream_answer,
@@ -49,7 +50,7 @@ def test_retry_regenerates_a_failed_answer_and_keeps_the_old_one(alice_http, ups
     assert (old.status, old.error_code) == ("error", 503)
     assert Message.objects.get(pk=retried["assistant_message"]["id"]).content == "Jetzt klappt es."
     # The upstream saw the question once, without the failed answer.
-    assert upstream.requests[-1]["body"]["messages"] == [{"role": "user", "content": question}]
+    assert last_answer_request(upstream)["body"]["messages"] == [{"role": "user", "content": question}]
 
 
 def test_retry_refuses_what_it_cannot_regenerate(alice_http, bob_http, upstream):

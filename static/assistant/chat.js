@@ -119,15 +119,30 @@
     button.addEventListener("click", async () => {
       const id = Number(item.dataset.messageId);
       const text = rawText.get(id) || item.querySelector(".text").innerText;
-      try {
-        await navigator.clipboard.writeText(text);
+      if (await copyText(text)) {
         button.textContent = i18n.copied;
         setTimeout(() => (button.textContent = i18n.copy), 1500);
-      } catch (error) {
-        showError(error.message);
       }
     });
     details.append(" ", button);
+  }
+
+  // The clipboard API needs a secure context; plain HTTP on the intranet gets a fallback.
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch {
+      const area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "visually-hidden";
+      document.body.appendChild(area);
+      area.select();
+      const copied = document.execCommand("copy");
+      area.remove();
+      return copied;
+    }
   }
 
   // Until the first word arrives, the answer shows how long it has been waiting.
@@ -200,16 +215,24 @@
     errorNode.append(" ", retry);
   }
 
+  let retrying = false;
+
   async function retryAnswer(id) {
+    if (retrying) return; // a double click starts one answer
+    retrying = true;
     showError("");
     try {
       await postJson(pageData.retry_url.replace("/0/", "/" + id + "/"));
     } catch (error) {
       showError(error.status ? error.message : i18n.send_failed);
+    } finally {
+      retrying = false;
     }
   }
 
   function setStreaming(id) {
+    // The stop button disappears: keep the keyboard user's focus on the page.
+    if (id === null && document.activeElement === stopButton) input.focus();
     messageList.querySelectorAll('[aria-busy="true"]').forEach((node) => node.removeAttribute("aria-busy"));
     if (id !== null && findMessage(id)) findMessage(id).setAttribute("aria-busy", "true");
     streamingId = id;
@@ -224,8 +247,13 @@
   function onStart(event) {
     const data = JSON.parse(event.data);
     const question = data.user_message;
-    const replaced = data.replaces && findMessage(data.replaces);
-    if (replaced) replaced.dataset.superseded = "true";
+    [data.replaces, data.replaces_question].forEach((id) => {
+      const replaced = id && findMessage(id);
+      if (!replaced) return;
+      replaced.dataset.superseded = "true";
+      // Only the latest answer can be regenerated.
+      replaced.querySelectorAll(".message-error button").forEach((button) => button.remove());
+    });
     renderMessage({ id: question.id, role: "user", status: "done", content: question.content });
     // A replayed start rebuilds the answer from its first delta: never a word twice.
     const answer = renderMessage({ id: data.message, role: "assistant", status: "streaming", content: "" });
@@ -285,31 +313,66 @@
     connect(state.last_event_id);
   }
 
+  // The position of the last event this page applied, to reconnect from by itself.
+  let position = null;
+  let watchdog = null;
+  let dropped = false;
+
   function connect(lastEventId) {
+    position = lastEventId;
     const url = conversation.events_url + "?lastEventId=" + encodeURIComponent(lastEventId);
     source = new EventSource(url);
-    let dropped = false;
-    source.addEventListener("open", () => {
+    const listen = (name, handler) =>
+      source.addEventListener(name, (event) => {
+        if (event.lastEventId) position = event.lastEventId;
+        heard();
+        if (handler) handler(event);
+      });
+    listen("open", () => {
       connection.textContent = dropped ? i18n.resumed : "";
       dropped = false;
     });
-    source.addEventListener("error", () => {
-      if (source && source.readyState === EventSource.CONNECTING) {
-        dropped = true;
-        connection.textContent = i18n.reconnecting;
-      }
+    source.addEventListener("error", (event) => {
+      if (event.data) return;
+      if (source && source.readyState === EventSource.CONNECTING) lost();
     });
-    source.addEventListener("start", onStart);
-    source.addEventListener("delta", onDelta);
-    source.addEventListener("done", onDone);
-    source.addEventListener("error", (event) => event.data && onError(event));
-    source.addEventListener("stream-reset", onReset);
+    listen("stream-open");
+    listen("keep-alive");
+    listen("start", onStart);
+    listen("delta", onDelta);
+    listen("done", onDone);
+    listen("error", (event) => event.data && onError(event));
+    listen("stream-reset", onReset);
+  }
+
+  function lost() {
+    dropped = true;
+    connection.textContent = i18n.reconnecting;
+  }
+
+  // A connection can die without the browser noticing (a proxy or NAT forgetting it):
+  // the server speaks at least every keep-alive interval, so silence means reconnect.
+  function heard() {
+    clearTimeout(watchdog);
+    watchdog = setTimeout(() => {
+      lost();
+      reconnect();
+    }, pageData.keepalive_seconds * 2000 + 2000);
+  }
+
+  function reconnect() {
+    if (!conversation || position === null) return;
+    disconnect();
+    connect(position);
   }
 
   function disconnect() {
+    clearTimeout(watchdog);
     if (source) source.close();
     source = null;
   }
+
+  window.addEventListener("online", reconnect);
 
   function addToSidebar(item) {
     const list = document.getElementById("conversation-list");
@@ -376,6 +439,12 @@
     }
   });
 
+  // Stored answers come rendered and sanitized from the server; highlight them here,
+  // as live ones are.
+  messageList.querySelectorAll(".message.assistant .text").forEach((node) => {
+    window.AssistantMarkdown.highlight(node);
+    window.AssistantMarkdown.addCopyButtons(node, i18n.copy, i18n.copied);
+  });
   messageList.querySelectorAll(".message.assistant .details").forEach((details) => {
     showDetails(details.closest("[data-message-id]"), {});
   });

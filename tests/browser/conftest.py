@@ -27,13 +27,21 @@ LAUNCH_ARGS = [
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="package")
+def browser(django_db_setup):
+    """Chromium for the browser tests, closed when they end.
+
+    Playwright's sync API keeps an asyncio loop running in this thread, so Django takes
+    every ORM call here for one from async code (SynchronousOnlyOperation). The tests'
+    ORM calls are synchronous all the same: allowed while the browser lives. The daphne
+    under test never sees the variable (its environment drops DJANGO_*).
+    """
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         yield browser
         browser.close()

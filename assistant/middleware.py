@@ -1,0 +1,49 @@
+"""Security headers on every response: a strict Content-Security-Policy and friends.
+
+Only headers are set, so streamed responses (the event stream) pass through untouched;
+the middleware runs sync or async, whichever the chain around it is, so async views
+stay on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+
+
+class SecurityHeadersMiddleware:
+    """Adds settings.SECURITY_HEADERS to each response that does not set them itself."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> None:
+        self.get_response = get_response
+        self.headers = dict(settings.SECURITY_HEADERS)
+        self.async_mode = iscoroutinefunction(self.get_response)
+        if self.async_mode:
+            # Django checks this to call the middleware as a coroutine.
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        response = self.get_response(request)
+        self._add_headers(response)  # type: ignore[arg-type]
+        return response  # type: ignore[return-value]
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        response = await self.get_response(request)  # type: ignore[misc]
+        self._add_headers(response)
+        return response
+
+    def _add_headers(self, response: HttpResponseBase) -> None:
+        for name, value in self.headers.items():
+            response.setdefault(name, value)
