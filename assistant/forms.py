@@ -80,10 +80,14 @@ class ConversationUpdateForm(JsonForm):
 
     title = forms.CharField(required=False, max_length=200, validators=[validate_encodable])
 
+    def clean_title(self) -> str:
+        # A title is one line: runs of whitespace, line breaks included, become one space.
+        return " ".join(self.cleaned_data["title"].split())
+
     @classmethod
     def parse(cls, data: dict[str, Any]) -> dict[str, Any]:
         archived = data.get("archived")
-        if archived is not None and not isinstance(archived, bool):
+        if "archived" in data and not isinstance(archived, bool):
             raise ServiceError(400, "invalid", _("archived must be true or false."))
         cleaned = super().parse({key: value for key, value in data.items() if key != "archived"})
         if "title" in data and not cleaned["title"]:

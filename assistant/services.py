@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -353,3 +354,26 @@ def conversations_list(
             Q(title__icontains=query) | Q(pk__in=matching.values("conversation_id"))
         )
     return list(conversations.only("id", "title", "updated_at", "archived")[:limit])
+
+
+@dataclass(frozen=True)
+class ConversationGroup:
+    label: str
+    conversations: list[Conversation]
+
+
+def group_by_recency(conversations: list[Conversation], *, today: date) -> list[ConversationGroup]:
+    """The sidebar's sections: today, yesterday, the last 7 and 30 days, older (newest first)."""
+    bounds = [
+        (_("Today"), today),
+        (_("Yesterday"), today - timedelta(days=1)),
+        (_("Previous 7 days"), today - timedelta(days=7)),
+        (_("Previous 30 days"), today - timedelta(days=30)),
+        (_("Older"), date.min),
+    ]
+    groups: dict[str, list[Conversation]] = {label: [] for label, _start in bounds}
+    for conversation in conversations:
+        day = timezone.localdate(conversation.updated_at)
+        label = next(label for label, start in bounds if day >= start)
+        groups[label].append(conversation)
+    return [ConversationGroup(label, items) for label, items in groups.items() if items]

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -153,9 +154,12 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
     page_data: dict[str, Any] = {
         "models": settings.ASSISTANT_MODELS,
         "create_url": reverse("api_conversations"),
+        "home_url": reverse("chat"),
         # The client puts the message id in place of the 0.
         "cancel_url": reverse("api_message_cancel", args=[0]),
         "retry_url": reverse("api_message_retry", args=[0]),
+        "edit_url": reverse("api_message_edit", args=[0]),
+        "feedback_url": reverse("api_message_feedback", args=[0]),
         "retryable_types": sorted(RETRYABLE_TYPES),
         "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
     }
@@ -166,8 +170,13 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
             # Raw text of answers still streaming: the page appends deltas to it.
             streaming={m.pk: m.content for m in state.messages if m.is_streaming},
         )
+    query = request.GET.get("q", "").strip()[:200]
+    archived = request.GET.get("archived") == "1"
+    conversations = services.conversations_list(user=request.user, query=query, archived=archived)
     return {
-        "conversations": services.conversations_list(user=request.user),
+        "conversation_groups": services.group_by_recency(conversations, today=timezone.localdate()),
+        "query": query,
+        "archived": archived,
         "state": state,
         "page_data": page_data,
         "models": settings.ASSISTANT_MODELS,
@@ -185,6 +194,15 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
             "answer_ready": _("The answer is complete."),
             "tokens": _("%(prompt)s → %(completion)s tokens"),
             "seconds": _("%(seconds)s s"),
+            "edit": _("Edit"),
+            "save_send": _("Save and send"),
+            "cancel": _("Cancel"),
+            "good": _("Good answer"),
+            "bad": _("Bad answer"),
+            "feedback_comment": _("What was wrong? (optional)"),
+            "feedback_send": _("Send feedback"),
+            "feedback_thanks": _("Thank you for the feedback."),
+            "today": _("Today"),
         },
     }
 

@@ -33,14 +33,18 @@
     return match ? decodeURIComponent(match[1]) : "";
   }
 
-  async function postJson(url, body) {
+  function postJson(url, body) {
+    return requestJson("POST", url, body);
+  }
+
+  async function requestJson(method, url, body) {
     const response = await fetch(url, {
-      method: "POST",
+      method: method,
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
       body: JSON.stringify(body || {}),
     });
-    const data = await response.json().catch(() => ({}));
+    const data = response.status === 204 ? {} : await response.json().catch(() => ({}));
     if (!response.ok) {
       const error = new Error((data.error && data.error.message) || response.statusText);
       error.status = response.status;
@@ -108,6 +112,128 @@
     if (details.dataset.model) parts.push(details.dataset.model);
     details.textContent = parts.join(" · ");
     addCopyAnswerButton(item, details);
+    addFeedbackButtons(item, details);
+  }
+
+  const RATINGS = { 1: "up", "-1": "down", up: "up", down: "down" };
+
+  function addFeedbackButtons(item, details) {
+    const current = RATINGS[details.dataset.feedback] || null;
+    [
+      ["up", "👍", i18n.good],
+      ["down", "👎", i18n.bad],
+    ].forEach(([rating, symbol, label]) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "link feedback";
+      button.textContent = symbol;
+      button.setAttribute("aria-label", label);
+      button.title = label;
+      button.setAttribute("aria-pressed", String(current === rating));
+      button.addEventListener("click", () => sendFeedback(item, details, rating));
+      details.append(" ", button);
+    });
+  }
+
+  async function sendFeedback(item, details, rating) {
+    // Pressing the chosen rating again takes it back.
+    const clearing = RATINGS[details.dataset.feedback] === rating;
+    const url = pageData.feedback_url.replace("/0/", "/" + item.dataset.messageId + "/");
+    try {
+      const result = await postJson(url, { rating: clearing ? null : rating });
+      details.dataset.feedback = result.feedback || "";
+      showDetails(item, {});
+      if (result.feedback === "down") askFeedbackComment(item, url);
+    } catch (error) {
+      showError(error.message);
+    }
+  }
+
+  function askFeedbackComment(item, url) {
+    item.querySelectorAll(".feedback-form").forEach((node) => node.remove());
+    const form = document.createElement("form");
+    form.className = "feedback-form";
+    const label = document.createElement("label");
+    label.textContent = i18n.feedback_comment;
+    const area = document.createElement("textarea");
+    area.maxLength = 2000;
+    area.rows = 2;
+    label.appendChild(area);
+    const submit = document.createElement("button");
+    submit.type = "submit";
+    submit.className = "secondary";
+    submit.textContent = i18n.feedback_send;
+    form.append(label, submit);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        await postJson(url, { rating: "down", comment: area.value });
+        form.replaceChildren(i18n.feedback_thanks);
+      } catch (error) {
+        showError(error.message);
+      }
+    });
+    item.appendChild(form);
+    area.focus();
+  }
+
+  // The latest question can be edited and sent again; the old exchange stays stored.
+  function updateEditButton() {
+    messageList.querySelectorAll(".edit-question").forEach((node) => node.remove());
+    const questions = messageList.querySelectorAll('.message.user:not([data-superseded="true"])');
+    const last = questions[questions.length - 1];
+    if (!last || streamingId !== null) return;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "link edit-question";
+    button.textContent = i18n.edit;
+    button.addEventListener("click", () => editQuestion(last));
+    last.appendChild(button);
+  }
+
+  function editQuestion(item) {
+    const text = item.querySelector(".text");
+    const form = document.createElement("form");
+    form.className = "edit-form";
+    const area = document.createElement("textarea");
+    area.value = text.textContent;
+    area.rows = Math.min(12, area.value.split("\n").length + 1);
+    area.setAttribute("aria-label", i18n.edit);
+    const save = document.createElement("button");
+    save.type = "submit";
+    save.className = "primary";
+    save.textContent = i18n.save_send;
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "secondary";
+    cancel.textContent = i18n.cancel;
+    form.append(area, save, cancel);
+    item.querySelector(".edit-question").remove();
+    text.hidden = true;
+    item.appendChild(form);
+    area.focus();
+    const close = () => {
+      form.remove();
+      text.hidden = false;
+      updateEditButton();
+    };
+    cancel.addEventListener("click", close);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (!area.value.trim()) return;
+      save.disabled = true;
+      try {
+        await postJson(pageData.edit_url.replace("/0/", "/" + item.dataset.messageId + "/"), {
+          content: area.value,
+          model: modelSelect.value,
+        });
+        form.remove();
+        text.hidden = false;
+      } catch (error) {
+        save.disabled = false;
+        showError(error.status ? error.message : i18n.send_failed);
+      }
+    });
   }
 
   function addCopyAnswerButton(item, details) {
@@ -236,6 +362,7 @@
     messageList.querySelectorAll('[aria-busy="true"]').forEach((node) => node.removeAttribute("aria-busy"));
     if (id !== null && findMessage(id)) findMessage(id).setAttribute("aria-busy", "true");
     streamingId = id;
+    updateEditButton();
     stopButton.hidden = id === null;
     sendButton.disabled = id !== null || sending;
   }
@@ -343,6 +470,7 @@
     listen("done", onDone);
     listen("error", (event) => event.data && onError(event));
     listen("stream-reset", onReset);
+    listen("title", (event) => showTitle(JSON.parse(event.data).title));
   }
 
   function lost() {
@@ -374,15 +502,92 @@
 
   window.addEventListener("online", reconnect);
 
+  function showTitle(title) {
+    conversation.title = title;
+    const heading = document.getElementById("conversation-title");
+    if (heading) heading.textContent = title;
+    document.title = title + " · Assistant";
+    const link = document.querySelector('[data-conversation-id="' + conversation.id + '"]');
+    if (link) link.textContent = title;
+  }
+
+  function setUpConversationActions() {
+    const rename = document.getElementById("rename-button");
+    if (!rename || !conversation) return;
+    const archive = document.getElementById("archive-button");
+    const remove = document.getElementById("delete-button");
+    const dialog = document.getElementById("delete-dialog");
+    rename.addEventListener("click", () => {
+      const heading = document.getElementById("conversation-title");
+      const input = document.createElement("input");
+      input.value = conversation.title || "";
+      input.maxLength = 200;
+      input.className = "title-input";
+      input.setAttribute("aria-label", rename.textContent);
+      heading.replaceWith(input);
+      input.focus();
+      input.select();
+      let done = false;
+      const finish = async (save) => {
+        if (done) return;
+        done = true;
+        input.replaceWith(heading);
+        if (save && input.value.trim() && input.value.trim() !== conversation.title) {
+          try {
+            const result = await requestJson("PATCH", conversation.detail_url, { title: input.value });
+            showTitle(result.title);
+          } catch (error) {
+            showError(error.message);
+          }
+        }
+        rename.focus();
+      };
+      input.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") finish(true);
+        if (event.key === "Escape") finish(false);
+      });
+      input.addEventListener("blur", () => finish(true));
+    });
+    archive.addEventListener("click", async () => {
+      try {
+        await requestJson("PATCH", conversation.detail_url, { archived: archive.dataset.archived !== "1" });
+        window.location.assign(pageData.home_url);
+      } catch (error) {
+        showError(error.message);
+      }
+    });
+    remove.addEventListener("click", () => dialog.showModal());
+    dialog.addEventListener("close", async () => {
+      if (dialog.returnValue !== "delete") return;
+      try {
+        await requestJson("DELETE", conversation.detail_url);
+        window.location.assign(pageData.home_url);
+      } catch (error) {
+        showError(error.message);
+      }
+    });
+  }
+
   function addToSidebar(item) {
     const list = document.getElementById("conversation-list");
+    let today = list.querySelector('ul[data-group="1"]');
+    const firstLabel = list.querySelector(".group-label");
+    if (!today || !firstLabel || firstLabel.textContent !== i18n.today) {
+      const label = document.createElement("h2");
+      label.className = "group-label";
+      label.textContent = i18n.today;
+      today = document.createElement("ul");
+      today.dataset.group = "1";
+      list.prepend(label, today);
+    }
     const entry = document.createElement("li");
     const link = document.createElement("a");
     link.href = item.url;
+    link.dataset.conversationId = item.id;
     link.textContent = item.title || i18n.untitled;
     link.setAttribute("aria-current", "page");
     entry.appendChild(link);
-    list.prepend(entry);
+    today.prepend(entry);
   }
 
   async function send() {
@@ -453,6 +658,7 @@
     if (item) renderAnswer(item.querySelector(".text"), raw);
   });
   if (language) language.addEventListener("change", () => language.form.submit());
+  setUpConversationActions();
 
   messageList.querySelectorAll(".message-error[data-error-type]").forEach((node) => {
     const item = node.closest("[data-message-id]");
@@ -460,6 +666,8 @@
       addRetryButton(node, item.dataset.messageId);
     }
   });
+
+  updateEditButton();
 
   if (conversation) {
     const streaming = messageList.querySelector('[data-status="streaming"]');
