@@ -18,6 +18,7 @@
   const language = document.getElementById("language-select");
   const numbers = new Intl.NumberFormat(document.documentElement.lang);
   const decimals = new Intl.NumberFormat(document.documentElement.lang, { maximumFractionDigits: 1 });
+  const dates = new Intl.DateTimeFormat(document.documentElement.lang, { dateStyle: "medium", timeStyle: "short" });
 
   let conversation = pageData.conversation || null;
   let source = null;
@@ -110,6 +111,8 @@
       parts.push(interpolate(i18n.seconds, { seconds: decimals.format(details.dataset.durationMs / 1000) }));
     }
     if (details.dataset.model) parts.push(details.dataset.model);
+    if (!details.dataset.created) details.dataset.created = new Date().toISOString();
+    parts.push(dates.format(new Date(details.dataset.created)));
     details.textContent = parts.join(" · ");
     addCopyAnswerButton(item, details);
     addFeedbackButtons(item, details);
@@ -386,6 +389,7 @@
     const answer = renderMessage({ id: data.message, role: "assistant", status: "streaming", content: "" });
     answer.querySelectorAll(".message-error, .details").forEach((node) => node.remove());
     rawText.set(data.message, "");
+    answer.dataset.model = data.model;
     setStreaming(data.message);
     startWaiting(answer);
     scrollToEnd();
@@ -409,6 +413,7 @@
         promptTokens: data.usage.prompt_tokens ?? "",
         completionTokens: data.usage.completion_tokens ?? "",
         durationMs: data.duration_ms ?? "",
+        model: item.dataset.model || "",
       });
       announcer.textContent = i18n.answer_ready;
     }
