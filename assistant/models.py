@@ -114,3 +114,57 @@ class ServerProcess(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class AccessLog(models.Model):
+    """A reviewer opened someone's transcript: who, whose, when and why. Append-only.
+
+    It outlives the conversation (the id is kept, not a foreign key) and names people
+    by their username at the time, so the record stays readable after deletions.
+    """
+
+    accessed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewer_username = models.CharField(max_length=150)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    owner_username = models.CharField(max_length=150)
+    conversation_id = models.UUIDField(db_index=True)
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["-accessed_at"]
+        indexes = [models.Index(fields=["owner", "-accessed_at"], name="accesslog_owner_recent")]
+        verbose_name = _("transcript access")
+        verbose_name_plural = _("transcript access log")
+
+    def __str__(self) -> str:
+        return f"{self.reviewer_username} → {self.owner_username} ({self.accessed_at:%Y-%m-%d %H:%M})"
+
+
+class DeletionRecord(models.Model):
+    """That content was deleted, and how much: counts and ranges, never the content."""
+
+    class Kind(models.TextChoices):
+        RETENTION = "retention", _("retention policy")
+        USER_DATA = "user_data", _("deletion of a user's data")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    actor = models.CharField(max_length=150, help_text=_("Who ran it (user or system account)."))
+    conversations = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+    oldest = models.DateTimeField(null=True, blank=True)
+    newest = models.DateTimeField(null=True, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("deletion record")
+        verbose_name_plural = _("deletion records")
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.created_at:%Y-%m-%d}: {self.conversations} conversations"
