@@ -8,14 +8,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from assistant import events, generation
@@ -27,11 +29,13 @@ TITLE_WORDS_CHARS = 60
 class ServiceError(Exception):
     """A request the service refuses; `status` and `code` go to the client as they are."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        # Seconds until asking again can succeed (rate limits, quotas).
+        self.retry_after = retry_after
 
 
 def not_found() -> ServiceError:
@@ -135,6 +139,68 @@ class Exchange:
     replaces_question: int | None = None
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a user asked for today and in the last minute, against the limits."""
+
+    answers_last_minute: int
+    oldest_in_minute: datetime | None
+    tokens_today: int
+    rate_limit: int
+    daily_quota: int
+
+    @property
+    def quota_left(self) -> int | None:
+        return None if not self.daily_quota else max(0, self.daily_quota - self.tokens_today)
+
+
+def _local_midnight(moment: datetime) -> datetime:
+    return timezone.localtime(moment).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def usage_get(*, user, now: datetime | None = None) -> Usage:
+    """`user` is a user or a user id."""
+    now = now or timezone.now()
+    answers = Message.objects.filter(conversation__owner=user, role=Message.Role.ASSISTANT)
+    minute = answers.filter(created_at__gt=now - timedelta(minutes=1)).aggregate(
+        count=Count("pk"), oldest=Min("created_at")
+    )
+    tokens = answers.filter(created_at__gte=_local_midnight(now)).aggregate(
+        total=Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0)
+    )["total"]
+    return Usage(
+        answers_last_minute=minute["count"],
+        oldest_in_minute=minute["oldest"],
+        tokens_today=tokens,
+        rate_limit=settings.ASSISTANT_RATE_LIMIT_PER_MINUTE,
+        daily_quota=settings.ASSISTANT_DAILY_TOKEN_QUOTA,
+    )
+
+
+def _limits_check(user_id: int) -> None:
+    """Refuse before anything reaches the upstream: per-minute rate, then daily tokens."""
+    now = timezone.now()
+    usage = usage_get(user=user_id, now=now)
+    if usage.rate_limit and usage.answers_last_minute >= usage.rate_limit:
+        wait = int((usage.oldest_in_minute + timedelta(minutes=1) - now).total_seconds()) + 1
+        raise ServiceError(
+            429,
+            "rate_limited",
+            _("You sent %(count)d messages in the last minute. Try again in %(seconds)d seconds.")
+            % {"count": usage.answers_last_minute, "seconds": wait},
+            retry_after=wait,
+        )
+    if usage.quota_left == 0:
+        tomorrow = _local_midnight(now) + timedelta(days=1)
+        raise ServiceError(
+            429,
+            "quota_exceeded",
+            _("You used today's %(quota)s tokens. The quota resets at %(time)s.")
+            % {"quota": usage.daily_quota, "time": date_format(tomorrow, "DATETIME_FORMAT")},
+            retry_after=int((tomorrow - now).total_seconds()) + 1,
+        )
+
+
 def _answer_create(conversation: Conversation, model: str) -> Message:
     """A streaming answer owned by this process; call inside the conversation's lock.
 
@@ -142,6 +208,7 @@ def _answer_create(conversation: Conversation, model: str) -> Message:
     """
     if conversation.messages.filter(status=Message.Status.STREAMING).exists():
         raise ServiceError(409, "answer_in_progress", _("An answer is still being generated."))
+    _limits_check(conversation.owner_id)
     return Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,

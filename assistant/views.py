@@ -40,7 +40,13 @@ from assistant.models import Conversation, Message
 
 
 def api_error(error: services.ServiceError) -> JsonResponse:
-    return JsonResponse({"error": {"code": error.code, "message": error.message}}, status=error.status)
+    body = {"code": error.code, "message": error.message}
+    if error.retry_after is not None:
+        body["retry_after"] = error.retry_after
+    response = JsonResponse({"error": body}, status=error.status)
+    if error.retry_after is not None:
+        response["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def _not_authenticated() -> JsonResponse:
@@ -175,6 +181,7 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
     conversations = services.conversations_list(user=request.user, query=query, archived=archived)
     return {
         "conversation_groups": services.group_by_recency(conversations, today=timezone.localdate()),
+        "usage": services.usage_get(user=request.user) if settings.ASSISTANT_DAILY_TOKEN_QUOTA else None,
         "query": query,
         "archived": archived,
         "state": state,

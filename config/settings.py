@@ -196,6 +196,10 @@ ASSISTANT_MAX_ANSWER_SECONDS = env_number("ASSISTANT_MAX_ANSWER_SECONDS", 300, m
 # Demo model pace, tokens per second (a human reading pace by default).
 ASSISTANT_DEMO_TOKENS_PER_SECOND = env_number("ASSISTANT_DEMO_TOKENS_PER_SECOND", 25, minimum=0)
 
+# --- Limits per user (0 = none), checked before anything reaches the upstream --------------
+ASSISTANT_RATE_LIMIT_PER_MINUTE = int(env_number("ASSISTANT_RATE_LIMIT_PER_MINUTE", 20))
+ASSISTANT_DAILY_TOKEN_QUOTA = int(env_number("ASSISTANT_DAILY_TOKEN_QUOTA", 0))
+
 # --- Streaming -----------------------------------------------------------------------------
 # Deltas arriving within this window go out as one event.
 ASSISTANT_COALESCE_SECONDS = env_number("ASSISTANT_COALESCE_SECONDS", 0.03)
