@@ -50,15 +50,21 @@ _follow_ups: set[asyncio.Task] = set()
 PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _background(coro) -> asyncio.Task:
-    # A fresh context: a task must not inherit the request's (its thread executor ends
-    # with the request), and these tasks outlive the request anyway.
+def background_task(coro) -> asyncio.Task:
+    """Run `coro` as a task outside the current request's context.
+
+    A request's context carries its own one-thread executor for thread-sensitive ORM
+    calls, alive until the request ends: a task that outlives the request must not
+    use it, and ORM calls of a request that lasts (an event stream) should not create
+    it, or each open stream pins an OS thread and its database connection. Outside,
+    such calls share the process's one thread-sensitive thread.
+    """
     return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
 
 
 def start(*, message_id: int, language: str) -> None:
     """Start generating an assistant message on the running event loop."""
-    task = _background(_generate(message_id, language))
+    task = background_task(_generate(message_id, language))
     _running[message_id] = _Running(task)
     task.add_done_callback(lambda _: _running.pop(message_id, None))
 
@@ -92,7 +98,7 @@ async def stop(message_id: int) -> None:
 
 def _follow_up(coro) -> None:
     """Run `coro` after an answer ended, on its own: a failure is logged, never raised."""
-    task = _background(coro)
+    task = background_task(coro)
     _follow_ups.add(task)
     task.add_done_callback(_follow_up_done)
 
@@ -328,8 +334,8 @@ async def ensure_supervisor() -> None:
     loop = asyncio.get_running_loop()
     if _supervisor is None or _supervisor.done() or _supervisor.get_loop() is not loop:
         _first_heartbeat = loop.create_future()
-        _supervisor = _background(_supervise(_first_heartbeat))
-        _background(_watch_cancel_requests())
+        _supervisor = background_task(_supervise(_first_heartbeat))
+        background_task(_watch_cancel_requests())
         _on_server_shutdown(shutdown)
     await asyncio.shield(_first_heartbeat)
 

@@ -59,7 +59,8 @@ def api_view(view):
 
         @functools.wraps(view)
         async def async_wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if not (await request.auser()).is_authenticated:
+            # The session lookup must not pin a thread to a long request (see background_task).
+            if not (await generation.background_task(request.auser())).is_authenticated:
                 return _not_authenticated()
             try:
                 return await view(request, *args, **kwargs)
@@ -312,8 +313,9 @@ async def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) 
     A position that is malformed, of another conversation or too old to replay starts
     the stream with a `stream-reset` event: the client re-renders from the database.
     """
-    conversation = await services.aconversation_get(
-        user=await request.auser(), conversation_id=conversation_id
+    # Outside the request's context: an open stream holds no thread and no DB connection.
+    conversation = await generation.background_task(
+        services.aconversation_get(user=await request.auser(), conversation_id=conversation_id)
     )
     await generation.ensure_supervisor()
     channel = conversation.channel
