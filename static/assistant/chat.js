@@ -246,14 +246,29 @@
     button.className = "link copy-answer";
     button.textContent = i18n.copy;
     button.addEventListener("click", async () => {
-      const id = Number(item.dataset.messageId);
-      const text = rawText.get(id) || item.querySelector(".text").innerText;
+      const text = await answerMarkdown(Number(item.dataset.messageId), item);
       if (await copyText(text)) {
         button.textContent = i18n.copied;
         setTimeout(() => (button.textContent = i18n.copy), 1500);
       }
     });
     details.append(" ", button);
+  }
+
+  // Stored answers are on the page rendered; their Markdown comes from the API once.
+  let storedAnswers = null;
+
+  async function answerMarkdown(id, item) {
+    if (rawText.has(id)) return rawText.get(id);
+    if (!storedAnswers) {
+      try {
+        const state = await fetch(conversation.detail_url, { credentials: "same-origin" }).then((r) => r.json());
+        storedAnswers = new Map(state.messages.map((m) => [m.id, m.content]));
+      } catch {
+        storedAnswers = new Map();
+      }
+    }
+    return storedAnswers.get(id) ?? item.querySelector(".text").innerText;
   }
 
   // The clipboard API needs a secure context; plain HTTP on the intranet gets a fallback.
@@ -574,7 +589,10 @@
   }
 
   function addToSidebar(item) {
+    document.getElementById("conversation-title").textContent = item.title || i18n.untitled;
     const list = document.getElementById("conversation-list");
+    const empty = document.getElementById("list-empty");
+    if (empty) empty.remove();
     let today = list.querySelector('ul[data-group="1"]');
     const firstLabel = list.querySelector(".group-label");
     if (!today || !firstLabel || firstLabel.textContent !== i18n.today) {
@@ -609,6 +627,8 @@
       if (!conversation) {
         conversation = await postJson(pageData.create_url, { model: modelSelect.value });
         history.pushState({}, "", conversation.url);
+        document.getElementById("chat-header").hidden = false;
+        setUpConversationActions();
         const hint = document.getElementById("empty-hint");
         if (hint) hint.remove();
       }

@@ -205,3 +205,34 @@ def _reset(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(OSError):
         sock.close()
+
+
+def wait_until(check, timeout: float = 10, interval: float = 0.05):
+    """The first truthy result of `check()`, polled (the server stores things asynchronously);
+    the last result if none came within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+# An init script (context.add_init_script): records every event the page's EventSources
+# receive, as {type, data, id} in window.__events, so a test sees the stream as the page does.
+EVENT_LOG = """
+(() => {
+  window.__events = [];
+  const Native = window.EventSource;
+  window.EventSource = class extends Native {
+    constructor(...args) {
+      super(...args);
+      for (const type of ["start", "delta", "done", "error", "title", "stream-reset"]) {
+        this.addEventListener(type, (event) => {
+          window.__events.push({ type, data: event.data ?? null, id: event.lastEventId });
+        });
+      }
+    }
+  };
+})();
+"""
