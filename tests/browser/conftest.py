@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.test import Client
 
+from tests.browser.helpers import Pages, login_context
 from tests.conftest import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -47,23 +46,6 @@ def browser(django_db_setup):
         browser.close()
 
 
-def login_context(browser, live, user, **context_options):
-    """A browser context with `user`'s session cookie for the live server."""
-    django_client = Client()
-    django_client.force_login(user)
-    context = browser.new_context(**context_options)
-    context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": django_client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": live.url,
-            }
-        ]
-    )
-    return context
-
-
 @pytest.fixture
 def alice_page(browser, live, alice) -> Iterator:
     """A page logged in as alice, failing the test on any JavaScript error."""
@@ -80,3 +62,11 @@ def screenshot(page, name: str) -> None:
     """Keep a picture of a state as a test artifact (not in git)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+@pytest.fixture
+def pages(browser, live) -> Iterator[Pages]:
+    """Opens logged-in or anonymous pages; fails the test on JS errors or dialogs in any."""
+    pages = Pages(browser, live)
+    yield pages
+    pages.close()

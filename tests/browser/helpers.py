@@ -10,8 +10,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
+from django.test import Client
+
 from assistant.models import Conversation, Message
-from tests.browser.conftest import login_context
 
 # How long a test waits for a short answer to finish (the fake answers in well under a second).
 ANSWER_TIMEOUT_MS = 15_000
@@ -20,6 +22,23 @@ ANSWER_TIMEOUT_MS = 15_000
 def fake(text_before: str = "Frage", **behaviour) -> str:
     """A question that tells the fake upstream how to answer it (see tests/fake_upstream.py)."""
     return f"{text_before} FAKE" + json.dumps(behaviour, ensure_ascii=False)
+
+
+def login_context(browser, live, user, **context_options):
+    """A browser context with `user`'s session cookie for the live server."""
+    django_client = Client()
+    django_client.force_login(user)
+    context = browser.new_context(**context_options)
+    context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": django_client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "url": live.url,
+            }
+        ]
+    )
+    return context
 
 
 @dataclass
@@ -236,3 +255,20 @@ EVENT_LOG = """
   };
 })();
 """
+
+
+def send(page, content: str) -> None:
+    page.fill("#composer-input", content)
+    page.press("#composer-input", "Enter")
+
+
+def wait_for_text(page, fragment: str, timeout: float = 10_000) -> None:
+    """Until the newest assistant message shows `fragment`."""
+    page.wait_for_function(
+        """(fragment) => {
+            const all = document.querySelectorAll("#messages .message.assistant .text");
+            return all.length > 0 && all[all.length - 1].textContent.includes(fragment);
+        }""",
+        arg=fragment,
+        timeout=timeout,
+    )

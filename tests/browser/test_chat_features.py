@@ -17,26 +17,19 @@ from assistant.models import Conversation, Message
 from tests.browser.conftest import screenshot
 from tests.browser.helpers import (
     EVENT_LOG,
-    Pages,
     fake,
     last_assistant,
     message_id,
     only_conversation,
+    send,
     text_of,
+    wait_for_text,
     wait_status,
     wait_stored,
     wait_until,
 )
-from tests.browser.test_chat_streaming import send, wait_for_text
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def pages(browser, live):
-    pages = Pages(browser, live)
-    yield pages
-    pages.close()
 
 
 def conversation_for(user, title: str) -> Conversation:

@@ -11,7 +11,6 @@ import pytest
 from assistant.models import Message
 from tests.browser.conftest import screenshot
 from tests.browser.helpers import (
-    Pages,
     fake,
     message_id,
     text_of,
@@ -37,13 +36,6 @@ FOCUS_INDICATOR = """
   };
 }
 """
-
-
-@pytest.fixture
-def pages(browser, live):
-    pages = Pages(browser, live)
-    yield pages
-    pages.close()
 
 
 def stored_questions() -> list[str]:

@@ -14,12 +14,13 @@ from tests.browser.conftest import screenshot
 from tests.browser.helpers import (
     RECORDER,
     DroppingProxy,
-    Pages,
     fake,
     last_assistant,
     message_id,
     only_conversation,
+    send,
     text_of,
+    wait_for_text,
     wait_status,
     wait_stored,
 )
@@ -38,30 +39,6 @@ assert len(UMLAUT_ANSWER.split()) == 40
 def numbered_words(count: int) -> str:
     """An answer whose every word is unique, so a repeated or missing piece shows."""
     return " ".join(f"wort{i:02d}" for i in range(count))
-
-
-@pytest.fixture
-def pages(browser, live):
-    pages = Pages(browser, live)
-    yield pages
-    pages.close()
-
-
-def send(page, content: str) -> None:
-    page.fill("#composer-input", content)
-    page.press("#composer-input", "Enter")
-
-
-def wait_for_text(page, fragment: str, timeout: float = 10_000) -> None:
-    """Until the newest assistant message shows `fragment`."""
-    page.wait_for_function(
-        """(fragment) => {
-            const all = document.querySelectorAll("#messages .message.assistant .text");
-            return all.length > 0 && all[all.length - 1].textContent.includes(fragment);
-        }""",
-        arg=fragment,
-        timeout=timeout,
-    )
 
 
 def assert_growing_prefixes(texts: list[str], final: str) -> list[str]:

@@ -8,18 +8,10 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from tests.browser.conftest import screenshot
-from tests.browser.helpers import Pages
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "Korrekt-Pferd-Batterie-42"
-
-
-@pytest.fixture
-def pages(browser, live):
-    pages = Pages(browser, live)
-    yield pages
-    pages.close()
 
 
 def test_first_run_setup_creates_admin_then_login_works(pages, live):
