@@ -1,15 +1,437 @@
-"""Review UI: conversations and their messages, read-only."""
+"""Review UI: conversations, feedback and the access log; a transcript opens only for a reason.
+
+- Conversations: a list without message content (titles only), with counts computed in
+  the list's one query. A transcript is our own read-only page behind a "state your
+  reason" form that writes the AccessLog (assistant/review.py).
+- Messages: the feedback review (thumbs down, comments); any message opens in its
+  transcript, behind the same form.
+- Access log: readable by staff with the view permission, exportable as CSV, changed
+  by nobody (superusers included).
+Superusers alone may delete conversations, always through Django's confirmation page.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from datetime import UTC, datetime
+
+from django import forms
 from django.contrib import admin
-from django.db.models import Count
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.text import Truncator, smart_split, unescape_string_literal
+from django.utils.translation import gettext_lazy as _
 
-from assistant.models import Conversation, Message
+from assistant import review
+from assistant.models import AccessLog, Conversation, Message
+
+# An error shows as status "error", or as an error type on an answer that ended otherwise
+# (interrupted, cut off upstream).
+HAS_ERROR = Q(status=Message.Status.ERROR) | ~Q(error_type="")
+NEGATIVE_FEEDBACK = Q(feedback=Message.Feedback.DOWN)
 
 
-class ReadOnlyAdminMixin:
-    """Transcripts are records: reviewers read them, nobody edits them here."""
+class ReviewReasonForm(forms.Form):
+    """Why a transcript is opened (or exported): a purpose and a sentence of detail."""
+
+    purpose = forms.ChoiceField(label=_("Purpose"), choices=review.PURPOSES)
+    details = forms.CharField(
+        label=_("Reason"),
+        min_length=review.REASON_MIN_CHARS,
+        max_length=review.REASON_MAX_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("For example the ticket number or the request you are acting on. The owner can read it."),
+    )
+
+    def reason(self) -> str:
+        return review.reason_compose(**self.cleaned_data)
+
+
+def _message_anchor(request: HttpRequest) -> int | None:
+    """The message a link wants to show within its transcript (`?message=<id>`)."""
+    value = request.GET.get("message", "")
+    return int(value) if value.isdecimal() and len(value) < 19 else None
+
+
+def transcript_url(conversation_id: uuid.UUID, message_id: int | None = None) -> str:
+    url = reverse("admin:assistant_conversation_change", args=[quote(conversation_id)])
+    if message_id is None:
+        return url
+    return f"{url}?{urlencode({'message': message_id})}#message-{message_id}"
+
+
+# --- conversations -------------------------------------------------------------------------
+
+
+class _MessageExistsFilter(admin.SimpleListFilter):
+    """Conversations with (or without) a message matching `condition`."""
+
+    condition: Q
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request, queryset):
+        matching = Exists(Message.objects.filter(self.condition, conversation=OuterRef("pk")))
+        if self.value() == "yes":
+            return queryset.filter(matching)
+        if self.value() == "no":
+            return queryset.filter(~matching)
+        return queryset
+
+
+class NegativeFeedbackFilter(_MessageExistsFilter):
+    title = _("negative feedback")
+    parameter_name = "negative_feedback"
+    condition = NEGATIVE_FEEDBACK
+
+
+class HasErrorFilter(_MessageExistsFilter):
+    title = _("errors")
+    parameter_name = "has_error"
+    condition = HAS_ERROR
+
+
+class MessageStatusFilter(admin.SimpleListFilter):
+    title = _("has a message that is")
+    parameter_name = "message_status"
+
+    def lookups(self, request, model_admin):
+        return Message.Status.choices
+
+    def queryset(self, request, queryset):
+        if self.value() not in Message.Status.values:
+            return queryset
+        return queryset.filter(
+            Exists(Message.objects.filter(conversation=OuterRef("pk"), status=self.value()))
+        )
+
+
+def conversations_with_review_columns(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """Per-conversation figures as correlated subqueries: one query for a page, any size."""
+    of_row = Message.objects.filter(conversation=OuterRef("pk"))
+    grouped = of_row.order_by().values("conversation")
+    tokens = Coalesce("prompt_tokens", 0) + Coalesce("completion_tokens", 0)
+    return queryset.annotate(
+        message_count=Coalesce(Subquery(grouped.annotate(n=Count("pk")).values("n")), 0),
+        total_tokens=Coalesce(
+            Subquery(grouped.annotate(n=Sum(tokens, output_field=IntegerField())).values("n")), 0
+        ),
+        last_activity=Coalesce(Subquery(grouped.annotate(t=Max("updated_at")).values("t")), F("updated_at")),
+        has_negative_feedback=Exists(of_row.filter(NEGATIVE_FEEDBACK)),
+        has_error=Exists(of_row.filter(HAS_ERROR)),
+    )
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = [
+        "conversation_title",
+        "owner",
+        "model",
+        "message_count",
+        "total_tokens",
+        "last_activity",
+        "has_negative_feedback",
+        "has_error",
+        "archived",
+    ]
+    list_filter = [
+        "created_at",
+        "updated_at",
+        "model",
+        MessageStatusFilter,
+        NegativeFeedbackFilter,
+        HasErrorFilter,
+        "archived",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+    ]
+    list_select_related = ["owner"]
+    # Message text is searched too, in get_search_results.
+    search_fields = ["title", "owner__username"]
+    search_help_text = _("Searches titles, owners' usernames and message text.")
+    list_per_page = 50
+    # The unfiltered total is one more COUNT over every conversation on each filtered page.
+    show_full_result_count = False
+    actions = ["export_jsonl"]
+
+    def get_queryset(self, request):
+        return conversations_with_review_columns(super().get_queryset(request).select_related("owner"))
+
+    def get_search_results(self, request, queryset, search_term):
+        # Every word must match the title, the owner or some message (a subquery, so a
+        # conversation matching in many messages is listed once).
+        for bit in smart_split(search_term):
+            if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
+                bit = unescape_string_literal(bit)
+            in_messages = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=bit)
+            matches = Q(title__icontains=bit) | Q(owner__username__icontains=bit) | Exists(in_messages)
+            with contextlib.suppress(ValueError):
+                matches |= Q(pk=uuid.UUID(bit))
+            queryset = queryset.filter(matches)
+        return queryset, False
+
+    @admin.display(description=_("title"), ordering="title")
+    def conversation_title(self, obj: Conversation) -> str:
+        return str(obj)
+
+    @admin.display(description=_("messages"), ordering="message_count")
+    def message_count(self, obj: Conversation) -> int:
+        return obj.message_count
+
+    @admin.display(description=_("tokens"), ordering="total_tokens")
+    def total_tokens(self, obj: Conversation) -> int:
+        return obj.total_tokens
+
+    @admin.display(description=_("last activity"), ordering="last_activity")
+    def last_activity(self, obj: Conversation) -> datetime:
+        return obj.last_activity
+
+    @admin.display(description=_("negative feedback"), boolean=True, ordering="has_negative_feedback")
+    def has_negative_feedback(self, obj: Conversation) -> bool:
+        return obj.has_negative_feedback
+
+    @admin.display(description=_("errors"), boolean=True, ordering="has_error")
+    def has_error(self, obj: Conversation) -> bool:
+        return obj.has_error
+
+    # Transcripts are records: nobody adds or edits them here; only superusers delete.
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_review_permission(self, request) -> bool:
+        return review.can_review(request.user)
+
+    def get_urls(self):
+        review_view = self.admin_site.admin_view(self.review_view)
+        return [
+            path("<path:object_id>/review/", review_view, name="assistant_conversation_review"),
+            *super().get_urls(),
+        ]
+
+    def _reviewable(self, request: HttpRequest, object_id: str) -> Conversation | None:
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is not None and not (
+            self.has_view_permission(request, conversation) and self.has_review_permission(request)
+        ):
+            raise PermissionDenied
+        return conversation
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The transcript, for a reviewer who stated a reason for it in the last 30 minutes."""
+        if request.method not in ("GET", "HEAD"):
+            raise PermissionDenied
+        conversation = self._reviewable(request, object_id)
+        if conversation is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        expires = review.transcript_granted(session=request.session, conversation_id=conversation.pk)
+        if expires is None:
+            url = reverse("admin:assistant_conversation_review", args=[quote(conversation.pk)])
+            anchor = _message_anchor(request)
+            return redirect(url if anchor is None else f"{url}?{urlencode({'message': anchor})}")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Transcript"),
+            "subtitle": str(conversation),
+            "conversation": conversation,
+            "transcript_messages": conversation.messages.order_by("pk"),
+            "access_ends": datetime.fromtimestamp(expires, tz=UTC),
+            "access_log_url": reverse("admin:assistant_accesslog_changelist")
+            + "?"
+            + urlencode({"conversation_id": conversation.pk}),
+            "has_delete_permission": self.has_delete_permission(request, conversation),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/assistant/conversation/transcript.html", context)
+
+    def review_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """State a reason; it is logged, then the transcript opens for a while."""
+        if request.method not in ("GET", "HEAD", "POST"):
+            raise PermissionDenied
+        conversation = self._reviewable(request, object_id)
+        if conversation is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        form = ReviewReasonForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            review.transcript_open(
+                reviewer=request.user,
+                conversation=conversation,
+                reason=form.reason(),
+                session=request.session,
+            )
+            url = transcript_url(conversation.pk)
+            anchor = _message_anchor(request)
+            return redirect(url if anchor is None else f"{url}#message-{anchor}")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Why do you open this transcript?"),
+            "subtitle": str(conversation),
+            "conversation": conversation,
+            "form": form,
+            "grant_minutes": review.GRANT_SECONDS // 60,
+        }
+        return TemplateResponse(request, "admin/assistant/conversation/review_reason.html", context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        if not self.has_review_permission(request):
+            raise PermissionDenied
+        return super().history_view(request, object_id, extra_context)
+
+    def get_deleted_objects(self, objs, request):
+        # Django's summary lists every message by its text; here only titles and counts
+        # show (no reason was given to read anything), and messages go with their
+        # conversation whatever MessageAdmin allows.
+        if isinstance(objs, QuerySet):
+            message_count = Message.objects.filter(conversation__in=objs.values("pk")).count()
+            count = objs.count()
+        else:
+            message_count = Message.objects.filter(conversation__in=objs).count()
+            count = len(objs)
+        shown = [f"{conversation} ({conversation.owner})" for conversation in objs[:100]]
+        if count > len(shown):
+            shown.append(_("… and %(count)d more") % {"count": count - len(shown)})
+        model_count = {
+            Conversation._meta.verbose_name_plural: count,
+            Message._meta.verbose_name_plural: message_count,
+        }
+        return shown, model_count, set(), []
+
+    @admin.action(permissions=["review"], description=_("Export selected conversations (JSON Lines)"))
+    def export_jsonl(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
+        """Ask for a reason first; then stream the conversations, each logged as it goes out."""
+        form = ReviewReasonForm(request.POST if "export_reason" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            lines = review.conversations_export(
+                reviewer=request.user, conversations=queryset, reason=form.reason()
+            )
+            response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
+            filename = f"conversations-{timezone.now():%Y%m%d-%H%M%S}.jsonl"
+            response["Content-Disposition"] = f'attachment; filename="{filename}"'
+            return response
+        select_across = request.POST.get("select_across") == "1"
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Why do you export these conversations?"),
+            "form": form,
+            "count": queryset.count(),
+            "select_across": select_across,
+            # Sent back as they came: Django handles a confirmed action only with some
+            # selected ids, even when all matching rows (select_across) are meant.
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/assistant/conversation/export_reason.html", context)
+
+
+# --- messages and the feedback review ------------------------------------------------------
+
+
+class FeedbackFilter(admin.SimpleListFilter):
+    title = _("feedback")
+    parameter_name = "feedback_review"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("down_comment", _("Thumbs down with a comment")),
+            ("down", _("Thumbs down")),
+            ("up", _("Thumbs up")),
+            ("comment", _("Any rating with a comment")),
+            ("none", _("No rating")),
+        ]
+
+    def queryset(self, request, queryset):
+        with_comment = ~Q(feedback_comment="")
+        conditions = {
+            "down_comment": NEGATIVE_FEEDBACK & with_comment,
+            "down": NEGATIVE_FEEDBACK,
+            "up": Q(feedback=Message.Feedback.UP),
+            "comment": Q(feedback__isnull=False) & with_comment,
+            "none": Q(feedback__isnull=True),
+        }
+        condition = conditions.get(self.value() or "")
+        return queryset if condition is None else queryset.filter(condition)
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    """Messages as a list (no text in it); each one opens within its transcript."""
+
+    # The feedback review's columns first: they are what a reviewer reads here.
+    list_display = [
+        "pk",
+        "created_at",
+        "feedback",
+        "comment",
+        "context",
+        "conversation",
+        "owner",
+        "model",
+        "role",
+        "status",
+        "error_type",
+    ]
+    list_filter = [
+        FeedbackFilter,
+        "role",
+        "status",
+        "model",
+        "error_type",
+        "superseded",
+        "created_at",
+    ]
+    list_select_related = ["conversation__owner"]
+    search_fields = ["feedback_comment", "conversation__title", "content"]
+    search_help_text = _("Searches feedback comments, conversation titles and message text.")
+    ordering = ["-pk"]
+    list_per_page = 50
+    show_full_result_count = False
+
+    @admin.display(description=_("owner"), ordering="conversation__owner__username")
+    def owner(self, obj: Message) -> str:
+        return obj.conversation.owner.get_username()
+
+    @admin.display(description=_("feedback comment"))
+    def comment(self, obj: Message) -> str:
+        return Truncator(obj.feedback_comment).chars(200)
+
+    @admin.display(description=_("context"))
+    def context(self, obj: Message) -> str:
+        return format_html(
+            '<a href="{}">{}</a>', transcript_url(obj.conversation_id, obj.pk), _("transcript")
+        )
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -20,61 +442,85 @@ class ReadOnlyAdminMixin:
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # A message's text is part of a transcript: shown there, after a reason.
+        message = self.get_object(request, unquote(object_id))
+        if message is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, message):
+            raise PermissionDenied
+        return HttpResponseRedirect(transcript_url(message.conversation_id, message.pk))
 
-class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
-    model = Message
-    extra = 0
-    fields = [
-        "role",
-        "content",
-        "status",
-        "model",
-        "finish_reason",
-        "error_type",
-        "error_detail",
-        "prompt_tokens",
-        "completion_tokens",
-        "time_to_first_token_ms",
-        "duration_ms",
-        "feedback",
-        "feedback_comment",
-        "created_at",
-    ]
-    readonly_fields = fields
-    ordering = ["pk"]
+    def history_view(self, request, object_id, extra_context=None):
+        # Its title would be the message's text; there is no history to show anyway.
+        return self.change_view(request, object_id)
 
 
-@admin.register(Conversation)
-class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["title", "owner", "model", "message_count", "archived", "updated_at"]
-    list_filter = ["model", "archived", "created_at", "updated_at"]
-    list_select_related = ["owner"]
-    search_fields = ["title", "owner__username", "messages__content"]
+# --- the access log ------------------------------------------------------------------------
+
+
+@admin.register(AccessLog)
+class AccessLogAdmin(admin.ModelAdmin):
+    """Append-only: readable (and exportable) with the view permission, changeable by nobody."""
+
+    list_display = ["accessed_at", "reviewer_username", "owner_username", "conversation", "short_reason"]
+    list_filter = ["accessed_at", "reviewer_username", "owner_username"]
+    search_fields = ["reviewer_username", "owner_username", "reason"]
     readonly_fields = [
-        "id",
+        "accessed_at",
+        "reviewer",
+        "reviewer_username",
         "owner",
-        "title",
-        "title_chosen",
-        "model",
-        "archived",
-        "created_at",
-        "updated_at",
+        "owner_username",
+        "conversation_id",
+        "reason",
     ]
-    inlines = [MessageInline]
-    date_hierarchy = "updated_at"
+    fields = readonly_fields
+    list_per_page = 100
+    show_full_result_count = False
+    actions = ["export_csv"]
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(message_count=Count("messages"))
+    @admin.display(description=_("conversation"), ordering="conversation_id")
+    def conversation(self, obj: AccessLog) -> str:
+        # All accesses to the same conversation; the conversation itself may be gone.
+        query = urlencode({"conversation_id": obj.conversation_id})
+        return format_html('<a href="?{}">{}</a>', query, obj.conversation_id)
 
-    @admin.display(ordering="message_count", description="messages")
-    def message_count(self, obj: Conversation) -> int:
-        return obj.message_count
+    @admin.display(description=_("reason"))
+    def short_reason(self, obj: AccessLog) -> str:
+        return Truncator(obj.reason).chars(200)
 
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
-@admin.register(Message)
-class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["pk", "conversation", "role", "status", "model", "error_type", "feedback", "created_at"]
-    list_filter = ["role", "status", "model", "error_type", "feedback"]
-    list_select_related = ["conversation"]
-    search_fields = ["content"]
-    readonly_fields = [f.name for f in Message._meta.fields]
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        export_view = self.admin_site.admin_view(self.export_view)
+        return [path("export/", export_view, name="assistant_accesslog_export"), *super().get_urls()]
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The whole list as it is filtered and searched on the page, as CSV."""
+        if request.method not in ("GET", "HEAD") or not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return redirect("admin:assistant_accesslog_changelist")
+        return self._csv_response(changelist.get_queryset(request))
+
+    @admin.action(permissions=["view"], description=_("Export selected entries as CSV"))
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[AccessLog]) -> HttpResponse:
+        return self._csv_response(queryset)
+
+    def _csv_response(self, queryset: QuerySet[AccessLog]) -> StreamingHttpResponse:
+        response = StreamingHttpResponse(
+            review.access_log_csv(queryset), content_type="text/csv; charset=utf-8"
+        )
+        filename = f"transcript-access-log-{timezone.now():%Y%m%d-%H%M%S}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response

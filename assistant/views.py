@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -24,7 +25,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from assistant import events, generation, services
+from assistant import events, generation, review, services
 from assistant.forms import (
     FEEDBACK_RATINGS,
     ConversationForm,
@@ -406,3 +407,17 @@ async def message_edit(request: HttpRequest, message_id: int) -> JsonResponse:
         language=get_language(),
     )
     return _accepted_answer(exchange)
+
+
+# --- who read my conversations --------------------------------------------------------------
+
+ACCESS_LOG_PAGE_SIZE = 50
+
+
+@require_GET
+@login_required
+def access_log(request: HttpRequest) -> HttpResponse:
+    """The transcript access log of the user's own conversations: who, when, which, why."""
+    entries = review.access_log_for_owner(user=request.user)
+    page = Paginator(entries, ACCESS_LOG_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "assistant/access_log.html", {"page": page})

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.chat, name="chat"),
     path("c/<uuid:conversation_id>/", views.conversation, name="conversation"),
     path("setup/", views.setup, name="setup"),
+    path("access-log/", views.access_log, name="access_log"),
     path("accounts/login/", views.AssistantLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/conversations/", views.conversations_api, name="api_conversations"),

@@ -1,0 +1,252 @@
+"""Review of other people's conversations: purposeful, time-limited and on the record.
+
+A reviewer (a staff user with `assistant.review_conversation`, usually through the
+"Reviewers" group) states a reason before a transcript opens; the reason is written to
+the append-only AccessLog first, then the reviewer's session may show that one
+transcript for `GRANT_SECONDS`. Exports work the same way: every exported conversation
+is logged before its line is sent. Owners read the log of their own conversations.
+
+Streams are async iterators: under ASGI Django buffers a synchronous iterator whole
+before sending it, which for an export of many conversations is the wrong trade.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
+
+from assistant.models import AccessLog, Conversation, Message
+
+REVIEW_PERMISSION = "assistant.review_conversation"
+REVIEWERS_GROUP = "Reviewers"
+# How long a stated reason opens a transcript in the reviewer's session.
+GRANT_SECONDS = 30 * 60
+SESSION_KEY = "assistant_review_grants"
+REASON_MIN_CHARS = 10
+REASON_MAX_CHARS = 1000
+EXPORT_BATCH = 100
+
+PURPOSES = [
+    ("support", _("User support request")),
+    ("feedback", _("Quality review of negative feedback")),
+    ("security", _("Security incident")),
+    ("legal", _("Legal request")),
+    ("other", _("Other")),
+]
+
+
+# --- the reviewer role ---------------------------------------------------------------------
+
+
+def reviewer_grant(*, user) -> None:
+    """Make `user` a reviewer: staff (to reach the admin) and a member of the Reviewers group."""
+    group = Group.objects.get(name=REVIEWERS_GROUP)
+    with transaction.atomic():
+        if not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+        user.groups.add(group)
+
+
+def reviewer_revoke(*, user) -> None:
+    """Take the Reviewers group away; staff status stays (it may serve other duties)."""
+    user.groups.remove(Group.objects.get(name=REVIEWERS_GROUP))
+
+
+def can_review(user) -> bool:
+    """May `user` open transcripts (after stating a reason)? Superusers may."""
+    return bool(user.is_active and user.is_staff and user.has_perm(REVIEW_PERMISSION))
+
+
+# --- stating a reason, opening a transcript ------------------------------------------------
+
+
+def reason_compose(*, purpose: str, details: str) -> str:
+    """The reason as recorded: the purpose's name (in the site language) and the free text."""
+    labels = dict(PURPOSES)
+    with translation.override(settings.LANGUAGE_CODE):
+        label = str(labels[purpose])
+    return f"{label}: {details.strip()}"
+
+
+def access_record(*, reviewer, conversation: Conversation, reason: str) -> AccessLog:
+    """Append one access to the log: who read whose conversation, and why."""
+    return AccessLog.objects.create(**_access_fields(reviewer, conversation, reason))
+
+
+def _access_fields(reviewer, conversation: Conversation, reason: str) -> dict[str, Any]:
+    owner = conversation.owner
+    return {
+        "reviewer": reviewer,
+        "reviewer_username": reviewer.get_username(),
+        "owner": owner,
+        "owner_username": owner.get_username(),
+        "conversation_id": conversation.pk,
+        "reason": reason,
+    }
+
+
+def transcript_open(
+    *,
+    reviewer,
+    conversation: Conversation,
+    reason: str,
+    session: MutableMapping[str, Any],
+    now: float | None = None,
+) -> AccessLog:
+    """Record the access, then let `session` show the transcript for GRANT_SECONDS.
+
+    The log row comes first: if it cannot be written, nothing opens.
+    """
+    entry = access_record(reviewer=reviewer, conversation=conversation, reason=reason)
+    now = time.time() if now is None else now
+    grants = {key: expiry for key, expiry in session.get(SESSION_KEY, {}).items() if expiry > now}
+    grants[str(conversation.pk)] = now + GRANT_SECONDS
+    session[SESSION_KEY] = grants
+    return entry
+
+
+def transcript_granted(
+    *, session: MutableMapping[str, Any], conversation_id: uuid.UUID | str, now: float | None = None
+) -> float | None:
+    """When this session's access to the transcript ends (a Unix time), or None if it has none."""
+    expiry = session.get(SESSION_KEY, {}).get(str(conversation_id))
+    now = time.time() if now is None else now
+    return expiry if expiry is not None and expiry > now else None
+
+
+# --- exports -------------------------------------------------------------------------------
+
+
+RATING_NAMES = {Message.Feedback.UP: "up", Message.Feedback.DOWN: "down"}
+
+
+def message_export_json(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "model": message.model,
+        "finish_reason": message.finish_reason,
+        "created_at": message.created_at.isoformat(),
+        "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
+        "timings": {
+            "time_to_first_token_ms": message.time_to_first_token_ms,
+            "duration_ms": message.duration_ms,
+        },
+        "error": (
+            {"code": message.error_code, "type": message.error_type, "detail": message.error_detail}
+            if message.error_type or message.status == Message.Status.ERROR
+            else None
+        ),
+        "feedback": RATING_NAMES.get(message.feedback),
+        "feedback_comment": message.feedback_comment,
+        "superseded": message.superseded,
+    }
+
+
+def conversation_export_json(conversation: Conversation) -> dict[str, Any]:
+    """One conversation with its messages (prefetched, in order), as exported."""
+    return {
+        "id": str(conversation.pk),
+        "owner": conversation.owner.get_username(),
+        "title": conversation.title,
+        "model": conversation.model,
+        "archived": conversation.archived,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+        "messages": [message_export_json(m) for m in conversation.messages.all()],
+    }
+
+
+async def conversations_export(
+    *, reviewer, conversations: QuerySet[Conversation], reason: str
+) -> AsyncIterator[str]:
+    """JSON Lines of `conversations`, one per line; each is logged before its line is sent.
+
+    The access log gets "export: <reason>" per conversation. A client that stops reading
+    midway leaves exactly the conversations it was sent on the record.
+    """
+    logged_reason = f"export: {reason}"
+    selected = (
+        Conversation.objects.filter(pk__in=conversations.values("pk"))
+        .select_related("owner")
+        .prefetch_related(Prefetch("messages", queryset=Message.objects.order_by("pk")))
+        .order_by("created_at", "pk")
+    )
+    batch: list[Conversation] = []
+    async for conversation in selected.aiterator(chunk_size=EXPORT_BATCH):
+        batch.append(conversation)
+        if len(batch) == EXPORT_BATCH:
+            for line in await _export_batch(reviewer, batch, logged_reason):
+                yield line
+            batch = []
+    if batch:
+        for line in await _export_batch(reviewer, batch, logged_reason):
+            yield line
+
+
+async def _export_batch(reviewer, batch: list[Conversation], reason: str) -> list[str]:
+    await AccessLog.objects.abulk_create(
+        [AccessLog(**_access_fields(reviewer, conversation, reason)) for conversation in batch]
+    )
+    return [json.dumps(conversation_export_json(c), ensure_ascii=False) + "\n" for c in batch]
+
+
+# --- the access log ------------------------------------------------------------------------
+
+
+def access_log_for_owner(*, user) -> QuerySet[AccessLog]:
+    """Accesses to `user`'s conversations, newest first, with the title if it still exists."""
+    conversation = Conversation.objects.filter(pk=OuterRef("conversation_id"))
+    return AccessLog.objects.filter(owner=user).annotate(
+        conversation_exists=Exists(conversation),
+        conversation_title=Subquery(conversation.values("title")[:1]),
+    )
+
+
+ACCESS_LOG_COLUMNS = [
+    "accessed_at",
+    "reviewer_username",
+    "owner_username",
+    "conversation_id",
+    "reason",
+]
+
+
+class _Line:
+    """A file for csv.writer that hands back each row instead of storing it."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    # A cell starting like a formula runs as one in spreadsheet programs (reasons are free text).
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+async def access_log_csv(entries: QuerySet[AccessLog]) -> AsyncIterator[str]:
+    """The entries as CSV, header first, one row per access (UTC ISO times)."""
+    writer = csv.writer(_Line())
+    yield writer.writerow(ACCESS_LOG_COLUMNS)
+    # values(), not values_list(): in Django 5.2 the latter's aiterator() runs its query
+    # on the event loop and fails.
+    rows = entries.values(*ACCESS_LOG_COLUMNS)
+    async for row in rows.aiterator(chunk_size=2000):
+        cells = [row["accessed_at"].isoformat()]
+        cells += [_csv_cell(row[column]) for column in ACCESS_LOG_COLUMNS[1:]]
+        yield writer.writerow(cells)
