@@ -122,6 +122,16 @@ class ReplayLog:
                 self._forgotten_floor = max(self._forgotten_floor, log.events[-1].id)
         self._next_sweep = now + REPLAY_IDLE_SECONDS
 
+    def forget(self, channel: str) -> None:
+        """Drop a channel's events (its conversation was deleted); its old positions reset."""
+        with self._lock:
+            log = self._channels.pop(channel, None)
+            if log is not None and log.events:
+                self._forgotten_floor = max(self._forgotten_floor, log.events[-1].id)
+
+    def _floor(self, log: _ChannelLog | None) -> int:
+        return log.floor if log else self._forgotten_floor
+
     def _resumable(self, log: _ChannelLog | None, position: int) -> bool:
         floor = log.floor if log else self._forgotten_floor
         return floor <= position <= self._last_id

@@ -7,6 +7,7 @@ DJANGO_DEBUG is off.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -44,8 +45,31 @@ def env_number(name: str, default: float, *, minimum: float = 0) -> float:
     return number
 
 
+def env_int(name: str, default: int | None, *, minimum: int = 0) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value!r}")
+    return number
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_json(name: str, default):
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be JSON, got {value!r}") from None
 
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
@@ -214,6 +238,24 @@ ASSISTANT_LEASE_SECONDS = env_number("ASSISTANT_LEASE_SECONDS", 20, minimum=0.5)
 ASSISTANT_CANCEL_POLL_SECONDS = env_number("ASSISTANT_CANCEL_POLL_SECONDS", 0.5, minimum=0.05)
 # A comment line this often keeps proxies (nginx: 60 s by default) from closing idle streams.
 ASSISTANT_KEEPALIVE_SECONDS = env_number("ASSISTANT_KEEPALIVE_SECONDS", 15, minimum=1)
+
+# --- Governance (staff commands, docs/architecture.md "Staff commands") ------------------
+# Conversations without activity for this many days are deleted by
+# `manage.py purge_conversations`, run from cron. Unset: nothing is deleted automatically.
+ASSISTANT_RETENTION_DAYS = env_int("ASSISTANT_RETENTION_DAYS", None, minimum=1)
+# USD per million prompt and completion tokens, per model, for `manage.py usage_report`:
+# {"gpt-4o-mini": [0.15, 0.60]}. Models left out get no cost.
+ASSISTANT_MODEL_COSTS = env_json("ASSISTANT_MODEL_COSTS", {})
+if not isinstance(ASSISTANT_MODEL_COSTS, dict) or not all(
+    isinstance(prices, list)
+    and len(prices) == 2
+    and all(isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in prices)
+    for prices in ASSISTANT_MODEL_COSTS.values()
+):
+    raise ImproperlyConfigured(
+        "ASSISTANT_MODEL_COSTS must map each model to [prompt, completion] USD per million tokens, "
+        'e.g. {"gpt-4o-mini": [0.15, 0.60]}'
+    )
 
 LOGGING = {
     "version": 1,

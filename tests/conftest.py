@@ -123,6 +123,8 @@ def live_env(fake_upstream: FakeUpstream, **extra: str) -> dict[str, str]:
         ASSISTANT_MAX_ANSWER_SECONDS="20",
         # Keep-alives end a read that waits in vain, so deadlines in tests are checked.
         ASSISTANT_KEEPALIVE_SECONDS="3",
+        # Tests send many answers a minute; the limits have their own tests.
+        ASSISTANT_RATE_LIMIT_PER_MINUTE="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -71,6 +71,18 @@ def test_forgotten_channels_reset_old_positions(log, monkeypatch):
         log.since("conversation-a", before, 100)
 
 
+def test_forget_drops_a_channel_and_resets_its_positions(log):
+    """A deleted conversation's events leave the log; other channels keep theirs."""
+    before = log.current_id()
+    log.append("conversation-a", "delta", "deleted text")
+    kept = log.append("conversation-b", "delta", "kept")
+    log.forget("conversation-a")
+    with pytest.raises(events.PositionUnknown):
+        log.since("conversation-a", before, 100)
+    assert [data_of(e) for e in log.since("conversation-b", kept - 1, 100)] == ["kept"]
+    log.forget("conversation-never-seen")  # nothing to forget: no error
+
+
 def test_encode_data_keeps_utf8_as_is():
     assert events.encode_data({"text": "Grüße 👩‍💻"}) == '{"text":"Grüße 👩‍💻"}'
 

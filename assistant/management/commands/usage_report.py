@@ -1,0 +1,118 @@
+"""Usage per user, per model and per day: answers, tokens and, when priced, cost.
+
+Why it exists: the model service bills by tokens, and staff need to know who and what
+uses how much (budgets, quotas, choosing models) without reading anyone's conversations.
+It reads counts and token sums only, never message text.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import timedelta
+from decimal import Decimal
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from assistant import governance
+from assistant.governance import GovernanceError, Period
+
+DEFAULT_DAYS = 30
+HEADINGS = {"user": "user", "model": "model", "day": "day"}
+NUMBERS = ["answers", "prompt tokens", "completion tokens"]
+
+
+def _cost(value: Decimal | None, places: int) -> str:
+    return "" if value is None else f"{value:.{places}f}"
+
+
+class Command(BaseCommand):
+    help = (
+        "Answers and tokens (prompt, completion) of the assistant's answers in a period, "
+        "grouped by user, model and/or day, as an aligned table or CSV. Every answer counts, "
+        "also retried, failed and stopped ones. With ASSISTANT_MODEL_COSTS set (USD per "
+        "million prompt and completion tokens per model) a cost column is added. Days are "
+        "in the site's time zone; the default period is the last 30 days up to today."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--since", metavar="YYYY-MM-DD", help="First day (default: 30 days before --until)."
+        )
+        parser.add_argument("--until", metavar="YYYY-MM-DD", help="Last day, included (default: today).")
+        parser.add_argument(
+            "--by",
+            action="append",
+            metavar="user|model|day",
+            help="Group by these, in this order; repeat or comma-separate (default: user,model).",
+        )
+        parser.add_argument(
+            "--format", choices=["table", "csv"], default="table", help="table (default) or csv."
+        )
+
+    def handle(self, *args, **options) -> None:
+        try:
+            period = governance.period_parse(options["since"], options["until"])
+            by = governance.usage_by_parse(options["by"] or ["user,model"])
+        except GovernanceError as error:
+            raise CommandError(error) from None
+        until = period.until or (
+            max(timezone.localdate(), period.since) if period.since else timezone.localdate()
+        )
+        since = period.since or until - timedelta(days=DEFAULT_DAYS - 1)
+        period = Period(since, until)
+        report = governance.usage_report(period=period, by=by)
+        if options["format"] == "csv":
+            self._csv(report)
+        else:
+            self._table(report, period, options["verbosity"])
+        if report.unpriced_models and options["verbosity"] >= 1:
+            self.stderr.write(
+                "No price in ASSISTANT_MODEL_COSTS for: "
+                + ", ".join(report.unpriced_models)
+                + " (their tokens add no cost)."
+            )
+
+    def _values(self, row: governance.UsageRow, priced: bool, places: int) -> list[str]:
+        values = [str(row.answers), str(row.prompt_tokens), str(row.completion_tokens)]
+        return [*values, _cost(row.cost, places)] if priced else values
+
+    def _csv(self, report: governance.UsageReport) -> None:
+        writer = csv.writer(_Lines(self), lineterminator="\n")
+        numbers = [name.replace(" ", "_") for name in NUMBERS]
+        writer.writerow([*report.by, *numbers, *(["cost_usd"] if report.priced else [])])
+        for row in report.rows:
+            writer.writerow([*row.key, *self._values(row, report.priced, 6)])
+
+    def _table(self, report: governance.UsageReport, period: Period, verbosity: int) -> None:
+        heading = [HEADINGS[key] for key in report.by] + NUMBERS + (["cost (USD)"] if report.priced else [])
+        lines = [[*row.key, *self._values(row, report.priced, 4)] for row in report.rows]
+        total = ["total", *[""] * (len(report.by) - 1)] if report.by else []
+        lines.append([*total, *self._values(report.total, report.priced, 4)])
+        widths = [max(len(line[i]) for line in [heading, *lines]) for i in range(len(heading))]
+        keys = len(report.by)
+
+        def render(cells: list[str]) -> str:
+            return "  ".join(
+                cell.ljust(width) if i < keys else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+
+        if verbosity >= 1:
+            self.stdout.write(f"Usage {period.since} to {period.until}")
+        self.stdout.write(render(heading))
+        self.stdout.write("  ".join("-" * width for width in widths))
+        for line in lines[:-1]:
+            self.stdout.write(render(line))
+        self.stdout.write("  ".join("-" * width for width in widths))
+        self.stdout.write(render(lines[-1]))
+
+
+class _Lines:
+    """A file for csv.writer over the command's stdout."""
+
+    def __init__(self, command: BaseCommand) -> None:
+        self.command = command
+
+    def write(self, text: str) -> None:
+        self.command.stdout.write(text, ending="")
