@@ -25,7 +25,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from assistant import events, generation, review, services
+from assistant import events, generation, health, review, services
 from assistant.forms import (
     FEEDBACK_RATINGS,
     ConversationForm,
@@ -421,3 +421,26 @@ def access_log(request: HttpRequest) -> HttpResponse:
     entries = review.access_log_for_owner(user=request.user)
     page = Paginator(entries, ACCESS_LOG_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "assistant/access_log.html", {"page": page})
+
+
+# --- health checks: public, JSON, no secrets or addresses ---------------------------------
+
+
+@require_GET
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is alive and answering; touches nothing else."""
+    response = JsonResponse({"status": "ok"})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+async def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready for traffic: database and event delivery; the upstream too with `?llm=1`."""
+    checks = await health.readiness(check_llm=request.GET.get("llm") == "1")
+    ready = health.is_ready(checks)
+    response = JsonResponse(
+        {"status": "ok" if ready else "error", "checks": checks}, status=200 if ready else 503
+    )
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,4 +1,4 @@
-"""Prepare a fresh benchmark database: migrate it and log in the benchmark users.
+"""Prepare a fresh benchmark database: migrate it, collect static files, log the users in.
 
 Runs as ``python -m bench.prepare <users>`` in the server's environment (same
 DATABASE_URL and DJANGO_SECRET_KEY, which signs the session's auth hash), so the load
@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
     from django.utils.crypto import get_random_string
 
     call_command("migrate", interactive=False, verbosity=0)
+    call_command("collectstatic", interactive=False, verbosity=0)  # production settings need it
     logins = []
     for index in range(users):
         # No password: hashing one costs a noticeable fraction of a second, logging in none.

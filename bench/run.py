@@ -166,6 +166,9 @@ def server_env(database: Path, upstream_url: str, secret_key: str, extra: dict[s
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY=secret_key,
         DJANGO_ALLOWED_HOSTS=HOST,
+        # Plain HTTP on the loopback, no TLS proxy in front; bench.prepare collects static files.
+        DJANGO_SECURE_SSL_REDIRECT="0",
+        DJANGO_STATIC_ROOT=str(database.parent / "static"),
         DATABASE_URL=f"sqlite:///{database}",
         OPENAI_BASE_URL=upstream_url,
         OPENAI_API_KEY=API_KEY,

@@ -7,6 +7,7 @@ DJANGO_DEBUG is off.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -74,15 +75,27 @@ def env_json(name: str, default):
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
-    SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
+DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or (DEVELOPMENT_SECRET_KEY if DEBUG else "")
+if not DEBUG:
+    _make_key = "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(
+            f"DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off. Make one with: {_make_key}"
+        )
+    # The same test as Django's check --deploy (security.W009), but at start.
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-"):
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is too weak for DJANGO_DEBUG off: it needs at least 50 random "
+            f"characters and must not be the development key. Make one with: {_make_key}"
+        )
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost" if DEBUG else "")
 if not DEBUG and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG is off.")
+    raise ImproperlyConfigured(
+        "DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG is off: the host names the site "
+        "is served under, comma-separated (e.g. assistant.example.com)."
+    )
 
 INSTALLED_APPS = [
     "daphne",
@@ -103,6 +116,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Logs in the user a trusted proxy names; not loaded unless ASSISTANT_SSO_HEADER is set.
+    "assistant.sso.ProxyHeaderLoginMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -165,7 +180,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Production serves `manage.py collectstatic`'s output from here: hashed names, cached for
+# a year (config/asgi.py, or nginx). Development serves the source folders directly.
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"
+    },
+}
 
 # Request bodies: a message is at most ASSISTANT_MAX_MESSAGE_CHARS; the body limit leaves
 # room for JSON escaping of that many characters.
@@ -200,9 +225,71 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"  # Django's default, set by SecurityMiddleware
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- Production: HTTPS, cookies, proxies (docs/deployment.md) ------------------------------
+# All on when DJANGO_DEBUG is off, so `manage.py check --deploy` is clean; each can be
+# turned off for a setup that does the job elsewhere.
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """`X-Forwarded-Proto` (meaning its value is `https`) or `Header=value`, as Django wants it."""
+    value = env_str(name).strip()
+    if not value:
+        return None
+    header, _, secure_value = value.partition("=")
+    header = header.strip()
+    if not header or not all(c.isascii() and (c.isalnum() or c == "-") for c in header):
+        raise ImproperlyConfigured(f"{name} must be a header name such as X-Forwarded-Proto, got {value!r}")
+    return "HTTP_" + header.upper().replace("-", "_"), secure_value.strip() or "https"
+
+
+# Behind a proxy that terminates TLS, the header in which it passes the original scheme.
+# The proxy must always set it (nginx: proxy_set_header X-Forwarded-Proto $scheme).
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("DJANGO_SECURE_PROXY_SSL_HEADER")
+# Plain-HTTP requests are redirected to HTTPS, except the health checks: load balancers
+# probe over HTTP.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+# Only the header's `preload` token; nothing is preloaded until someone submits the domain
+# at hstspreload.org (which accepts registrable domains only, never assistant.example.com).
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Needed only when the browser's origin differs from the Host the proxy passes on.
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("https://", "http://")):
+        raise ImproperlyConfigured(
+            f"DJANGO_CSRF_TRUSTED_ORIGINS takes origins with a scheme (https://host), got {_origin!r}"
+        )
+# Two weeks, Django's default; with single sign-on the proxy's own session ends sooner.
+SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
+
+# --- Single sign-on from a trusted reverse proxy (assistant/sso.py) -------------------------
+# Off unless ASSISTANT_SSO_HEADER names the header carrying the user name (e.g.
+# X-Forwarded-User from oauth2-proxy). It is believed only from the direct peers listed in
+# ASSISTANT_SSO_TRUSTED_PROXIES (IPs or CIDRs; `unix` for daphne on a Unix socket).
+ASSISTANT_SSO_HEADER = env_str("ASSISTANT_SSO_HEADER").strip()
+ASSISTANT_SSO_EMAIL_HEADER = env_str("ASSISTANT_SSO_EMAIL_HEADER").strip()
+ASSISTANT_SSO_TRUSTED_PROXIES = env_list("ASSISTANT_SSO_TRUSTED_PROXIES", "")
+# Unknown users get an account on their first request; off: they get 403 until an
+# administrator adds them.
+ASSISTANT_SSO_CREATE_USERS = env_bool("ASSISTANT_SSO_CREATE_USERS", True)
+if ASSISTANT_SSO_HEADER and not ASSISTANT_SSO_TRUSTED_PROXIES:
+    raise ImproperlyConfigured(
+        "ASSISTANT_SSO_TRUSTED_PROXIES must list the proxy's address (IPs or CIDRs, comma-separated, "
+        "or `unix`) when ASSISTANT_SSO_HEADER is set: the header is believed from nobody else."
+    )
+for _proxy in ASSISTANT_SSO_TRUSTED_PROXIES:
+    if _proxy != "unix":
+        try:
+            ipaddress.ip_network(_proxy, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"ASSISTANT_SSO_TRUSTED_PROXIES takes IPs, CIDRs or `unix`, got {_proxy!r}"
+            ) from None
 
 # --- LLM access (assistant/llm.py is the only client) -------------------------------------
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
@@ -212,6 +299,11 @@ ASSISTANT_DEMO_MODE = not (OPENAI_API_KEY or OPENAI_BASE_URL)
 ASSISTANT_MODELS = env_list("ASSISTANT_MODELS", "demo" if ASSISTANT_DEMO_MODE else "gpt-4o-mini")
 if not ASSISTANT_MODELS:
     raise ImproperlyConfigured("ASSISTANT_MODELS must name at least one model.")
+if not DEBUG and ASSISTANT_DEMO_MODE and not env_bool("ASSISTANT_DEMO_IN_PRODUCTION", False):
+    raise ImproperlyConfigured(
+        "OPENAI_API_KEY (and OPENAI_BASE_URL for another OpenAI-compatible server) must be set when "
+        "DJANGO_DEBUG is off; ASSISTANT_DEMO_IN_PRODUCTION=1 serves the offline demo model instead."
+    )
 OPENAI_TIMEOUT = env_number("OPENAI_TIMEOUT", 60, minimum=0.1)  # seconds between bytes
 OPENAI_CONNECT_TIMEOUT = env_number("OPENAI_CONNECT_TIMEOUT", 5, minimum=0.1)
 OPENAI_MAX_RETRIES = int(env_number("OPENAI_MAX_RETRIES", 2))
@@ -256,6 +348,20 @@ if not isinstance(ASSISTANT_MODEL_COSTS, dict) or not all(
         "ASSISTANT_MODEL_COSTS must map each model to [prompt, completion] USD per million tokens, "
         'e.g. {"gpt-4o-mini": [0.15, 0.60]}'
     )
+
+# --- Scale-out (docs/architecture.md "Scale-out") ------------------------------------------
+# Unset: one server process, events in its memory. Set (redis://host:6379/0): any number
+# of processes share one event log, wake-ups and stop requests through Redis, and
+# DATABASE_URL must point all of them at one PostgreSQL (postgres://user@host:5432/name).
+REDIS_URL = env_str("REDIS_URL")
+# Every Redis key and pub/sub channel starts with this; deployments sharing one Redis
+# database need different prefixes.
+ASSISTANT_REDIS_PREFIX = env_str("ASSISTANT_REDIS_PREFIX", "assistant")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The tests' own database, which the daphne processes they start use too.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env_str("DJANGO_TEST_DB_NAME", f"test_{DATABASES['default']['NAME']}")
+    }
 
 LOGGING = {
     "version": 1,

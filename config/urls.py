@@ -33,6 +33,8 @@ urlpatterns = [
     path("api/messages/<int:message_id>/retry/", views.message_retry, name="api_message_retry"),
     path("api/messages/<int:message_id>/edit/", views.message_edit, name="api_message_edit"),
     path("api/messages/<int:message_id>/feedback/", views.message_feedback, name="api_message_feedback"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
 ]

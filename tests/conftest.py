@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -23,6 +26,31 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CSRF_TOKEN = "t" * 32  # Django accepts any 32-character secret as cookie and header alike.
 LIVE_MODELS = "fake-model,other-model"
+
+
+def pytest_configure(config) -> None:
+    # Worker threads of the live tests query the database and end without closing their
+    # connections. SQLite drops them silently; psycopg (DATABASE_URL=postgres://...) warns
+    # when one is collected. django_db_setup below ends them before the database goes.
+    config.addinivalue_line("filterwarnings", "ignore:.*was deleted while still open:ResourceWarning")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's, which on PostgreSQL first ends the sessions those threads left open
+    (DROP DATABASE refuses while any is connected)."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*was deleted while still open", ResourceWarning)
+            gc.collect()  # the finished threads' connections, quietly (pytest would collect later)
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 @pytest.fixture(autouse=True)
@@ -106,6 +134,17 @@ def stop_daphne(server: LiveServer) -> None:
         server.process.wait()
 
 
+def database_url() -> str:
+    """The test database (SQLite file or PostgreSQL), for the daphne processes tests start."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        credentials = quote(db["USER"] or "", safe="")
+        if db["PASSWORD"]:
+            credentials += ":" + quote(db["PASSWORD"], safe="")
+        return f"postgres://{credentials}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    return f"sqlite:///{db['NAME']}"
+
+
 def live_env(fake_upstream: FakeUpstream, **extra: str) -> dict[str, str]:
     env = {
         key: value
@@ -114,7 +153,7 @@ def live_env(fake_upstream: FakeUpstream, **extra: str) -> dict[str, str]:
     }
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        DATABASE_URL=database_url(),
         OPENAI_BASE_URL=fake_upstream.url,
         OPENAI_API_KEY="test-key-abc123",
         OPENAI_MAX_RETRIES="0",

@@ -146,7 +146,8 @@ def wait_for_title_request(upstream, seconds: float = 10) -> dict:
 @pytest.mark.live
 def test_first_answer_is_followed_by_a_title_event(alice_http, upstream):
     conversation = create_conversation(alice_http)
-    question = fake(text=LONG_TITLE)
+    # Paced, so the provisional title is read before the answer (and the title after it) ends.
+    question = fake(text=LONG_TITLE, tps=20)
     sent = send(alice_http, conversation, question)
     assert Conversation.objects.get(pk=conversation["id"]).title == title_from(question)
 
