@@ -552,6 +552,22 @@ def usage_report(
     )
 
 
+def quota_reached(*, period: Period, quota: int | None = None) -> list[tuple[str, str, int]]:
+    """(username, day, tokens) for every user and local day whose tokens reached the daily quota."""
+    quota = settings.ASSISTANT_DAILY_TOKEN_QUOTA if quota is None else quota
+    if not quota:
+        return []
+    answers = period.filter(Message.objects.filter(role=Message.Role.ASSISTANT), "created_at")
+    days = (
+        answers.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+        .values("conversation__owner__username", "day")
+        .annotate(tokens=Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0))
+        .filter(tokens__gte=quota)
+        .order_by("day", "conversation__owner__username")
+    )
+    return [(row["conversation__owner__username"], str(row["day"]), row["tokens"]) for row in days]
+
+
 # --- one person's data (GDPR Art. 15 and 17) ----------------------------------------------
 
 

@@ -527,3 +527,20 @@ def test_governance_settings_read_the_environment():
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "90 {'gpt-4o-mini': [0.15, 0.6]}"
+
+
+def test_usage_report_names_who_reached_the_daily_quota(alice, bob, settings):
+    settings.ASSISTANT_DAILY_TOKEN_QUOTA = 100
+    settings.ASSISTANT_RATE_LIMIT_PER_MINUTE = 20
+    mine = Conversation.objects.create(owner=alice, model="fake-model")
+    theirs = Conversation.objects.create(owner=bob, model="fake-model")
+    Message.objects.create(conversation=mine, role="assistant", prompt_tokens=70, completion_tokens=40)
+    Message.objects.create(conversation=theirs, role="assistant", prompt_tokens=10, completion_tokens=10)
+    notes = io.StringIO()
+
+    call_command("usage_report", stdout=io.StringIO(), stderr=notes)
+
+    text = notes.getvalue()
+    assert "Limits per user: 20 answers a minute, 100 tokens a day." in text
+    assert f"Daily quota reached: alice on {timezone.localdate()} (110 tokens)." in text
+    assert "bob on" not in text

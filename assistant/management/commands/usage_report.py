@@ -11,6 +11,7 @@ import csv
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -66,12 +67,25 @@ class Command(BaseCommand):
             self._csv(report)
         else:
             self._table(report, period, options["verbosity"])
+        self._limits(period)
         if report.unpriced_models and options["verbosity"] >= 1:
             self.stderr.write(
                 "No price in ASSISTANT_MODEL_COSTS for: "
                 + ", ".join(report.unpriced_models)
                 + " (their tokens add no cost)."
             )
+
+    def _limits(self, period: Period) -> None:
+        """The per-user limits in force, and who reached the daily token quota when (on
+        stderr, like the other notes: stdout is the table or the CSV alone)."""
+        out = self.stderr
+        rate, quota = settings.ASSISTANT_RATE_LIMIT_PER_MINUTE, settings.ASSISTANT_DAILY_TOKEN_QUOTA
+        out.write(
+            f"Limits per user: {rate or 'no'} answers a minute, "
+            f"{f'{quota} tokens a day' if quota else 'no daily token quota'}."
+        )
+        for username, day, tokens in governance.quota_reached(period=period):
+            out.write(f"Daily quota reached: {username} on {day} ({tokens} tokens).")
 
     def _values(self, row: governance.UsageRow, priced: bool, places: int) -> list[str]:
         values = [str(row.answers), str(row.prompt_tokens), str(row.completion_tokens)]
