@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format migrate messages bench
+.PHONY: run test test-scaleout lint format migrate messages bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ run: migrate
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+
+# The scale-out suite (tests/scaleout): two daphne processes over PostgreSQL and Redis.
+# Its Redis database is flushed: not 0. `make test` skips it, saying why.
+SCALEOUT_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+SCALEOUT_REDIS_URL ?= redis://127.0.0.1:6379/5
+test-scaleout: $(VENV)/.dev
+	ASSISTANT_SCALEOUT_TESTS=1 DATABASE_URL=$(SCALEOUT_DATABASE_URL) REDIS_URL=$(SCALEOUT_REDIS_URL) \
+		$(BIN)/python -m pytest tests/scaleout
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

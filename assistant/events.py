@@ -1,31 +1,43 @@
 """Event stream: channel naming, the replay log, publishing and the SSE body.
 
 One channel per conversation (`conversation-<uuid>`). Every event is appended to the
-replay log, encoded for the wire once, and then django-eventstream's listener manager
-wakes the streams subscribed to its channel. A stream always reads from the log after
-its own position, so a client reconnecting with `Last-Event-ID` gets exactly what it
-missed, once, in order, however many wake-ups it coalesced or missed.
+replay log, encoded for the wire once, and then the streams subscribed to its channel
+are woken. A stream always reads from the log after its own position, so a client
+reconnecting with `Last-Event-ID` gets exactly what it missed, once, in order, however
+many wake-ups it coalesced or missed.
 
-Event ids come from one counter per process that starts at the wall clock in
-microseconds, so ids handed out before a restart are never mistaken for positions in
-the new process: they are older than anything it knows and answer a `stream-reset`,
-after which the client re-renders from the database.
+Two logs behind one interface (`replay_log`, `publish`, `apublish`, `stream`):
+
+- `ReplayLog` (the default): in this process's memory, woken through
+  django-eventstream's listener manager. Event ids come from one counter per process
+  that starts at the wall clock in microseconds, so ids handed out before a restart are
+  never mistaken for positions in the new process: they are older than anything it
+  knows and answer a `stream-reset`, after which the client re-renders from the database.
+- `RedisReplayLog` (when `REDIS_URL` is set): one log shared by every server process.
+  Ids come from one Redis counter, so a position taken from any process can be resumed
+  on any other. Appending, trimming and waking happen in one Lua script, so a reader
+  never sees a later id of a channel before an earlier one. Each process holds one
+  pub/sub connection that wakes its local streams, and reconnects when Redis drops
+  (docs/architecture.md, "Scale-out").
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django_eventstream.views import Listener, get_listener_manager
+
+logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "conversation-"
 
@@ -37,6 +49,13 @@ REPLAY_EVENTS_PER_CHANNEL = 2000
 REPLAY_IDLE_SECONDS = 15 * 60
 # Events sent in one write when a client catches up.
 CATCH_UP_BATCH = 500
+
+# A stream that cannot read the log (Redis down) tries again after this long, doubling
+# up to the maximum; keep-alives go on meanwhile.
+RETRY_MIN_SECONDS = 0.1
+RETRY_MAX_SECONDS = 2.0
+# Events that could not be published (Redis down) are retried in the background this long.
+DEFER_SECONDS = 600.0
 
 
 def channel_for(conversation_id: uuid.UUID | str) -> str:
@@ -67,14 +86,39 @@ def position_from(channel: str, token: str | None) -> int | None:
     return int(number)
 
 
+def _frame(channel: str, event_type: str, event_id: int, data: str) -> str:
+    return f"event: {event_type}\nid: {channel}:{event_id}\ndata: {data}\n\n"
+
+
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
     id: int
     frame: str  # the event as it goes on the wire
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """Ids of events just appended, and the channel's floor before they were.
+
+    Every position from `floor` on could be resumed right before the append. An answer
+    whose previous event is older than that lost events on the wire (Redis restarted
+    empty), and replays itself whole (see generation._Answer).
+    """
+
+    ids: list[int]
+    floor: int
+
+
 class PositionUnknown(Exception):
     """The log cannot resume from this position; the client must re-render."""
+
+
+class EventsUnavailable(Exception):
+    """The shared event log (Redis) cannot be reached right now."""
+
+
+# A batch to append: (event type, data already encoded with encode_data).
+Items = Sequence[tuple[str, str]]
 
 
 class _ChannelLog:
@@ -90,6 +134,9 @@ class _ChannelLog:
 class ReplayLog:
     """Recent events of every channel in this process, with resumable positions."""
 
+    # Positions are this process's own: another process cannot resume them.
+    shared = False
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._channels: dict[str, _ChannelLog] = {}
@@ -100,20 +147,27 @@ class ReplayLog:
         self._next_sweep = time.monotonic() + REPLAY_IDLE_SECONDS
 
     def append(self, channel: str, event_type: str, data: str) -> int:
+        return self.append_batch(channel, [(event_type, data)]).ids[0]
+
+    def append_batch(self, channel: str, items: Items) -> Published:
         with self._lock:
-            self._last_id += 1
-            event_id = self._last_id
-            frame = f"event: {event_type}\nid: {channel}:{event_id}\ndata: {data}\n\n"
             log = self._channels.get(channel)
             if log is None:
                 log = self._channels[channel] = _ChannelLog(self._forgotten_floor)
-            log.events.append(LoggedEvent(event_id, frame))
+            floor = log.floor
+            ids = []
+            for event_type, data in items:
+                self._last_id += 1
+                ids.append(self._last_id)
+                log.events.append(
+                    LoggedEvent(self._last_id, _frame(channel, event_type, self._last_id, data))
+                )
             log.touched = time.monotonic()
-            if len(log.events) > REPLAY_EVENTS_PER_CHANNEL:
+            while len(log.events) > REPLAY_EVENTS_PER_CHANNEL:
                 log.floor = log.events.popleft().id
             if log.touched >= self._next_sweep:
                 self._forget_idle(log.touched)
-            return event_id
+            return Published(ids, floor)
 
     def _forget_idle(self, now: float) -> None:
         for name, log in list(self._channels.items()):
@@ -133,61 +187,671 @@ class ReplayLog:
         return log.floor if log else self._forgotten_floor
 
     def _resumable(self, log: _ChannelLog | None, position: int) -> bool:
-        floor = log.floor if log else self._forgotten_floor
-        return floor <= position <= self._last_id
+        return self._floor(log) <= position <= self._last_id
 
     def can_resume(self, channel: str, position: int) -> bool:
         with self._lock:
             return self._resumable(self._channels.get(channel), position)
 
-    def since(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> list[LoggedEvent]:
-        """Events after `position`, oldest first; PositionUnknown if it cannot be resumed."""
+    def window(self, channel: str) -> tuple[int, int]:
+        """(floor, newest id): the positions of `channel` that can be resumed right now."""
+        with self._lock:
+            return self._floor(self._channels.get(channel)), self._last_id
+
+    def read(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> tuple[list[LoggedEvent], int]:
+        """Events after `position`, oldest first, and the position after them.
+
+        With no event to send, the position moves up to the newest id: nothing of this
+        channel lies in between, and a position that keeps up never ages out of the log.
+        PositionUnknown if `position` cannot be resumed.
+        """
         with self._lock:
             log = self._channels.get(channel)
             if not self._resumable(log, position):
                 raise PositionUnknown(position)
             if log is None:
-                return []
+                return [], self._last_id
             newer: list[LoggedEvent] = []
             # Newest first: a caught-up client costs one comparison.
             for event in reversed(log.events):
                 if event.id <= position:
                     break
                 newer.append(event)
+            if not newer:
+                return [], self._last_id
             newer.reverse()
-            return newer[:limit]
+            newer = newer[:limit]
+            return newer, newer[-1].id
+
+    def since(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> list[LoggedEvent]:
+        """Events after `position`, oldest first; PositionUnknown if it cannot be resumed."""
+        return self.read(channel, position, limit)[0]
 
     def current_id(self) -> int:
         """A position that is up to date on every channel: the newest id handed out."""
         return self._last_id
 
+    # The async side, as the stream and the generation use it. Memory never blocks.
 
-replay_log = ReplayLog()
+    async def aread(self, channel: str, position: int, limit: int = CATCH_UP_BATCH):
+        return self.read(channel, position, limit)
+
+    async def acurrent_id(self) -> int:
+        return self._last_id
+
+    def publish_batch(self, channel: str, items: Items) -> Published:
+        published = self.append_batch(channel, items)
+        get_listener_manager().add_to_queues(channel, published.ids[-1])
+        return published
+
+    async def apublish_batch(self, channel: str, items: Items, token: str | None = None) -> Published:
+        return self.publish_batch(channel, items)
+
+    def defer(self, channel: str, items: Items) -> None:  # pragma: no cover - memory never fails
+        self.publish_batch(channel, items)
+
+    def request_cancel(self, message_id: int) -> None:
+        """Other processes learn of stop requests from the database (their poll)."""
+
+    def start_fanout(self, on_cancel: Callable[[int], object] | None = None) -> None:
+        """Nothing to listen to: publishing wakes this process's streams directly."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+# KEYS: 1 counter, 2 global floor, 3 the channel's events (sorted set, score = id),
+#       4 the channel's floor, 5 the batch's dedup key.
+# ARGV: 1 channel, 2 wake-up pub/sub channel, 3 events kept per channel, 4 key TTL (s),
+#       5 idle time (µs), 6 dedup TTL (s), then (type, data) pairs.
+# Returns {floor before the append, id, id, ...}.
+#
+# Ids: max(counter + 1, now in µs), so they stay above every id handed out before even
+# when Redis lost its data (the counter then starts again at the clock, and the global
+# floor with it: older positions reset). Numbers go to Redis as "%d" strings, never as
+# Lua numbers (which Redis would print with 14 digits).
+_LUA_COMMON = """
+local function fmt(n) return string.format('%d', n) end
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function counter_of(now)
+  local counter = redis.call('GET', KEYS[1])
+  if not counter then
+    redis.call('SET', KEYS[1], fmt(now))
+    redis.call('SET', KEYS[2], fmt(now))
+    return now
+  end
+  return tonumber(counter)
+end
+local function floor_of(now, idle)
+  local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local own = redis.call('GET', KEYS[4])
+  if own then floor = math.max(floor, tonumber(own)) end
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    -- Its events, if it had any, may have expired: only recent positions are safe.
+    floor = math.max(floor, now - idle)
+  end
+  return floor
+end
+"""
+
+_APPEND_LUA = (
+    _LUA_COMMON
+    + """
+if KEYS[5] ~= '' then
+  local done = redis.call('GET', KEYS[5])
+  if done then
+    local answer = cjson.decode(done)
+    return answer
+  end
+end
+local now = now_us()
+local idle = tonumber(ARGV[5])
+local ttl = tonumber(ARGV[4])
+local counter = counter_of(now)
+local floor = floor_of(now, idle)
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('SET', KEYS[4], fmt(floor))
+end
+local answer = {floor}
+for i = 7, #ARGV, 2 do
+  counter = math.max(counter + 1, now)
+  local id = fmt(counter)
+  redis.call('ZADD', KEYS[3], id,
+    'event: ' .. ARGV[i] .. '\\nid: ' .. ARGV[1] .. ':' .. id .. '\\ndata: ' .. ARGV[i + 1] .. '\\n\\n')
+  answer[#answer + 1] = counter
+end
+redis.call('SET', KEYS[1], fmt(counter))
+local cap = tonumber(ARGV[3])
+local count = redis.call('ZCARD', KEYS[3])
+if count > cap then
+  local dropped = redis.call('ZRANGE', KEYS[3], count - cap - 1, count - cap - 1, 'WITHSCORES')
+  redis.call('SET', KEYS[4], fmt(tonumber(dropped[2])))
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, count - cap - 1)
+end
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('EXPIRE', KEYS[4], ttl)
+if KEYS[5] ~= '' then
+  local ids = {}
+  for i = 1, #answer do ids[i] = fmt(answer[i]) end
+  redis.call('SET', KEYS[5], '[' .. table.concat(ids, ',') .. ']', 'EX', tonumber(ARGV[6]))
+end
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return answer
+"""
+)
+
+# KEYS: 1 counter, 2 global floor, 3 the channel's events, 4 the channel's floor.
+# ARGV: 1 position (digits), 2 limit, 3 idle time (µs).
+# Returns {resumable 1|0, newest id, floor, frame, id, frame, id, ...}. The counter is
+# moved up to half the idle time behind the clock, so a current position never falls
+# below the floor of a channel without events.
+_READ_LUA = (
+    _LUA_COMMON
+    + """
+local now = now_us()
+local idle = tonumber(ARGV[3])
+local counter = counter_of(now)
+local recent = math.floor(now - idle / 2)
+if counter < recent then
+  counter = recent
+  redis.call('SET', KEYS[1], fmt(counter))
+end
+local floor = floor_of(now, idle)
+local answer = {1, counter, floor}
+if ARGV[1] == '' then return answer end
+local position = tonumber(ARGV[1])
+if position < floor or position > counter then
+  answer[1] = 0
+  return answer
+end
+local limit = tonumber(ARGV[2])
+if limit == 0 then return answer end
+local found = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], fmt(counter),
+  'WITHSCORES', 'LIMIT', 0, limit)
+for i = 1, #found, 2 do
+  answer[#answer + 1] = found[i]
+  answer[#answer + 1] = tonumber(found[i + 1])
+end
+return answer
+"""
+)
+
+# KEYS: 1 counter, 2 global floor, 3 the channel's events, 4 the channel's floor. ARGV: 1 TTL (s).
+_FORGET_LUA = (
+    _LUA_COMMON
+    + """
+local counter = counter_of(now_us())
+redis.call('DEL', KEYS[3])
+redis.call('SET', KEYS[4], fmt(counter), 'EX', tonumber(ARGV[1]))
+return counter
+"""
+)
+
+# Slack for clocks: a channel's key lives this much longer than the idle time after
+# which positions from before its last event are no longer trusted.
+_EXPIRY_SLACK_SECONDS = 60
+# Appends remembered by their token, so a retried batch is stored once.
+_DEDUP_SECONDS = 600
+# The pub/sub connection pings this often and counts as dead after this long in silence.
+_PING_SECONDS = 5.0
+_SILENCE_SECONDS = 15.0
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError, OSError)
+
+
+class RedisReplayLog:
+    """The replay log in Redis, shared by every server process; see the module docstring.
+
+    Keys (prefix `ASSISTANT_REDIS_PREFIX`, default `assistant`):
+
+        <p>:events:id                 the newest id handed out (string)
+        <p>:events:floor              positions below it predate what Redis remembers
+        <p>:events:ch:<channel>       the channel's frames, sorted set scored by id,
+                                      at most REPLAY_EVENTS_PER_CHANNEL, expiring when idle
+        <p>:events:chfloor:<channel>  positions below it lost events of the channel
+        <p>:events:sent:<token>       ids of an appended batch, so a retry stores it once
+        <p>:events:wake               pub/sub: a channel name, published with every append
+        <p>:cancel                    pub/sub: an answer's id, a stop request for its process
+    """
+
+    shared = True
+
+    def __init__(self, url: str, prefix: str = "assistant") -> None:
+        import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        self.url = url
+        self.prefix = prefix
+        self.counter_key = f"{prefix}:events:id"
+        self.floor_key = f"{prefix}:events:floor"
+        self.wake_channel = f"{prefix}:events:wake"
+        self.cancel_channel = f"{prefix}:cancel"
+        # Each command is retried twice on a dropped connection; appends carry a token,
+        # so a retry after a lost reply does not store a batch twice.
+        self._options = {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+            "health_check_interval": 30,
+        }
+        self._sync = redis.Redis.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            client_name=f"{prefix}-events",
+            **self._options,
+        )
+        self._sync_append = self._sync.register_script(_APPEND_LUA)
+        self._sync_read = self._sync.register_script(_READ_LUA)
+        self._sync_forget = self._sync.register_script(_FORGET_LUA)
+        self._async: tuple[asyncio.AbstractEventLoop, Any, Any, Any] | None = None
+        self._fanout: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deferred: set[asyncio.Task] = set()
+        self.on_cancel: Callable[[int], object] | None = None
+        # True while this process's pub/sub connection is up (for tests and /readyz).
+        self.connected = False
+
+    # keys and arguments
+
+    def _keys(self, channel: str) -> list[str]:
+        return [
+            self.counter_key,
+            self.floor_key,
+            f"{self.prefix}:events:ch:{channel}",
+            f"{self.prefix}:events:chfloor:{channel}",
+        ]
+
+    @staticmethod
+    def _idle_us() -> int:
+        return int(REPLAY_IDLE_SECONDS * 1_000_000)
+
+    def _append_args(self, channel: str, items: Items, token: str | None):
+        keys = [*self._keys(channel), f"{self.prefix}:events:sent:{token}" if token else ""]
+        args: list[Any] = [
+            channel,
+            self.wake_channel,
+            REPLAY_EVENTS_PER_CHANNEL,
+            int(REPLAY_IDLE_SECONDS) + _EXPIRY_SLACK_SECONDS,
+            self._idle_us(),
+            _DEDUP_SECONDS,
+        ]
+        for event_type, data in items:
+            args += [event_type, data]
+        return keys, args
+
+    def _read_args(self, channel: str, position: int | None, limit: int):
+        return self._keys(channel), ["" if position is None else str(position), limit, self._idle_us()]
+
+    @staticmethod
+    def _published(answer: list) -> Published:
+        return Published([int(n) for n in answer[1:]], int(answer[0]))
+
+    @staticmethod
+    def _events(answer: list, position: int) -> tuple[list[LoggedEvent], int]:
+        if not answer[0]:
+            raise PositionUnknown(position)
+        found = [LoggedEvent(int(answer[i + 1]), answer[i].decode()) for i in range(3, len(answer), 2)]
+        return found, (found[-1].id if found else max(position, int(answer[1])))
+
+    def _client(self):
+        """This event loop's async client and scripts (a client is bound to one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            import redis.asyncio as aredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
+
+            client = aredis.Redis.from_url(
+                self.url,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                client_name=f"{self.prefix}-events",
+                **self._options,
+            )
+            self._async = (
+                loop,
+                client,
+                client.register_script(_APPEND_LUA),
+                client.register_script(_READ_LUA),
+            )
+        return self._async
+
+    # the sync side: views, commands, threads
+
+    def append(self, channel: str, event_type: str, data: str) -> int:
+        return self.append_batch(channel, [(event_type, data)]).ids[0]
+
+    def append_batch(self, channel: str, items: Items, token: str | None = None) -> Published:
+        keys, args = self._append_args(channel, items, token or uuid.uuid4().hex)
+        try:
+            return self._published(self._sync_append(keys=keys, args=args))
+        except _redis_errors() as exc:
+            raise EventsUnavailable(str(exc)) from exc
+
+    publish_batch = append_batch  # the script publishes the wake-up itself
+
+    def _read_sync(self, channel: str, position: int | None, limit: int) -> list:
+        keys, args = self._read_args(channel, position, limit)
+        try:
+            return self._sync_read(keys=keys, args=args)
+        except _redis_errors() as exc:
+            raise EventsUnavailable(str(exc)) from exc
+
+    def read(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> tuple[list[LoggedEvent], int]:
+        return self._events(self._read_sync(channel, position, limit), position)
+
+    def since(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> list[LoggedEvent]:
+        return self.read(channel, position, limit)[0]
+
+    def can_resume(self, channel: str, position: int) -> bool:
+        return bool(self._read_sync(channel, position, 0)[0])
+
+    def window(self, channel: str) -> tuple[int, int]:
+        answer = self._read_sync(channel, None, 0)
+        return int(answer[2]), int(answer[1])
+
+    def current_id(self) -> int:
+        return int(self._read_sync("", None, 0)[1])
+
+    def forget(self, channel: str) -> None:
+        """Drop a channel's events now; with Redis unreachable they expire when idle."""
+        try:
+            self._sync_forget(
+                keys=self._keys(channel), args=[int(REPLAY_IDLE_SECONDS) + _EXPIRY_SLACK_SECONDS]
+            )
+        except _redis_errors() as exc:
+            logger.warning(
+                "Redis unavailable: events of %s expire within %d s instead of now (%s)",
+                channel,
+                int(REPLAY_IDLE_SECONDS) + _EXPIRY_SLACK_SECONDS,
+                type(exc).__name__,
+            )
+
+    def request_cancel(self, message_id: int) -> None:
+        """Tell every process at once; the owner stops it (the database poll stays the fallback)."""
+        try:
+            self._sync.publish(self.cancel_channel, str(message_id))
+        except _redis_errors():
+            logger.warning("stop request %s not sent through Redis; the database poll carries it", message_id)
+
+    # the async side: streams and generations on the event loop
+
+    async def aread(self, channel: str, position: int, limit: int = CATCH_UP_BATCH):
+        _, _, _, read = self._client()
+        keys, args = self._read_args(channel, position, limit)
+        try:
+            answer = await read(keys=keys, args=args)
+        except _redis_errors() as exc:
+            raise EventsUnavailable(str(exc)) from exc
+        return self._events(answer, position)
+
+    async def acurrent_id(self) -> int:
+        _, _, _, read = self._client()
+        keys, args = self._read_args("", None, 0)
+        try:
+            return int((await read(keys=keys, args=args))[1])
+        except _redis_errors() as exc:
+            raise EventsUnavailable(str(exc)) from exc
+
+    async def apublish_batch(self, channel: str, items: Items, token: str | None = None) -> Published:
+        _, _, append, _ = self._client()
+        keys, args = self._append_args(channel, items, token or uuid.uuid4().hex)
+        try:
+            return self._published(await append(keys=keys, args=args))
+        except _redis_errors() as exc:
+            raise EventsUnavailable(str(exc)) from exc
+
+    def defer(self, channel: str, items: Items) -> None:
+        """Publish `items` once Redis answers again, retrying in the background for a while."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            logger.error("events for %s lost: Redis is unavailable and nothing here retries", channel)
+            return
+        items = list(items)
+
+        def schedule() -> None:
+            task = loop.create_task(self._publish_eventually(channel, items))
+            self._deferred.add(task)
+            task.add_done_callback(self._deferred.discard)
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            schedule()
+        else:
+            loop.call_soon_threadsafe(schedule)
+
+    async def _publish_eventually(self, channel: str, items: Items) -> None:
+        token = uuid.uuid4().hex  # one token for every attempt: stored once
+        deadline = time.monotonic() + DEFER_SECONDS
+        delay = RETRY_MIN_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.apublish_batch(channel, items, token)
+            except EventsUnavailable:
+                if time.monotonic() > deadline:
+                    logger.error(
+                        "gave up publishing %d events for %s: Redis unavailable", len(items), channel
+                    )
+                    return
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            logger.info("published %d delayed events for %s", len(items), channel)
+            return
+
+    def close(self) -> None:
+        """Close the sync connections (the async ones: `aclose`, on their loop)."""
+        self._sync.close()
+
+    async def aclose(self) -> None:
+        """Stop this loop's listener and deferred publications, and close its connections."""
+        tasks = [*self._deferred, *([self._fanout] if self._fanout else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._fanout = None
+        if self._async is not None and self._async[0] is asyncio.get_running_loop():
+            await self._async[1].aclose()
+        self._async = None
+
+    # the pub/sub side: one connection per process wakes its streams
+
+    def start_fanout(self, on_cancel: Callable[[int], object] | None = None) -> None:
+        """Start this loop's pub/sub listener once (idempotent); it runs until the loop ends."""
+        if on_cancel is not None:
+            self.on_cancel = on_cancel
+        loop = asyncio.get_running_loop()
+        if self._fanout is None or self._fanout.done() or self._fanout.get_loop() is not loop:
+            self._loop = loop
+            # A fresh context: the task outlives whichever request started it.
+            import contextvars
+
+            self._fanout = loop.create_task(self._listen_forever(), context=contextvars.Context())
+
+    async def _listen_forever(self) -> None:
+        import redis.asyncio as aredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        delay = RETRY_MIN_SECONDS
+        failed = False
+        while True:
+            # No retries inside redis-py: a drop must reach this loop, which wakes every
+            # stream after reconnecting (wake-ups published meanwhile are lost).
+            client = aredis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=2,
+                socket_timeout=None,
+                retry=Retry(NoBackoff(), 0),
+                client_name=f"{self.prefix}-fanout",
+            )
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.wake_channel, self.cancel_channel)
+                self.connected = True
+                if failed:
+                    logger.warning("event wake-ups from Redis are back")
+                failed = False
+                delay = RETRY_MIN_SECONDS
+                _wake_all()
+                await self._dispatch(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected = False
+                if not failed:
+                    logger.warning("event wake-ups from Redis lost (%s); reconnecting", type(exc).__name__)
+                failed = True
+                # Streams retry their reads meanwhile; none waits for a wake-up that is lost.
+                _wake_all()
+            finally:
+                self.connected = False
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:  # noqa: S110 - the connection is gone either way
+                    pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def _dispatch(self, pubsub) -> None:
+        loop = asyncio.get_running_loop()
+        manager = get_listener_manager()
+        wake = self.wake_channel.encode()
+        heard = next_ping = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            now = loop.time()
+            if message is not None:
+                heard = now
+                if message["type"] == "message":
+                    if message["channel"] == wake:
+                        manager.add_to_queues(message["data"].decode(), None)
+                    elif self.on_cancel is not None:
+                        try:
+                            self.on_cancel(int(message["data"]))
+                        except Exception:
+                            logger.exception("stop request %r failed", message["data"])
+            if now >= next_ping:
+                next_ping = now + _PING_SECONDS
+                await pubsub.ping()
+            if now - heard > _SILENCE_SECONDS:
+                raise ConnectionError("Redis did not answer a ping")
+
+
+def _wake_all() -> None:
+    """Make every stream of this process read the log again."""
+    manager = get_listener_manager()
+    with manager.lock:
+        listeners = {listener for group in manager.listeners_by_channel.values() for listener in group}
+    for listener in listeners:
+        listener.aevent.set()
+
+
+def _make_log() -> ReplayLog | RedisReplayLog:
+    url = getattr(settings, "REDIS_URL", "")
+    if url:
+        return RedisReplayLog(url, getattr(settings, "ASSISTANT_REDIS_PREFIX", "assistant"))
+    return ReplayLog()
+
+
+replay_log = _make_log()
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+
+def _items(event_type: str, payload: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(event_type, encode_data(payload))]
 
 
 def publish(channel: str, event_type: str, payload: dict[str, Any]) -> int:
-    """Log an event for replay and wake the streams of its channel; returns its id."""
-    event_id = replay_log.append(channel, event_type, encode_data(payload))
-    get_listener_manager().add_to_queues(channel, event_id)
-    return event_id
+    """Log an event for replay and wake the streams of its channel; returns its id.
 
+    For sync code (views, threads). EventsUnavailable when Redis cannot be reached.
+    """
+    return replay_log.publish_batch(channel, _items(event_type, payload)).ids[0]
+
+
+async def apublish(channel: str, event_type: str, payload: dict[str, Any]) -> int:
+    """`publish` for code on the event loop: never blocks it."""
+    return (await replay_log.apublish_batch(channel, _items(event_type, payload))).ids[0]
+
+
+async def apublish_batch(channel: str, events: Sequence[tuple[str, dict[str, Any]]]) -> Published:
+    """Several events of one channel, with consecutive ids: all or none are logged."""
+    return await replay_log.apublish_batch(channel, [(kind, encode_data(data)) for kind, data in events])
+
+
+def publish_or_defer(channel: str, event_type: str, payload: dict[str, Any]) -> None:
+    """Publish now, or, with Redis unavailable, as soon as it is back (for a while)."""
+    items = _items(event_type, payload)
+    try:
+        replay_log.publish_batch(channel, items)
+    except EventsUnavailable:
+        logger.warning("Redis unavailable: the %s event for %s goes out later", event_type, channel)
+        replay_log.defer(channel, items)
+
+
+async def apublish_or_defer(channel: str, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """`publish_or_defer` for the event loop, for a batch."""
+    items = [(kind, encode_data(data)) for kind, data in events]
+    try:
+        await replay_log.apublish_batch(channel, items)
+    except EventsUnavailable:
+        logger.warning("Redis unavailable: %d events for %s go out later", len(items), channel)
+        replay_log.defer(channel, items)
+
+
+# --- the SSE body -----------------------------------------------------------------------------
 
 STREAM_OPEN = "retry: 2000\nevent: stream-open\ndata:\n\n"
 # An event, not a comment: the page sees it, so it can tell a quiet stream from a dead one.
 KEEP_ALIVE = "event: keep-alive\ndata:\n\n"
 
 
+def _reset_frame(channel: str, position: int) -> str:
+    return (
+        f"event: stream-reset\nid: {position_token(channel, position)}\n"
+        f"data: {encode_data({'channels': [channel]})}\n\n"
+    )
+
+
 async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
-    """The SSE body of one subscriber, from `position` (None: from now) until it leaves."""
+    """The SSE body of one subscriber, from `position` (None: from now) until it leaves.
+
+    While the log cannot be read (Redis down), the connection stays open with its
+    keep-alives and reads again after a short wait or at once when the pub/sub connection
+    is back; the position decides what is sent, so nothing is lost or sent twice.
+    """
+    log = replay_log
+    log.start_fanout()
     manager = get_listener_manager()
     listener = Listener()
     listener.channels = {channel}
     listener.assign_loop()
     manager.add_listener(listener)
+    loop = asyncio.get_running_loop()
+    keepalive = settings.ASSISTANT_KEEPALIVE_SECONDS
     try:
         yield STREAM_OPEN
-        if position is None:
-            position = replay_log.current_id()
+        written = loop.time()
+        reset = False
+        retry = None  # seconds until the next read while the log is unavailable
         while True:
             with manager.lock:
                 # Wake-ups only say "look again"; the log is what gets read.
@@ -195,22 +859,35 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                 listener.overflow = False
                 listener.aevent.clear()
             try:
-                events = replay_log.since(channel, position)
+                if position is None:
+                    position = await log.acurrent_id()
+                if reset:
+                    reset = False
+                    written = loop.time()
+                    yield _reset_frame(channel, position)
+                found, position = await log.aread(channel, position)
             except PositionUnknown:
-                position = replay_log.current_id()
-                yield (
-                    f"event: stream-reset\nid: {position_token(channel, position)}\n"
-                    f"data: {encode_data({'channels': [channel]})}\n\n"
-                )
+                position, reset = None, True
                 continue
-            if events:
-                position = events[-1].id
-                yield "".join(event.frame for event in events)
-                continue
-            try:
-                async with asyncio.timeout(settings.ASSISTANT_KEEPALIVE_SECONDS):
-                    await listener.aevent.wait()
-            except TimeoutError:
+            except EventsUnavailable:
+                retry = RETRY_MIN_SECONDS if retry is None else min(retry * 2, RETRY_MAX_SECONDS)
+            else:
+                retry = None
+                if found:
+                    written = loop.time()
+                    yield "".join(event.frame for event in found)
+                    continue
+            wait = written + keepalive - loop.time()
+            if retry is not None:
+                wait = min(wait, retry)
+            if wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await listener.aevent.wait()
+                except TimeoutError:
+                    pass
+            if loop.time() >= written + keepalive:
+                written = loop.time()
                 yield KEEP_ALIVE
     finally:
         manager.remove_listener(listener)

@@ -62,9 +62,13 @@ def background_task(coro) -> asyncio.Task:
     return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
 
 
-def start(*, message_id: int, language: str) -> None:
-    """Start generating an assistant message on the running event loop."""
-    task = background_task(_generate(message_id, language))
+def start(*, message_id: int, language: str, start_event: dict, start_id: int | None = None) -> None:
+    """Start generating an assistant message on the running event loop.
+
+    `start_event` is the answer's `start` payload, `start_id` its id on the wire (None:
+    it could not be published, so the answer publishes it with its first text).
+    """
+    task = background_task(_generate(message_id, language, start_event, start_id))
     _running[message_id] = _Running(task)
     task.add_done_callback(lambda _: _running.pop(message_id, None))
 
@@ -111,14 +115,29 @@ def _follow_up_done(task: asyncio.Task) -> None:
 
 @dataclass
 class _Answer:
-    """The state of one answer while it streams."""
+    """The state of one answer while it streams.
+
+    Text moves from `pending` (the current coalescing window) to `parts` (the answer so
+    far) when a window closes; a sender task then puts what is not yet on the wire into
+    one `delta` event, one publication at a time, in order. If a publication fails (Redis
+    unavailable) or the log lost earlier events (Redis restarted empty), the answer owes
+    the wire a replay: its `start` again, then one `delta` with all its text, which
+    clients take as "rebuild this answer" (docs/protocol.md). Meanwhile generating and
+    storing go on; the database never waits for Redis.
+    """
 
     message: Message
     channel: str
+    start_event: dict
     started: float = field(default_factory=time.monotonic)
     parts: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    # How many of `parts` are on the wire, and the id of the answer's last event there.
+    sent: int = 0
     event_id: int = 0
+    replay: bool = False
+    sending: asyncio.Task | None = None
+    finishing: bool = False
     first_token_at: float | None = None
     last_flush: float = 0.0
     flush_handle: asyncio.TimerHandle | None = None
@@ -140,26 +159,73 @@ class _Answer:
             self.flush_handle = asyncio.get_running_loop().call_later(wait, self.flush)
 
     def flush(self) -> None:
-        """Publish what arrived since the last delta event, and persist if it is time."""
+        """Close the coalescing window: its text goes out as one delta event."""
         if self.flush_handle is not None:
             self.flush_handle.cancel()
             self.flush_handle = None
-        if not self.pending:
-            return
-        text = "".join(self.pending)
-        self.pending.clear()
-        self.parts.append(text)
-        self.event_id = events.publish(self.channel, "delta", {"message": self.message.pk, "text": text})
-        self.last_flush = time.monotonic()
-        if (
-            self.persisting is None
-            and self.last_flush - self.last_persist >= settings.ASSISTANT_PERSIST_SECONDS
-        ):
-            self.last_persist = self.last_flush
-            self.persisting = asyncio.get_running_loop().create_task(self._persist_partial())
+        if self.pending:
+            self.parts.append("".join(self.pending))
+            self.pending.clear()
+            self.last_flush = time.monotonic()
+        if self.sending is None and (self.replay or self.sent < len(self.parts)):
+            self.sending = asyncio.get_running_loop().create_task(self._send())
+        self._persist_if_due()
 
-    async def _persist_partial(self) -> None:
-        content, event_id = "".join(self.parts), self.event_id
+    async def _send(self) -> None:
+        """Publish what is not on the wire yet, one event (or replay) at a time."""
+        delay = events.RETRY_MIN_SECONDS
+        try:
+            while self.replay or self.sent < len(self.parts):
+                upto = len(self.parts)
+                replay = self.replay
+                if replay:
+                    batch = [("start", self.start_event)]
+                    text = "".join(self.parts[:upto])
+                else:
+                    batch = []
+                    text = "".join(self.parts[self.sent : upto])
+                if text:
+                    batch.append(("delta", {"message": self.message.pk, "text": text}))
+                try:
+                    published = await events.apublish_batch(self.channel, batch)
+                except events.EventsUnavailable:
+                    if not self.replay:
+                        logger.warning(
+                            "Redis unavailable: answer %s goes on and is replayed when it is back",
+                            self.message.pk,
+                        )
+                    self.replay = True
+                    if self.finishing:
+                        return  # the final publication carries the replay
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, events.RETRY_MAX_SECONDS)
+                    continue
+                delay = events.RETRY_MIN_SECONDS
+                # Events of this answer before this one are gone from the log: replay it.
+                lost = published.floor > self.event_id
+                self.sent, self.event_id = upto, published.ids[-1]
+                self.replay = lost and not replay
+                if self.replay:
+                    logger.warning("the event log lost part of answer %s; replaying it", self.message.pk)
+        finally:
+            self.sending = None
+        self._persist_if_due()
+
+    def _stored(self) -> tuple[str, int]:
+        """Text and position to store together: a client showing that text and connecting
+        from that position ends up with exactly the answer."""
+        if self.replay:
+            # The wire owes a replay, which rebuilds the answer whatever a client shows.
+            return "".join(self.parts), self.event_id
+        return "".join(self.parts[: self.sent]), self.event_id
+
+    def _persist_if_due(self) -> None:
+        now = time.monotonic()
+        if self.persisting is None and now - self.last_persist >= settings.ASSISTANT_PERSIST_SECONDS:
+            self.last_persist = now
+            self.persisting = asyncio.get_running_loop().create_task(self._persist_partial(*self._stored()))
+
+    async def _persist_partial(self, content: str, event_id: int) -> None:
         try:
             await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(
                 content=content, event_id=event_id
@@ -183,7 +249,14 @@ class _Answer:
         self, status: str, *, finish: Finish | None = None, error: ProviderError | None = None
     ) -> None:
         """Store the final state, then tell the subscribers: exactly once per answer."""
+        self.finishing = True
+        if self.sending is not None and self.replay:
+            # Retrying while Redis is unavailable: the final publication carries the replay.
+            self.sending.cancel()
         self.flush()
+        while self.sending is not None:
+            # The last delta, one attempt: if it fails, the final publication replays.
+            await asyncio.wait([self.sending])
         if self.persisting is not None:
             # A partial write must not land after the final one.
             await asyncio.shield(self.persisting)
@@ -217,14 +290,13 @@ class _Answer:
                     "answer %s was deleted or ended elsewhere; its end is not stored", self.message.pk
                 )
                 return
-            events.publish(self.channel, "error", error_payload(self.message.pk, interrupted_error()))
+            await self._publish_end("error", error_payload(self.message.pk, interrupted_error()))
             return
         if error is not None:
-            events.publish(self.channel, "error", error_payload(self.message.pk, error))
+            await self._publish_end("error", error_payload(self.message.pk, error))
             return
         usage = {key: fields.get(key) for key in ("prompt_tokens", "completion_tokens")}
-        events.publish(
-            self.channel,
+        await self._publish_end(
             "done",
             {
                 "message": self.message.pk,
@@ -233,6 +305,16 @@ class _Answer:
                 "duration_ms": fields["duration_ms"],
             },
         )
+
+    async def _publish_end(self, event_type: str, payload: dict) -> None:
+        """The final event, after the replay the wire may owe; later if Redis is down."""
+        batch = []
+        if self.replay or self.sent < len(self.parts):
+            batch.append(("start", self.start_event))
+            if self.content:
+                batch.append(("delta", {"message": self.message.pk, "text": self.content}))
+        batch.append((event_type, payload))
+        await events.apublish_or_defer(self.channel, batch)
 
 
 def error_payload(message_id: int, error: ProviderError) -> dict:
@@ -261,13 +343,41 @@ async def _history(message: Message) -> list[dict[str, str]]:
     ]
 
 
-async def _generate(message_id: int, language: str) -> None:
+async def _start_payload(message: Message) -> dict:
+    """The `start` event of an answer, as services._answer_start publishes it."""
+    question = (
+        await Message.objects.filter(
+            conversation_id=message.conversation_id, pk__lt=message.pk, role=Message.Role.USER
+        )
+        .order_by("-pk")
+        .afirst()
+    )
+    return {
+        "message": message.pk,
+        "model": message.model,
+        "user_message": {"id": question.pk, "content": question.content} if question else None,
+    }
+
+
+async def _generate(
+    message_id: int, language: str, start_event: dict | None = None, start_id: int | None = None
+) -> None:
     try:
         message = await Message.objects.select_related("conversation").aget(pk=message_id)
     except Message.DoesNotExist:
         logger.info("answer %s was deleted before it started", message_id)
         return
-    answer = _Answer(message=message, channel=events.channel_for(message.conversation_id))
+    if start_event is None:
+        start_event = await _start_payload(message)
+    answer = _Answer(
+        message=message,
+        channel=events.channel_for(message.conversation_id),
+        start_event=start_event,
+        event_id=message.event_id if start_id is None else start_id,
+        replay=start_id is None,
+    )
+    if answer.replay:
+        answer.flush()  # publishes the start as soon as Redis answers
     with translation.override(language):
         try:
             history = await _history(message)
@@ -337,19 +447,25 @@ async def ensure_supervisor() -> None:
         _supervisor = background_task(_supervise(_first_heartbeat))
         background_task(_watch_cancel_requests())
         _on_server_shutdown(shutdown)
+    # With Redis: wake-ups of streams and stop requests from the other processes.
+    events.replay_log.start_fanout(on_cancel=cancel)
     await asyncio.shield(_first_heartbeat)
 
 
 def cancel_anywhere(message_id: int) -> None:
-    """Ask whichever process generates an answer to stop it (that process polls).
+    """Ask whichever process generates an answer to stop it.
 
-    An answer whose process is gone is stopped here and now, its stored text kept.
+    With Redis the request reaches that process at once; the flag on the row, which
+    every process polls, is the fallback that needs nothing but the database. An answer
+    whose process is gone is stopped here and now, its stored text kept.
     """
     answer = Message.objects.filter(pk=message_id, status=Status.STREAMING)
-    answer.update(cancel_requested=True)
+    if not answer.update(cancel_requested=True):
+        return
+    events.replay_log.request_cancel(message_id)
     if _orphans(answer).update(status=Status.CANCELLED, finish_reason="cancelled"):
         message = Message.objects.get(pk=message_id)
-        events.publish(
+        events.publish_or_defer(
             events.channel_for(message.conversation_id),
             "done",
             {"message": message_id, "finish_reason": "cancelled", "usage": _usage(message)},
@@ -394,10 +510,9 @@ async def _supervise(first_heartbeat: asyncio.Future) -> None:
         try:
             orphans = await sync_to_async(heartbeat_and_recover)()
             for message_id, conversation_id in orphans:
-                events.publish(
+                await events.apublish_or_defer(
                     events.channel_for(conversation_id),
-                    "error",
-                    error_payload(message_id, interrupted_error()),
+                    [("error", error_payload(message_id, interrupted_error()))],
                 )
         except Exception:
             logger.exception("heartbeat failed")

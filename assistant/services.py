@@ -104,7 +104,9 @@ def conversation_update(
         conversation.save(update_fields=fields)
     if title is not None:
         # Other open pages of this conversation show the new name.
-        events.publish(conversation.channel, "title", {"conversation": str(conversation.pk), "title": title})
+        events.publish_or_defer(
+            conversation.channel, "title", {"conversation": str(conversation.pk), "title": title}
+        )
     return conversation
 
 
@@ -209,14 +211,20 @@ def _answer_create(conversation: Conversation, model: str) -> Message:
     if conversation.messages.filter(status=Message.Status.STREAMING).exists():
         raise ServiceError(409, "answer_in_progress", _("An answer is still being generated."))
     _limits_check(conversation.owner_id)
+    try:
+        # Nothing of this answer is on the channel before this position.
+        position = events.replay_log.current_id()
+    except events.EventsUnavailable:
+        raise ServiceError(
+            503, "unavailable", _("Answers cannot be delivered right now. Try again in a moment.")
+        ) from None
     return Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=model,
         generated_by=generation.PROCESS_ID,
-        # Nothing of this answer is on the channel before this position.
-        event_id=events.replay_log.current_id(),
+        event_id=position,
     )
 
 
@@ -304,8 +312,11 @@ async def _answer_start(exchange: Exchange, *, language: str) -> None:
         start["replaces"] = exchange.replaces
     if exchange.replaces_question is not None:
         start["replaces_question"] = exchange.replaces_question
-    events.publish(events.channel_for(answer.conversation_id), "start", start)
-    generation.start(message_id=answer.pk, language=language)
+    try:
+        start_id = await events.apublish(events.channel_for(answer.conversation_id), "start", start)
+    except events.EventsUnavailable:
+        start_id = None  # the answer publishes its start with its first text
+    generation.start(message_id=answer.pk, language=language, start_event=start, start_id=start_id)
 
 
 async def _exchange_start(create: Callable[[], Exchange], *, language: str) -> Exchange:
@@ -389,22 +400,38 @@ def conversation_state(*, user, conversation_id: uuid.UUID | str) -> Conversatio
     # Read the position before the rows: events after it are either not in the rows yet,
     # or belong to an answer the rows show whole. An ended answer stores the position of
     # its last delta with its final text, so the page starts after that; a streaming one
-    # resumes from the position stored with its partial text. Positions this process
-    # cannot resume (a restart, another process) are left out: the page then waits from
-    # now on for the answer's end or its interruption.
-    position = events.replay_log.current_id()
+    # resumes from the position stored with its partial text.
+    log = events.replay_log
+    try:
+        position = log.current_id()
+    except events.EventsUnavailable:
+        position = None
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     messages = list(conversation.messages.order_by("pk"))
     channel = conversation.channel
-    ended = [
-        m.event_id
-        for m in messages
-        if not m.is_streaming and events.replay_log.can_resume(channel, m.event_id)
-    ]
+    if position is None:
+        # Redis is down: a position outside every log, answered with a reset once it is back.
+        return ConversationState(conversation, messages, events.position_token(channel, 0))
+    try:
+        floor, newest = log.window(channel)
+    except events.EventsUnavailable:
+        return ConversationState(conversation, messages, events.position_token(channel, 0))
+
+    def resumable(event_id: int) -> bool:
+        return floor <= event_id <= newest
+
+    ended = [m.event_id for m in messages if not m.is_streaming and resumable(m.event_id)]
     position = max([position, *ended])
     streaming = [m.event_id for m in messages if m.is_streaming]
-    if streaming and events.replay_log.can_resume(channel, min(streaming)):
-        position = min(streaming)
+    if streaming:
+        if resumable(min(streaming)):
+            position = min(streaming)
+        elif log.shared:
+            # Redis lost the answer's events (it restarted empty): its generator replays
+            # it whole after the floor, so the page listens from there.
+            position = max([floor, *ended])
+        # In-process: a position of another process or from before a restart. The page
+        # waits from now on for the answer's end or its interruption.
     return ConversationState(conversation, messages, events.position_token(channel, position))
 
 

@@ -79,8 +79,7 @@ async def conversation_title(
     # The condition holds against a rename that landed while the model was writing.
     named = await Conversation.objects.filter(pk=conversation_id, title_chosen=False).aupdate(title=title)
     if named:
-        events.publish(
+        await events.apublish_or_defer(
             events.channel_for(conversation_id),
-            "title",
-            {"conversation": str(conversation_id), "title": title},
+            [("title", {"conversation": str(conversation_id), "title": title})],
         )

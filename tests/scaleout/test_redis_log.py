@@ -1,0 +1,240 @@
+"""The Redis replay log on its own: global ids, resumable positions, loss, and the fan-out.
+
+Two `RedisReplayLog` objects over one Redis stand for two server processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+
+from assistant import events
+
+
+def data_of(event: events.LoggedEvent) -> str:
+    return event.frame.split("data: ", 1)[1].strip()
+
+
+@pytest.fixture
+def prefix(redis_client):
+    """Keys of their own, apart from the daphne processes' (which share the database)."""
+    name = f"unit-{uuid.uuid4().hex[:8]}"
+    yield name
+    for key in redis_client.scan_iter(f"{name}:*"):
+        redis_client.delete(key)
+
+
+@pytest.fixture
+def process_a(prefix):
+    log = events.RedisReplayLog(settings.REDIS_URL, prefix)
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def process_b(prefix):
+    log = events.RedisReplayLog(settings.REDIS_URL, prefix)
+    yield log
+    log.close()
+
+
+def test_positions_from_one_process_resume_in_the_other(process_a, process_b):
+    start = process_a.current_id()
+    ids = []
+    for n in range(6):
+        writer = process_a if n % 2 else process_b
+        ids.append(writer.append("conversation-a", "delta", str(n)))
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 6
+    assert [data_of(e) for e in process_b.since("conversation-a", start)] == [str(n) for n in range(6)]
+    assert [data_of(e) for e in process_a.since("conversation-a", ids[2])] == ["3", "4", "5"]
+    assert [e.id for e in process_a.since("conversation-a", start)] == ids
+    assert process_b.since("conversation-a", ids[-1]) == []
+    assert process_b.can_resume("conversation-a", start)
+
+
+def test_a_read_with_nothing_new_moves_the_position_up(process_a, process_b):
+    start = process_a.current_id()
+    process_b.append("conversation-other", "delta", "x")
+    found, position = process_a.read("conversation-a", start)
+    assert found == []
+    assert position > start
+    assert position == process_a.current_id()
+
+
+def test_unknown_positions_reset(process_a):
+    process_a.append("conversation-a", "delta", "x")
+    for position in (0, 1, process_a.current_id() + 1, 99999999999999999999):
+        with pytest.raises(events.PositionUnknown):
+            process_a.since("conversation-a", position)
+
+
+def test_trimmed_events_reset_older_positions(process_a, monkeypatch):
+    monkeypatch.setattr(events, "REPLAY_EVENTS_PER_CHANNEL", 3)
+    start = process_a.current_id()
+    ids = [process_a.append("conversation-a", "delta", str(n)) for n in range(5)]
+    with pytest.raises(events.PositionUnknown):
+        process_a.since("conversation-a", start)
+    assert [data_of(e) for e in process_a.since("conversation-a", ids[1])] == ["2", "3", "4"]
+    assert process_a.window("conversation-a") == (ids[1], ids[-1])
+
+
+def test_forget_drops_a_channel_everywhere(process_a, process_b):
+    before = process_a.current_id()
+    process_a.append("conversation-a", "delta", "deleted text")
+    kept = process_a.append("conversation-b", "delta", "kept")
+    process_b.forget("conversation-a")
+    with pytest.raises(events.PositionUnknown):
+        process_a.since("conversation-a", before)
+    assert [data_of(e) for e in process_a.since("conversation-b", kept - 1)] == ["kept"]
+
+
+def test_idle_channels_expire_and_only_recent_positions_survive(process_a, redis_client, prefix, monkeypatch):
+    monkeypatch.setattr(events, "REPLAY_IDLE_SECONDS", 1)
+    old = process_a.current_id()
+    process_a.append("conversation-a", "delta", "x")
+    time.sleep(1.2)
+    # What the key's TTL does after the idle time (plus a minute of slack for clocks).
+    redis_client.delete(f"{prefix}:events:ch:conversation-a", f"{prefix}:events:chfloor:conversation-a")
+    with pytest.raises(events.PositionUnknown):
+        process_a.since("conversation-a", old)
+    # A current position is never older than half the idle time: it can be resumed.
+    assert process_a.since("conversation-a", process_a.current_id()) == []
+
+
+def test_a_lost_log_resets_older_positions_and_ids_keep_rising(process_a, process_b, redis_client, prefix):
+    """Redis restarted empty (it keeps nothing on disk here)."""
+    start = process_a.current_id()
+    last = process_a.append("conversation-a", "delta", "x")
+    for key in redis_client.scan_iter(f"{prefix}:*"):
+        redis_client.delete(key)
+    with pytest.raises(events.PositionUnknown):
+        process_b.since("conversation-a", start)
+    published = process_b.append_batch("conversation-a", [("delta", "y")])
+    assert published.ids[0] > last
+    # An answer whose previous event is older than the floor knows it lost events.
+    assert published.floor > last
+
+
+def test_a_retried_batch_is_stored_once(process_a, process_b):
+    start = process_a.current_id()
+    first = process_a.append_batch("conversation-a", [("delta", "a"), ("done", "b")], token="same")
+    again = process_b.append_batch("conversation-a", [("delta", "a"), ("done", "b")], token="same")
+    assert first == again
+    assert [data_of(e) for e in process_a.since("conversation-a", start)] == ["a", "b"]
+
+
+def test_frames_are_encoded_once_with_utf8_as_is(process_a):
+    start = process_a.current_id()
+    event_id = events.RedisReplayLog.append(
+        process_a, "conversation-a", "delta", events.encode_data({"text": "Grüße 👩‍💻\u2028"})
+    )
+    (event,) = process_a.since("conversation-a", start)
+    assert (
+        event.frame == f'event: delta\nid: conversation-a:{event_id}\ndata: {{"text":"Grüße 👩‍💻\u2028"}}\n\n'
+    )
+
+
+def fanout_connections(redis_client, prefix: str) -> list[int]:
+    return [c["id"] for c in redis_client.client_list(_type="pubsub") if c["name"] == f"{prefix}-fanout"]
+
+
+def test_streams_are_woken_across_processes_and_after_the_pubsub_connection_drops(
+    process_a, process_b, redis_client, prefix, monkeypatch
+):
+    """Keep-alives are 15 s here: every delivery within a second came from a wake-up."""
+    monkeypatch.setattr(events, "replay_log", process_a)
+    cancels: list[int] = []
+
+    async def main() -> list[tuple[str, float]]:
+        received_cancel = asyncio.Event()
+
+        def on_cancel(message_id: int) -> None:
+            cancels.append(message_id)
+            received_cancel.set()
+
+        process_a.start_fanout(on_cancel=on_cancel)
+        position = process_a.current_id()
+        body = events.stream("conversation-a", position)
+        assert await anext(body) == events.STREAM_OPEN
+        received: list[tuple[str, float]] = []
+
+        async def next_frame() -> str:
+            frame = await asyncio.wait_for(anext(body), 1.0)
+            received.append((frame, time.monotonic()))
+            return frame
+
+        async def connected(expected: bool) -> None:
+            async with asyncio.timeout(5):
+                while process_a.connected != expected or (  # noqa: ASYNC110 - a flag, polled
+                    expected and not fanout_connections(redis_client, prefix)
+                ):
+                    await asyncio.sleep(0.01)
+
+        await connected(True)
+        # Another process publishes, from a thread: the stream here wakes.
+        await asyncio.to_thread(process_b.append, "conversation-a", "delta", '"one"')
+        assert '"one"' in await next_frame()
+
+        # The pub/sub connection dies; an event published before it is back loses its
+        # wake-up, and the reconnect wakes every stream to read again.
+        reading = asyncio.ensure_future(next_frame())
+        for client_id in fanout_connections(redis_client, prefix):
+            redis_client.client_kill_filter(_id=client_id)
+        await connected(False)
+        await asyncio.to_thread(process_b.append, "conversation-a", "delta", '"two"')
+        assert '"two"' in await reading
+        await connected(True)
+
+        await asyncio.to_thread(process_b.append, "conversation-a", "delta", '"three"')
+        assert '"three"' in await next_frame()
+
+        # Stop requests reach every process at once.
+        await asyncio.to_thread(process_b.request_cancel, 4242)
+        await asyncio.wait_for(received_cancel.wait(), 1)
+        await body.aclose()
+        await process_a.aclose()
+        return received
+
+    received = asyncio.run(main())
+    assert [frame.count("event: delta") for frame, _ in received] == [1, 1, 1]
+    assert cancels == [4242]
+
+
+def test_streams_keep_their_connection_while_redis_is_unreachable(prefix, monkeypatch, redis_client):
+    """A log whose Redis does not answer: the stream waits and sends keep-alives, never fails."""
+    from tests.scaleout.tcp_proxy import TcpProxy
+
+    monkeypatch.setattr(settings, "ASSISTANT_KEEPALIVE_SECONDS", 1)
+    with TcpProxy("127.0.0.1", 6379) as proxy:
+        url = settings.REDIS_URL.replace(":6379", f":{proxy.port}")
+        behind = events.RedisReplayLog(url, prefix)
+        writer = events.RedisReplayLog(settings.REDIS_URL, prefix)
+        monkeypatch.setattr(events, "replay_log", behind)
+        position = writer.current_id()
+
+        async def main() -> list[str]:
+            body = events.stream("conversation-a", position)
+            frames = [await anext(body)]
+            proxy.down()
+            writer.append("conversation-a", "delta", '"while down"')
+            frames.append(await asyncio.wait_for(anext(body), 3))
+            threading.Timer(0.5, proxy.up).start()
+            frames.append(await asyncio.wait_for(anext(body), 4))
+            await body.aclose()
+            await behind.aclose()
+            return frames
+
+        try:
+            frames = asyncio.run(main())
+        finally:
+            behind.close()
+            writer.close()
+    assert frames[0] == events.STREAM_OPEN
+    assert frames[1] == events.KEEP_ALIVE
+    assert '"while down"' in frames[2]
