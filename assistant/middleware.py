@@ -13,24 +13,33 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
+GetResponse = Callable[[HttpRequest], HttpResponseBase] | Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
-class SecurityHeadersMiddleware:
-    """Adds settings.SECURITY_HEADERS to each response that does not set them itself."""
+
+class SyncAndAsyncMiddleware:
+    """A middleware that runs in whichever mode the chain is, without an adapter thread.
+
+    Subclasses implement `__call__` for the sync chain and `__acall__` for the async one;
+    `__call__` hands over to `__acall__` when `self.async_mode` is set.
+    """
 
     sync_capable = True
     async_capable = True
 
-    def __init__(
-        self,
-        get_response: Callable[[HttpRequest], HttpResponseBase]
-        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
-    ) -> None:
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
-        self.headers = dict(settings.SECURITY_HEADERS)
         self.async_mode = iscoroutinefunction(self.get_response)
         if self.async_mode:
             # Django checks this to call the middleware as a coroutine.
             markcoroutinefunction(self)
+
+
+class SecurityHeadersMiddleware(SyncAndAsyncMiddleware):
+    """Adds settings.SECURITY_HEADERS to each response that does not set them itself."""
+
+    def __init__(self, get_response: GetResponse) -> None:
+        super().__init__(get_response)
+        self.headers = dict(settings.SECURITY_HEADERS)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:

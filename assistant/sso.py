@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.contrib.auth import alogin, alogout, get_user_model, login, logout
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -38,6 +37,7 @@ from django.http import HttpRequest, HttpResponseBase, HttpResponseForbidden
 from django.utils.translation import gettext as _
 
 from assistant import generation
+from assistant.middleware import GetResponse, SyncAndAsyncMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -63,27 +63,17 @@ def trusted_networks(entries: list[str]) -> tuple[list[Network], bool]:
     return networks, UNIX_SOCKET in entries
 
 
-class ProxyHeaderLoginMiddleware:
+class ProxyHeaderLoginMiddleware(SyncAndAsyncMiddleware):
     """Logs in the user a trusted proxy names in ASSISTANT_SSO_HEADER; sync or async."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(
-        self,
-        get_response: Callable[[HttpRequest], HttpResponseBase]
-        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
-    ) -> None:
+    def __init__(self, get_response: GetResponse) -> None:
         if not settings.ASSISTANT_SSO_HEADER:
             raise MiddlewareNotUsed
-        self.get_response = get_response
+        super().__init__(get_response)
         self.header = settings.ASSISTANT_SSO_HEADER
         self.email_header = settings.ASSISTANT_SSO_EMAIL_HEADER
         self.networks, self.trust_unix_socket = trusted_networks(settings.ASSISTANT_SSO_TRUSTED_PROXIES)
         self.create_users = settings.ASSISTANT_SSO_CREATE_USERS
-        self.async_mode = iscoroutinefunction(self.get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
