@@ -109,6 +109,22 @@ class Published:
     floor: int
 
 
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """Frames that came with a wake-up (Redis): nothing of the channel lies between
+    `previous` and `first`, so a stream at a position in between sends them as they are."""
+
+    previous: int
+    first: int
+    last: int
+    frames: str
+
+    @classmethod
+    def parse(cls, message: bytes) -> tuple[str, Pushed]:
+        channel, previous, first, last, frames = message.split(b"\n", 4)
+        return channel.decode(), cls(int(previous), int(first), int(last), frames.decode())
+
+
 class PositionUnknown(Exception):
     """The log cannot resume from this position; the client must re-render."""
 
@@ -317,15 +333,23 @@ local idle = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[4])
 local counter = counter_of(now)
 local floor = floor_of(now, idle)
+-- Nothing of the channel lies between `previous` and this batch.
+local previous = floor
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('SET', KEYS[4], fmt(floor))
+else
+  local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+  previous = math.max(floor, tonumber(newest[2]))
 end
 local answer = {floor}
+local frames = {}
 for i = 7, #ARGV, 2 do
   counter = math.max(counter + 1, now)
   local id = fmt(counter)
-  redis.call('ZADD', KEYS[3], id,
-    'event: ' .. ARGV[i] .. '\\nid: ' .. ARGV[1] .. ':' .. id .. '\\ndata: ' .. ARGV[i + 1] .. '\\n\\n')
+  local frame = 'event: ' .. ARGV[i] .. '\\nid: ' .. ARGV[1] .. ':' .. id
+    .. '\\ndata: ' .. ARGV[i + 1] .. '\\n\\n'
+  redis.call('ZADD', KEYS[3], id, frame)
+  frames[#frames + 1] = frame
   answer[#answer + 1] = counter
 end
 redis.call('SET', KEYS[1], fmt(counter))
@@ -343,7 +367,10 @@ if KEYS[5] ~= '' then
   for i = 1, #answer do ids[i] = fmt(answer[i]) end
   redis.call('SET', KEYS[5], '[' .. table.concat(ids, ',') .. ']', 'EX', tonumber(ARGV[6]))
 end
-redis.call('PUBLISH', ARGV[2], ARGV[1])
+-- The wake-up carries the frames: a stream whose position is at least `previous` sends
+-- them without reading the log.
+redis.call('PUBLISH', ARGV[2], ARGV[1] .. '\\n' .. fmt(previous) .. '\\n' .. fmt(answer[2]) .. '\\n'
+  .. fmt(counter) .. '\\n' .. table.concat(frames))
 return answer
 """
 )
@@ -395,6 +422,8 @@ return counter
 """
 )
 
+# Redis connections per process and kind (sync, async), besides the pub/sub one.
+POOL_CONNECTIONS = 32
 # Slack for clocks: a channel's key lives this much longer than the idle time after
 # which positions from before its last event are no longer trusted.
 _EXPIRY_SLACK_SECONDS = 60
@@ -440,18 +469,19 @@ class RedisReplayLog:
         self.wake_channel = f"{prefix}:events:wake"
         self.cancel_channel = f"{prefix}:cancel"
         # Each command is retried twice on a dropped connection; appends carry a token,
-        # so a retry after a lost reply does not store a batch twice.
+        # so a retry after a lost reply does not store a batch twice. At most
+        # POOL_CONNECTIONS connections per pool: past that, a command waits for one.
         self._options = {
             "socket_connect_timeout": 2,
             "socket_timeout": 5,
             "health_check_interval": 30,
+            "client_name": f"{prefix}-events",
+            "max_connections": POOL_CONNECTIONS,
+            "timeout": 5,
         }
-        self._sync = redis.Redis.from_url(
-            url,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-            client_name=f"{prefix}-events",
-            **self._options,
-        )
+        retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+        pool = redis.BlockingConnectionPool.from_url(url, retry=retry, **self._options)
+        self._sync = redis.Redis(connection_pool=pool, retry=retry)
         self._sync_append = self._sync.register_script(_APPEND_LUA)
         self._sync_read = self._sync.register_script(_READ_LUA)
         self._sync_forget = self._sync.register_script(_FORGET_LUA)
@@ -513,12 +543,9 @@ class RedisReplayLog:
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialBackoff
 
-            client = aredis.Redis.from_url(
-                self.url,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                client_name=f"{self.prefix}-events",
-                **self._options,
-            )
+            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+            pool = aredis.BlockingConnectionPool.from_url(self.url, retry=retry, **self._options)
+            client = aredis.Redis(connection_pool=pool, retry=retry)
             self._async = (
                 loop,
                 client,
@@ -537,7 +564,7 @@ class RedisReplayLog:
         try:
             return self._published(self._sync_append(keys=keys, args=args))
         except _redis_errors() as exc:
-            raise EventsUnavailable(str(exc)) from exc
+            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     publish_batch = append_batch  # the script publishes the wake-up itself
 
@@ -546,7 +573,7 @@ class RedisReplayLog:
         try:
             return self._sync_read(keys=keys, args=args)
         except _redis_errors() as exc:
-            raise EventsUnavailable(str(exc)) from exc
+            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def read(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> tuple[list[LoggedEvent], int]:
         return self._events(self._read_sync(channel, position, limit), position)
@@ -593,7 +620,7 @@ class RedisReplayLog:
         try:
             answer = await read(keys=keys, args=args)
         except _redis_errors() as exc:
-            raise EventsUnavailable(str(exc)) from exc
+            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return self._events(answer, position)
 
     async def acurrent_id(self) -> int:
@@ -602,7 +629,7 @@ class RedisReplayLog:
         try:
             return int((await read(keys=keys, args=args))[1])
         except _redis_errors() as exc:
-            raise EventsUnavailable(str(exc)) from exc
+            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def apublish_batch(self, channel: str, items: Items, token: str | None = None) -> Published:
         _, _, append, _ = self._client()
@@ -610,7 +637,7 @@ class RedisReplayLog:
         try:
             return self._published(await append(keys=keys, args=args))
         except _redis_errors() as exc:
-            raise EventsUnavailable(str(exc)) from exc
+            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def defer(self, channel: str, items: Items) -> None:
         """Publish `items` once Redis answers again, retrying in the background for a while."""
@@ -656,6 +683,7 @@ class RedisReplayLog:
     def close(self) -> None:
         """Close the sync connections (the async ones: `aclose`, on their loop)."""
         self._sync.close()
+        self._sync.connection_pool.disconnect()
 
     async def aclose(self) -> None:
         """Stop this loop's listener and deferred publications, and close its connections."""
@@ -666,6 +694,7 @@ class RedisReplayLog:
         self._fanout = None
         if self._async is not None and self._async[0] is asyncio.get_running_loop():
             await self._async[1].aclose()
+            await self._async[1].connection_pool.disconnect()
         self._async = None
 
     # the pub/sub side: one connection per process wakes its streams
@@ -740,7 +769,7 @@ class RedisReplayLog:
                 heard = now
                 if message["type"] == "message":
                     if message["channel"] == wake:
-                        manager.add_to_queues(message["data"].decode(), None)
+                        manager.add_to_queues(*Pushed.parse(message["data"]))
                     elif self.on_cancel is not None:
                         try:
                             self.on_cancel(int(message["data"]))
@@ -757,9 +786,9 @@ def _wake_all() -> None:
     """Make every stream of this process read the log again."""
     manager = get_listener_manager()
     with manager.lock:
-        listeners = {listener for group in manager.listeners_by_channel.values() for listener in group}
-    for listener in listeners:
-        listener.aevent.set()
+        channels = list(manager.listeners_by_channel)
+    for channel in channels:
+        manager.add_to_queues(channel, None)  # not Pushed: read the log
 
 
 def _make_log() -> ReplayLog | RedisReplayLog:
@@ -831,12 +860,34 @@ def _reset_frame(channel: str, position: int) -> str:
     )
 
 
+def _continue(pushed: list | None, overflow: bool, position: int) -> tuple[str, int] | None:
+    """The frames that came with wake-ups and continue `position` exactly, and the
+    position after them; None when the log must be read (a plain wake-up, a gap, a
+    dropped wake-up). Frames up to `position` were sent already and are skipped."""
+    if overflow:
+        return None
+    frames = []
+    for item in pushed or ():
+        if not isinstance(item, Pushed):
+            return None
+        if item.last <= position:
+            continue
+        if not item.previous <= position < item.first:
+            return None
+        frames.append(item.frames)
+        position = item.last
+    return "".join(frames), position
+
+
 async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
     """The SSE body of one subscriber, from `position` (None: from now) until it leaves.
 
-    While the log cannot be read (Redis down), the connection stays open with its
-    keep-alives and reads again after a short wait or at once when the pub/sub connection
-    is back; the position decides what is sent, so nothing is lost or sent twice.
+    It reads the log on connecting, on a plain wake-up, after a keep-alive and whenever
+    the frames that came with wake-ups (Redis) do not continue its position exactly; so
+    a stream that keeps up costs no read per event. While the log cannot be read (Redis
+    down), the connection stays open with its keep-alives and reads again after a short
+    wait or at once when the pub/sub connection is back; the position decides what is
+    sent, so nothing is lost or sent twice.
     """
     log = replay_log
     log.start_fanout()
@@ -851,10 +902,12 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
         yield STREAM_OPEN
         written = loop.time()
         reset = False
+        read = True  # the log must be read, not only the frames pushed with wake-ups
         retry = None  # seconds until the next read while the log is unavailable
         while True:
             with manager.lock:
-                # Wake-ups only say "look again"; the log is what gets read.
+                pushed = listener.channel_items.get(channel)
+                overflow = listener.overflow
                 listener.channel_items = {}
                 listener.overflow = False
                 listener.aevent.clear()
@@ -865,18 +918,31 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                     reset = False
                     written = loop.time()
                     yield _reset_frame(channel, position)
-                found, position = await log.aread(channel, position)
+                if not read:
+                    continued = _continue(pushed, overflow, position)
+                    if continued is None:
+                        read = True
+                    elif continued[0]:
+                        text, position = continued
+                        written = loop.time()
+                        yield text
+                        continue
+                if read:
+                    found, position = await log.aread(channel, position)
+                    # A full batch: there may be more.
+                    read = len(found) >= CATCH_UP_BATCH
+                    if found:
+                        retry = None
+                        written = loop.time()
+                        yield "".join(event.frame for event in found)
+                        continue
             except PositionUnknown:
-                position, reset = None, True
+                position, reset, read = None, True, True
                 continue
             except EventsUnavailable:
                 retry = RETRY_MIN_SECONDS if retry is None else min(retry * 2, RETRY_MAX_SECONDS)
             else:
                 retry = None
-                if found:
-                    written = loop.time()
-                    yield "".join(event.frame for event in found)
-                    continue
             wait = written + keepalive - loop.time()
             if retry is not None:
                 wait = min(wait, retry)
@@ -888,6 +954,7 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                     pass
             if loop.time() >= written + keepalive:
                 written = loop.time()
+                read = True  # whatever a lost wake-up left behind
                 yield KEEP_ALIVE
     finally:
         manager.remove_listener(listener)

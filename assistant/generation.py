@@ -188,10 +188,11 @@ class _Answer:
                     batch.append(("delta", {"message": self.message.pk, "text": text}))
                 try:
                     published = await events.apublish_batch(self.channel, batch)
-                except events.EventsUnavailable:
+                except events.EventsUnavailable as exc:
                     if not self.replay:
                         logger.warning(
-                            "Redis unavailable: answer %s goes on and is replayed when it is back",
+                            "Redis unavailable (%s): answer %s goes on and is replayed when it is back",
+                            exc,
                             self.message.pk,
                         )
                     self.replay = True

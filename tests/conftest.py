@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,13 +100,28 @@ class LiveServer:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
+# Where util-linux has it: daphne gets SIGTERM when the test runner dies, even killed,
+# so no server outlives a run (holding its port and the test database).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+
+
 def start_daphne(env: dict[str, str], name: str) -> LiveServer:
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / f"{name}.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            [
+                *DIE_WITH_PARENT,
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "config.asgi:application",
+            ],
             cwd=ROOT,
             env=env,
             stdout=output,

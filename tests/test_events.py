@@ -100,3 +100,27 @@ def test_position_from_rejects_foreign_or_malformed_tokens(token):
 
 def test_position_from_reads_own_tokens():
     assert events.position_from("conversation-a", "conversation-a:1234") == 1234
+
+
+def pushed(previous: int, first: int, last: int) -> events.Pushed:
+    return events.Pushed(previous, first, last, f"<{first}-{last}>")
+
+
+def test_frames_pushed_with_wake_ups_are_sent_only_when_they_continue_the_position():
+    """With Redis, wake-ups carry their frames; a gap or a plain wake-up means: read the log."""
+    chain = [pushed(10, 11, 11), pushed(11, 12, 13), pushed(13, 14, 14)]
+    assert events._continue(chain, False, 10) == ("<11-11><12-13><14-14>", 14)
+    # Frames up to the position were sent already (by a read that saw them too).
+    assert events._continue(chain, False, 13) == ("<14-14>", 14)
+    assert events._continue(chain, False, 14) == ("", 14)
+    # An idle stream's position moved past the channel's newest event: still continuous.
+    assert events._continue([pushed(10, 20, 20)], False, 15) == ("<20-20>", 20)
+    assert events._continue([pushed(12, 13, 13)], False, 10) is None  # 11 and 12 missing
+    assert events._continue([pushed(10, 11, 12)], False, 11) is None  # half a batch
+    assert events._continue([*chain[:1], None], False, 10) is None  # a plain wake-up
+    assert events._continue([11], False, 10) is None  # the in-process log's wake-up
+    assert events._continue(chain, True, 10) is None  # some wake-ups were dropped
+    assert events._continue(None, False, 10) == ("", 10)
+    message = b"conversation-a\n10\n11\n12\nevent: delta\nid: x\ndata: \xc3\xbc\n\n"
+    frames = "event: delta\nid: x\ndata: ü\n\n"
+    assert events.Pushed.parse(message) == ("conversation-a", events.Pushed(10, 11, 12, frames))

@@ -8,10 +8,13 @@ skipped, with the reason in pytest's summary (-ra), never silently.
 
 from __future__ import annotations
 
+import faulthandler
 import fcntl
 import os
 import socket
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ from assistant import events
 from tests.conftest import LiveServer, database_url, live_env, session_client, start_daphne, stop_daphne
 
 HERE = Path(__file__).resolve().parent
-HOW = "make test-scaleout (by hand: .ci/run does not run it yet, see .ci/run)"
+HOW = "make test-scaleout (.ci/run runs it when PostgreSQL and Redis answer)"
 # Short leases, so a killed process's answers are swept within seconds. A slow
 # database poll for stop requests: a stop that arrives fast came through Redis. A long
 # keep-alive: a stream that recovers fast did not wait for its keep-alive re-read.
@@ -79,15 +82,42 @@ LOCK_FILE = Path(tempfile.gettempdir()) / "assistant-scaleout-tests.lock"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def one_run_at_a_time() -> Iterator[None]:
+def one_run_at_a_time(pytestconfig) -> Iterator[None]:
     """Runs on one machine share the test database and the Redis database: take turns."""
     with LOCK_FILE.open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"\nwaiting for another scale-out run to finish ({LOCK_FILE})", flush=True)
+            capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+            with capture.global_and_fixture_disabled():
+                print(f"\nwaiting for another scale-out run to finish ({LOCK_FILE})", flush=True)
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+# No test here takes a minute; one that waits longer is stuck (a stream that keeps
+# sending keep-alives never times out a read). Its tracebacks go to stderr and the run
+# ends, instead of holding CI for its whole time limit; the daphne processes die with it.
+TEST_SECONDS_MAX = 120
+
+
+@pytest.fixture(autouse=True)
+def watchdog(request) -> Iterator[None]:
+    def fire() -> None:
+        # Past pytest's output capture, as pytest-timeout does, then out.
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.suspend_global_capture(in_=True)
+        sys.stderr.write(f"\n+++ {request.node.nodeid} still runs after {TEST_SECONDS_MAX} s: stacks +++\n")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(TEST_SECONDS_MAX, fire)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 @pytest.fixture(scope="session")
