@@ -558,6 +558,11 @@ async def shutdown() -> None:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+    # No heartbeat after this: one still running in the database thread finishes before
+    # the delete, which queues behind it; a later one would take the lease back.
+    if _supervisor is not None and _supervisor.get_loop() is asyncio.get_running_loop():
+        _supervisor.cancel()
+        await asyncio.wait([_supervisor])
     await ServerProcess.objects.filter(pk=PROCESS_ID).adelete()
 
 
