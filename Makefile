@@ -48,7 +48,13 @@ messages: $(VENV)/.dev
 	$(BIN)/python manage.py makemessages -l de --ignore=.venv --ignore=tests --ignore=bench --no-obsolete
 	cd locale && ../$(BIN)/python ../manage.py compilemessages
 
-# Streaming benchmark (not a test): N concurrent answers per round; see bench/README.md.
-STREAMS ?= 10 50 100
-bench: $(VENV)/.runtime
-	$(BIN)/python -m bench.run --streams $(STREAMS)
+# Streaming benchmark (not a test): N concurrent answers per round, Assistant beside a
+# classic pass-through proxy (requirements-bench.txt), then IDLE open event streams.
+$(VENV)/.bench: requirements.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $(VENV)/.runtime $@
+
+STREAMS ?= 10 50 100 150 200
+IDLE ?= 1000
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench.run --streams $(STREAMS) --idle $(IDLE)

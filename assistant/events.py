@@ -62,13 +62,17 @@ def channel_for(conversation_id: uuid.UUID | str) -> str:
     return f"{CHANNEL_PREFIX}{conversation_id}"
 
 
+# One encoder for every event: json.dumps with options builds a new one per call.
+_wire_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_data(payload: dict[str, Any]) -> str:
     """JSON for the wire: UTF-8 as is, so "Grüße" travels as Grüße.
 
-    json.dumps escapes every control character, so the data is always one SSE line and
+    JSON escapes every control character, so the data is always one SSE line and
     model output cannot forge `event:`, `id:` or `retry:` fields.
     """
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return _wire_json.encode(payload)
 
 
 def position_token(channel: str, event_id: int) -> str:
@@ -269,7 +273,14 @@ class ReplayLog:
     def request_cancel(self, message_id: int) -> None:
         """Other processes learn of stop requests from the database (their poll)."""
 
-    def start_fanout(self, on_cancel: Callable[[int], object] | None = None) -> None:
+    def request_revoke(self, key: str) -> None:
+        """No other process shares this log; the caller ends its own streams."""
+
+    def start_fanout(
+        self,
+        on_cancel: Callable[[int], object] | None = None,
+        on_revoke: Callable[[str], object] | None = None,
+    ) -> None:
         """Nothing to listen to: publishing wakes this process's streams directly."""
 
     def close(self) -> None:
@@ -453,6 +464,7 @@ class RedisReplayLog:
         <p>:events:sent:<token>       ids of an appended batch, so a retry stores it once
         <p>:events:wake               pub/sub: a channel name, published with every append
         <p>:cancel                    pub/sub: an answer's id, a stop request for its process
+        <p>:revoke                    pub/sub: a user's or session's key, whose streams end
     """
 
     shared = True
@@ -468,6 +480,7 @@ class RedisReplayLog:
         self.floor_key = f"{prefix}:events:floor"
         self.wake_channel = f"{prefix}:events:wake"
         self.cancel_channel = f"{prefix}:cancel"
+        self.revoke_channel = f"{prefix}:revoke"
         # Each command is retried twice on a dropped connection; appends carry a token,
         # so a retry after a lost reply does not store a batch twice. At most
         # POOL_CONNECTIONS connections per pool: past that, a command waits for one.
@@ -490,6 +503,7 @@ class RedisReplayLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deferred: set[asyncio.Task] = set()
         self.on_cancel: Callable[[int], object] | None = None
+        self.on_revoke: Callable[[str], object] | None = None
         # True while this process's pub/sub connection is up (for tests and /readyz).
         self.connected = False
 
@@ -612,6 +626,13 @@ class RedisReplayLog:
         except _redis_errors():
             logger.warning("stop request %s not sent through Redis; the database poll carries it", message_id)
 
+    def request_revoke(self, key: str) -> None:
+        """Tell every process to end the streams under `key` (assistant.stream_endpoint)."""
+        try:
+            self._sync.publish(self.revoke_channel, key)
+        except _redis_errors():
+            logger.warning("stream revocation not sent through Redis; the account poll carries deactivations")
+
     # the async side: streams and generations on the event loop
 
     async def aread(self, channel: str, position: int, limit: int = CATCH_UP_BATCH):
@@ -699,10 +720,16 @@ class RedisReplayLog:
 
     # the pub/sub side: one connection per process wakes its streams
 
-    def start_fanout(self, on_cancel: Callable[[int], object] | None = None) -> None:
+    def start_fanout(
+        self,
+        on_cancel: Callable[[int], object] | None = None,
+        on_revoke: Callable[[str], object] | None = None,
+    ) -> None:
         """Start this loop's pub/sub listener once (idempotent); it runs until the loop ends."""
         if on_cancel is not None:
             self.on_cancel = on_cancel
+        if on_revoke is not None:
+            self.on_revoke = on_revoke
         loop = asyncio.get_running_loop()
         if self._fanout is None or self._fanout.done() or self._fanout.get_loop() is not loop:
             self._loop = loop
@@ -730,7 +757,7 @@ class RedisReplayLog:
             )
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.wake_channel, self.cancel_channel)
+                await pubsub.subscribe(self.wake_channel, self.cancel_channel, self.revoke_channel)
                 self.connected = True
                 if failed:
                     logger.warning("event wake-ups from Redis are back")
@@ -761,6 +788,7 @@ class RedisReplayLog:
         loop = asyncio.get_running_loop()
         manager = get_listener_manager()
         wake = self.wake_channel.encode()
+        revoke = self.revoke_channel.encode()
         heard = next_ping = loop.time()
         while True:
             message = await pubsub.get_message(timeout=1.0)
@@ -770,6 +798,9 @@ class RedisReplayLog:
                 if message["type"] == "message":
                     if message["channel"] == wake:
                         manager.add_to_queues(*Pushed.parse(message["data"]))
+                    elif message["channel"] == revoke:
+                        if self.on_revoke is not None:
+                            self.on_revoke(message["data"].decode())
                     elif self.on_cancel is not None:
                         try:
                             self.on_cancel(int(message["data"]))

@@ -34,7 +34,8 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack (e.g. 100,000 brackets).
         raise ServiceError(400, "invalid_json", _("The request body is not valid JSON.")) from None
     if not isinstance(data, dict):
         raise ServiceError(400, "invalid_json", _("The request body must be a JSON object."))
@@ -96,9 +97,13 @@ class ConversationUpdateForm(JsonForm):
 
 
 class ConversationSearchForm(JsonForm):
-    """The query string of the conversation list: `q` to search, `archived=1` for the archive."""
+    """The query string of the conversation list.
+
+    `q` to search, `archived=1` for the archive, `before` (a page's `next`) for the page after it.
+    """
 
     q = forms.CharField(required=False, max_length=200)
+    before = forms.CharField(required=False, max_length=100)
     archived = forms.TypedChoiceField(
         required=False, choices=[("0", "0"), ("1", "1")], coerce=lambda value: value == "1", empty_value=False
     )

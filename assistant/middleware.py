@@ -34,25 +34,27 @@ class SyncAndAsyncMiddleware:
             markcoroutinefunction(self)
 
 
+def add_security_headers(response: HttpResponseBase) -> None:
+    """settings.SECURITY_HEADERS on `response`, except those it sets itself.
+
+    The one source of these headers: SecurityHeadersMiddleware adds them to Django's
+    responses, assistant.stream_endpoint to the event streams it serves before the chain.
+    """
+    for name, value in settings.SECURITY_HEADERS.items():
+        response.setdefault(name, value)
+
+
 class SecurityHeadersMiddleware(SyncAndAsyncMiddleware):
     """Adds settings.SECURITY_HEADERS to each response that does not set them itself."""
-
-    def __init__(self, get_response: GetResponse) -> None:
-        super().__init__(get_response)
-        self.headers = dict(settings.SECURITY_HEADERS)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
             return self.__acall__(request)
         response = self.get_response(request)
-        self._add_headers(response)  # type: ignore[arg-type]
+        add_security_headers(response)  # type: ignore[arg-type]
         return response  # type: ignore[return-value]
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         response = await self.get_response(request)  # type: ignore[misc]
-        self._add_headers(response)
+        add_security_headers(response)
         return response
-
-    def _add_headers(self, response: HttpResponseBase) -> None:
-        for name, value in self.headers.items():
-            response.setdefault(name, value)

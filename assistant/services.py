@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -435,10 +435,38 @@ def conversation_state(*, user, conversation_id: uuid.UUID | str) -> Conversatio
     return ConversationState(conversation, messages, events.position_token(channel, position))
 
 
+@dataclass(frozen=True)
+class ConversationPage:
+    """A page of the conversation list and the cursor of the next (older) one, if any."""
+
+    conversations: list[Conversation]
+    next: str | None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def conversation_cursor(conversation: Conversation) -> str:
+    """The list position just after `conversation`: its `updated_at` in µs and its id."""
+    return f"{(conversation.updated_at - EPOCH) // timedelta(microseconds=1)}.{conversation.pk.hex}"
+
+
+def _cursor_parse(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        micros, pk = cursor.split(".")
+        return EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(hex=pk)
+    except (ValueError, OverflowError):
+        raise ServiceError(400, "invalid", _("before: Not a position in the list.")) from None
+
+
 def conversations_list(
-    *, user, query: str = "", archived: bool = False, limit: int = 100
-) -> list[Conversation]:
-    """The user's conversations, newest first; `query` matches titles and message text."""
+    *, user, query: str = "", archived: bool = False, limit: int = 100, before: str = ""
+) -> ConversationPage:
+    """The user's conversations, newest first; `query` matches titles and message text.
+
+    `before` is a page's `next` cursor: the list continues after the last one shown,
+    however many conversations are there (no offset to count through).
+    """
     conversations = Conversation.objects.filter(owner=user, archived=archived)
     query = query.strip()
     if query:
@@ -447,7 +475,16 @@ def conversations_list(
         conversations = conversations.filter(
             Q(title__icontains=query) | Q(pk__in=matching.values("conversation_id"))
         )
-    return list(conversations.only("id", "title", "updated_at", "archived")[:limit])
+    if before:
+        moment, pk = _cursor_parse(before)
+        conversations = conversations.filter(Q(updated_at__lte=moment) & ~Q(updated_at=moment, pk__gte=pk))
+    # The id breaks ties in `updated_at`, so no conversation falls between two pages.
+    rows = list(
+        conversations.order_by("-updated_at", "-pk").only("id", "title", "updated_at", "archived")[
+            : limit + 1
+        ]
+    )
+    return ConversationPage(rows[:limit], conversation_cursor(rows[limit - 1]) if len(rows) > limit else None)
 
 
 @dataclass(frozen=True)
@@ -456,18 +493,23 @@ class ConversationGroup:
     conversations: list[Conversation]
 
 
-def group_by_recency(conversations: list[Conversation], *, today: date) -> list[ConversationGroup]:
-    """The sidebar's sections: today, yesterday, the last 7 and 30 days, older (newest first)."""
-    bounds = [
+def recency_groups(*, today: date) -> list[tuple[str, datetime | None]]:
+    """The sidebar's sections, newest first: each label and the moment it starts (local time)."""
+    days = [
         (_("Today"), today),
         (_("Yesterday"), today - timedelta(days=1)),
         (_("Previous 7 days"), today - timedelta(days=7)),
         (_("Previous 30 days"), today - timedelta(days=30)),
-        (_("Older"), date.min),
     ]
+    starts = [(label, timezone.make_aware(datetime.combine(day, time.min))) for label, day in days]
+    return [*starts, (_("Older"), None)]
+
+
+def group_by_recency(conversations: list[Conversation], *, today: date) -> list[ConversationGroup]:
+    """The conversations (newest first) in the sidebar's sections; empty sections left out."""
+    bounds = recency_groups(today=today)
     groups: dict[str, list[Conversation]] = {label: [] for label, _start in bounds}
     for conversation in conversations:
-        day = timezone.localdate(conversation.updated_at)
-        label = next(label for label, start in bounds if day >= start)
+        label = next(label for label, start in bounds if start is None or conversation.updated_at >= start)
         groups[label].append(conversation)
     return [ConversationGroup(label, items) for label, items in groups.items() if items]

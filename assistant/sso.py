@@ -78,12 +78,8 @@ class ProxyHeaderLoginMiddleware(SyncAndAsyncMiddleware):
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
             return self.__acall__(request)
-        assertion = self.assertion(request)
-        if assertion is not None:
-            refusal = self._apply(request, assertion)
-            if refusal is not None:
-                return refusal
-        return self.get_response(request)  # type: ignore[return-value]
+        refusal = self.sign_on(request)
+        return refusal if refusal is not None else self.get_response(request)  # type: ignore[return-value]
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         assertion = self.assertion(request)
@@ -94,6 +90,15 @@ class ProxyHeaderLoginMiddleware(SyncAndAsyncMiddleware):
             if refusal is not None:
                 return refusal
         return await self.get_response(request)  # type: ignore[misc]
+
+    def sign_on(self, request: HttpRequest) -> HttpResponseBase | None:
+        """Act on the proxy's word (sync): a refusal, or None to go on with the request.
+
+        Also called by assistant.stream_endpoint, which serves event streams before the
+        middleware chain.
+        """
+        assertion = self.assertion(request)
+        return None if assertion is None else self._apply(request, assertion)
 
     # --- what the proxy says ------------------------------------------------------------
 

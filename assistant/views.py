@@ -15,9 +15,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.core.exceptions import ImproperlyConfigured
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -50,7 +51,7 @@ def api_error(error: services.ServiceError) -> JsonResponse:
     return response
 
 
-def _not_authenticated() -> JsonResponse:
+def not_authenticated() -> JsonResponse:
     return api_error(services.ServiceError(401, "not_authenticated", _("Log in first.")))
 
 
@@ -62,7 +63,7 @@ def api_view(view):
         async def async_wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             # The session lookup must not pin a thread to a long request (see background_task).
             if not (await generation.background_task(request.auser())).is_authenticated:
-                return _not_authenticated()
+                return not_authenticated()
             try:
                 return await view(request, *args, **kwargs)
             except services.ServiceError as error:
@@ -73,7 +74,7 @@ def api_view(view):
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if not request.user.is_authenticated:
-            return _not_authenticated()
+            return not_authenticated()
         try:
             return view(request, *args, **kwargs)
         except services.ServiceError as error:
@@ -158,6 +159,10 @@ def setup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/setup.html", {"form": form})
 
 
+# The sidebar shows the most recent ones; older ones come from the list API on request.
+SIDEBAR_CONVERSATIONS = 50
+
+
 def _page_context(request: HttpRequest, state: services.ConversationState | None) -> dict[str, Any]:
     page_data: dict[str, Any] = {
         "models": settings.ASSISTANT_MODELS,
@@ -170,6 +175,7 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
         "feedback_url": reverse("api_message_feedback", args=[0]),
         "retryable_types": sorted(RETRYABLE_TYPES),
         "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
+        "login_url": reverse("login"),
     }
     if state is not None:
         page_data.update(
@@ -180,9 +186,24 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
         )
     query = request.GET.get("q", "").strip()[:200]
     archived = request.GET.get("archived") == "1"
-    conversations = services.conversations_list(user=request.user, query=query, archived=archived)
+    listed = services.conversations_list(
+        user=request.user, query=query, archived=archived, limit=SIDEBAR_CONVERSATIONS
+    )
+    today = timezone.localdate()
+    # "Show more" continues the list from the API, sorting what it gets into the same sections.
+    page_data["sidebar"] = {
+        "list_url": reverse("api_conversations"),
+        "query": query,
+        "archived": archived,
+        "next": listed.next,
+        "groups": [
+            {"label": label, "start": start and start.isoformat()}
+            for label, start in services.recency_groups(today=today)
+        ],
+    }
     return {
-        "conversation_groups": services.group_by_recency(conversations, today=timezone.localdate()),
+        "conversation_groups": services.group_by_recency(listed.conversations, today=today),
+        "more_conversations": listed.next is not None,
         "usage": services.usage_get(user=request.user) if settings.ASSISTANT_DAILY_TOKEN_QUOTA else None,
         "query": query,
         "archived": archived,
@@ -193,6 +214,8 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
         "i18n": {
             "reconnecting": _("Connection lost, reconnecting…"),
             "resumed": _("Connected again; the answer continues."),
+            "signed_out": _("You are signed out."),
+            "sign_in_again": _("Sign in again"),
             "offline": _("You are offline. Your message is kept; send it again when you are back online."),
             "send_failed": _("Sending failed. Your message is kept; try again."),
             "untitled": _("Untitled"),
@@ -307,27 +330,15 @@ async def message_cancel(request: HttpRequest, message_id: int) -> JsonResponse:
 
 
 @require_GET
-@api_view
-async def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    """The conversation's event stream, from the position in Last-Event-ID or `lastEventId`.
+def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """The event stream's URL, for reverse(); the stream is assistant.stream_endpoint.
 
-    A position that is malformed, of another conversation or too old to replay starts
-    the stream with a `stream-reset` event: the client re-renders from the database.
+    config.asgi answers every GET of this URL before Django's middleware chain, which
+    would hold a thread per open stream. Django sees the other methods (405, from
+    require_GET) and only a GET that bypassed config.asgi (Django's test client, a WSGI
+    server): a setup that cannot stream.
     """
-    # Outside the request's context: an open stream holds no thread and no DB connection.
-    conversation = await generation.background_task(
-        services.aconversation_get(user=await request.auser(), conversation_id=conversation_id)
-    )
-    await generation.ensure_supervisor()
-    channel = conversation.channel
-    token = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
-    position = events.position_from(channel, token)
-    if token and position is None:
-        position = 0  # outside every log: answered with a reset
-    response = StreamingHttpResponse(events.stream(channel, position), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    raise ImproperlyConfigured("event streams are served by assistant.stream_endpoint through config.asgi")
 
 
 # --- managing conversations, feedback, editing the last question --------------------------
@@ -362,8 +373,12 @@ def conversation_summary_json(conversation: Conversation) -> dict[str, Any]:
 @api_view
 def conversation_list(request: HttpRequest) -> JsonResponse:
     data = ConversationSearchForm.parse(request.GET.dict())
-    conversations = services.conversations_list(user=request.user, query=data["q"], archived=data["archived"])
-    return JsonResponse({"conversations": [conversation_summary_json(c) for c in conversations]})
+    listed = services.conversations_list(
+        user=request.user, query=data["q"], archived=data["archived"], before=data["before"]
+    )
+    return JsonResponse(
+        {"conversations": [conversation_summary_json(c) for c in listed.conversations], "next": listed.next}
+    )
 
 
 @api_view

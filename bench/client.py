@@ -2,9 +2,10 @@
 
 Why not httpx: at 100 streams of 30 tokens/s the load generator reads thousands of small
 chunks per second on the same two cores as the server it measures; every microsecond it
-spends per chunk shows up as server latency. This reads exactly what daphne sends (a
+spends per chunk shows up as server latency. This reads what daphne and uvicorn send (a
 status line, headers, then a Content-Length or chunked body) and nothing more: one
-connection per request, no redirects, no cookie jar, ``\\n`` line endings in the stream.
+connection per request, no redirects, no cookie jar; ``\\n`` or ``\\r\\n`` line endings
+in the stream (daphne sends the first, sse-starlette the second).
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ async def sse_events(response: Response) -> AsyncIterator[SSEEvent]:
     async for chunk in response.chunks():
         received_ns = time.monotonic_ns()
         pending += decoder.decode(chunk)
+        if "\r" in pending:  # sse-starlette ends lines with CRLF; one may span two chunks
+            pending = pending.replace("\r\n", "\n")
         *frames, pending = pending.split("\n\n")
         for frame in frames:
             event, data = "message", []

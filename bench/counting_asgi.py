@@ -3,17 +3,20 @@
 Why a wrapper: the benchmark reports database writes per answer without any switch in
 production code. Django announces every new database connection (``connection_created``,
 once per connection, in whatever thread opens it); each gets an execute wrapper that
-counts statements. ``GET /__bench__/counters`` answers the counts as JSON, handled here
-before Django so that reading them neither runs middleware nor touches the database.
+counts statements, and is remembered, to count how many hold an open connection now.
+``GET /__bench__/counters`` answers the counts as JSON, handled here before Django so
+that reading them neither runs middleware nor touches the database.
 
 Serve it with ``daphne bench.counting_asgi:application``; bench/run.py does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -31,6 +34,8 @@ _WRITE_RE = re.compile(r'\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.
 _lock = threading.Lock()
 _statements = 0
 _writes: Counter[str] = Counter()  # "UPDATE assistant_message" -> count
+# Every thread's connection wrapper, to count those holding an open database connection.
+_wrappers: weakref.WeakSet[BaseDatabaseWrapper] = weakref.WeakSet()
 
 
 def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -48,14 +53,20 @@ def _install(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> Non
     # the signal again) on every request, so install only once.
     if _count not in connection.execute_wrappers:
         connection.execute_wrappers.append(_count)
+    with _lock:
+        _wrappers.add(connection)
 
 
 connection_created.connect(_install, dispatch_uid="bench-count-statements")
 
 
 def counters() -> dict[str, Any]:
+    """The counts so far; called on the event loop, which `asyncio_tasks` counts the tasks of
+    (tests/security/test_upstream_faults.py checks that faults leave none behind)."""
     with _lock:
-        return {"statements": _statements, "writes": sum(_writes.values()), "by_kind": dict(_writes)}
+        counts = {"statements": _statements, "writes": sum(_writes.values()), "by_kind": dict(_writes)}
+        counts["db_connections"] = sum(wrapper.connection is not None for wrapper in _wrappers)
+    return {**counts, "asyncio_tasks": len(asyncio.all_tasks())}
 
 
 Scope = MutableMapping[str, Any]

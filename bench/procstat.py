@@ -1,10 +1,11 @@
-"""CPU time and memory of a process, read from Linux's /proc.
+"""CPU time, memory, threads and open files of a process, read from Linux's /proc.
 
 Why /proc and not psutil: it is all the benchmark needs, and it adds no dependency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,3 +35,17 @@ def memory_mb(pid: int, key: str) -> float:
         if name == key:
             return int(value.split()[0]) / 1024  # the kernel reports kB
     raise KeyError(f"{key} not in /proc/{pid}/status")
+
+
+def thread_count(pid: int) -> int:
+    """OS threads of the process (/proc/<pid>/task)."""
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def open_files(pid: int) -> list[str]:
+    """What each open file descriptor of the process points at: a path, "socket:[…]", …"""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed since the listing
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return targets

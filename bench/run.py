@@ -1,16 +1,22 @@
-"""The streaming benchmark: N concurrent answers through daphne, checked token by token.
+"""The streaming benchmark: N concurrent answers through Assistant and through a classic
+pass-through proxy side by side, checked token by token; then N idle event streams.
 
-Three processes, so that on a small machine each figure belongs to one of them: the fake
-upstream (``tests.fake_upstream``, pacing tokens and stamping each with its write time),
-one daphne serving the app (``bench.counting_asgi``, which also counts SQL writes), and
-this process, an asyncio load generator with a minimal HTTP client. For each N it starts a
-fresh database and daphne, warms the server up with one short answer, then starts N
-conversations spread over a few seconds and reads every answer's event stream to its end.
+Three processes at a time, so that on a small machine each figure belongs to one of them:
+the fake upstream (``tests.fake_upstream``, pacing tokens and stamping each with its write
+time), the server under test, and this process, an asyncio load generator with a minimal
+HTTP client. The server is one daphne serving the app (``bench.counting_asgi``, which also
+counts SQL writes) or one uvicorn serving the pass-through proxy (``bench.proxy``). For
+each N each of them gets a fresh process (Assistant a fresh database too), answers one
+short warm-up question, then N questions at the same seeded arrival times over a few
+seconds; every answer's stream is read to its end. Last, a fresh daphne holds ``--idle``
+event streams open on conversations that are not answering, and its threads, open files,
+database connections and memory are compared with those before they opened.
 
-Usage: ``make bench`` (N = 10, 50, 100) or
-``python -m bench.run --streams 10 50 100 --tokens 300 --tps 30 --ttft 0.2 --spread 5``.
-Exits non-zero when a stream did not complete or a token was lost, duplicated or stored
-differently from what was streamed. See bench/README.md for what each figure means.
+Usage: ``make bench`` (N = 10, 50, 100, 150, 200; 1000 idle streams) or
+``python -m bench.run --streams 10 50 --idle 1000 --tokens 300 --tps 30 --ttft 0.2 --spread 5``.
+Exits non-zero when an Assistant stream did not complete or a token was lost, duplicated
+or stored differently from what was streamed, or an idle stream did not open (the proxy's
+failures are reported, not fatal). See bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import math
 import os
 import random
 import re
+import resource
 import secrets
 import select
 import socket
@@ -33,26 +40,35 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.client import HTTPError, SSEEvent, request, request_json, sse_events
+from bench.client import HTTPError, Response, SSEEvent, request, request_json, sse_events
 from bench.counting_asgi import COUNTERS_PATH
-from bench.procstat import cpu_seconds, machine_busy_seconds, memory_mb
+from bench.procstat import cpu_seconds, machine_busy_seconds, memory_mb, open_files, thread_count
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 HOST = "127.0.0.1"
 MODEL = "fake-model"
 API_KEY = "bench-upstream-key"
+PROXY_PATH = "/chat"
 START_TIMEOUT = 30.0  # seconds for a process to come up
 BUSY_MACHINE_PERCENT = 10  # warn when other processes used this much of a core during a round
+# A system "held" a round when every stream completed with no token lost or duplicated and
+# its p99s stayed within these (issue 7's capacity target).
+HELD_TOKEN_P99_MS = 150
+HELD_TTFT_P99_MS = 300
+# Idle streams open this many at a time: a thousand connects at once can overflow the
+# server's listen backlog (Twisted's default is 50) and measure SYN retransmits instead.
+IDLE_CONCURRENCY = 50
 # One stamped token: "w<index>:<monotonic ns when the upstream wrote it>".
 TOKEN_RE = re.compile(r"w(\d+):(\d+)")
-# Server log lines worth reporting: log records at WARNING and above, tracebacks, 5xx answers.
-LOG_PROBLEM_RE = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback|\" 5\d\d ")
+# Server log lines worth reporting: log records at WARNING and above (daphne's format and
+# uvicorn's), tracebacks, 5xx answers.
+LOG_PROBLEM_RE = re.compile(r" (WARNING|ERROR|CRITICAL) |^(WARNING|ERROR|CRITICAL):|Traceback|\" 5\d\d ")
 
 
 @dataclass(frozen=True)
@@ -110,10 +126,22 @@ class StreamResult:
 
     outcome: str = "not started"
     message_id: int | None = None
-    sent_ns: int = 0  # when the message POST was sent
+    sent_ns: int = 0  # when the question was sent (Assistant: the message POST)
     final_event: str = ""  # "done" or "error" once the answer's last event arrived
     end_ns: int = 0  # when it arrived
     deltas: list[tuple[int, str]] = field(default_factory=list)  # (arrival ns, raw JSON)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One running system under test: where it listens and how to ask it one question."""
+
+    name: str  # "assistant" or "proxy"
+    server: Server
+    process: subprocess.Popen
+    ask: Callable[[int, str, StreamResult], Awaitable[None]]  # stream i asks a question
+    probe: Callable[[], Awaitable[Any]]  # succeeds once the server answers
+    counters: Callable[[], Awaitable[dict[str, Any]]] | None = None  # its SQL statements so far
 
 
 # --------------------------------------------------------------------------- processes
@@ -135,6 +163,19 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def raise_open_files_limit(needed: int) -> None:
+    """Raise the soft limit of open files to the hard one, for this process and its children.
+
+    Idle streams hold a socket each, on both ends; the usual soft limit (1024) ends a run of
+    a thousand with "too many open files" instead of a figure.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(f"{needed} open files needed, the hard limit (ulimit -Hn) is {hard}")
+
+
 @contextlib.contextmanager
 def fake_upstream(log: Path) -> Iterator[tuple[str, int]]:
     """The fake OpenAI-compatible upstream in its own process: yields (base URL, pid)."""
@@ -154,13 +195,18 @@ def fake_upstream(log: Path) -> Iterator[tuple[str, int]]:
         _stop(process)
 
 
-def server_env(database: Path, upstream_url: str, secret_key: str, extra: dict[str, str]) -> dict[str, str]:
-    """Production settings (DEBUG off) against the fake upstream and a fresh SQLite file."""
-    env = {
+def _inherited_env() -> dict[str, str]:
+    """This process's environment without any setting of the app or of the openai SDK."""
+    return {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("OPENAI_", "ASSISTANT_", "DJANGO_", "DATABASE_"))
     }
+
+
+def server_env(database: Path, upstream_url: str, secret_key: str, extra: dict[str, str]) -> dict[str, str]:
+    """Production settings (DEBUG off) against the fake upstream and a fresh SQLite file."""
+    env = _inherited_env()
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_DEBUG="0",
@@ -180,6 +226,16 @@ def server_env(database: Path, upstream_url: str, secret_key: str, extra: dict[s
     return env
 
 
+def proxy_env(upstream_url: str) -> dict[str, str]:
+    """The pass-through proxy's whole configuration: the openai SDK's own variables."""
+    return {
+        **_inherited_env(),
+        "OPENAI_BASE_URL": upstream_url,
+        "OPENAI_API_KEY": API_KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def prepare(env: dict[str, str], users: int) -> list[Login]:
     """Migrate the fresh database and log the users in (bench/prepare.py, in the server's env)."""
     done = subprocess.run(
@@ -197,31 +253,59 @@ def prepare(env: dict[str, str], users: int) -> list[Login]:
 
 
 @contextlib.contextmanager
-def daphne(env: dict[str, str], log: Path) -> Iterator[tuple[Server, subprocess.Popen]]:
+def serve(
+    command: Callable[[int], list[str]], env: dict[str, str], log: Path
+) -> Iterator[tuple[Server, subprocess.Popen]]:
+    """One server process, `command(port)`, on a free port of the loopback."""
     port = _free_port()
-    command = [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), "bench.counting_asgi:application"]
     with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command(port), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
         yield Server(HOST, port, process.pid), process
     finally:
         _stop(process)
 
 
-async def wait_until_ready(server: Server, process: subprocess.Popen) -> None:
+def daphne_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), "bench.counting_asgi:application"]
+
+
+def uvicorn_command(port: int) -> list[str]:
+    # uvicorn's defaults, as `uvicorn bench.proxy:app` would run it: one process, uvloop
+    # and httptools (installed by requirements-bench.txt), access log on.
+    return [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port), "bench.proxy:app"]
+
+
+def assistant_target(server: Server, process: subprocess.Popen, logins: list[Login]) -> Target:
+    async def ask(i: int, question: str, result: StreamResult) -> None:
+        await run_stream(server, logins[i % len(logins)], question, result)
+
+    async def read_counters() -> dict[str, Any]:
+        return await request_json(server.host, server.port, "GET", COUNTERS_PATH, 200)
+
+    return Target("assistant", server, process, ask, read_counters, read_counters)
+
+
+def proxy_target(server: Server, process: subprocess.Popen) -> Target:
+    async def ask(i: int, question: str, result: StreamResult) -> None:
+        await run_proxy_stream(server, question, result)
+
+    async def probe() -> Any:
+        return await request_json(server.host, server.port, "GET", "/openapi.json", 200)
+
+    return Target("proxy", server, process, ask, probe)
+
+
+async def wait_until_ready(target: Target) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("daphne exited during start-up")
+        if target.process.poll() is not None:
+            raise RuntimeError(f"the {target.name} server exited during start-up")
         with contextlib.suppress(OSError):
-            await counters(server)
+            await target.probe()
             return
         await asyncio.sleep(0.1)
-    raise RuntimeError("daphne did not start")
-
-
-async def counters(server: Server) -> dict[str, Any]:
-    return await request_json(server.host, server.port, "GET", COUNTERS_PATH, 200)
+    raise RuntimeError(f"the {target.name} server did not start")
 
 
 # --------------------------------------------------------------------------- one stream
@@ -243,15 +327,29 @@ async def run_stream(server: Server, login: Login, question: str, result: Stream
     response = await request(
         host, port, "GET", conversation["events_url"], {**headers, "Last-Event-ID": answer["last_event_id"]}
     )
+    await read_answer(response, f"GET {conversation['events_url']}", result)
+
+
+async def run_proxy_stream(server: Server, question: str, result: StreamResult) -> None:
+    """Ask the pass-through proxy and read its answer's stream to the end."""
+    body = json.dumps({"prompt": question}).encode()
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    result.sent_ns = time.monotonic_ns()
+    response = await request(server.host, server.port, "POST", PROXY_PATH, headers, body)
+    await read_answer(response, f"POST {PROXY_PATH}", result)
+
+
+async def read_answer(response: Response, what: str, result: StreamResult) -> None:
+    """Read an answer's stream up to its `done` or `error` (of `result.message_id`, if any)."""
     try:
         if response.status != 200:
-            raise HTTPError(f"GET {conversation['events_url']}: {response.status}")
+            raise HTTPError(f"{what}: {response.status}")
         result.outcome = "stream ended early"
         async for event in sse_events(response):
             if event.event == "delta":
                 result.deltas.append((event.received_ns, event.data))
             elif event.event in ("done", "error"):
-                if _final(event, answer["id"], result):
+                if _final(event, result):
                     return
             elif event.event == "stream-reset":
                 result.outcome = "stream-reset"
@@ -260,9 +358,9 @@ async def run_stream(server: Server, login: Login, question: str, result: Stream
         response.close()
 
 
-def _final(event: SSEEvent, message_id: int, result: StreamResult) -> bool:
+def _final(event: SSEEvent, result: StreamResult) -> bool:
     payload = json.loads(event.data)
-    if payload["message"] != message_id:
+    if payload.get("message") != result.message_id:  # the proxy's events name no message
         return False
     result.final_event, result.end_ns = event.event, event.received_ns
     if event.event == "error":
@@ -275,12 +373,12 @@ def _final(event: SSEEvent, message_id: int, result: StreamResult) -> bool:
 
 
 async def timed_stream(
-    server: Server, login: Login, question: str, delay: float, within: float, result: StreamResult
+    target: Target, i: int, question: str, delay: float, within: float, result: StreamResult
 ) -> None:
     await asyncio.sleep(delay)
     try:
         async with asyncio.timeout(within):
-            await run_stream(server, login, question, result)
+            await target.ask(i, question, result)
     except TimeoutError:
         result.outcome = "timeout"
     except Exception as exc:  # a benchmark reports every failure and carries on
@@ -295,8 +393,8 @@ class Round:
     """Raw observations of one round of N streams."""
 
     results: list[StreamResult]
-    before: dict[str, Any]
-    after: dict[str, Any]
+    before: dict[str, Any] | None  # SQL statement counters (Assistant only)
+    after: dict[str, Any] | None
     cpu: dict[str, float]  # CPU seconds over the measured window, per process
     others_cpu: float  # CPU seconds of every other process on the machine, same window
     seconds: float  # length of the window
@@ -304,39 +402,37 @@ class Round:
     rss_peak: float
 
 
-async def measure(
-    n: int,
-    workload: Workload,
-    logins: list[Login],
-    server: Server,
-    daphne_process: subprocess.Popen,
-    upstream_pid: int,
-) -> Round:
-    await wait_until_ready(server, daphne_process)
-    # Unmeasured warm-up: lazy imports, the URLconf, the first upstream connection.
-    warm_up = StreamResult()
-    await timed_stream(server, logins[0], WARM_UP_QUESTION, 0, START_TIMEOUT, warm_up)
-    if warm_up.outcome != "done":
-        raise RuntimeError(f"warm-up answer failed: {warm_up.outcome}")
+async def warm_up(target: Target) -> None:
+    """Unmeasured: lazy imports, the URLconf, the first upstream connection."""
+    await wait_until_ready(target)
+    result = StreamResult()
+    await timed_stream(target, 0, WARM_UP_QUESTION, 0, START_TIMEOUT, result)
+    if result.outcome != "done":
+        raise RuntimeError(f"{target.name}: warm-up answer failed: {result.outcome}")
 
-    pids = {"server": server.pid, "upstream": upstream_pid, "loadgen": os.getpid()}
-    rss_idle = memory_mb(server.pid, "VmRSS")
-    before = await counters(server)
+
+async def measure(n: int, workload: Workload, target: Target, upstream_pid: int) -> Round:
+    await warm_up(target)
+    server_pid = target.server.pid
+    pids = {"server": server_pid, "upstream": upstream_pid, "loadgen": os.getpid()}
+    rss_idle = memory_mb(server_pid, "VmRSS")
+    before = await target.counters() if target.counters else None
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     machine_before, started = machine_busy_seconds(), time.monotonic()
     results = [StreamResult() for _ in range(n)]
     question, timeout = workload.question(), workload.stream_timeout()
     await asyncio.gather(
         *(
-            timed_stream(server, logins[i % len(logins)], question, delay, timeout, result)
+            timed_stream(target, i, question, delay, timeout, result)
             for i, (delay, result) in enumerate(zip(workload.arrivals(n), results, strict=True))
         )
     )
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     others_cpu = machine_busy_seconds() - machine_before - sum(cpu.values())
     seconds = time.monotonic() - started
-    after = await counters(server)
-    return Round(results, before, after, cpu, others_cpu, seconds, rss_idle, memory_mb(server.pid, "VmHWM"))
+    after = await target.counters() if target.counters else None
+    rss_peak = memory_mb(server_pid, "VmHWM")
+    return Round(results, before, after, cpu, others_cpu, seconds, rss_idle, rss_peak)
 
 
 def stored_answers(database: Path) -> dict[int, tuple[str, str]]:
@@ -358,8 +454,19 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": rank(50), "p99": rank(99), "max": round(ordered[-1], 1)}
 
 
-def summarise(n: int, workload: Workload, run: Round, stored: dict[int, tuple[str, str]], log: Path) -> dict:
-    """Check every answer token by token and reduce the round to its figures."""
+def log_problems(log: Path) -> list[str]:
+    """The server log's lines worth reporting (the first 20)."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [line for line in lines if LOG_PROBLEM_RE.search(line)][:20]
+
+
+def summarise(
+    n: int, workload: Workload, run: Round, stored: dict[int, tuple[str, str]] | None, log: Path
+) -> dict:
+    """Check every answer token by token and reduce the round to its figures.
+
+    `stored` (Assistant's database) is None for the proxy, which stores nothing.
+    """
     lost = duplicated = malformed = out_of_order = db_mismatches = delivered = 0
     ttft_overhead: list[float] = []
     latencies: list[float] = []
@@ -384,7 +491,7 @@ def summarise(n: int, workload: Workload, run: Round, stored: dict[int, tuple[st
         lost += len(expected - unique)
         duplicated += len(indices) - len(unique)
         out_of_order += indices != sorted(indices)
-        if result.final_event:  # the answer ended: its stored row must say what the stream said
+        if stored is not None and result.final_event:  # its stored row must say what was streamed
             status, content = stored.get(result.message_id, ("missing", None))
             db_mismatches += content != text or status != result.final_event
         if result.deltas:
@@ -393,11 +500,10 @@ def summarise(n: int, workload: Workload, run: Round, stored: dict[int, tuple[st
             if result.end_ns:
                 streaming_seconds += (result.end_ns - first_ns) / 1e9
     outcomes = Counter(result.outcome for result in run.results)
-    writes = run.after["writes"] - run.before["writes"]
-    by_kind = Counter(run.after["by_kind"]) - Counter(run.before["by_kind"])
-    problems = [line for line in log.read_text(errors="replace").splitlines() if LOG_PROBLEM_RE.search(line)]
     completed = outcomes["done"]
-    return {
+    ok = completed == n and not (lost or duplicated or malformed or out_of_order or db_mismatches)
+    token_latency, ttft = percentiles(latencies), percentiles(ttft_overhead)
+    row = {
         "streams": n,
         "completed": completed,
         "outcomes": dict(outcomes),
@@ -407,8 +513,8 @@ def summarise(n: int, workload: Workload, run: Round, stored: dict[int, tuple[st
         "malformed": malformed,
         "out_of_order_streams": out_of_order,
         "db_mismatches": db_mismatches,
-        "ttft_overhead_ms": percentiles(ttft_overhead),
-        "token_latency_ms": percentiles(latencies),
+        "ttft_overhead_ms": ttft,
+        "token_latency_ms": token_latency,
         "cpu_ms_per_1000_tokens": {
             name: round(seconds * 1e6 / delivered, 1) if delivered else None
             for name, seconds in run.cpu.items()
@@ -416,81 +522,272 @@ def summarise(n: int, workload: Workload, run: Round, stored: dict[int, tuple[st
         # Anything else busy on the machine during the round disturbs every figure above.
         "other_processes_cpu_percent": round(max(0.0, run.others_cpu) * 100 / run.seconds),
         "rss_mb": {"idle": round(run.rss_idle, 1), "peak": round(run.rss_peak, 1)},
-        "db_writes_per_answer": round(writes / n, 1),
-        "db_writes_per_answer_per_second": round(writes / streaming_seconds, 2)
-        if streaming_seconds
-        else None,
-        "db_statements_per_answer": round((run.after["statements"] - run.before["statements"]) / n, 1),
-        "db_writes_by_kind": dict(sorted(by_kind.items())),
-        "server_log_problems": problems[:20],
-        "ok": completed == n and not (lost or duplicated or malformed or out_of_order or db_mismatches),
+        "server_log_problems": log_problems(log),
+        "ok": ok,
+        "held": ok
+        and token_latency["p99"] is not None
+        and token_latency["p99"] <= HELD_TOKEN_P99_MS
+        and ttft["p99"] is not None
+        and ttft["p99"] <= HELD_TTFT_P99_MS,
     }
+    if run.before is not None and run.after is not None:
+        writes = run.after["writes"] - run.before["writes"]
+        row.update(
+            db_writes_per_answer=round(writes / n, 1),
+            db_writes_per_answer_per_second=round(writes / streaming_seconds, 2)
+            if streaming_seconds
+            else None,
+            db_statements_per_answer=round((run.after["statements"] - run.before["statements"]) / n, 1),
+            db_writes_by_kind=dict(
+                sorted((Counter(run.after["by_kind"]) - Counter(run.before["by_kind"])).items())
+            ),
+        )
+    return row
 
 
-def bench_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: Path) -> dict:
-    """One round with a fresh database and a fresh daphne."""
+def assistant_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: Path) -> dict:
+    """One round through Assistant, with a fresh database and a fresh daphne."""
     database = Path(tempfile.mkdtemp(dir=workdir)) / "bench.sqlite3"
     env = server_env(database, upstream[0], secrets.token_urlsafe(40), workload.server_env)
     logins = prepare(env, math.ceil(n / workload.streams_per_user))
     log = ARTIFACTS / f"bench-daphne-{n}.log"
-    with daphne(env, log) as (server, process):
-        run = asyncio.run(measure(n, workload, logins, server, process, upstream[1]))
+    with serve(daphne_command, env, log) as (server, process):
+        run = asyncio.run(measure(n, workload, assistant_target(server, process, logins), upstream[1]))
     return summarise(n, workload, run, stored_answers(database), log)
 
 
+def proxy_round(n: int, workload: Workload, upstream: tuple[str, int]) -> dict:
+    """The same round through the pass-through proxy, in a fresh uvicorn."""
+    log = ARTIFACTS / f"bench-proxy-{n}.log"
+    with serve(uvicorn_command, proxy_env(upstream[0]), log) as (server, process):
+        run = asyncio.run(measure(n, workload, proxy_target(server, process), upstream[1]))
+    return summarise(n, workload, run, None, log)
+
+
+# --------------------------------------------------------------------------- idle streams
+
+
+async def process_figures(target: Target, database: Path) -> dict[str, float]:
+    """What a server process holds: OS threads, open files, database connections, memory.
+
+    Database connections as Django sees them (bench/counting_asgi.py), and as the kernel
+    does: descriptors open on the SQLite file. The second can be higher: SQLite defers
+    closing a closed connection's descriptor while another connection of the process
+    holds a lock on the file (POSIX locks belong to the process, not to a descriptor).
+    """
+    assert target.counters is not None
+    files = open_files(target.server.pid)
+    return {
+        "threads": thread_count(target.server.pid),
+        "open_files": len(files),
+        "db_connections": (await target.counters())["db_connections"],
+        "db_file_descriptors": files.count(str(database)),
+        "rss_mb": round(memory_mb(target.server.pid, "VmRSS"), 1),
+    }
+
+
+async def open_idle_stream(server: Server, login: Login, events_url: str) -> Response:
+    """Open a conversation's event stream and read its first event, `stream-open`."""
+    response = await request(server.host, server.port, "GET", events_url, login.headers)
+    try:
+        if response.status != 200:
+            raise HTTPError(f"GET {events_url}: {response.status}")
+        events = sse_events(response)
+        first = await anext(events)
+        await events.aclose()
+        if first.event != "stream-open":
+            raise HTTPError(f"GET {events_url}: {first.event!r} before stream-open")
+    except BaseException:
+        response.close()
+        raise
+    return response
+
+
+async def hold_idle_streams(n: int, target: Target, logins: list[Login], database: Path) -> dict:
+    """Open n event streams on n conversations that are not answering, then measure."""
+    await warm_up(target)  # the stream and its code paths are loaded before the baseline
+    server, limit = target.server, asyncio.Semaphore(IDLE_CONCURRENCY)
+
+    async def create(i: int) -> str:
+        async with limit, asyncio.timeout(START_TIMEOUT):
+            login = logins[i % len(logins)]
+            payload = {"model": MODEL, "title": "idle"}
+            conversation = await request_json(
+                server.host, server.port, "POST", "/api/conversations/", 201, payload, login.headers
+            )
+            return conversation["events_url"]
+
+    async def open_one(i: int, events_url: str) -> Response:
+        async with limit, asyncio.timeout(START_TIMEOUT):
+            return await open_idle_stream(server, logins[i % len(logins)], events_url)
+
+    urls = await asyncio.gather(*(create(i) for i in range(n)))
+    before = await process_figures(target, database)
+    opened = await asyncio.gather(*(open_one(i, url) for i, url in enumerate(urls)), return_exceptions=True)
+    streams = [item for item in opened if isinstance(item, Response)]
+    failures = Counter(f"{type(item).__name__}: {item}" for item in opened if not isinstance(item, Response))
+    try:
+        # Let whatever each connection started on the server (session, permission check) end.
+        await asyncio.sleep(1)
+        held = await process_figures(target, database)
+    finally:
+        for response in streams:
+            response.close()
+    return {
+        "streams": n,
+        "opened": len(streams),
+        "failures": dict(failures.most_common(5)),
+        "before": before,
+        "open": held,
+        "extra": {name: round(held[name] - before[name], 1) for name in before},
+        "extra_kb_per_stream": round((held["rss_mb"] - before["rss_mb"]) * 1024 / n, 1),
+        "ok": len(streams) == n,
+    }
+
+
+def idle_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: Path) -> dict:
+    """n idle event streams on one fresh daphne, over users as in the rounds."""
+    database = Path(tempfile.mkdtemp(dir=workdir)) / "bench.sqlite3"
+    env = server_env(database, upstream[0], secrets.token_urlsafe(40), workload.server_env)
+    logins = prepare(env, math.ceil(n / workload.streams_per_user))
+    log = ARTIFACTS / "bench-daphne-idle.log"
+    with serve(daphne_command, env, log) as (server, process):
+        target = assistant_target(server, process, logins)
+        figures = asyncio.run(hold_idle_streams(n, target, logins, database))
+    return {**figures, "server_log_problems": log_problems(log)}
+
+
 # --------------------------------------------------------------------------- output
+
+SYSTEMS = {"assistant": "Assistant (one daphne)", "proxy": "pass-through proxy (one uvicorn)"}
+COLUMNS = ("held", "completed", "lost/dup", "TTFT+ p50/p99", "token p50/p99", "CPU/1k tok", "RSS idle/peak")
+DB_COLUMN = "DB writes/answer (/s)"
+LEGEND = f"""\
+held: every stream completed, no token lost or duplicated, p99 token <= {HELD_TOKEN_P99_MS} ms, \
+p99 TTFT+ <= {HELD_TTFT_P99_MS} ms.
+TTFT+: ms to the first token over the upstream's own. token: ms from upstream write to client read.
+CPU/1k tok: the server process's CPU ms per 1000 delivered tokens; CPU ratio: Assistant's / the proxy's.
+RSS: server MB after the warm-up / at its peak. DB writes: INSERT/UPDATE/DELETE per answer (per second \
+of streaming)."""
 
 
 def _num(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-HEADERS = (
-    "streams",
-    "completed",
-    "lost",
-    "dup",
-    "TTFT+ ms p50/p99",
-    "token ms p50/p99 (max)",
-    "server CPU ms/1k tok",
-    "upstream/loadgen",
-    "server RSS MB idle/peak",
-    "DB writes/answer (/s)",
-)
-LEGEND = (
-    "TTFT+: time to first token over the upstream's own. token: upstream write to client read.\n"
-    "CPU: ms per 1000 delivered tokens (upstream/loadgen: the other two processes, for context).\n"
-    "DB writes: INSERT/UPDATE/DELETE statements per answer (per second of streaming)."
-)
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 2) if numerator is not None and denominator else None
 
 
 def _cells(row: dict) -> list[str]:
-    ttft, latency, cpu, rss = (
-        row["ttft_overhead_ms"],
-        row["token_latency_ms"],
-        row["cpu_ms_per_1000_tokens"],
-        row["rss_mb"],
-    )
+    ttft, latency, rss = row["ttft_overhead_ms"], row["token_latency_ms"], row["rss_mb"]
     return [
-        str(row["streams"]),
+        "yes" if row["held"] else "no",
         f"{row['completed']}/{row['streams']}",
-        str(row["lost"]),
-        str(row["duplicated"]),
+        f"{row['lost']}/{row['duplicated']}",
         f"{_num(ttft['p50'])} / {_num(ttft['p99'])}",
-        f"{_num(latency['p50'], 1)} / {_num(latency['p99'], 1)} ({_num(latency['max'])})",
-        _num(cpu["server"]),
-        f"{_num(cpu['upstream'])} / {_num(cpu['loadgen'])}",
+        f"{_num(latency['p50'], 1)} / {_num(latency['p99'], 1)}",
+        _num(row["cpu_ms_per_1000_tokens"]["server"]),
         f"{_num(rss['idle'])} / {_num(rss['peak'])}",
-        f"{_num(row['db_writes_per_answer'], 1)} ({_num(row['db_writes_per_answer_per_second'], 2)})",
     ]
 
 
-def table(rows: list[dict]) -> str:
-    lines = [list(HEADERS)] + [_cells(row) for row in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS))]
-    text = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in lines]
-    text.insert(1, "-" * len(text[0]))
-    return "\n".join(text)
+def table(rounds: list[dict]) -> str:
+    """The rounds side by side: one group of columns per system, one row per round size."""
+    head = [["streams"], [*COLUMNS, DB_COLUMN], list(COLUMNS), ["CPU ratio"]]
+    rows = [head] + [
+        [
+            [str(entry["streams"])],
+            [
+                *_cells(entry["assistant"]),
+                f"{_num(entry['assistant']['db_writes_per_answer'], 1)} "
+                f"({_num(entry['assistant']['db_writes_per_answer_per_second'], 2)})",
+            ],
+            _cells(entry["proxy"]),
+            [_num(entry["cpu_ratio"], 2)],
+        ]
+        for entry in rounds
+    ]
+    widths = [
+        [max(len(row[g][c]) for row in rows) for c in range(len(group))] for g, group in enumerate(head)
+    ]
+    lines = [
+        " | ".join(
+            "  ".join(cell.rjust(width) for cell, width in zip(cells, group_widths, strict=True))
+            for cells, group_widths in zip(row, widths, strict=True)
+        )
+        for row in rows
+    ]
+    spans = [sum(group_widths) + 2 * (len(group_widths) - 1) for group_widths in widths]
+    titles = ["", *SYSTEMS.values(), ""]
+    lines.insert(
+        0,
+        " | ".join(
+            f" {title} ".center(span, "-") if title else " " * span
+            for title, span in zip(titles, spans, strict=True)
+        ),
+    )
+    lines.insert(2, "-" * len(lines[1]))
+    return "\n".join(lines)
+
+
+def summarise_comparison(rounds: list[dict]) -> dict:
+    """The largest round each system held, their ratio, and the CPU ratio at 100 streams.
+
+    A system that held the largest round may hold more: its figure is then a lower bound,
+    and so is the ratio (none when the proxy held it too, or held no round).
+    """
+    largest = max(entry["streams"] for entry in rounds)
+    held = {
+        system: max((entry["streams"] for entry in rounds if entry[system]["held"]), default=None)
+        for system in SYSTEMS
+    }
+    at_100 = next((entry for entry in rounds if entry["streams"] == 100), None)
+    return {
+        "held": held,
+        "held_largest_round": {system: held[system] == largest for system in SYSTEMS},
+        "capacity_ratio": None if held["proxy"] == largest else _ratio(held["assistant"], held["proxy"]),
+        "cpu_ratio_at_100": at_100["cpu_ratio"] if at_100 else None,
+    }
+
+
+def summary_text(summary: dict) -> str:
+    held, at_least = summary["held"], summary["held_largest_round"]
+
+    def system_held(system: str) -> str:
+        if held[system] is None:
+            return "no round"
+        return f"{held[system]} streams" + (" (the largest round)" if at_least[system] else "")
+
+    ratio = summary["capacity_ratio"]
+    lines = [
+        f"Held: Assistant {system_held('assistant')}, proxy {system_held('proxy')}; capacity ratio "
+        + ("-" if ratio is None else f"{'at least ' if at_least['assistant'] else ''}{ratio:g}")
+    ]
+    if summary["cpu_ratio_at_100"] is not None:
+        lines.append(
+            f"Server CPU per token at 100 streams: Assistant's is {summary['cpu_ratio_at_100']:g} "
+            "of the proxy's"
+        )
+    return "\n".join(lines)
+
+
+def idle_text(idle: dict) -> str:
+    before, held, extra = idle["before"], idle["open"], idle["extra"]
+
+    def change(name: str, digits: int = 0) -> str:
+        return f"{_num(before[name], digits)} -> {_num(held[name], digits)} ({extra[name]:+.{digits}f})"
+
+    return "\n".join(
+        [
+            f"Idle: {idle['opened']}/{idle['streams']} event streams open on one daphne (each read its "
+            "stream-open event), against the same process before they opened:",
+            f"  OS threads {change('threads')}, open files {change('open_files')}, "
+            f"DB connections {change('db_connections')} (descriptors on the SQLite file "
+            f"{change('db_file_descriptors')}),",
+            f"  RSS MB {change('rss_mb', 1)}: {idle['extra_kb_per_stream']:g} KB per stream",
+        ]
+    )
 
 
 def _env_item(text: str) -> tuple[str, str]:
@@ -502,7 +799,8 @@ def _env_item(text: str) -> tuple[str, str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", type=int, nargs="+", default=[10, 50, 100], help="N per round")
+    parser.add_argument("--streams", type=int, nargs="+", default=[10, 50, 100, 150, 200], help="N per round")
+    parser.add_argument("--idle", type=int, default=1000, help="idle event streams to hold open (0: none)")
     parser.add_argument("--tokens", type=int, default=300, help="tokens per answer")
     parser.add_argument("--tps", type=float, default=30, help="upstream tokens per second")
     parser.add_argument("--ttft", type=float, default=0.2, help="upstream time to first token, s")
@@ -534,36 +832,69 @@ def main(argv: list[str] | None = None) -> int:
         slack=args.slack,
         server_env=dict(args.server_env),
     )
+    raise_open_files_limit(max(args.streams, default=0) + args.idle + 1024)
     ARTIFACTS.mkdir(exist_ok=True)
-    rows = []
+    rounds = []
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as workdir,
         fake_upstream(ARTIFACTS / "bench-upstream.log") as upstream,
     ):
         for n in args.streams:
-            print(f"{n} streams ...", file=sys.stderr, flush=True)
-            rows.append(bench_round(n, workload, upstream, Path(workdir)))
+            print(f"{n} streams: Assistant ...", file=sys.stderr, flush=True)
+            assistant = assistant_round(n, workload, upstream, Path(workdir))
+            print(f"{n} streams: proxy ...", file=sys.stderr, flush=True)
+            proxy = proxy_round(n, workload, upstream)
+            cpu_ratio = _ratio(
+                assistant["cpu_ms_per_1000_tokens"]["server"], proxy["cpu_ms_per_1000_tokens"]["server"]
+            )
+            rounds.append({"streams": n, "assistant": assistant, "proxy": proxy, "cpu_ratio": cpu_ratio})
+        if args.idle:
+            print(f"{args.idle} idle streams ...", file=sys.stderr, flush=True)
+        idle = idle_round(args.idle, workload, upstream, Path(workdir)) if args.idle else None
     print(
         f"{workload.tokens} tokens at {workload.tps:g}/s per answer, upstream TTFT "
         f"{workload.ttft * 1000:.0f} ms, arrivals over {workload.spread:g} s; {os.cpu_count()} CPUs"
     )
-    print(table(rows))
-    print(LEGEND)
+    summary = summarise_comparison(rounds) if rounds else None
+    if rounds:
+        print(table(rounds))
+        print(LEGEND)
+        print(summary_text(summary))
+    if idle:
+        print(idle_text(idle))
     args.json.write_text(
-        json.dumps({"workload": dataclasses.asdict(workload), "rounds": rows}, indent=2) + "\n"
+        json.dumps(
+            {"workload": dataclasses.asdict(workload), "rounds": rounds, "summary": summary, "idle": idle},
+            indent=2,
+        )
+        + "\n"
     )
-    for row in rows:
-        if row["other_processes_cpu_percent"] >= BUSY_MACHINE_PERCENT:
-            print(
-                f"{row['streams']} streams: other processes kept {row['other_processes_cpu_percent']} % "
-                "of a core busy during the round; its figures are disturbed"
-            )
-        if row["outcomes"] != {"done": row["streams"]}:
-            print(f"{row['streams']} streams, outcomes: {row['outcomes']}")
-        for line in row["server_log_problems"]:
-            print(f"{row['streams']} streams, server log: {line}")
+    for entry in rounds:
+        for system in SYSTEMS:
+            row, where = entry[system], f"{system}, {entry['streams']} streams"
+            if row["other_processes_cpu_percent"] >= BUSY_MACHINE_PERCENT:
+                print(
+                    f"{where}: other processes kept {row['other_processes_cpu_percent']} % "
+                    "of a core busy during the round; its figures are disturbed"
+                )
+            if row["outcomes"] != {"done": row["streams"]}:
+                print(f"{where}, outcomes: {row['outcomes']}")
+            if not row["ok"]:
+                print(
+                    f"{where}: {row['lost']} tokens lost, {row['duplicated']} duplicated, "
+                    f"{row['malformed']} malformed, {row['out_of_order_streams']} streams out of order, "
+                    f"{row['db_mismatches']} stored answers differ from their stream"
+                )
+            for line in row["server_log_problems"]:
+                print(f"{where}, server log: {line}")
+    if idle:
+        if idle["failures"]:
+            print(f"idle streams that did not open: {idle['failures']}")
+        for line in idle["server_log_problems"]:
+            print(f"idle streams, server log: {line}")
     print(f"details: {args.json}")
-    return 0 if all(row["ok"] for row in rows) else 1
+    ok = all(entry["assistant"]["ok"] for entry in rounds) and (idle is None or idle["ok"])
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -15,15 +15,24 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage  # noqa: E402
 
+from assistant.stream_endpoint import EventStreamEndpoint  # noqa: E402
+from config.head_requests import HeadResponses  # noqa: E402
 from config.static_files import CollectedStaticFiles  # noqa: E402
 
+# Event streams before Django's middleware chain, which would hold a thread per open
+# stream; everything else goes to Django (assistant/stream_endpoint.py).
+streams_and_django = EventStreamEndpoint(django_application)
+
 # Static files at the ASGI layer: a sync middleware such as WhiteNoise would push every
-# request, the event streams included, through a thread.
+# request through a thread.
 if isinstance(staticfiles_storage, ManifestFilesMixin):
     # Production (DJANGO_DEBUG off): templates name the hashed files collectstatic wrote.
     application = CollectedStaticFiles(
-        django_application, root=Path(settings.STATIC_ROOT), url=settings.STATIC_URL
+        streams_and_django, root=Path(settings.STATIC_ROOT), url=settings.STATIC_URL
     )
 else:
     # Development: straight from the app's own folders, no collectstatic needed.
-    application = ASGIStaticFilesHandler(django_application)
+    application = ASGIStaticFilesHandler(streams_and_django)
+
+# A HEAD answer ends with its headers (config/head_requests.py: daphne would write the rest).
+application = HeadResponses(application)

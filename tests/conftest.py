@@ -21,6 +21,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from assistant import review
 from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,16 @@ def bob(db):
     return get_user_model().objects.create_user("bob", password="bob-password-1")
 
 
+@pytest.fixture
+def reviewer_client(db) -> Client:
+    """Logged in as rita, a reviewer: staff in the Reviewers group (lists, transcripts after a reason)."""
+    rita = get_user_model().objects.create_user("rita", password="rita-password-1")
+    review.reviewer_grant(user=rita)
+    client = Client()
+    client.force_login(rita)
+    return client
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -105,7 +116,7 @@ class LiveServer:
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
-def start_daphne(env: dict[str, str], name: str) -> LiveServer:
+def start_daphne(env: dict[str, str], name: str, application: str = "config.asgi:application") -> LiveServer:
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / f"{name}.log"
@@ -120,7 +131,7 @@ def start_daphne(env: dict[str, str], name: str) -> LiveServer:
                 "127.0.0.1",
                 "-p",
                 str(port),
-                "config.asgi:application",
+                application,
             ],
             cwd=ROOT,
             env=env,

@@ -348,6 +348,7 @@ class FakeUpstream:
         self.token_log: list[tuple[Any, int, float]] | None = None
         self.url = ""
         self._active = 0
+        self._answering = 0
         self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -360,6 +361,12 @@ class FakeUpstream:
     def active_connections(self) -> int:
         """Currently open TCP connections."""
         return self._active
+
+    @property
+    def responses_in_progress(self) -> int:
+        """Requests being answered now: a client that leaves a stalled or endless response
+        open shows here, unlike an idle keep-alive connection."""
+        return self._answering
 
     @property
     def behaviour(self) -> dict[str, Any]:
@@ -489,7 +496,11 @@ class FakeUpstream:
                 request = await self._read_request(conn)
                 if request is None:
                     break
-                keep_alive = await self._dispatch(conn, request)
+                self._answering += 1
+                try:
+                    keep_alive = await self._dispatch(conn, request)
+                finally:
+                    self._answering -= 1
                 if not keep_alive or conn.gone:
                     break
         except OSError:  # a vanished client must never produce tracebacks

@@ -42,6 +42,19 @@ def parse_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
             event_id = value
 
 
+class RecordingResponse:
+    """A streaming httpx response that adds every byte it hands on to `raw`."""
+
+    def __init__(self, response, raw: bytearray) -> None:
+        self.response = response
+        self.raw = raw
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        for chunk in self.response.iter_bytes():
+            self.raw += chunk
+            yield chunk
+
+
 def sse_lines(response) -> Iterator[str]:
     """Lines of a streaming httpx response split as EventSource does (not as iter_lines())."""
     pending = b""

@@ -22,15 +22,6 @@ def admin_client_(db) -> Client:
 
 
 @pytest.fixture
-def reviewer_client(db) -> Client:
-    rita = get_user_model().objects.create_user("rita", password="rita-password-1")
-    review.reviewer_grant(user=rita)
-    client = Client()
-    client.force_login(rita)
-    return client
-
-
-@pytest.fixture
 def conversation(alice) -> Conversation:
     conversation = Conversation.objects.create(owner=alice, title="Quartalsbericht", model="demo")
     Message.objects.create(conversation=conversation, role="user", content="<img src=x onerror=alert(1)>")

@@ -107,7 +107,7 @@ def test_create_users_deactivation_ends_streams_and_refuses_new_ones(tmp_path, a
     Message.objects.filter(pk=answer.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     client = Client()
     client.force_login(alice)
-    events_url = reverse("conversation_events", args=[conversation.pk])
+    api_url = reverse("api_conversation", args=[conversation.pk])
 
     out, _err = run("create_users", accounts(tmp_path, "username,active\nalice,no\n"))
 
@@ -116,7 +116,7 @@ def test_create_users_deactivation_ends_streams_and_refuses_new_ones(tmp_path, a
     assert not alice.is_active
     assert (answer.status, answer.finish_reason) == ("cancelled", "cancelled")
     assert "stopped 1 streaming answers" in out
-    assert client.get(events_url).status_code == 401  # a reconnect is refused
+    assert client.get(api_url).status_code == 401  # the session no longer counts
 
 
 @pytest.mark.parametrize(

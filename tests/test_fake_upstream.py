@@ -474,6 +474,24 @@ def test_active_connections_return_to_zero_after_clients_close(fake: FakeUpstrea
     assert fake.active_connections == 0
 
 
+def test_responses_in_progress_count_open_answers_not_idle_connections(fake: FakeUpstream) -> None:
+    async def run() -> tuple[int, int, int, int]:
+        async with make_client(fake) as client:
+            stalled = await client.chat.completions.create(
+                model=MODEL, messages=fake_msg(tokens=5, stall_after=1), stream=True
+            )
+            await stalled.__anext__()
+            during = fake.responses_in_progress, fake.active_connections
+            await stalled.close()  # the client leaves the stalled answer
+            await client.chat.completions.create(model=MODEL, messages=fake_msg(tokens=2))
+            return (*during, fake.responses_in_progress, fake.active_connections)
+
+    during, open_during, after, open_after = asyncio.run(run())
+    assert (during, open_during) == (1, 1)
+    # The finished request's connection stays open for keep-alive, answering nothing.
+    assert (after, open_after) == (0, 1)
+
+
 def test_stop_returns_quickly_with_never_end_stream(fake: FakeUpstream) -> None:
     async def run() -> tuple[float, BaseException | None]:
         async with make_client(fake) as client:

@@ -14,12 +14,15 @@ from assistant.llm import Finish, OpenAIProvider, ProviderError, sse_lines
 
 def collect(provider: OpenAIProvider) -> list:
     async def run() -> list:
-        return [
-            item
-            async for item in provider.stream(
-                model="fake-model", messages=[{"role": "user", "content": "hi"}]
-            )
-        ]
+        try:
+            return [
+                item
+                async for item in provider.stream(
+                    model="fake-model", messages=[{"role": "user", "content": "hi"}]
+                )
+            ]
+        finally:
+            await provider.client.close()  # its connections belong to this event loop
 
     return asyncio.run(run())
 

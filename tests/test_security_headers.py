@@ -25,6 +25,7 @@ def assert_security_headers(response) -> None:
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
     assert response["X-Frame-Options"] == "DENY"
     assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
 
 
 def test_security_headers_on_pages(alice):

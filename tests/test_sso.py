@@ -19,6 +19,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import Client
 
 from assistant import sso
+from assistant.models import Conversation
 from tests.conftest import LiveServer, live_env, start_daphne, stop_daphne
 from tests.test_production import clean_env, run_python
 
@@ -199,15 +200,9 @@ def test_sso_middleware_is_not_loaded_when_off(settings):
 # --- async, through Django's ASGI handler ------------------------------------------------
 
 
-async def asgi_get(
-    path: str, *, peer: tuple[str, int] | None, headers: dict[str, str], cookie: str = ""
-) -> tuple[int, str | None]:
-    """One GET through a fresh ASGIHandler: the status and the session cookie it set."""
-    raw_headers = [(b"host", b"testserver")]
-    raw_headers += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-    if cookie:
-        raw_headers.append((b"cookie", f"sessionid={cookie}".encode()))
-    scope = {
+def asgi_get_scope(path: str, headers: list[tuple[bytes, bytes]], peer: tuple[str, int] | None) -> dict:
+    """The scope of a GET as daphne makes it, from `peer` (None: a Unix socket)."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -217,10 +212,21 @@ async def asgi_get(
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": raw_headers,
+        "headers": headers,
         "client": list(peer) if peer else None,
         "server": ("testserver", 80),
     }
+
+
+async def asgi_get(
+    path: str, *, peer: tuple[str, int] | None, headers: dict[str, str], cookie: str = ""
+) -> tuple[int, str | None]:
+    """One GET through a fresh ASGIHandler: the status and the session cookie it set."""
+    raw_headers = [(b"host", b"testserver")]
+    raw_headers += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    if cookie:
+        raw_headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    scope = asgi_get_scope(path, raw_headers, peer)
     sent_body = False
 
     async def receive():
@@ -338,6 +344,26 @@ def test_sso_through_daphne(sso_server, transactional_db):
         timeout=10,
     )
     assert twice.status_code == 403
+
+
+@pytest.mark.live
+def test_sso_event_stream_through_daphne(sso_server, transactional_db):
+    """The event stream is served before Django's middleware chain; the proxy's word counts there too."""
+    carol = User.objects.create_user("carol")
+    User.objects.create_user("erin", is_active=False)
+    conversation = Conversation.objects.create(owner=carol, model="fake-model")
+    url = f"{sso_server.url}/api/conversations/{conversation.pk}/events/"
+
+    with httpx.Client(timeout=10) as client:
+        with client.stream("GET", url, headers={"X-Forwarded-User": "carol"}) as response:
+            opening = next(response.iter_text())
+        assert response.status_code == 200
+        assert "stream-open" in opening
+        assert session_user(response.cookies["sessionid"]) == "carol"  # the new session was saved
+        # The same session, another name from the proxy: that user, who does not own it.
+        assert client.get(url, headers={"X-Forwarded-User": "dave"}).status_code == 404
+    assert httpx.get(url, headers={"X-Forwarded-User": "erin"}, timeout=10).status_code == 403
+    assert httpx.get(url, timeout=10).status_code == 401
 
 
 # --- settings --------------------------------------------------------------------------

@@ -43,7 +43,7 @@
       method: method,
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
-      body: JSON.stringify(body || {}),
+      body: method === "GET" ? undefined : JSON.stringify(body || {}),
     });
     const data = response.status === 204 ? {} : await response.json().catch(() => ({}));
     if (!response.ok) {
@@ -491,6 +491,20 @@
     listen("error", (event) => event.data && onError(event));
     listen("stream-reset", onReset);
     listen("title", (event) => showTitle(JSON.parse(event.data).title));
+    listen("unauthorized", onUnauthorized);
+  }
+
+  // The session was logged out or the account deactivated: the server ended the stream
+  // for good (a reconnect would be refused). Stop listening and offer the login page.
+  function onUnauthorized() {
+    disconnect();
+    position = null; // nothing to reconnect to (see reconnect)
+    stopWaiting();
+    setStreaming(null);
+    const login = document.createElement("a");
+    login.href = pageData.login_url + "?next=" + encodeURIComponent(window.location.pathname);
+    login.textContent = i18n.sign_in_again;
+    connection.replaceChildren(i18n.signed_out + " ", login);
   }
 
   function lost() {
@@ -603,14 +617,70 @@
       today.dataset.group = "1";
       list.prepend(label, today);
     }
+    today.prepend(sidebarEntry(item));
+  }
+
+  function sidebarEntry(item) {
     const entry = document.createElement("li");
     const link = document.createElement("a");
     link.href = item.url;
     link.dataset.conversationId = item.id;
     link.textContent = item.title || i18n.untitled;
-    link.setAttribute("aria-current", "page");
+    if (conversation && item.id === conversation.id) link.setAttribute("aria-current", "page");
     entry.appendChild(link);
-    today.prepend(entry);
+    return entry;
+  }
+
+  // The sidebar shows the newest conversations; "show more" appends the next page of
+  // the list API, each one in its recency section (the page's sections, continued).
+  function setUpShowMore() {
+    const button = document.getElementById("show-more");
+    if (!button) return;
+    const sidebar = pageData.sidebar;
+    const sectionOf = (item) => {
+      const updated = new Date(item.updated_at);
+      return sidebar.groups.find((group) => group.start === null || updated >= new Date(group.start)).label;
+    };
+    const section = (label) => {
+      const labels = document.querySelectorAll("#conversation-list .group-label");
+      const last = labels[labels.length - 1];
+      if (last && last.textContent === label) return last.nextElementSibling;
+      const heading = document.createElement("h2");
+      heading.className = "group-label";
+      heading.textContent = label;
+      const list = document.createElement("ul");
+      list.dataset.group = String(labels.length + 1);
+      button.before(heading, list);
+      return list;
+    };
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      const query = new URLSearchParams({
+        q: sidebar.query,
+        archived: sidebar.archived ? "1" : "0",
+        before: sidebar.next,
+      });
+      try {
+        const result = await requestJson("GET", sidebar.list_url + "?" + query);
+        let first = null;
+        result.conversations.forEach((item) => {
+          // One that moved up meanwhile (a new message elsewhere) is already listed.
+          if (document.querySelector('[data-conversation-id="' + item.id + '"]')) return;
+          const entry = sidebarEntry(item);
+          section(sectionOf(item)).appendChild(entry);
+          first = first || entry.firstChild;
+        });
+        sidebar.next = result.next;
+        if (sidebar.next === null) {
+          button.remove();
+          if (first) first.focus();
+        }
+      } catch (error) {
+        showError(error.message);
+      } finally {
+        button.disabled = false;
+      }
+    });
   }
 
   async function send() {
@@ -684,6 +754,7 @@
   });
   if (language) language.addEventListener("change", () => language.form.submit());
   setUpConversationActions();
+  setUpShowMore();
 
   messageList.querySelectorAll(".message-error[data-error-type]").forEach((node) => {
     const item = node.closest("[data-message-id]");

@@ -287,6 +287,49 @@ def test_sidebar_groups_by_recency_and_search_finds_message_text(pages, alice):
     assert page.locator("#search-input").input_value() == "quastenflosser"
 
 
+def test_sidebar_shows_the_newest_and_older_ones_on_request(pages, alice, bob):
+    conversations = Conversation.objects.bulk_create(
+        Conversation(owner=alice, title=f"Gespräch {n}", model="fake-model") for n in range(155)
+    )
+    Conversation.objects.bulk_create(
+        Conversation(owner=bob, title=f"Bobs {n}", model="fake-model") for n in range(5)
+    )
+    # 140 of today, then 10 of yesterday and 5 older ones: sections the page does not show yet.
+    yesterday, older = conversations[140:150], conversations[150:]
+    for group, days in ((yesterday, 1), (older, 100)):
+        for conversation in group:
+            set_age(conversation, days)
+    expected = [
+        str(pk)
+        for pk in Conversation.objects.filter(owner=alice)
+        .order_by("-updated_at", "-pk")
+        .values_list("pk", flat=True)
+    ]
+
+    page = pages.open(alice).page
+    more = page.get_by_role("button", name="Show older conversations")
+    assert sidebar_ids(page) == expected[:50]
+    more.scroll_into_view_if_needed()
+    screenshot(page, "features-sidebar-show-more-button")
+
+    more.click()
+    expect(page.locator("#conversation-list [data-conversation-id]")).to_have_count(150)
+    expect(more).to_be_enabled()
+    more.click()
+    expect(page.locator("#conversation-list [data-conversation-id]")).to_have_count(155)
+    expect(more).to_have_count(0)
+    # Focus moves to the first conversation the last click brought, not to the page's top.
+    expect(page.locator(f'[data-conversation-id="{expected[150]}"]')).to_be_focused()
+    screenshot(page, "features-sidebar-show-more-done")
+
+    assert sidebar_ids(page) == expected
+    sections = page.eval_on_selector_all(
+        "#conversation-list .group-label",
+        "labels => labels.map((label) => [label.textContent, label.nextElementSibling.children.length])",
+    )
+    assert sections == [["Today", 140], ["Yesterday", 10], ["Older", 5]]
+
+
 # --- conversation management -----------------------------------------------------------------
 
 

@@ -1,0 +1,369 @@
+"""The event stream endpoint, served at the ASGI level, before Django's middleware chain.
+
+`GET /api/conversations/<id>/events/` (the URL named `conversation_events`) is answered
+here; every other request goes on to Django. The reason is cost: Django runs each
+request inside its own ThreadSensitiveContext, whose one-thread executor is created by
+the first thread-sensitive call (every classic middleware's hook is one) and lives as
+long as the request. An event stream lasts for hours, so each open stream held an OS
+thread. Here nothing runs in such a context: the request's database work (session, user,
+conversation) is one call into the process's shared thread, and an idle stream is a
+coroutine waiting for a wake-up, with no thread and no database connection of its own.
+
+What the middleware chain does for this URL is done here by calling Django's own
+middleware hooks, not copies of them: SecurityMiddleware (HTTPS redirect, HSTS, nosniff,
+referrer and opener policies), CommonMiddleware (allowed hosts, refused user agents),
+LocaleMiddleware, SessionMiddleware, AuthenticationMiddleware, the proxy sign-on
+(assistant.sso), XFrameOptionsMiddleware and our SECURITY_HEADERS
+(assistant.middleware.add_security_headers). Errors are Django's responses, sent by
+Django's ASGI handler.
+
+A stream ends when the client leaves (`http.disconnect`, watched while sending) and when
+its authorisation does: its user is deactivated or deleted, or its session logged out,
+in this process or any other (Redis), or found by the account poll (a command in
+another process, no Redis). It then sends an `unauthorized` event and closes, and a
+reconnect answers 401 (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model, user_logged_out
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.exceptions import MiddlewareNotUsed
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import response_for_exception
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.common import CommonMiddleware
+from django.middleware.locale import LocaleMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.urls import Resolver404, resolve
+from django.utils.log import log_response
+
+from assistant import events, generation, services, views
+from assistant.middleware import add_security_headers
+from assistant.models import Conversation
+from assistant.sso import ProxyHeaderLoginMiddleware
+
+logger = logging.getLogger(__name__)
+
+URL_NAME = "conversation_events"
+# The last event of a stream whose authorisation ended; the client must not reconnect.
+UNAUTHORIZED = "unauthorized"
+LOGGED_OUT = "logged_out"
+ACCOUNT_DISABLED = "account_disabled"
+# How often a process checks that the users of its open streams are still active.
+ACCOUNT_POLL_SECONDS = 1.0
+
+
+def _hooks_only(request: HttpRequest) -> None:
+    raise AssertionError("the event stream endpoint calls middleware hooks, never the chain")
+
+
+class EventStreamEndpoint:
+    """An ASGI app: GET of a conversation's event stream here, everything else to `app`."""
+
+    def __init__(self, app: ASGIHandler) -> None:
+        self.app = app
+        self.security = SecurityMiddleware(_hooks_only)
+        self.common = CommonMiddleware(_hooks_only)
+        self.locale = LocaleMiddleware(_hooks_only)
+        self.session = SessionMiddleware(_hooks_only)
+        self.authentication = AuthenticationMiddleware(_hooks_only)
+        self.frame_options = XFrameOptionsMiddleware(_hooks_only)
+        try:
+            self.sso: ProxyHeaderLoginMiddleware | None = ProxyHeaderLoginMiddleware(_hooks_only)
+        except MiddlewareNotUsed:
+            self.sso = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        # HEAD and other methods go to Django, whose view answers them 405 as before.
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].endswith("/events/"):
+            conversation_id = _conversation_id(scope)
+            if conversation_id is not None:
+                opened = await self._answer(scope, receive, send, conversation_id)
+                if opened is not None:
+                    await _stream(receive, send, *opened)
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope, receive, send, conversation_id: uuid.UUID) -> _Opened | None:
+        """Send the answer of a request refused, or return what its stream needs (the
+        request itself is not kept: an open stream holds only that)."""
+        body = []
+        while True:  # a GET has no body to speak of; read it as Django would
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        request, response = self.app.create_request(scope, io.BytesIO(b"".join(body)))
+        if request is None:
+            await self.app.send_response(response, send)
+            return None
+        try:
+            response, opened = await self._open(request, conversation_id)
+        except Exception as exc:
+            response, opened = response_for_exception(request, exc), None
+        self._add_headers(request, response)
+        if opened is None:
+            if response.status_code >= 400:
+                log_response(
+                    "%s: %s", response.reason_phrase, request.path, response=response, request=request
+                )
+            await self.app.send_response(response, send)
+            return None
+        return _Opened(_start_message(response), *opened)
+
+    async def _open(
+        self, request: HttpRequest, conversation_id: uuid.UUID
+    ) -> tuple[HttpResponseBase, tuple[_OpenStream, str, int | None] | None]:
+        """The response head and, when the stream may open, what `_stream` needs."""
+        refusal = self.security.process_request(request) or self.common.process_request(request)
+        if refusal is not None:
+            return refusal, None
+        self.locale.process_request(request)
+        self.session.process_request(request)
+        self.authentication.process_request(request)
+        # One call into the process's shared thread for all the database work (this
+        # request runs in no ThreadSensitiveContext, so no thread of its own is made).
+        response, conversation, user_id = await sync_to_async(self._authorize)(request, conversation_id)
+        if conversation is None:
+            return response, None
+        await generation.ensure_supervisor()
+        channel = conversation.channel
+        token = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+        position = events.position_from(channel, token)
+        if token and position is None:
+            position = 0  # outside every log: answered with a reset
+        return response, (_OpenStream.of(user_id, request.session.session_key), channel, position)
+
+    def _authorize(
+        self, request: HttpRequest, conversation_id: uuid.UUID
+    ) -> tuple[HttpResponseBase, Conversation | None, object]:
+        """Sync, in the shared thread: the proxy's sign-on, the user, the conversation, and
+        the session saved when that changed it (as SessionMiddleware does)."""
+        response = self.sso.sign_on(request) if self.sso is not None else None
+        conversation = None
+        user = request.user
+        if response is None and not user.is_authenticated:
+            response = views.not_authenticated()
+        elif response is None:
+            try:
+                conversation = services.conversation_get(user=user, conversation_id=conversation_id)
+            except services.ServiceError as error:
+                response = views.api_error(error)
+            else:
+                response = StreamingHttpResponse(
+                    content_type="text/event-stream; charset=utf-8",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+        return self.session.process_response(request, response), conversation, user.pk
+
+    def _add_headers(self, request: HttpRequest, response: HttpResponseBase) -> None:
+        self.locale.process_response(request, response)
+        add_security_headers(response)
+        self.security.process_response(request, response)
+        self.frame_options.process_response(request, response)
+
+
+def _conversation_id(scope) -> uuid.UUID | None:
+    """The conversation of an event stream URL (resolved by config.urls), else None."""
+    path = scope["path"]
+    script_prefix = get_script_prefix(scope)
+    if script_prefix:
+        path = path.removeprefix(script_prefix)
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return None
+    return match.kwargs["conversation_id"] if match.url_name == URL_NAME else None
+
+
+def _start_message(response: HttpResponseBase) -> dict:
+    headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
+    headers += [
+        (b"Set-Cookie", c.output(header="").encode("ascii").strip()) for c in response.cookies.values()
+    ]
+    return {"type": "http.response.start", "status": response.status_code, "headers": headers}
+
+
+def _unauthorized_frame(reason: str) -> bytes:
+    return f"event: {UNAUTHORIZED}\ndata: {events.encode_data({'reason': reason})}\n\n".encode()
+
+
+class _Opened(NamedTuple):
+    start: dict  # the http.response.start message
+    stream: _OpenStream
+    channel: str
+    position: int | None
+
+
+async def _stream(
+    receive, send, start: dict, opened: _OpenStream, channel: str, position: int | None
+) -> None:
+    """Send the events of `channel` from `position` until the client leaves or the
+    stream's authorisation ends (then an `unauthorized` event, and the end)."""
+    _register(opened)
+    watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, opened))
+    body = events.stream(channel, position)
+    started = False
+    try:
+        await send(start)
+        started = True
+        async for text in body:
+            await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+    except asyncio.CancelledError:
+        # Our own ending (see _OpenStream.end) is taken back; any other cancellation
+        # (the server shutting down) goes on.
+        if opened.reason is None or asyncio.current_task().uncancel():
+            raise
+    finally:
+        watcher.cancel()
+        await body.aclose()
+        _unregister(opened)
+    if opened.reason == _DISCONNECTED:
+        return
+    if not started:
+        await send(start)
+    await send({"type": "http.response.body", "body": _unauthorized_frame(opened.reason), "more_body": False})
+
+
+async def _watch_disconnect(receive, opened: _OpenStream) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    opened.end(_DISCONNECTED)
+
+
+# --- open streams and their revocation ---------------------------------------------------------
+
+_DISCONNECTED = "disconnected"
+
+
+@dataclass(eq=False, slots=True)
+class _OpenStream:
+    keys: tuple[str, ...]  # what revokes it: "user:<pk>" and "session:<digest of the key>"
+    task: asyncio.Task
+    reason: str | None = None  # why it ends: a revocation reason or _DISCONNECTED
+
+    @classmethod
+    def of(cls, user_id: object, session_key: str | None) -> _OpenStream:
+        keys = (_user_key(user_id), _session_key(session_key)) if session_key else (_user_key(user_id),)
+        return cls(keys, asyncio.current_task())
+
+    def end(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.task.cancel()
+
+
+# Open streams of this process by revocation key ("user:<pk>", "session:<digest>").
+# Touched only on the event loop; other threads go through call_soon_threadsafe.
+_streams: dict[str, set[_OpenStream]] = {}
+_loop: asyncio.AbstractEventLoop | None = None
+_account_poll: asyncio.Task | None = None
+
+
+def _user_key(user_id: object) -> str:
+    return f"user:{user_id}"
+
+
+def _session_key(session_key: str) -> str:
+    # A digest: revocations travel through Redis, session keys stay in the database.
+    return f"session:{hashlib.sha256(session_key.encode()).hexdigest()}"
+
+
+def _register(opened: _OpenStream) -> None:
+    global _loop, _account_poll
+    _loop = asyncio.get_running_loop()
+    for key in opened.keys:
+        _streams.setdefault(key, set()).add(opened)
+    # With Redis: revocations published by the other processes.
+    events.replay_log.start_fanout(on_revoke=_end_local)
+    if _account_poll is None or _account_poll.done() or _account_poll.get_loop() is not _loop:
+        _account_poll = generation.background_task(_poll_accounts())
+
+
+def _unregister(opened: _OpenStream) -> None:
+    for key in opened.keys:
+        streams = _streams.get(key)
+        if streams is not None:
+            streams.discard(opened)
+            if not streams:
+                del _streams[key]
+
+
+def _end_local(key: str) -> None:
+    """End this process's open streams under `key`; on the event loop."""
+    reason = ACCOUNT_DISABLED if key.startswith("user:") else LOGGED_OUT
+    for opened in list(_streams.get(key, ())):
+        opened.end(reason)
+
+
+def streams_revoke(*, user_id: object = None, session_key: str | None = None) -> None:
+    """End the open event streams of a user or of a session, in every server process.
+
+    Callable from any thread. Here they end at once; other processes hear it through
+    Redis when it is configured, and find deactivated or deleted users by their poll
+    otherwise.
+    """
+    key = _user_key(user_id) if user_id is not None else _session_key(session_key)
+    loop = _loop
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(_end_local, key)
+    events.replay_log.request_revoke(key)
+
+
+async def _poll_accounts() -> None:
+    """End the streams of users no longer active (the fallback that needs only the database)."""
+    User = get_user_model()
+    while True:
+        await asyncio.sleep(ACCOUNT_POLL_SECONDS)
+        user_ids = {key.removeprefix("user:") for key in _streams if key.startswith("user:")}
+        if not user_ids:
+            continue
+        active = User._default_manager.filter(pk__in=user_ids, is_active=True).values_list("pk", flat=True)
+        try:
+            still = {str(pk) async for pk in active}
+        except Exception:
+            logger.exception("could not check the accounts of open event streams")
+            continue
+        for user_id in user_ids - still:
+            _end_local(_user_key(user_id))
+
+
+# Thin receivers: the decisions are streams_revoke's. After the commit, so that a client
+# that reconnects at once is refused.
+
+
+@receiver(post_save, sender=get_user_model(), dispatch_uid="stream_endpoint.user_saved")
+def _user_saved(sender, instance, **kwargs) -> None:
+    if not instance.is_active:
+        user_id = instance.pk
+        transaction.on_commit(lambda: streams_revoke(user_id=user_id))
+
+
+@receiver(post_delete, sender=get_user_model(), dispatch_uid="stream_endpoint.user_deleted")
+def _user_deleted(sender, instance, **kwargs) -> None:
+    user_id = instance.pk
+    transaction.on_commit(lambda: streams_revoke(user_id=user_id))
+
+
+@receiver(user_logged_out, dispatch_uid="stream_endpoint.logged_out")
+def _logged_out(sender, request, **kwargs) -> None:
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if session_key:
+        transaction.on_commit(lambda: streams_revoke(session_key=session_key))

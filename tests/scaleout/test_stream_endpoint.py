@@ -1,0 +1,85 @@
+"""Event streams across processes: revocations travel through Redis, and open streams
+hold no PostgreSQL connection each."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from assistant.models import Conversation
+from tests.conftest import session_client
+from tests.test_stream_endpoint import events_url, open_raw_stream, open_then, session_cookie, until_closed
+
+pytestmark = pytest.mark.live
+
+
+def test_logout_on_one_process_ends_the_sessions_stream_on_the_other(pair, alice):
+    conversation = Conversation.objects.create(owner=alice, model="fake-model")
+    with session_client(pair.a, alice) as on_a, session_client(pair.b, alice) as on_b:
+        # One session on both (as behind a load balancer). Sessions are not polled: only
+        # Redis can carry this one.
+        on_b.cookies.set(settings.SESSION_COOKIE_NAME, on_a.cookies[settings.SESSION_COOKIE_NAME])
+        seen = open_then(on_a, events_url(conversation), lambda: on_b.post("/accounts/logout/"))
+        reconnect = on_a.get(events_url(conversation))
+
+    assert [(e.event, e.json()) for e in seen if e.event != "keep-alive"] == [
+        ("unauthorized", {"reason": "logged_out"})
+    ]
+    assert reconnect.status_code == 401
+
+
+def test_deactivation_ends_the_users_streams_on_every_process(pair, alice):
+    conversation = Conversation.objects.create(owner=alice, model="fake-model")
+
+    def deactivate() -> None:
+        alice.is_active = False
+        alice.save()
+
+    with (
+        session_client(pair.a, alice) as on_a,
+        session_client(pair.b, alice) as on_b,
+        on_b.stream("GET", events_url(conversation)) as on_b_stream,
+    ):
+        seen_on_a = open_then(on_a, events_url(conversation), deactivate)
+        seen_on_b = [event.event for event in until_closed(on_b_stream)]
+
+    assert [e.event for e in seen_on_a if e.event != "keep-alive"] == ["unauthorized"]
+    assert [event for event in seen_on_b if event not in ("stream-open", "keep-alive")] == ["unauthorized"]
+
+
+def postgres_connections() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+def test_open_streams_hold_no_database_connection_each(pair, alice):
+    conversation = Conversation.objects.create(owner=alice, model="fake-model")
+    cookie = session_cookie(alice)
+
+    async def open_streams(count: int) -> list:
+        return await asyncio.gather(
+            *(open_raw_stream(pair.a, events_url(conversation), cookie) for _ in range(count))
+        )
+
+    async def close(streams: list) -> None:
+        for _, writer in streams:
+            writer.close()
+        await asyncio.gather(*(writer.wait_closed() for _, writer in streams))
+
+    # Counted from this thread's connection between the steps of one event loop.
+    loop = asyncio.new_event_loop()
+    try:
+        # The first stream opens what a process keeps (its shared thread's connection).
+        streams = loop.run_until_complete(open_streams(1))
+        before = postgres_connections()
+        streams += loop.run_until_complete(open_streams(100))
+        during = postgres_connections()
+        loop.run_until_complete(close(streams))
+    finally:
+        loop.close()
+
+    assert during - before <= 1, f"{before} connections before, {during} with 100 more streams"

@@ -1,0 +1,130 @@
+"""Fixtures of the attack suite: the live daphne with the fake upstream (tests/conftest.py),
+alice and bob, rita the reviewer, their logged-in HTTP clients, an anonymous client,
+alice's conversations as the target, an attacker's server that must receive nothing, and
+a production daphne (DJANGO_DEBUG=0 with the documented environment) reached as through
+the TLS proxy."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
+from django.utils import timezone
+
+from assistant import review
+from assistant.models import Conversation, Message, ServerProcess
+from tests.browser.conftest import browser, pages  # noqa: F401 - fixtures for the browser attacks
+from tests.conftest import LiveServer, session_client, start_daphne, stop_daphne
+from tests.security.servers import FormSession, RecordingServer, form_login
+from tests.test_production import collected, production_env  # noqa: F401 - `collected` is a fixture
+from tests.test_streaming import create_conversation, fake, send, wait_for_final
+
+REVIEWERS_MIGRATION = importlib.import_module("assistant.migrations.0006_reviewers_group")
+
+
+@pytest.fixture
+def rita(db):
+    """A reviewer: staff in the Reviewers group (which a flushed live database has lost)."""
+    REVIEWERS_MIGRATION.create_reviewers(apps, None)
+    user = get_user_model().objects.create_user("rita", password="rita-password-1")
+    review.reviewer_grant(user=user)
+    return user
+
+
+@pytest.fixture
+def rita_http(live, rita) -> Iterator[httpx.Client]:
+    with session_client(live, rita) as client:
+        yield client
+
+
+@dataclass
+class Victim:
+    """Alice's data: a finished exchange, and a question whose answer is streaming."""
+
+    done: Conversation
+    streaming: Conversation
+    answer: Message
+    streaming_answer: Message
+
+    def targets(self) -> Iterator[tuple[Conversation, Message]]:
+        for conversation in (self.done, self.streaming):
+            for message in conversation.messages.all():
+                yield conversation, message
+
+
+@pytest.fixture
+def victim(alice_http, upstream, rita) -> Victim:
+    done = create_conversation(alice_http, title="Gehaltsverhandlung", model="fake-model")
+    sent = send(alice_http, done, "Mein Gehalt ist 4711 " + fake(text="Antwort 0815"))
+    answer = wait_for_final(sent["assistant_message"]["id"])
+    assert answer.status == Message.Status.DONE
+    # An answer in flight on another server process (its lease fresh, as in a scale-out
+    # deployment): unlike one this daphne generates, it stays exactly as it is while
+    # the attacks run, so any change they make shows.
+    streaming = Conversation.objects.create(owner=answer.conversation.owner, title="Gehaltsverhandlung 2")
+    ServerProcess.objects.create(pk="other-process", heartbeat_at=timezone.now())
+    Message.objects.create(conversation=streaming, role="user", content="Noch geheimer 2906?")
+    streaming_answer = Message.objects.create(
+        conversation=streaming, role="assistant", status="streaming", generated_by="other-process"
+    )
+    # The admin's access log routes name an entry (rita's fixture brings the Reviewers group).
+    review.access_record(reviewer=rita, conversation=streaming, reason="Ticket 12 for alice")
+    upstream.requests.clear()
+    return Victim(
+        done=answer.conversation, streaming=streaming, answer=answer, streaming_answer=streaming_answer
+    )
+
+
+@pytest.fixture
+def anonymous_http(live) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def attacker() -> Iterator[RecordingServer]:
+    """Where an attacker would like the app to send requests: it must receive none."""
+    with RecordingServer() as server:
+        yield server
+
+
+# --- production profile --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def production(django_db_setup, django_db_blocker, collected, fake_upstream) -> Iterator[LiveServer]:  # noqa: F811
+    """A daphne with DJANGO_DEBUG=0 and the documented environment, on the fake upstream."""
+    env = production_env(
+        DJANGO_STATIC_ROOT=str(collected),
+        OPENAI_BASE_URL=fake_upstream.url,
+        OPENAI_API_KEY="test-key-abc123",
+        ASSISTANT_MODELS="fake-model",
+        ASSISTANT_RATE_LIMIT_PER_MINUTE="0",
+    )
+    server = start_daphne(env, "daphne-security-production")
+    yield server
+    stop_daphne(server)
+
+
+PASSWORD = "correct-horse-battery-7"
+
+
+def with_password(user):
+    """`user` with a password the server can check: the tests' fast MD5 hasher is unknown
+    to a daphne, which runs with Django's default hashers."""
+    user.password = make_password(PASSWORD, hasher=PBKDF2PasswordHasher())
+    user.save(update_fields=["password"])
+    return user
+
+
+@pytest.fixture
+def alice_production(production, transactional_db, alice, upstream) -> Iterator[FormSession]:
+    session = form_login(production, with_password(alice).username, PASSWORD)
+    yield session
+    session.client.close()
