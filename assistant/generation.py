@@ -43,6 +43,16 @@ class _Running:
 
 # Answers generating in this process, by assistant message id.
 _running: dict[int, _Running] = {}
+# Answers per step of the coalescing window (config/settings.py).
+COALESCE_STEP_ANSWERS = 50
+
+
+def coalesce_seconds() -> float:
+    """The coalescing window now: the base one, longer the more answers this process
+    generates, so that its events (and their cost) grow slower than its tokens."""
+    steps = max(1.0, len(_running) / COALESCE_STEP_ANSWERS)
+    return min(settings.ASSISTANT_COALESCE_MAX_SECONDS, settings.ASSISTANT_COALESCE_SECONDS * steps)
+
 
 # Work that follows an answer (its title), held here so it is not garbage-collected.
 _follow_ups: set[asyncio.Task] = set()
@@ -153,7 +163,7 @@ class _Answer:
         self.pending.append(text)
         if self.flush_handle is not None:
             return
-        wait = self.last_flush + settings.ASSISTANT_COALESCE_SECONDS - now
+        wait = self.last_flush + coalesce_seconds() - now
         if wait <= 0:
             self.flush()
         else:

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from assistant import generation
 from assistant.models import Message
 from tests.conftest import session_client
 from tests.sse import RecordingResponse, SSEEvent, answer_events
@@ -295,3 +296,12 @@ def test_stream_keeps_unicode_line_separators_inside_a_line(alice_http, upstream
     assert events[-1].event == "done"
     assert text_of(events) == text
     assert Message.objects.get(pk=sent["assistant_message"]["id"]).content == text
+
+
+@pytest.mark.parametrize(
+    ("answers", "window"), [(0, 0.03), (50, 0.03), (100, 0.06), (125, 0.075), (150, 0.08), (1000, 0.08)]
+)
+def test_the_coalescing_window_grows_with_the_answers_generating(monkeypatch, answers, window):
+    """A busy process joins more deltas per event: one base window more per 50 answers, capped."""
+    monkeypatch.setattr(generation, "_running", dict.fromkeys(range(answers)))
+    assert generation.coalesce_seconds() == pytest.approx(window)
