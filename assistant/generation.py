@@ -424,16 +424,19 @@ def error_payload(message_id: int, error: ProviderError) -> dict:
     return payload
 
 
-async def _history(message: Message) -> list[dict[str, str]]:
-    """The conversation up to the answer being generated, as the provider wants it."""
+def _answer_and_history(message_id: int) -> tuple[Message, list[dict[str, str]]]:
+    """The answer to generate and the conversation up to it, as the provider wants it:
+    one trip to the database thread (busy under load) before the upstream call."""
+    message = Message.objects.select_related("conversation").get(pk=message_id)
     earlier = Message.objects.filter(
         conversation_id=message.conversation_id, pk__lt=message.pk, superseded=False
     )
-    return [
+    history = [
         {"role": m.role, "content": m.content}
-        async for m in earlier.only("role", "content").order_by("pk")
+        for m in earlier.only("role", "content").order_by("pk")
         if m.role == Message.Role.USER or m.content
     ]
+    return message, history
 
 
 async def _start_payload(message: Message) -> dict:
@@ -456,7 +459,7 @@ async def _generate(
     message_id: int, language: str, start_event: dict | None = None, start_id: int | None = None
 ) -> None:
     try:
-        message = await Message.objects.select_related("conversation").aget(pk=message_id)
+        message, history = await sync_to_async(_answer_and_history)(message_id)
     except Message.DoesNotExist:
         logger.info("answer %s was deleted before it started", message_id)
         return
@@ -473,7 +476,6 @@ async def _generate(
         answer.flush()  # publishes the start as soon as Redis answers
     with translation.override(language):
         try:
-            history = await _history(message)
             finish = None
             async with asyncio.timeout(settings.ASSISTANT_MAX_ANSWER_SECONDS):
                 stream = get_provider().stream(model=message.model, messages=history)
