@@ -73,13 +73,23 @@ def background_task(coro) -> asyncio.Task:
     return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
 
 
-def start(*, message_id: int, language: str, start_event: dict, start_id: int | None = None) -> None:
+def start(
+    *,
+    message: Message,
+    history: list[dict[str, str]],
+    language: str,
+    start_event: dict,
+    start_id: int | None = None,
+) -> None:
     """Start generating an assistant message on the running event loop.
 
-    `start_event` is the answer's `start` payload, `start_id` its id on the wire (None:
-    it could not be published, so the answer publishes it with its first text).
+    `message` comes with its conversation, `history` is `history_before(message)`: both
+    read by the request, so the task's first step is the upstream call. `start_event` is
+    the answer's `start` payload, `start_id` its id on the wire (None: it could not be
+    published, so the answer publishes it with its first text).
     """
-    task = background_task(_generate(message_id, language, start_event, start_id))
+    message_id = message.pk
+    task = background_task(_generate(message, history, language, start_event, start_id))
     _running[message_id] = _Running(task)
     task.add_done_callback(lambda _: _running.pop(message_id, None))
 
@@ -424,47 +434,21 @@ def error_payload(message_id: int, error: ProviderError) -> dict:
     return payload
 
 
-def _answer_and_history(message_id: int) -> tuple[Message, list[dict[str, str]]]:
-    """The answer to generate and the conversation up to it, as the provider wants it:
-    one trip to the database thread (busy under load) before the upstream call."""
-    message = Message.objects.select_related("conversation").get(pk=message_id)
+def history_before(message: Message) -> list[dict[str, str]]:
+    """The conversation up to the answer `message`, as the provider wants it."""
     earlier = Message.objects.filter(
         conversation_id=message.conversation_id, pk__lt=message.pk, superseded=False
     )
-    history = [
+    return [
         {"role": m.role, "content": m.content}
         for m in earlier.only("role", "content").order_by("pk")
         if m.role == Message.Role.USER or m.content
     ]
-    return message, history
-
-
-async def _start_payload(message: Message) -> dict:
-    """The `start` event of an answer, as services._answer_start publishes it."""
-    question = (
-        await Message.objects.filter(
-            conversation_id=message.conversation_id, pk__lt=message.pk, role=Message.Role.USER
-        )
-        .order_by("-pk")
-        .afirst()
-    )
-    return {
-        "message": message.pk,
-        "model": message.model,
-        "user_message": {"id": question.pk, "content": question.content} if question else None,
-    }
 
 
 async def _generate(
-    message_id: int, language: str, start_event: dict | None = None, start_id: int | None = None
+    message: Message, history: list[dict[str, str]], language: str, start_event: dict, start_id: int | None
 ) -> None:
-    try:
-        message, history = await sync_to_async(_answer_and_history)(message_id)
-    except Message.DoesNotExist:
-        logger.info("answer %s was deleted before it started", message_id)
-        return
-    if start_event is None:
-        start_event = await _start_payload(message)
     answer = _Answer(
         message=message,
         channel=events.channel_for(message.conversation_id),
@@ -495,7 +479,7 @@ async def _generate(
             if len(questions) == 1 and not message.conversation.title_chosen:
                 _follow_up(
                     titles.conversation_title(
-                        answer_id=message_id,
+                        answer_id=message.pk,
                         conversation_id=message.conversation_id,
                         model=message.model,
                         question=questions[0],
@@ -503,7 +487,7 @@ async def _generate(
                     )
                 )
         except asyncio.CancelledError:
-            running = _running.get(message_id)
+            running = _running.get(message.pk)
             if running is not None and running.cancel_requested:
                 await answer.finish(Status.CANCELLED)
             else:
@@ -514,7 +498,7 @@ async def _generate(
         except Exception as exc:
             error = error_from_exception(exc)
             if not isinstance(exc, ProviderError):
-                logger.exception("generating answer %s failed", message_id)
+                logger.exception("generating answer %s failed", message.pk)
             await answer.finish(Status.ERROR, error=error)
 
 

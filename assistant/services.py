@@ -301,7 +301,7 @@ def _retry_create(*, user, message_id: int) -> tuple[Exchange, Message]:
     return Exchange(question, answer, replaces=previous.pk)
 
 
-async def _answer_start(exchange: Exchange, *, language: str) -> None:
+async def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language: str) -> None:
     answer = exchange.assistant_message
     start = {
         "message": answer.pk,
@@ -316,7 +316,7 @@ async def _answer_start(exchange: Exchange, *, language: str) -> None:
         start_id = await events.apublish(events.channel_for(answer.conversation_id), "start", start)
     except events.EventsUnavailable:
         start_id = None  # the answer publishes its start with its first text
-    generation.start(message_id=answer.pk, language=language, start_event=start, start_id=start_id)
+    generation.start(message=answer, history=history, language=language, start_event=start, start_id=start_id)
 
 
 async def _exchange_start(create: Callable[[], Exchange], *, language: str) -> Exchange:
@@ -326,10 +326,15 @@ async def _exchange_start(create: Callable[[], Exchange], *, language: str) -> E
     that no task generates.
     """
 
+    def create_and_read_history() -> tuple[Exchange, list[dict[str, str]]]:
+        exchange = create()
+        return exchange, generation.history_before(exchange.assistant_message)
+
     async def start() -> Exchange:
         await generation.ensure_supervisor()
-        exchange = await sync_to_async(create)()
-        await _answer_start(exchange, language=language)
+        # One trip to the database: the answer's task starts with the upstream call.
+        exchange, history = await sync_to_async(create_and_read_history)()
+        await _answer_start(exchange, history, language=language)
         return exchange
 
     return await asyncio.shield(start())

@@ -26,7 +26,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from assistant import events, generation, health, review, services
+from assistant import events, health, review, services
 from assistant.forms import (
     FEEDBACK_RATINGS,
     ConversationForm,
@@ -55,14 +55,19 @@ def not_authenticated() -> JsonResponse:
     return api_error(services.ServiceError(401, "not_authenticated", _("Log in first.")))
 
 
+def _is_authenticated(request: HttpRequest) -> bool:
+    return request.user.is_authenticated
+
+
 def api_view(view):
     """JSON API conventions: logged-in users only, ServiceError -> JSON error answer."""
     if iscoroutinefunction(view):
 
         @functools.wraps(view)
         async def async_wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            # The session lookup must not pin a thread to a long request (see background_task).
-            if not (await generation.background_task(request.auser())).is_authenticated:
+            # Session and user in one trip to the request's thread; the view then passes
+            # the resolved `request.user` on (its database work is one trip more).
+            if not await sync_to_async(_is_authenticated)(request):
                 return not_authenticated()
             try:
                 return await view(request, *args, **kwargs)
@@ -304,7 +309,7 @@ def _accepted_answer(exchange: services.Exchange) -> JsonResponse:
 async def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     data = MessageForm.parse(json_body(request))
     exchange = await services.message_send(
-        user=await request.auser(),
+        user=request.user,
         conversation_id=conversation_id,
         content=data["content"],
         model=data["model"] or None,
@@ -316,16 +321,14 @@ async def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResp
 @require_POST
 @api_view
 async def message_retry(request: HttpRequest, message_id: int) -> JsonResponse:
-    exchange = await services.message_retry(
-        user=await request.auser(), message_id=message_id, language=get_language()
-    )
+    exchange = await services.message_retry(user=request.user, message_id=message_id, language=get_language())
     return _accepted_answer(exchange)
 
 
 @require_POST
 @api_view
 async def message_cancel(request: HttpRequest, message_id: int) -> JsonResponse:
-    message = await services.message_cancel(user=await request.auser(), message_id=message_id)
+    message = await services.message_cancel(user=request.user, message_id=message_id)
     return JsonResponse({"id": message.pk, "status": message.status}, status=202)
 
 
@@ -390,7 +393,7 @@ def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) -> Jso
 
 @api_view
 async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    await services.conversation_delete(user=await request.auser(), conversation_id=conversation_id)
+    await services.conversation_delete(user=request.user, conversation_id=conversation_id)
     return HttpResponse(status=204)
 
 
@@ -415,7 +418,7 @@ def message_feedback(request: HttpRequest, message_id: int) -> JsonResponse:
 async def message_edit(request: HttpRequest, message_id: int) -> JsonResponse:
     data = MessageForm.parse(json_body(request))
     exchange = await services.message_edit(
-        user=await request.auser(),
+        user=request.user,
         message_id=message_id,
         content=data["content"],
         model=data["model"] or None,

@@ -8,7 +8,6 @@ import time
 import httpx
 import pytest
 
-from assistant import generation
 from assistant.llm import DemoProvider, OpenAIProvider, ProviderError
 from assistant.models import Conversation, Message
 from assistant.services import title_from
@@ -99,10 +98,6 @@ def test_openai_provider_completion_failures_are_provider_errors(provider, upstr
     if kind:
         assert raised.value.type == kind
     assert "test-key" not in str(raised.value)
-
-
-def test_generation_of_a_deleted_answer_ends_quietly(transactional_db):
-    assert asyncio.run(generation._generate(987_654, "en")) is None
 
 
 # --- over daphne ----------------------------------------------------------------------------
