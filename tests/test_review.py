@@ -143,6 +143,9 @@ def test_reviewer_sees_the_list_but_gets_the_reason_form_first(reviewer_client, 
     assert response.status_code == 200
     assert 'name="details"' in page
     assert "alice" in page
+    assert 'value="Record reason and open the transcript"' in page
+    assert '<a href="/admin/assistant/conversation/">Conversations</a>\n&rsaquo; Gehaltsfrage\n</div>' in page
+    assert 'class=" app-assistant model-conversation review-reason"' in page
     for content in ("fett", "Hier:", "abgebrochen", "Falsche Zahl"):
         assert content not in page
     assert not AccessLog.objects.exists()
@@ -392,6 +395,8 @@ def test_export_action_asks_for_a_reason_first(reviewer_client, conversation):
     page = response.content.decode()
     assert response.status_code == 200
     assert 'name="details"' in page
+    assert 'value="Record reason and export (JSON Lines)"' in page
+    assert '<a href="/admin/assistant/conversation/">Conversations</a>\n&rsaquo; Export\n</div>' in page
     assert not response.streaming
     assert "Hier:" not in page
     response = reviewer_client.post(
