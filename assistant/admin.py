@@ -247,6 +247,11 @@ class ConversationAdmin(admin.ModelAdmin):
             raise PermissionDenied
         return conversation
 
+    def _page(self, request: HttpRequest, template: str, context: dict) -> TemplateResponse:
+        """One of this admin's own pages (templates/admin/assistant/conversation/)."""
+        context = {**self.admin_site.each_context(request), "opts": self.opts, **context}
+        return TemplateResponse(request, f"admin/assistant/conversation/{template}", context)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The transcript, for a reviewer who stated a reason for it in the last 30 minutes."""
         if request.method not in ("GET", "HEAD"):
@@ -259,21 +264,22 @@ class ConversationAdmin(admin.ModelAdmin):
             url = reverse("admin:assistant_conversation_review", args=[quote(conversation.pk)])
             anchor = _message_anchor(request)
             return redirect(url if anchor is None else f"{url}?{urlencode({'message': anchor})}")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": _("Transcript"),
-            "subtitle": str(conversation),
-            "conversation": conversation,
-            "transcript_messages": conversation.messages.order_by("pk"),
-            "access_ends": datetime.fromtimestamp(expires, tz=UTC),
-            "access_log_url": reverse("admin:assistant_accesslog_changelist")
-            + "?"
-            + urlencode({"conversation_id": conversation.pk}),
-            "has_delete_permission": self.has_delete_permission(request, conversation),
-            **(extra_context or {}),
-        }
-        return TemplateResponse(request, "admin/assistant/conversation/transcript.html", context)
+        return self._page(
+            request,
+            "transcript.html",
+            {
+                "title": _("Transcript"),
+                "subtitle": str(conversation),
+                "conversation": conversation,
+                "transcript_messages": conversation.messages.order_by("pk"),
+                "access_ends": datetime.fromtimestamp(expires, tz=UTC),
+                "access_log_url": reverse("admin:assistant_accesslog_changelist")
+                + "?"
+                + urlencode({"conversation_id": conversation.pk}),
+                "has_delete_permission": self.has_delete_permission(request, conversation),
+                **(extra_context or {}),
+            },
+        )
 
     def review_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """State a reason; it is logged, then the transcript opens for a while."""
@@ -293,16 +299,17 @@ class ConversationAdmin(admin.ModelAdmin):
             url = transcript_url(conversation.pk)
             anchor = _message_anchor(request)
             return redirect(url if anchor is None else f"{url}#message-{anchor}")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": _("Why do you open this transcript?"),
-            "subtitle": str(conversation),
-            "conversation": conversation,
-            "form": form,
-            "grant_minutes": review.GRANT_SECONDS // 60,
-        }
-        return TemplateResponse(request, "admin/assistant/conversation/review_reason.html", context)
+        return self._page(
+            request,
+            "review_reason.html",
+            {
+                "title": _("Why do you open this transcript?"),
+                "subtitle": str(conversation),
+                "conversation": conversation,
+                "form": form,
+                "grant_minutes": review.GRANT_SECONDS // 60,
+            },
+        )
 
     def history_view(self, request, object_id, extra_context=None):
         if not self.has_review_permission(request):
@@ -340,20 +347,20 @@ class ConversationAdmin(admin.ModelAdmin):
             filename = f"conversations-{timezone.now():%Y%m%d-%H%M%S}.jsonl"
             response["Content-Disposition"] = f'attachment; filename="{filename}"'
             return response
-        select_across = request.POST.get("select_across") == "1"
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": _("Why do you export these conversations?"),
-            "form": form,
-            "count": queryset.count(),
-            "select_across": select_across,
-            # Sent back as they came: Django handles a confirmed action only with some
-            # selected ids, even when all matching rows (select_across) are meant.
-            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/assistant/conversation/export_reason.html", context)
+        return self._page(
+            request,
+            "export_reason.html",
+            {
+                "title": _("Why do you export these conversations?"),
+                "form": form,
+                "count": queryset.count(),
+                "select_across": request.POST.get("select_across") == "1",
+                # Sent back as they came: Django handles a confirmed action only with some
+                # selected ids, even when all matching rows (select_across) are meant.
+                "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
 
 # --- messages and the feedback review ------------------------------------------------------
