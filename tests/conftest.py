@@ -70,14 +70,29 @@ def bob(db):
     return get_user_model().objects.create_user("bob", password="bob-password-1")
 
 
+def logged_in(user) -> Client:
+    """Django's test client, logged in as `user`."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:
+    return logged_in(alice)
+
+
+@pytest.fixture
+def bob_client(bob) -> Client:
+    return logged_in(bob)
+
+
 @pytest.fixture
 def reviewer_client(db) -> Client:
     """Logged in as rita, a reviewer: staff in the Reviewers group (lists, transcripts after a reason)."""
     rita = get_user_model().objects.create_user("rita", password="rita-password-1")
     review.reviewer_grant(user=rita)
-    client = Client()
-    client.force_login(rita)
-    return client
+    return logged_in(rita)
 
 
 def _free_port() -> int:

@@ -19,13 +19,6 @@ def post_json(client: Client, url: str, body, **extra):
 
 
 @pytest.fixture
-def alice_client(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def conversation(alice) -> Conversation:
     return Conversation.objects.create(owner=alice, model="demo")
 

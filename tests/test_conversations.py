@@ -23,20 +23,6 @@ def call(client: Client, method: str, url: str, body=None, **extra):
 
 
 @pytest.fixture
-def alice_client(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
-def bob_client(bob) -> Client:
-    client = Client()
-    client.force_login(bob)
-    return client
-
-
-@pytest.fixture
 def conversation(alice) -> Conversation:
     return Conversation.objects.create(owner=alice, title="Reise nach Köln", model="demo")
 

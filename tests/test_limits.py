@@ -18,13 +18,6 @@ def conversation(alice) -> Conversation:
     return Conversation.objects.create(owner=alice, model="demo")
 
 
-@pytest.fixture
-def alice_client(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
 def answered(conversation: Conversation, *, tokens: int = 0, ago: timedelta = timedelta(0)) -> Message:
     message = Message.objects.create(
         conversation=conversation,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
@@ -75,13 +74,6 @@ def test_chat_requires_login(db):
     response = Client().get(reverse("chat"))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
-
-
-@pytest.fixture
-def alice_client(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
 
 
 def test_chat_page_lists_only_own_conversations(alice_client, alice, bob):

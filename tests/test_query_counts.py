@@ -32,13 +32,6 @@ def greet(name):
 """
 
 
-@pytest.fixture
-def alice_client(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
 def conversations_for(owner, count: int, *, title: str) -> list[Conversation]:
     return Conversation.objects.bulk_create(
         Conversation(owner=owner, title=f"{title} {n}", model="demo") for n in range(count)

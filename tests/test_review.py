@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from assistant import review
 from assistant.models import AccessLog, Conversation, Message
+from tests.conftest import logged_in
 
 REASON = {"purpose": "support", "details": "Ticket 4711: alice asked for help"}
 
@@ -28,9 +29,7 @@ def rita(db):
 
 @pytest.fixture
 def reviewer_client(rita) -> Client:
-    client = Client()
-    client.force_login(rita)
-    return client
+    return logged_in(rita)
 
 
 @pytest.fixture
@@ -40,9 +39,7 @@ def root(db):
 
 @pytest.fixture
 def root_client(root) -> Client:
-    client = Client()
-    client.force_login(root)
-    return client
+    return logged_in(root)
 
 
 @pytest.fixture
