@@ -33,6 +33,7 @@ _WRITE_RE = re.compile(r'\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.
 
 _lock = threading.Lock()
 _statements = 0
+_connects = 0  # database connections opened
 _writes: Counter[str] = Counter()  # "UPDATE assistant_message" -> count
 # Every thread's connection wrapper, to count those holding an open database connection.
 _wrappers: weakref.WeakSet[BaseDatabaseWrapper] = weakref.WeakSet()
@@ -49,11 +50,13 @@ def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, conte
 
 
 def _install(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    # The wrapper object outlives its connection: with CONN_MAX_AGE=0 it reconnects (and fires
-    # the signal again) on every request, so install only once.
+    # The wrapper object outlives its connection: when it reconnects (DATABASE_CONN_MAX_AGE)
+    # the signal fires again, so install only once.
+    global _connects
     if _count not in connection.execute_wrappers:
         connection.execute_wrappers.append(_count)
     with _lock:
+        _connects += 1
         _wrappers.add(connection)
 
 
@@ -66,6 +69,7 @@ def counters() -> dict[str, Any]:
     with _lock:
         counts = {"statements": _statements, "writes": sum(_writes.values()), "by_kind": dict(_writes)}
         counts["db_connections"] = sum(wrapper.connection is not None for wrapper in _wrappers)
+        counts["db_connects"] = _connects
     return {**counts, "asyncio_tasks": len(asyncio.all_tasks())}
 
 

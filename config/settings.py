@@ -141,12 +141,18 @@ TEMPLATES = [
 ]
 
 # SQLite by default (a file in the project); DATABASE_URL=postgres://... for scale-out.
+# Requests run on a few long-lived threads (config/django_handler.py), each keeping its
+# connection open between requests for DATABASE_CONN_MAX_AGE seconds, checked before use.
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=int(env_number("DATABASE_CONN_MAX_AGE", 0)),
+        conn_max_age=int(env_number("DATABASE_CONN_MAX_AGE", 600)),
+        conn_health_checks=True,
     )
 }
+# At most this many requests run synchronous code (pages, the admin, the API) at once,
+# each on a thread of its own with its own database connection; more wait their turn.
+ASSISTANT_REQUEST_THREADS = int(env_number("ASSISTANT_REQUEST_THREADS", 8, minimum=1))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the page read while a generation writes; IMMEDIATE avoids lock upgrades
     # that fail instead of waiting.
