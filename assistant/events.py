@@ -115,8 +115,8 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class Pushed:
-    """Frames that came with a wake-up (Redis): nothing of the channel lies between
-    `previous` and `first`, so a stream at a position in between sends them as they are."""
+    """Frames that came with a wake-up: nothing of the channel lies between `previous`
+    and `first`, so a stream at a position in between sends them as they are."""
 
     previous: int
     first: int
@@ -170,24 +170,28 @@ class ReplayLog:
         return self.append_batch(channel, [(event_type, data)]).ids[0]
 
     def append_batch(self, channel: str, items: Items) -> Published:
+        return self._append(channel, items)[0]
+
+    def _append(self, channel: str, items: Items) -> tuple[Published, Pushed]:
+        """The appended events' ids and, for the wake-up, their frames."""
         with self._lock:
             log = self._channels.get(channel)
             if log is None:
                 log = self._channels[channel] = _ChannelLog(self._forgotten_floor)
             floor = log.floor
-            ids = []
+            previous = log.events[-1].id if log.events else floor
+            ids, frames = [], []
             for event_type, data in items:
                 self._last_id += 1
                 ids.append(self._last_id)
-                log.events.append(
-                    LoggedEvent(self._last_id, _frame(channel, event_type, self._last_id, data))
-                )
+                frames.append(_frame(channel, event_type, self._last_id, data))
+                log.events.append(LoggedEvent(self._last_id, frames[-1]))
             log.touched = time.monotonic()
             while len(log.events) > REPLAY_EVENTS_PER_CHANNEL:
                 log.floor = log.events.popleft().id
             if log.touched >= self._next_sweep:
                 self._forget_idle(log.touched)
-            return Published(ids, floor)
+            return Published(ids, floor), Pushed(previous, ids[0], ids[-1], "".join(frames))
 
     def _forget_idle(self, now: float) -> None:
         for name, log in list(self._channels.items()):
@@ -260,8 +264,9 @@ class ReplayLog:
         return self._last_id
 
     def publish_batch(self, channel: str, items: Items) -> Published:
-        published = self.append_batch(channel, items)
-        get_listener_manager().add_to_queues(channel, published.ids[-1])
+        published, pushed = self._append(channel, items)
+        # The frames come with the wake-up: a stream that keeps up reads no log.
+        get_listener_manager().add_to_queues(channel, pushed)
         return published
 
     async def apublish_batch(self, channel: str, items: Items, token: str | None = None) -> Published:
@@ -879,6 +884,20 @@ async def apublish_or_defer(channel: str, events: Sequence[tuple[str, dict[str, 
 
 # --- the SSE body -----------------------------------------------------------------------------
 
+
+class _StreamListener(Listener):
+    """django_eventstream's listener, woken directly when the publisher runs on the
+    stream's own event loop (every publication of this process's answers): the
+    thread-safe way writes to the loop's self-pipe and costs an extra loop turn per
+    event. Publishers in other threads still go through it."""
+
+    def wake_threadsafe(self) -> None:
+        if asyncio._get_running_loop() is self.loop:
+            self.aevent.set()
+        else:
+            super().wake_threadsafe()
+
+
 STREAM_OPEN = "retry: 2000\nevent: stream-open\ndata:\n\n"
 # An event, not a comment: the page sees it, so it can tell a quiet stream from a dead one.
 KEEP_ALIVE = "event: keep-alive\ndata:\n\n"
@@ -923,7 +942,7 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
     log = replay_log
     log.start_fanout()
     manager = get_listener_manager()
-    listener = Listener()
+    listener = _StreamListener()
     listener.channels = {channel}
     listener.assign_loop()
     manager.add_listener(listener)

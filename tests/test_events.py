@@ -118,9 +118,45 @@ def test_frames_pushed_with_wake_ups_are_sent_only_when_they_continue_the_positi
     assert events._continue([pushed(12, 13, 13)], False, 10) is None  # 11 and 12 missing
     assert events._continue([pushed(10, 11, 12)], False, 11) is None  # half a batch
     assert events._continue([*chain[:1], None], False, 10) is None  # a plain wake-up
-    assert events._continue([11], False, 10) is None  # the in-process log's wake-up
+    assert events._continue([11], False, 10) is None  # not frames: read the log
     assert events._continue(chain, True, 10) is None  # some wake-ups were dropped
     assert events._continue(None, False, 10) == ("", 10)
     message = b"conversation-a\n10\n11\n12\nevent: delta\nid: x\ndata: \xc3\xbc\n\n"
     frames = "event: delta\nid: x\ndata: ü\n\n"
     assert events.Pushed.parse(message) == ("conversation-a", events.Pushed(10, 11, 12, frames))
+
+
+def test_an_in_process_stream_that_keeps_up_gets_its_frames_with_the_wake_ups(monkeypatch, settings):
+    """Publishing on the stream's own loop wakes it directly, frames included: after the
+    first read on connecting, no read of the log and no trip through the loop's self-pipe."""
+    import asyncio
+
+    log = events.ReplayLog()
+    monkeypatch.setattr(events, "replay_log", log)
+    reads = []
+    monkeypatch.setattr(
+        log, "read", lambda *args, **kw: reads.append(args) or events.ReplayLog.read(log, *args, **kw)
+    )
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        threadsafe = []
+        original = loop.call_soon_threadsafe
+        monkeypatch.setattr(
+            loop, "call_soon_threadsafe", lambda *a, **kw: threadsafe.append(a) or original(*a, **kw)
+        )
+        body = events.stream("conversation-a", log.current_id())
+        assert await anext(body) == events.STREAM_OPEN
+        received = []
+        for n in range(5):
+            reading = asyncio.ensure_future(anext(body))
+            await asyncio.sleep(0)
+            events.publish("conversation-a", "delta", {"n": n})
+            received.append(await asyncio.wait_for(reading, 1))
+        await body.aclose()
+        return received, threadsafe
+
+    received, threadsafe = asyncio.run(scenario())
+    assert [frame.split("data: ")[1].strip() for frame in received] == [f'{{"n":{n}}}' for n in range(5)]
+    assert len(reads) == 1  # on connecting
+    assert threadsafe == []
