@@ -20,6 +20,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage  # noqa: E402
 
 from assistant.stream_endpoint import EventStreamEndpoint  # noqa: E402
+from config import twisted_writes  # noqa: E402
 from config.head_requests import HeadResponses  # noqa: E402
 from config.static_files import CollectedStaticFiles  # noqa: E402
 
@@ -40,3 +41,6 @@ else:
 
 # A HEAD answer ends with its headers (config/head_requests.py: daphne would write the rest).
 application = HeadResponses(application)
+
+# Daphne sends each write at once when nothing is queued (config/twisted_writes.py).
+twisted_writes.install()
