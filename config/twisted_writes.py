@@ -1,53 +1,85 @@
-"""Daphne's TCP writes, sent at once when the connection has nothing queued.
+"""Daphne's TCP writes, sent at the end of the event loop's turn without a trip through
+the selector.
 
-Twisted queues every write and sends it on a later turn of the reactor: it registers
-the socket for writability (an epoll change), waits for the loop to call it back, sends,
-and unregisters (another epoll change). An event stream pays that once per event.
-Measured under daphne with 100 streams of 15 events a second: 97 µs of CPU per event
-as Twisted does it, 69 µs with the send made at once.
+Twisted queues every write, registers the socket for writability (an epoll change),
+and sends when the selector reports it writable on a later turn, then unregisters it
+(another epoll change). An event stream pays that once per event. Here a write to a
+plain TCP connection with nothing queued is queued the same way but sent by a callback
+at the end of the loop's current turn: writes of one turn (a response's headers and
+body) still go out in one `send`, and the selector is not involved. Whatever the socket
+does not take, or everything when the send fails, goes back to Twisted's own path, which
+then sends the rest when the socket is writable (pausing the producer as usual) or meets
+the same error and reports it as it always does.
 
-Here `write` and `writeSequence` of a plain TCP connection with nothing queued try
-`socket.send` first and hand Twisted only what the socket did not take, or everything
-when the send fails (Twisted then meets the same error and reports it as it always
-does). Order, back-pressure (the producer is paused only by what stays queued) and
-every error path stay Twisted's. TLS connections, and connections with data queued,
-take Twisted's path unchanged.
+Measured under daphne with 100 streams of 15 events a second: 91 µs of CPU per event
+as Twisted does it, 73 µs this way. TLS connections, and connections Twisted is already
+writing for, take Twisted's path unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from twisted.internet import tcp
 
 _queued_write = tcp.Connection.write
+_queued_write_sequence = tcp.Connection.writeSequence
 
 
-def _unsent(connection: tcp.Connection, data: bytes) -> bytes:
-    """What is left of `data` after trying to send it now, if nothing is queued."""
-    if (
+def _takes_writes(connection: tcp.Connection) -> bool:
+    """Whether a write to `connection` may be sent by our callback: a plain TCP
+    connection, open for writing, that Twisted is not already writing for."""
+    return not (
         connection.TLS
         or not connection.connected
         or connection._writeDisconnected
         or connection.dataBuffer
-        or connection._tempDataBuffer
-    ):
-        return data
+        or (connection._tempDataBuffer and not getattr(connection, "_send_soon", False))
+    )
+
+
+def _queue(connection: tcp.Connection, data: list[bytes], loop: asyncio.AbstractEventLoop) -> None:
+    connection._tempDataBuffer.extend(data)
+    connection._tempDataLen += sum(map(len, data))
+    if not getattr(connection, "_send_soon", False):
+        connection._send_soon = True
+        loop.call_soon(_send, connection)
+
+
+def _send(connection: tcp.Connection) -> None:
+    """Send what this turn queued; the rest is Twisted's to send."""
+    connection._send_soon = False
+    if connection.dataBuffer or not connection._tempDataBuffer:
+        return  # Twisted took over (it writes what is queued) or nothing is left
+    data = b"".join(connection._tempDataBuffer)
+    connection._tempDataBuffer = []
+    connection._tempDataLen = 0
+    if not connection.connected or connection._writeDisconnected:
+        return  # as Twisted: writes to a closed connection are dropped
     try:
         sent = connection.socket.send(data)
     except OSError:
-        return data
-    return data[sent:]
+        sent = 0  # Twisted's write meets the error again and reports it
+    if sent < len(data):
+        _queued_write(connection, data[sent:])
 
 
 def _write(self: tcp.Connection, data: bytes) -> None:
-    rest = _unsent(self, data)
-    if rest:
-        _queued_write(self, rest)
+    loop = asyncio._get_running_loop()  # Twisted's asyncio reactor: daphne's
+    if loop is not None and data and isinstance(data, bytes) and _takes_writes(self):
+        _queue(self, [data], loop)
+    else:
+        _queued_write(self, data)
 
 
 def _write_sequence(self: tcp.Connection, iovec: Iterable[bytes]) -> None:
-    _write(self, b"".join(iovec))
+    iovec = list(iovec)
+    loop = asyncio._get_running_loop()
+    if loop is not None and iovec and all(isinstance(data, bytes) for data in iovec) and _takes_writes(self):
+        _queue(self, iovec, loop)
+    else:
+        _queued_write_sequence(self, iovec)
 
 
 def install() -> None:
