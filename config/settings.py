@@ -324,10 +324,10 @@ ASSISTANT_DAILY_TOKEN_QUOTA = int(env_number("ASSISTANT_DAILY_TOKEN_QUOTA", 0))
 
 # --- Streaming -----------------------------------------------------------------------------
 # Deltas arriving within this window go out as one event. The window grows with the
-# answers this process generates (one more base window per 50 of them), up to the
+# answers this process generates (one more base window per 30 of them), up to the
 # maximum: a busy process sends fewer, larger events rather than falling behind.
 ASSISTANT_COALESCE_SECONDS = env_number("ASSISTANT_COALESCE_SECONDS", 0.03)
-ASSISTANT_COALESCE_MAX_SECONDS = env_number("ASSISTANT_COALESCE_MAX_SECONDS", 0.08)
+ASSISTANT_COALESCE_MAX_SECONDS = env_number("ASSISTANT_COALESCE_MAX_SECONDS", 0.1)
 # Partial text reaches the database at most this often per answer.
 ASSISTANT_PERSIST_SECONDS = env_number("ASSISTANT_PERSIST_SECONDS", 0.5, minimum=0.05)
 

@@ -299,9 +299,9 @@ def test_stream_keeps_unicode_line_separators_inside_a_line(alice_http, upstream
 
 
 @pytest.mark.parametrize(
-    ("answers", "window"), [(0, 0.03), (50, 0.03), (100, 0.06), (125, 0.075), (150, 0.08), (1000, 0.08)]
+    ("answers", "window"), [(0, 0.03), (30, 0.03), (50, 0.05), (75, 0.075), (100, 0.1), (1000, 0.1)]
 )
 def test_the_coalescing_window_grows_with_the_answers_generating(monkeypatch, answers, window):
-    """A busy process joins more deltas per event: one base window more per 50 answers, capped."""
+    """A busy process joins more deltas per event: one base window more per 30 answers, capped."""
     monkeypatch.setattr(generation, "_running", dict.fromkeys(range(answers)))
     assert generation.coalesce_seconds() == pytest.approx(window)
