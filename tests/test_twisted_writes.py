@@ -1,7 +1,7 @@
 """Daphne's writes go out at the end of the loop's turn, not through the selector
-(config/twisted_writes.py), and whatever the socket does not take stays queued in order: a large page read by a slow
-client arrives byte for byte as a fast client gets it. (A slow reader of an event
-stream: tests/test_stream_endpoint.py.)"""
+(config/twisted_writes.py), and whatever the socket does not take stays queued in
+order: a large page read by a slow client arrives byte for byte as a fast client gets
+it. (A slow reader of an event stream: tests/test_stream_endpoint.py.)"""
 
 from __future__ import annotations
 
