@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import os
 import secrets
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
@@ -95,6 +96,23 @@ def start(
     task = background_task(_generate(message, history, language, start_event, start_id))
     _running[message_id] = _Running(task)
     task.add_done_callback(lambda _: _running.pop(message_id, None))
+
+
+def start_from_thread(**kwargs) -> None:
+    """`start` for synchronous code in a thread of the process (a request's): the answer's
+    task starts on the event loop this process's answers run on (see supervise_from_thread)."""
+    loop = _answer_loop()
+    if loop is None:
+        # No event loop of this process runs answers (a synchronous caller such as the
+        # test client): the answer starts on the loop of this call.
+        async_to_sync(_start_supervised)(**kwargs)
+    else:
+        loop.call_soon_threadsafe(functools.partial(start, **kwargs))
+
+
+async def _start_supervised(**kwargs) -> None:
+    await ensure_supervisor()
+    start(**kwargs)
 
 
 def cancel(message_id: int) -> bool:
@@ -532,6 +550,24 @@ async def ensure_supervisor() -> None:
     # With Redis: wake-ups of streams and stop requests from the other processes.
     events.replay_log.start_fanout(on_cancel=cancel)
     await asyncio.shield(_first_heartbeat)
+
+
+def _answer_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop of this process's supervisor, once it has beaten: the loop
+    its answers run on. None before that, or without one."""
+    if _supervisor is None or _supervisor.done() or _first_heartbeat is None or not _first_heartbeat.done():
+        return None
+    loop = _supervisor.get_loop()
+    return loop if loop.is_running() else None
+
+
+def supervise_from_thread() -> None:
+    """`ensure_supervisor` for synchronous code in a thread of the process (a request's):
+    nothing to do, and no trip to the event loop, once the supervisor runs. Not the
+    first call in the process's shared thread (where the supervisor's database work
+    runs): code there awaits `ensure_supervisor` on the loop first."""
+    if _answer_loop() is None:
+        async_to_sync(ensure_supervisor)()
 
 
 def cancel_anywhere(message_id: int) -> None:

@@ -163,17 +163,21 @@ def _local_midnight(moment: datetime) -> datetime:
 def usage_get(*, user, now: datetime | None = None) -> Usage:
     """`user` is a user or a user id."""
     now = now or timezone.now()
-    answers = Message.objects.filter(conversation__owner=user, role=Message.Role.ASSISTANT)
-    minute = answers.filter(created_at__gt=now - timedelta(minutes=1)).aggregate(
-        count=Count("pk"), oldest=Min("created_at")
+    minute_ago, midnight = now - timedelta(minutes=1), _local_midnight(now)
+    in_minute, today = Q(created_at__gt=minute_ago), Q(created_at__gte=midnight)
+    # One query for both limits: it runs before every answer.
+    usage = Message.objects.filter(
+        conversation__owner=user, role=Message.Role.ASSISTANT, created_at__gte=min(minute_ago, midnight)
+    ).aggregate(
+        count=Count("pk", filter=in_minute),
+        oldest=Min("created_at", filter=in_minute),
+        tokens=Coalesce(Sum("prompt_tokens", filter=today), 0)
+        + Coalesce(Sum("completion_tokens", filter=today), 0),
     )
-    tokens = answers.filter(created_at__gte=_local_midnight(now)).aggregate(
-        total=Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0)
-    )["total"]
     return Usage(
-        answers_last_minute=minute["count"],
-        oldest_in_minute=minute["oldest"],
-        tokens_today=tokens,
+        answers_last_minute=usage["count"],
+        oldest_in_minute=usage["oldest"],
+        tokens_today=usage["tokens"],
         rate_limit=settings.ASSISTANT_RATE_LIMIT_PER_MINUTE,
         daily_quota=settings.ASSISTANT_DAILY_TOKEN_QUOTA,
     )
@@ -301,7 +305,7 @@ def _retry_create(*, user, message_id: int) -> tuple[Exchange, Message]:
     return Exchange(question, answer, replaces=previous.pk)
 
 
-async def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language: str) -> None:
+def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language: str) -> None:
     answer = exchange.assistant_message
     start = {
         "message": answer.pk,
@@ -313,56 +317,52 @@ async def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, la
     if exchange.replaces_question is not None:
         start["replaces_question"] = exchange.replaces_question
     try:
-        start_id = await events.apublish(events.channel_for(answer.conversation_id), "start", start)
+        start_id = events.publish(events.channel_for(answer.conversation_id), "start", start)
     except events.EventsUnavailable:
         start_id = None  # the answer publishes its start with its first text
-    generation.start(message=answer, history=history, language=language, start_event=start, start_id=start_id)
+    generation.start_from_thread(
+        message=answer, history=history, language=language, start_event=start, start_id=start_id
+    )
 
 
-async def _exchange_start(create: Callable[[], Exchange], *, language: str) -> Exchange:
+def _exchange_start(create: Callable[[], Exchange], *, language: str) -> Exchange:
     """Store an exchange with `create` and start generating its answer; returns at once.
 
-    Shielded: a client that disconnects mid-request must not leave a stored answer
-    that no task generates.
+    Synchronous, in the request's thread: storing it, reading its history and publishing
+    its start take no trip through the event loop, and the answer's task then starts
+    there with the upstream call. A client that disconnects meanwhile does not stop a
+    thread, so no stored answer is left that no task generates.
     """
-
-    def create_and_read_history() -> tuple[Exchange, list[dict[str, str]]]:
-        exchange = create()
-        return exchange, generation.history_before(exchange.assistant_message)
-
-    async def start() -> Exchange:
-        await generation.ensure_supervisor()
-        # One trip to the database: the answer's task starts with the upstream call.
-        exchange, history = await sync_to_async(create_and_read_history)()
-        await _answer_start(exchange, history, language=language)
-        return exchange
-
-    return await asyncio.shield(start())
+    generation.supervise_from_thread()
+    exchange = create()
+    history = generation.history_before(exchange.assistant_message)
+    _answer_start(exchange, history, language=language)
+    return exchange
 
 
-async def message_send(
+def message_send(
     *, user, conversation_id: uuid.UUID | str, content: str, model: str | None, language: str
 ) -> Exchange:
     """Store a question and start generating its answer; returns at once."""
     create = functools.partial(
         _exchange_create, user=user, conversation_id=conversation_id, content=content, model=model
     )
-    return await _exchange_start(create, language=language)
+    return _exchange_start(create, language=language)
 
 
-async def message_retry(*, user, message_id: int, language: str) -> Exchange:
+def message_retry(*, user, message_id: int, language: str) -> Exchange:
     """Generate the latest answer of a conversation again; the earlier one stays stored."""
     create = functools.partial(_retry_create, user=user, message_id=message_id)
-    return await _exchange_start(create, language=language)
+    return _exchange_start(create, language=language)
 
 
-async def message_edit(*, user, message_id: int, content: str, model: str | None, language: str) -> Exchange:
+def message_edit(*, user, message_id: int, content: str, model: str | None, language: str) -> Exchange:
     """Ask the latest question again in new words; the old question and its answers stay stored.
 
     Both are marked superseded, so they leave the history sent upstream.
     """
     create = functools.partial(_edit_create, user=user, message_id=message_id, content=content, model=model)
-    return await _exchange_start(create, language=language)
+    return _exchange_start(create, language=language)
 
 
 def _message_get(*, user, message_id: int) -> Message:

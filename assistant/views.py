@@ -306,9 +306,9 @@ def _accepted_answer(exchange: services.Exchange) -> JsonResponse:
 
 @require_POST
 @api_view
-async def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     data = MessageForm.parse(json_body(request))
-    exchange = await services.message_send(
+    exchange = services.message_send(
         user=request.user,
         conversation_id=conversation_id,
         content=data["content"],
@@ -320,8 +320,8 @@ async def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResp
 
 @require_POST
 @api_view
-async def message_retry(request: HttpRequest, message_id: int) -> JsonResponse:
-    exchange = await services.message_retry(user=request.user, message_id=message_id, language=get_language())
+def message_retry(request: HttpRequest, message_id: int) -> JsonResponse:
+    exchange = services.message_retry(user=request.user, message_id=message_id, language=get_language())
     return _accepted_answer(exchange)
 
 
@@ -415,9 +415,9 @@ def message_feedback(request: HttpRequest, message_id: int) -> JsonResponse:
 
 @require_POST
 @api_view
-async def message_edit(request: HttpRequest, message_id: int) -> JsonResponse:
+def message_edit(request: HttpRequest, message_id: int) -> JsonResponse:
     data = MessageForm.parse(json_body(request))
-    exchange = await services.message_edit(
+    exchange = services.message_edit(
         user=request.user,
         message_id=message_id,
         content=data["content"],

@@ -100,8 +100,11 @@ class Command(BaseCommand):
             if verbosity >= 1:
                 self.stderr.write(f"conversation {conversation.pk}")
             try:
+                # Its lease first, on this loop: the send runs in the shared thread, which
+                # the supervisor's first heartbeat needs (generation.supervise_from_thread).
+                await generation.ensure_supervisor()
                 try:
-                    exchange = await services.message_send(
+                    exchange = await sync_to_async(services.message_send)(
                         user=user,
                         conversation_id=conversation.pk,
                         content=content,
