@@ -857,8 +857,15 @@ async def apublish(channel: str, event_type: str, payload: dict[str, Any]) -> in
     return (await replay_log.apublish_batch(channel, _items(event_type, payload))).ids[0]
 
 
+def publish_batch(channel: str, events: Sequence[tuple[str, dict[str, Any]]]) -> Published:
+    """Several events of one channel, with consecutive ids: all or none are logged.
+
+    For sync code; EventsUnavailable when Redis cannot be reached."""
+    return replay_log.publish_batch(channel, [(kind, encode_data(data)) for kind, data in events])
+
+
 async def apublish_batch(channel: str, events: Sequence[tuple[str, dict[str, Any]]]) -> Published:
-    """Several events of one channel, with consecutive ids: all or none are logged."""
+    """`publish_batch` for code on the event loop: never blocks it."""
     return await replay_log.apublish_batch(channel, [(kind, encode_data(data)) for kind, data in events])
 
 

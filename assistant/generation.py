@@ -210,24 +210,42 @@ class _Answer:
             self.pending.clear()
             self.last_flush = time.monotonic()
         if self.sending is None and (self.replay or self.sent < len(self.parts)):
-            self.sending = asyncio.get_running_loop().create_task(self._send())
+            if events.replay_log.shared:
+                self.sending = asyncio.get_running_loop().create_task(self._send())
+            else:
+                # The in-process log publishes without waiting and never fails: no task
+                # and no extra turn of the loop per event.
+                upto, replay, batch = self._batch()
+                self._published(upto, replay, events.publish_batch(self.channel, batch))
         _partials.add(self)
+
+    def _batch(self) -> tuple[int, bool, list[tuple[str, dict]]]:
+        """What is not on the wire yet, as events: (parts it covers, replay?, events)."""
+        upto = len(self.parts)
+        if self.replay:
+            batch = [("start", self.start_event)]
+            text = "".join(self.parts[:upto])
+        else:
+            batch = []
+            text = "".join(self.parts[self.sent : upto])
+        if text:
+            batch.append(("delta", {"message": self.message.pk, "text": text}))
+        return upto, self.replay, batch
+
+    def _published(self, upto: int, replay: bool, published: events.Published) -> None:
+        # Events of this answer before this one are gone from the log: replay it.
+        lost = published.floor > self.event_id
+        self.sent, self.event_id = upto, published.ids[-1]
+        self.replay = lost and not replay
+        if self.replay:
+            logger.warning("the event log lost part of answer %s; replaying it", self.message.pk)
 
     async def _send(self) -> None:
         """Publish what is not on the wire yet, one event (or replay) at a time."""
         delay = events.RETRY_MIN_SECONDS
         try:
             while self.replay or self.sent < len(self.parts):
-                upto = len(self.parts)
-                replay = self.replay
-                if replay:
-                    batch = [("start", self.start_event)]
-                    text = "".join(self.parts[:upto])
-                else:
-                    batch = []
-                    text = "".join(self.parts[self.sent : upto])
-                if text:
-                    batch.append(("delta", {"message": self.message.pk, "text": text}))
+                upto, replay, batch = self._batch()
                 try:
                     published = await events.apublish_batch(self.channel, batch)
                 except events.EventsUnavailable as exc:
@@ -244,12 +262,7 @@ class _Answer:
                     delay = min(delay * 2, events.RETRY_MAX_SECONDS)
                     continue
                 delay = events.RETRY_MIN_SECONDS
-                # Events of this answer before this one are gone from the log: replay it.
-                lost = published.floor > self.event_id
-                self.sent, self.event_id = upto, published.ids[-1]
-                self.replay = lost and not replay
-                if self.replay:
-                    logger.warning("the event log lost part of answer %s; replaying it", self.message.pk)
+                self._published(upto, replay, published)
         finally:
             self.sending = None
         _partials.add(self)
