@@ -840,8 +840,9 @@ replay_log = _make_log()
 # --- publishing -------------------------------------------------------------------------------
 
 
-def _items(event_type: str, payload: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(event_type, encode_data(payload))]
+def _items(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """(type, payload) pairs as the log takes them: each payload encoded for the wire."""
+    return [(kind, encode_data(data)) for kind, data in events]
 
 
 def publish(channel: str, event_type: str, payload: dict[str, Any]) -> int:
@@ -849,29 +850,29 @@ def publish(channel: str, event_type: str, payload: dict[str, Any]) -> int:
 
     For sync code (views, threads). EventsUnavailable when Redis cannot be reached.
     """
-    return replay_log.publish_batch(channel, _items(event_type, payload)).ids[0]
+    return replay_log.publish_batch(channel, _items([(event_type, payload)])).ids[0]
 
 
 async def apublish(channel: str, event_type: str, payload: dict[str, Any]) -> int:
     """`publish` for code on the event loop: never blocks it."""
-    return (await replay_log.apublish_batch(channel, _items(event_type, payload))).ids[0]
+    return (await replay_log.apublish_batch(channel, _items([(event_type, payload)]))).ids[0]
 
 
 def publish_batch(channel: str, events: Sequence[tuple[str, dict[str, Any]]]) -> Published:
     """Several events of one channel, with consecutive ids: all or none are logged.
 
     For sync code; EventsUnavailable when Redis cannot be reached."""
-    return replay_log.publish_batch(channel, [(kind, encode_data(data)) for kind, data in events])
+    return replay_log.publish_batch(channel, _items(events))
 
 
 async def apublish_batch(channel: str, events: Sequence[tuple[str, dict[str, Any]]]) -> Published:
     """`publish_batch` for code on the event loop: never blocks it."""
-    return await replay_log.apublish_batch(channel, [(kind, encode_data(data)) for kind, data in events])
+    return await replay_log.apublish_batch(channel, _items(events))
 
 
 def publish_or_defer(channel: str, event_type: str, payload: dict[str, Any]) -> None:
     """Publish now, or, with Redis unavailable, as soon as it is back (for a while)."""
-    items = _items(event_type, payload)
+    items = _items([(event_type, payload)])
     try:
         replay_log.publish_batch(channel, items)
     except EventsUnavailable:
@@ -881,7 +882,7 @@ def publish_or_defer(channel: str, event_type: str, payload: dict[str, Any]) -> 
 
 async def apublish_or_defer(channel: str, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """`publish_or_defer` for the event loop, for a batch."""
-    items = [(kind, encode_data(data)) for kind, data in events]
+    items = _items(events)
     try:
         await replay_log.apublish_batch(channel, items)
     except EventsUnavailable:

@@ -1,13 +1,13 @@
 """The event stream endpoint, served at the ASGI level, before Django's middleware chain.
 
 `GET /api/conversations/<id>/events/` (the URL named `conversation_events`) is answered
-here; every other request goes on to Django. The reason is cost: Django runs each
-request inside its own ThreadSensitiveContext, whose one-thread executor is created by
-the first thread-sensitive call (every classic middleware's hook is one) and lives as
-long as the request. An event stream lasts for hours, so each open stream held an OS
-thread. Here nothing runs in such a context: the request's database work (session, user,
-conversation) is one call into the process's shared thread, and an idle stream is a
-coroutine waiting for a wake-up, with no thread and no database connection of its own.
+here; every other request goes on to Django. The reason is cost: a Django request holds
+its thread (config/django_handler.py: one of at most ASSISTANT_REQUEST_THREADS) for as
+long as it lasts, and an event stream lasts for hours, so each open stream would hold a
+thread, and a few of them every thread. Here nothing runs in such a context: the
+request's database work (session, user, conversation) is one call into the process's
+shared thread, and an idle stream is a coroutine waiting for a wake-up, with no thread
+and no database connection of its own.
 
 What the middleware chain does for this URL is done here by calling Django's own
 middleware hooks, not copies of them: SecurityMiddleware (HTTPS redirect, HSTS, nosniff,
