@@ -9,6 +9,7 @@ upstream's body, URL or key) and a `retryable` flag the browser shows as a Retry
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from urllib.parse import urlsplit
 
+import httpx2
 import openai
 from django.conf import settings
 from django.utils.translation import get_language
@@ -195,17 +197,40 @@ class OpenAIProvider:
             http_client=_http_client(settings.OPENAI_BASE_URL),
         )
 
+    @contextlib.asynccontextmanager
+    async def _streamed(
+        self, *, model: str, messages: list[dict[str, str]]
+    ) -> AsyncIterator[httpx2.Response]:
+        """The streaming chat completion's HTTP response, body unread; closed on leaving.
+
+        Through the SDK's documented request for custom bodies (its retries, timeouts,
+        headers and error classes all apply), not `chat.completions.create`: that one first
+        walks the whole history against the parameters' TypedDicts, about 0.15 ms per
+        message on the event loop, 30 ms for a conversation of 200 messages.
+        """
+        response = await self.client.post(
+            "/chat/completions",
+            cast_to=httpx2.Response,
+            body={
+                "model": model,
+                "messages": messages,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            stream=True,
+            stream_cls=None,
+        )
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
     async def stream(self, *, model: str, messages: list[dict[str, str]]) -> AsyncIterator[str | Finish]:
         finish_reason = "stop"
         usage: dict = {}
         try:
-            async with self.client.chat.completions.with_streaming_response.create(
-                model=model,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-            ) as response:
-                async for line in sse_lines(response.iter_bytes()):
+            async with self._streamed(model=model, messages=messages) as response:
+                async for line in sse_lines(response.aiter_bytes()):
                     if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()

@@ -94,6 +94,32 @@ def test_stream_yields_deltas_then_one_finish(provider_settings, upstream):
     assert sum(isinstance(item, Finish) for item in items) == 1
 
 
+def test_stream_sends_the_whole_history_as_given(provider_settings, upstream):
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"Nachricht {i}: Grüße, „Zitat“ \u2028 ✓"}
+        for i in range(301)
+    ]
+
+    async def run() -> list:
+        provider = OpenAIProvider()
+        try:
+            return [item async for item in provider.stream(model="fake-model", messages=history)]
+        finally:
+            await provider.client.close()
+
+    asyncio.run(run())
+    request = upstream.requests[-1]
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["authorization"] == "Bearer test-key-abc123"
+    assert request["body"] == {
+        "model": "fake-model",
+        "messages": history,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
 @pytest.mark.parametrize(
     ("chunks", "lines"),
     [
