@@ -13,15 +13,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db import transaction
-from django.db.models import Count, Min, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from assistant import events, generation
-from assistant.models import Conversation, Message
+from assistant.models import Conversation, Message, sql_names
 
 TITLE_WORDS_CHARS = 60
 
@@ -146,7 +145,6 @@ class Usage:
     """What a user asked for today and in the last minute, against the limits."""
 
     answers_last_minute: int
-    oldest_in_minute: datetime | None
     tokens_today: int
     rate_limit: int
     daily_quota: int
@@ -160,24 +158,47 @@ def _local_midnight(moment: datetime) -> datetime:
     return timezone.localtime(moment).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+@functools.cache
+def _usage_sql(vendor: str) -> str:
+    """Both limits' figures in one statement: it runs before every answer.
+
+    Written out, not an ORM aggregate: Django took about 1 ms of CPU to build and compile
+    that aggregate (conditional counts and sums), the database a tenth of it to run it.
+    """
+    messages, conversation_id, role, created_at, prompt, completion = sql_names(
+        Message, "conversation", "role", "created_at", "prompt_tokens", "completion_tokens"
+    )
+    conversations, id_, owner = sql_names(Conversation, "id", "owner")
+    created_at = f"{messages}.{created_at}"
+    tokens = f"COALESCE({messages}.{prompt}, 0) + COALESCE({messages}.{completion}, 0)"
+    return (
+        f"SELECT COALESCE(SUM(CASE WHEN {created_at} > %s THEN 1 ELSE 0 END), 0), "  # noqa: S608
+        f"COALESCE(SUM(CASE WHEN {created_at} >= %s THEN {tokens} ELSE 0 END), 0) "
+        f"FROM {messages} INNER JOIN {conversations} ON {messages}.{conversation_id} = {conversations}.{id_} "
+        f"WHERE {conversations}.{owner} = %s AND {messages}.{role} = %s AND {created_at} >= %s"
+    )
+
+
 def usage_get(*, user, now: datetime | None = None) -> Usage:
     """`user` is a user or a user id."""
     now = now or timezone.now()
     minute_ago, midnight = now - timedelta(minutes=1), _local_midnight(now)
-    in_minute, today = Q(created_at__gt=minute_ago), Q(created_at__gte=midnight)
-    # One query for both limits: it runs before every answer.
-    usage = Message.objects.filter(
-        conversation__owner=user, role=Message.Role.ASSISTANT, created_at__gte=min(minute_ago, midnight)
-    ).aggregate(
-        count=Count("pk", filter=in_minute),
-        oldest=Min("created_at", filter=in_minute),
-        tokens=Coalesce(Sum("prompt_tokens", filter=today), 0)
-        + Coalesce(Sum("completion_tokens", filter=today), 0),
-    )
+    moment = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _usage_sql(connection.vendor),
+            [
+                moment(minute_ago),
+                moment(midnight),
+                getattr(user, "pk", user),
+                Message.Role.ASSISTANT.value,
+                moment(min(minute_ago, midnight)),
+            ],
+        )
+        answers_last_minute, tokens_today = cursor.fetchone()
     return Usage(
-        answers_last_minute=usage["count"],
-        oldest_in_minute=usage["oldest"],
-        tokens_today=usage["tokens"],
+        answers_last_minute=answers_last_minute,
+        tokens_today=tokens_today,
         rate_limit=settings.ASSISTANT_RATE_LIMIT_PER_MINUTE,
         daily_quota=settings.ASSISTANT_DAILY_TOKEN_QUOTA,
     )
@@ -188,7 +209,17 @@ def _limits_check(user_id: int) -> None:
     now = timezone.now()
     usage = usage_get(user=user_id, now=now)
     if usage.rate_limit and usage.answers_last_minute >= usage.rate_limit:
-        wait = int((usage.oldest_in_minute + timedelta(minutes=1) - now).total_seconds()) + 1
+        oldest = (
+            Message.objects.filter(
+                conversation__owner=user_id,
+                role=Message.Role.ASSISTANT,
+                created_at__gt=now - timedelta(minutes=1),
+            )
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        wait = int((oldest + timedelta(minutes=1) - now).total_seconds()) + 1
         raise ServiceError(
             429,
             "rate_limited",
