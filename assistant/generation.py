@@ -28,7 +28,14 @@ from django.db.models import Q
 from django.utils import timezone, translation
 
 from assistant import events, titles
-from assistant.llm import Finish, ProviderError, error_from_exception, get_provider, provider_error
+from assistant.llm import (
+    Finish,
+    ProviderError,
+    error_from_exception,
+    get_provider,
+    provider_close,
+    provider_error,
+)
 from assistant.models import Message, ServerProcess, sql_names
 
 logger = logging.getLogger(__name__)
@@ -676,7 +683,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 async def shutdown() -> None:
-    """Stop this process's answers, storing each as interrupted, and give up the lease."""
+    """Stop this process's answers, storing each as interrupted, give up the lease and
+    close the connections to the model service."""
     tasks = [running.task for running in _running.values()]
     for task in tasks:
         task.cancel()
@@ -688,6 +696,7 @@ async def shutdown() -> None:
         _supervisor.cancel()
         await asyncio.wait([_supervisor])
     await ServerProcess.objects.filter(pk=PROCESS_ID).adelete()
+    await provider_close()
 
 
 def _on_server_shutdown(callback) -> None:

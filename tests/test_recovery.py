@@ -165,6 +165,8 @@ def test_graceful_stop_stores_answers_as_interrupted(short_lease_server, transac
     assert message.status == "interrupted"
     assert message.error_type == "interrupted"
     assert message.content.startswith(seen)
+    # Its connections to the model service were closed, not dropped at exit.
+    assert "Unclosed" not in server.log_text()
 
 
 def test_stop_sent_to_another_process_stops_the_answer(live, short_lease_server, alice, upstream):

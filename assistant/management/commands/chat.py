@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from assistant import events, generation, llm, services, titles
+from assistant import events, generation, services, titles
 from assistant.forms import MessageForm
 
 
@@ -122,20 +122,13 @@ class Command(BaseCommand):
                 if follow_ups:
                     await asyncio.wait(follow_ups, timeout=titles.TITLE_TIMEOUT_SECONDS + 1)
             finally:
-                # Give up this process's lease: no answer of it is left streaming.
+                # Give up this process's lease (no answer of it is left streaming) and
+                # close its model connections, which belong to this command's event loop.
                 await generation.shutdown()
-                await self._provider_close()
         except services.ServiceError as error:
             if error.code == "not_found":
                 raise CommandError(f"{username} has no conversation {conversation_id}.") from None
             raise CommandError(error.message) from None
-
-    async def _provider_close(self) -> None:
-        """Close the model service's connections: they belong to this command's event loop."""
-        provider = llm.get_provider()
-        if isinstance(provider, llm.OpenAIProvider):
-            await provider.client.close()
-        llm.get_provider.cache_clear()
 
     async def _follow(self, channel: str, answer, verbosity: int) -> None:
         """Print the answer's deltas as they come; return on `done`, CommandError on `error`."""
