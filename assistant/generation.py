@@ -497,7 +497,7 @@ async def _generate(
         try:
             finish = None
             async with asyncio.timeout(settings.ASSISTANT_MAX_ANSWER_SECONDS):
-                stream = get_provider().stream(model=message.model, messages=history)
+                stream = get_provider().stream(model=message.model, messages=history, pace=coalesce_seconds)
                 try:
                     async for item in stream:
                         if isinstance(item, Finish):

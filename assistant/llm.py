@@ -14,11 +14,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx2
 import openai
 from django.conf import settings
@@ -157,15 +158,96 @@ def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
     return lines, rest + held
 
 
-async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The lines of an SSE body arriving in chunks."""
+async def sse_line_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The lines of an SSE body arriving in chunks: those each chunk completes, together."""
     pending = b""
     async for chunk in chunks:
         lines, pending = split_lines(pending + chunk)
-        for line in lines:
-            yield line
+        if lines:
+            yield lines
     if pending.rstrip(b"\r"):
-        yield pending.rstrip(b"\r")
+        yield [pending.rstrip(b"\r")]
+
+
+def _unpaced() -> float:
+    return 0.0
+
+
+def _connection(response: httpx2.Response) -> aiohttp.connector.Connection | None:
+    """The aiohttp connection the SDK's response is read from, or None: another HTTP
+    transport, or the body is complete (the connection is back in the pool).
+
+    Through private attributes of httpx2 and of the SDK's aiohttp transport (both pinned,
+    with the SDK): tests/test_llm.py fails when this no longer finds it.
+    """
+    aiohttp_response = getattr(getattr(response.stream, "_stream", None), "_aiohttp_response", None)
+    return getattr(aiohttp_response, "connection", None)
+
+
+async def _paced(response: httpx2.Response, pace: Callable[[], float]) -> AsyncIterator[bytes]:
+    """The body's chunks, read at most once per `pace()` seconds.
+
+    Between two reads the connection is not read from at all (its transport is paused):
+    what the upstream writes meanwhile, a token at a time, waits in the socket and comes
+    in one read, one wake-up and one chunk through the HTTP client's layers instead of one
+    per token. The answer's coalescing window holds text back as long anyway.
+    """
+    async for chunk in response.aiter_bytes():
+        yield chunk
+        wait = pace()
+        if wait <= 0:
+            continue
+        connection = _connection(response)
+        protocol = connection.protocol if connection is not None else None
+        if protocol is not None:
+            protocol.pause_reading()
+        try:
+            await asyncio.sleep(wait)
+        finally:
+            if protocol is not None:
+                protocol.resume_reading()
+
+
+@dataclass
+class _Completion:
+    """What the data lines of a streamed chat completion said so far."""
+
+    finish_reason: str = "stop"
+    usage: dict = field(default_factory=dict)
+    done: bool = False
+    # A broken line (invalid JSON, an in-stream error): the text before it still counts.
+    error: Exception | None = None
+
+    def text(self, lines: list[bytes]) -> str:
+        """The text of these lines up to the end or a broken line; notes what they said."""
+        texts = []
+        try:
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    self.done = True
+                    break
+                chunk = json.loads(data.decode())  # str: json skips guessing the encoding
+                if "error" in chunk:
+                    raise provider_error("upstream_error", 502)
+                if chunk.get("usage"):
+                    self.usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        texts.append(text)
+                    if choice.get("finish_reason"):
+                        self.finish_reason = choice["finish_reason"]
+        except Exception as exc:
+            self.error = exc
+        return model_text("".join(texts))
+
+    def finish(self) -> Finish:
+        return Finish(
+            self.finish_reason, self.usage.get("prompt_tokens"), self.usage.get("completion_tokens")
+        )
 
 
 def _http_client(base_url: str) -> openai.DefaultAioHttpClient | None:
@@ -225,28 +307,22 @@ class OpenAIProvider:
         finally:
             await response.aclose()
 
-    async def stream(self, *, model: str, messages: list[dict[str, str]]) -> AsyncIterator[str | Finish]:
-        finish_reason = "stop"
-        usage: dict = {}
+    async def stream(
+        self, *, model: str, messages: list[dict[str, str]], pace: Callable[[], float] = _unpaced
+    ) -> AsyncIterator[str | Finish]:
+        """The answer's text as it arrives, then its Finish; the body is read at most once
+        per `pace()` seconds, and each item is all the text one read brought."""
+        completion = _Completion()
         try:
             async with self._streamed(model=model, messages=messages) as response:
-                async for line in sse_lines(response.aiter_bytes()):
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
+                async for lines in sse_line_batches(_paced(response, pace)):
+                    text = completion.text(lines)
+                    if text:
+                        yield text
+                    if completion.error is not None:
+                        raise completion.error
+                    if completion.done:
                         break
-                    chunk = json.loads(data.decode())  # str: json skips guessing the encoding
-                    if "error" in chunk:
-                        raise provider_error("upstream_error", 502)
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            yield model_text(text)
-                        if choice.get("finish_reason"):
-                            finish_reason = choice["finish_reason"]
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
@@ -254,7 +330,7 @@ class OpenAIProvider:
             # Class and mapping only: an exception's text may quote the upstream's body.
             logger.warning("upstream failed: %s -> %s", type(exc).__name__, error.type)
             raise error from None
-        yield Finish(finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        yield completion.finish()
 
     async def complete(self, *, model: str, messages: list[dict[str, str]], max_tokens: int) -> str:
         """A short answer in one piece, not streamed; ProviderError on any failure."""
@@ -288,7 +364,10 @@ DEMO_REPLY = {
 class DemoProvider:
     """A labelled canned reply at a human reading pace, so the app works with no network."""
 
-    async def stream(self, *, model: str, messages: list[dict[str, str]]) -> AsyncIterator[str | Finish]:
+    async def stream(
+        self, *, model: str, messages: list[dict[str, str]], pace: Callable[[], float] = _unpaced
+    ) -> AsyncIterator[str | Finish]:
+        """The reply a word at a time at the demo pace; `pace` has nothing to batch here."""
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         if len(question) > 200:
             question = question[:200] + "…"

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from assistant.llm import Finish, OpenAIProvider, ProviderError, sse_lines
+from assistant import llm
+from assistant.llm import Finish, OpenAIProvider, ProviderError, sse_line_batches
 
 
 def collect(provider: OpenAIProvider) -> list:
@@ -120,6 +121,64 @@ def test_stream_sends_the_whole_history_as_given(provider_settings, upstream):
     }
 
 
+def paced_reads(pace: float) -> tuple[list, list[float]]:
+    """Items of a 60-token answer at 200 tokens/s read at `pace`, with when each came."""
+
+    async def run() -> tuple[list, list[float]]:
+        provider = OpenAIProvider()
+        items, times = [], []
+        try:
+            async for item in provider.stream(
+                model="fake-model", messages=[{"role": "user", "content": "hi"}], pace=lambda: pace
+            ):
+                items.append(item)
+                times.append(time.monotonic())
+        finally:
+            await provider.client.close()
+        return items, times
+
+    return asyncio.run(run())
+
+
+def test_paced_stream_reads_at_most_once_per_pace_and_loses_nothing(provider_settings, upstream):
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    upstream.set(tokens=60, tps=200)
+    unpaced, _ = paced_reads(0)
+    paced, times = paced_reads(0.1)
+    text = "".join(f"tok{i} " for i in range(60)).strip()
+    for items in (unpaced, paced):
+        assert "".join(item for item in items if isinstance(item, str)) == text
+        assert isinstance(items[-1], Finish)
+        assert items[-1].completion_tokens == 60
+    assert len(unpaced) > 30  # about a read per token
+    # 0.3 s of tokens: the first read, then one per 0.1 s, each bringing all that came.
+    assert len(paced) <= 6
+    assert all(later - earlier >= 0.09 for earlier, later in zip(times[:-2], times[1:-1], strict=True))
+
+
+def test_paced_stream_pauses_the_connection_between_reads(provider_settings, upstream):
+    """Pacing needs the aiohttp connection under the SDK's response (private attributes of
+    pinned packages): found while the body streams, gone once it is complete."""
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    upstream.set(tokens=5, tps=50)
+
+    async def run() -> tuple[object, object, bytes]:
+        provider = OpenAIProvider()
+        try:
+            async with provider._streamed(model="fake-model", messages=[]) as response:
+                connection = llm._connection(response)
+                streaming = connection.protocol if connection is not None else None
+                body = await response.aread()
+                return streaming, llm._connection(response), body
+        finally:
+            await provider.client.close()
+
+    streaming, complete, body = asyncio.run(run())
+    assert streaming is not None  # the protocol pacing pauses
+    assert complete is None
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
 @pytest.mark.parametrize(
     ("chunks", "lines"),
     [
@@ -138,6 +197,6 @@ def test_sse_lines_split_on_cr_and_lf_only(chunks, lines):
             for chunk in chunks:
                 yield chunk
 
-        return [line async for line in sse_lines(source())]
+        return [line async for lines in sse_line_batches(source()) for line in lines]
 
     assert asyncio.run(run()) == lines
