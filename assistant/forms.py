@@ -58,22 +58,37 @@ class JsonForm(forms.Form):
         return form.cleaned_data
 
 
+def validate_not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError(gettext_lazy("The message is empty."), code="empty")
+
+
+def question_field(*, required: bool = True) -> forms.CharField:
+    """A question's text: kept as typed (no stripping), not only whitespace."""
+    return forms.CharField(
+        required=required,
+        max_length=settings.ASSISTANT_MAX_MESSAGE_CHARS,
+        strip=False,
+        validators=[validate_encodable, validate_not_blank],
+    )
+
+
 class ConversationForm(JsonForm):
     title = forms.CharField(required=False, max_length=200, validators=[validate_encodable])
     model = forms.CharField(required=False, max_length=100)
-
-
-class MessageForm(JsonForm):
-    content = forms.CharField(
-        max_length=settings.ASSISTANT_MAX_MESSAGE_CHARS, strip=False, validators=[validate_encodable]
-    )
-    model = forms.CharField(required=False, max_length=100)
+    # The first question, asked in the same request: one round trip to a new chat's answer.
+    content = question_field(required=False)
 
     def clean_content(self) -> str:
         content = self.cleaned_data["content"]
-        if not content.strip():
-            raise ValidationError(gettext_lazy("The message is empty."), code="required")
+        if self.data.get("content") is not None:
+            validate_not_blank(content)  # given, it is a question: "" too
         return content
+
+
+class MessageForm(JsonForm):
+    content = question_field()
+    model = forms.CharField(required=False, max_length=100)
 
 
 class ConversationUpdateForm(JsonForm):

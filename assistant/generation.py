@@ -207,6 +207,11 @@ class _Answer:
         else:
             self.flush_handle = asyncio.get_running_loop().call_later(wait, self.flush)
 
+    def pace(self) -> float:
+        """Seconds before the upstream is read again: none before the first text, which
+        goes out as soon as it comes, then the coalescing window."""
+        return 0.0 if self.first_token_at is None else coalesce_seconds()
+
     def flush(self) -> None:
         """Close the coalescing window: its text goes out as one delta event."""
         if self.flush_handle is not None:
@@ -497,7 +502,7 @@ async def _generate(
         try:
             finish = None
             async with asyncio.timeout(settings.ASSISTANT_MAX_ANSWER_SECONDS):
-                stream = get_provider().stream(model=message.model, messages=history, pace=coalesce_seconds)
+                stream = get_provider().stream(model=message.model, messages=history, pace=answer.pace)
                 try:
                     async for item in stream:
                         if isinstance(item, Finish):

@@ -371,6 +371,19 @@ def _exchange_start(create: Callable[[], Exchange], *, language: str) -> Exchang
     return exchange
 
 
+def conversation_start(*, user, title: str = "", content: str, model: str | None, language: str) -> Exchange:
+    """A new conversation with its first question, stored together or not at all (a limit
+    refusing the question leaves no empty conversation), and its answer started."""
+    create = functools.partial(_first_exchange_create, user=user, title=title, content=content, model=model)
+    return _exchange_start(create, language=language)
+
+
+@transaction.atomic
+def _first_exchange_create(*, user, title: str, content: str, model: str | None) -> Exchange:
+    conversation = conversation_create(user=user, title=title, model=model)
+    return _question_create(conversation, content=content, model=None)
+
+
 def message_send(
     *, user, conversation_id: uuid.UUID | str, content: str, model: str | None, language: str
 ) -> Exchange:

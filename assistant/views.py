@@ -267,10 +267,20 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
 @api_view
 def conversations(request: HttpRequest) -> JsonResponse:
     data = ConversationForm.parse(json_body(request))
-    conversation = services.conversation_create(
-        user=request.user, title=data["title"], model=data["model"] or None
+    if not data["content"]:
+        conversation = services.conversation_create(
+            user=request.user, title=data["title"], model=data["model"] or None
+        )
+        return JsonResponse(conversation_json(conversation), status=201)
+    exchange = services.conversation_start(
+        user=request.user,
+        title=data["title"],
+        content=data["content"],
+        model=data["model"] or None,
+        language=get_language(),
     )
-    return JsonResponse(conversation_json(conversation), status=201)
+    conversation = exchange.assistant_message.conversation
+    return JsonResponse({**conversation_json(conversation), **_exchange_json(exchange)}, status=201)
 
 
 @require_GET
@@ -286,22 +296,23 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Jso
     )
 
 
-def _accepted_answer(exchange: services.Exchange) -> JsonResponse:
+def _exchange_json(exchange: services.Exchange) -> dict[str, Any]:
     answer = exchange.assistant_message
-    return JsonResponse(
-        {
-            "user_message": message_json(exchange.user_message),
-            "assistant_message": {
-                "id": answer.pk,
-                "status": answer.status,
-                "model": answer.model,
-                "last_event_id": events.position_token(
-                    events.channel_for(answer.conversation_id), answer.event_id
-                ),
-            },
+    return {
+        "user_message": message_json(exchange.user_message),
+        "assistant_message": {
+            "id": answer.pk,
+            "status": answer.status,
+            "model": answer.model,
+            "last_event_id": events.position_token(
+                events.channel_for(answer.conversation_id), answer.event_id
+            ),
         },
-        status=202,
-    )
+    }
+
+
+def _accepted_answer(exchange: services.Exchange) -> JsonResponse:
+    return JsonResponse(_exchange_json(exchange), status=202)
 
 
 @require_POST

@@ -312,17 +312,14 @@ async def wait_until_ready(target: Target) -> None:
 
 
 async def run_stream(server: Server, login: Login, question: str, result: StreamResult) -> None:
-    """Create a conversation, ask, and read its event stream up to the answer's end."""
+    """Ask in a new conversation as the page does (one POST: the conversation with its
+    first question), and read its event stream up to the answer's end."""
     host, port, headers = server.host, server.port, login.headers
     # Named, so no automatic title request follows the answer: the rounds measure streams only.
-    conversation = await request_json(
-        host, port, "POST", "/api/conversations/", 201, {"model": MODEL, "title": "bench"}, headers
-    )
+    body = {"model": MODEL, "title": "bench", "content": question}
     result.sent_ns = time.monotonic_ns()
-    sent = await request_json(
-        host, port, "POST", conversation["messages_url"], 202, {"content": question}, headers
-    )
-    answer = sent["assistant_message"]
+    conversation = await request_json(host, port, "POST", "/api/conversations/", 201, body, headers)
+    answer = conversation["assistant_message"]
     result.message_id = answer["id"]
     response = await request(
         host, port, "GET", conversation["events_url"], {**headers, "Last-Event-ID": answer["last_event_id"]}

@@ -40,6 +40,7 @@ DEFAULT_MODELS: tuple[str, ...] = ("gpt-4o-mini", "fake-model")
 #: Every behaviour key with its default. ``set()``/constructor/``FAKE{...}`` accept only these.
 BEHAVIOUR_DEFAULTS: dict[str, Any] = {
     "ttft": 0.0,  # seconds between response headers and the first chunk
+    "role_gap": 0.0,  # seconds between the first chunk (the role, no text) and the first token
     "header_delay": 0.0,  # seconds before sending response headers at all
     "tps": 0.0,  # content tokens per second; 0 = as fast as possible
     "text": None,  # exact reply text (split with split_tokens); None -> "tok0 tok1 ..."
@@ -792,6 +793,9 @@ class FakeUpstream:
             + tail
         )
         if not conn.write(_frame(role)):
+            return False
+        role_gap = float(behaviour["role_gap"] or 0)
+        if role_gap > 0 and not await conn.sleep_until(loop.time() + role_gap):
             return False
 
         text = behaviour["text"]

@@ -42,24 +42,23 @@ def test_conversation_create_rejects_unknown_model(alice_client):
     assert not Conversation.objects.exists()
 
 
-@pytest.mark.parametrize(
-    ("body", "code"),
-    [
-        ({}, "invalid"),
-        ({"content": ""}, "invalid"),
-        ({"content": "   \n\t "}, "invalid"),
-        ({"content": "x" * 32_001}, "invalid"),
-        ({"content": 123}, "invalid"),
-        ({"content": ["a"]}, "invalid"),
-        ({"content": {"nested": {"deeper": 1}}}, "invalid"),
-        ({"content": "hi", "model": "gpt-9"}, "unknown_model"),
-        ({"content": "null byte \x00 inside"}, "invalid"),
-        ('{"content": "\\ud800 lone surrogate"}', "invalid"),
-        ("{not json", "invalid_json"),
-        ("[1, 2]", "invalid_json"),
-        (b'{"content": "\xff\xfe invalid utf-8"}', "invalid_json"),
-    ],
-)
+BAD_QUESTIONS = [
+    ({"content": ""}, "invalid"),
+    ({"content": "   \n\t "}, "invalid"),
+    ({"content": "x" * 32_001}, "invalid"),
+    ({"content": 123}, "invalid"),
+    ({"content": ["a"]}, "invalid"),
+    ({"content": {"nested": {"deeper": 1}}}, "invalid"),
+    ({"content": "hi", "model": "gpt-9"}, "unknown_model"),
+    ({"content": "null byte \x00 inside"}, "invalid"),
+    ('{"content": "\\ud800 lone surrogate"}', "invalid"),
+    ("{not json", "invalid_json"),
+    ("[1, 2]", "invalid_json"),
+    (b'{"content": "\xff\xfe invalid utf-8"}', "invalid_json"),
+]
+
+
+@pytest.mark.parametrize(("body", "code"), [({}, "invalid"), *BAD_QUESTIONS])
 def test_message_send_rejects_bad_input_and_stores_nothing(alice_client, conversation, body, code):
     url = reverse("api_messages", args=[conversation.pk])
     response = post_json(alice_client, url, body)
@@ -67,6 +66,15 @@ def test_message_send_rejects_bad_input_and_stores_nothing(alice_client, convers
     error = response.json()["error"]
     assert error["code"] == code
     assert error["message"]
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(("body", "code"), BAD_QUESTIONS)
+def test_a_new_conversation_with_a_bad_first_question_is_refused_and_nothing_stored(alice_client, body, code):
+    response = post_json(alice_client, reverse("api_conversations"), body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    assert not Conversation.objects.exists()
     assert not Message.objects.exists()
 
 

@@ -420,6 +420,19 @@ def test_ttft_delays_first_chunk(fake: FakeUpstream) -> None:
     assert time.monotonic() - started >= 0.18
 
 
+def test_role_gap_delays_the_first_token_after_the_role_chunk(fake: FakeUpstream) -> None:
+    fake.set(role_gap=0.2, tokens=1)
+    body = {"model": MODEL, "messages": user("x"), "stream": True}
+    arrivals = []
+    with httpx.Client() as http, http.stream("POST", f"{fake.url}/chat/completions", json=body) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                arrivals.append((time.monotonic(), json.loads(line[6:])["choices"][0]["delta"]))
+    (role_at, role), (token_at, token) = arrivals[:2]
+    assert (role, token) == ({"role": "assistant", "content": "", "refusal": None}, {"content": "tok0"})
+    assert token_at - role_at >= 0.18
+
+
 def test_token_log_records_indices(fake: FakeUpstream) -> None:
     fake.token_log = []
     asyncio.run(collect(fake, fake_msg(tokens=4, tag="a", tps=200)))

@@ -54,6 +54,22 @@ def test_rate_limit_refuses_with_retry_after_and_stores_nothing(alice_client, co
     assert Message.objects.count() == 2
 
 
+def test_a_refused_first_question_leaves_no_conversation(alice_client, conversation, settings):
+    settings.ASSISTANT_RATE_LIMIT_PER_MINUTE = 1
+    answered(conversation)
+
+    response = alice_client.post(
+        reverse("api_conversations"),
+        data=json.dumps({"content": "Eine neue Frage"}),
+        content_type="application/json",
+    )
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limited"
+    assert list(Conversation.objects.all()) == [conversation]
+    assert Message.objects.count() == 1
+
+
 def test_rate_limit_counts_only_the_last_minute_and_only_the_user(alice_client, conversation, bob, settings):
     settings.ASSISTANT_RATE_LIMIT_PER_MINUTE = 1
     answered(conversation, ago=timedelta(minutes=2))

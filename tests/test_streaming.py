@@ -11,7 +11,7 @@ import pytest
 
 from assistant import generation
 from assistant.models import Message
-from tests.conftest import session_client
+from tests.conftest import live_env, session_client, start_daphne, stop_daphne
 from tests.sse import RecordingResponse, SSEEvent, answer_events
 
 pytestmark = pytest.mark.live
@@ -105,6 +105,29 @@ def test_stream_delivers_the_exact_text_and_stores_it(alice_http, upstream):
     assert request["headers"]["authorization"] == "Bearer test-key-abc123"
     assert request["body"]["model"] == "fake-model"
     assert request["body"]["messages"] == [{"role": "user", "content": fake(text=GREETING, tps=200)}]
+
+
+def test_new_conversation_with_its_first_question_in_one_request(alice_http, alice, upstream):
+    question = fake(text=GREETING, tps=200)
+    response = alice_http.post("/api/conversations/", json={"model": "fake-model", "content": question})
+    assert response.status_code == 201, response.text
+    started = response.json()
+    assert started["model"] == "fake-model"
+    assert started["user_message"]["content"] == question
+    assert started["assistant_message"]["status"] == "streaming"
+
+    events = stream_answer(alice_http, started, started)
+
+    assert events[0].json()["user_message"]["content"] == question
+    assert (events[-1].event, text_of(events)) == ("done", GREETING)
+    conversation = alice.conversations.get()
+    assert str(conversation.pk) == started["id"]
+    assert conversation.title == started["title"] != ""  # from the question, not chosen
+    assert not conversation.title_chosen
+    assert [(m.role, m.content) for m in conversation.messages.order_by("pk")] == [
+        ("user", question),
+        ("assistant", GREETING),
+    ]
 
 
 def test_stream_sends_utf8_bytes_as_is(alice_http, upstream):
@@ -296,6 +319,38 @@ def test_stream_keeps_unicode_line_separators_inside_a_line(alice_http, upstream
     assert events[-1].event == "done"
     assert text_of(events) == text
     assert Message.objects.get(pk=sent["assistant_message"]["id"]).content == text
+
+
+@pytest.fixture
+def wide_window_server(transactional_db, fake_upstream):
+    """A daphne of its own whose coalescing window is half a second (function-scoped, as
+    test_resume's keepalive_server, for the same reason)."""
+    env = live_env(fake_upstream, ASSISTANT_COALESCE_SECONDS="0.5", ASSISTANT_COALESCE_MAX_SECONDS="0.5")
+    server = start_daphne(env, "daphne-wide-window")
+    yield server
+    stop_daphne(server)
+
+
+def test_the_first_text_goes_out_as_it_comes_then_once_per_window(wide_window_server, alice, upstream):
+    with session_client(wide_window_server, alice) as client:
+        conversation = create_conversation(client, title="Fenster")
+        posted = time.monotonic()
+        # The role chunk at once, the first token 0.3 s later, then one every 50 ms.
+        sent = send(client, conversation, fake(role_gap=0.3, tokens=8, tps=20))
+        answer = sent["assistant_message"]
+        arrivals = []
+        with client.stream(
+            "GET", conversation["events_url"], headers={"Last-Event-ID": answer["last_event_id"]}
+        ) as response:
+            for event in answer_events(response, answer["id"]):
+                arrivals.append((time.monotonic() - posted, event))
+    deltas = [(at, event) for at, event in arrivals if event.event == "delta"]
+    assert text_of([event for _, event in deltas]) == " ".join(f"tok{i}" for i in range(8))
+    # Not held back by a read pace begun at the role chunk (it would come at 0.5 s).
+    assert deltas[0][0] < 0.45
+    assert deltas[0][1].json()["text"] == "tok0"
+    # The other seven came within 0.35 s of it: one window, one event.
+    assert len(deltas) == 2
 
 
 @pytest.mark.parametrize(

@@ -694,18 +694,21 @@
     sendButton.disabled = true;
     showError("");
     try {
-      if (!conversation) {
-        conversation = await postJson(pageData.create_url, { model: modelSelect.value });
+      const question = { content: content, model: modelSelect.value };
+      let result;
+      if (conversation) {
+        result = await postJson(conversation.messages_url, question);
+      } else {
+        // A new chat: the conversation and its first question in one request, stored
+        // together or not at all.
+        result = await postJson(pageData.create_url, question);
+        conversation = result;
         history.pushState({}, "", conversation.url);
         document.getElementById("chat-header").hidden = false;
         setUpConversationActions();
         const hint = document.getElementById("empty-hint");
         if (hint) hint.remove();
       }
-      const result = await postJson(conversation.messages_url, {
-        content: content,
-        model: modelSelect.value,
-      });
       input.value = "";
       if (!source) {
         conversation.title = conversation.title || content.slice(0, 60);

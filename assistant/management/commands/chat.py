@@ -10,6 +10,7 @@ and shows up in the user's conversation list.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 
@@ -93,28 +94,23 @@ class Command(BaseCommand):
             raise CommandError(f"{username} is deactivated.")
         try:
             if conversation_id:
-                conversation = await services.aconversation_get(user=user, conversation_id=conversation_id)
+                # Not found is said before this process takes a lease.
+                await services.aconversation_get(user=user, conversation_id=conversation_id)
+                send = functools.partial(services.message_send, conversation_id=conversation_id)
             else:
-                services.model_validate(model)
-                conversation = await sync_to_async(services.conversation_create)(user=user, model=model)
-            if verbosity >= 1:
-                self.stderr.write(f"conversation {conversation.pk}")
+                # Stored with its question or not at all: a refused question (a limit)
+                # leaves no empty conversation behind.
+                send = services.conversation_start
             try:
                 # Its lease first, on this loop: the send runs in the shared thread, which
                 # the supervisor's first heartbeat needs (generation.supervise_from_thread).
                 await generation.ensure_supervisor()
-                try:
-                    exchange = await sync_to_async(services.message_send)(
-                        user=user,
-                        conversation_id=conversation.pk,
-                        content=content,
-                        model=model,
-                        language=language,
-                    )
-                except services.ServiceError:
-                    if not conversation_id:  # refused (a limit): leave no empty conversation behind
-                        await conversation.adelete()
-                    raise
+                exchange = await sync_to_async(send)(
+                    user=user, content=content, model=model, language=language
+                )
+                conversation = exchange.assistant_message.conversation
+                if verbosity >= 1:
+                    self.stderr.write(f"conversation {conversation.pk}")
                 await self._follow(conversation.channel, exchange.assistant_message, verbosity)
                 # The automatic title of a new conversation is asked for after its first
                 # answer; let it land (bounded by its own timeout) before the loop closes.
