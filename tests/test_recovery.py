@@ -16,6 +16,7 @@ from tests.sse import answer_events, parse_sse, sse_lines
 from tests.test_streaming import (
     create_conversation,
     fake,
+    following,
     last_answer_request,
     send,
     stop_mid_answer,
@@ -91,12 +92,9 @@ def short_lease_server(django_db_setup, fake_upstream):
 
 def read_until_text(client: httpx.Client, conversation: dict, sent: dict, chars: int) -> tuple[str, str]:
     """Follow an answer until it has at least `chars` characters; return (text, last event id)."""
-    answer = sent["assistant_message"]
     seen = []
-    with client.stream(
-        "GET", conversation["events_url"], headers={"Last-Event-ID": answer["last_event_id"]}
-    ) as response:
-        for event in answer_events(response, answer["id"]):
+    with following(client, conversation, sent) as events:
+        for event in events:
             seen.append(event)
             if len(text_of(seen)) >= chars:
                 return text_of(seen), event.id

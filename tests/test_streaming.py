@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -55,6 +57,16 @@ def stream_answer(
         return list(
             answer_events(response if raw is None else RecordingResponse(response, raw), answer["id"])
         )
+
+
+@contextmanager
+def following(client: httpx.Client, conversation: dict, sent: dict) -> Iterator[Iterator[SSEEvent]]:
+    """The answer's events as they arrive, from the position the POST returned."""
+    answer = sent["assistant_message"]
+    with client.stream(
+        "GET", conversation["events_url"], headers={"Last-Event-ID": answer["last_event_id"]}
+    ) as response:
+        yield answer_events(response, answer["id"])
 
 
 def last_answer_request(upstream) -> dict:
@@ -337,13 +349,8 @@ def test_the_first_text_goes_out_as_it_comes_then_once_per_window(wide_window_se
         posted = time.monotonic()
         # The role chunk at once, the first token 0.3 s later, then one every 50 ms.
         sent = send(client, conversation, fake(role_gap=0.3, tokens=8, tps=20))
-        answer = sent["assistant_message"]
-        arrivals = []
-        with client.stream(
-            "GET", conversation["events_url"], headers={"Last-Event-ID": answer["last_event_id"]}
-        ) as response:
-            for event in answer_events(response, answer["id"]):
-                arrivals.append((time.monotonic() - posted, event))
+        with following(client, conversation, sent) as events:
+            arrivals = [(time.monotonic() - posted, event) for event in events]
     deltas = [(at, event) for at, event in arrivals if event.event == "delta"]
     assert text_of([event for _, event in deltas]) == " ".join(f"tok{i}" for i in range(8))
     # Not held back by a read pace begun at the role chunk (it would come at 0.5 s).
