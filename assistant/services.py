@@ -209,17 +209,17 @@ def _limits_check(user_id: int) -> None:
     now = timezone.now()
     usage = usage_get(user=user_id, now=now)
     if usage.rate_limit and usage.answers_last_minute >= usage.rate_limit:
+        minute_ago = now - timedelta(minutes=1)
         oldest = (
             Message.objects.filter(
-                conversation__owner=user_id,
-                role=Message.Role.ASSISTANT,
-                created_at__gt=now - timedelta(minutes=1),
+                conversation__owner=user_id, role=Message.Role.ASSISTANT, created_at__gt=minute_ago
             )
             .order_by("created_at")
             .values_list("created_at", flat=True)
             .first()
         )
-        wait = int((oldest + timedelta(minutes=1) - now).total_seconds()) + 1
+        # None: deleted since it was counted; asking again may succeed at once.
+        wait = int(((oldest or minute_ago) + timedelta(minutes=1) - now).total_seconds()) + 1
         raise ServiceError(
             429,
             "rate_limited",
