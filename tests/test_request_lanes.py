@@ -5,16 +5,19 @@ most ASSISTANT_REQUEST_THREADS requests run at once."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from django.core import signals
 
 from bench.counting_asgi import COUNTERS_PATH
 from bench.procstat import thread_count
-from config.django_handler import _Lanes
+from config.django_handler import OneTripASGIHandler, _Lanes
 from tests.conftest import LiveServer, live_env, session_client, start_daphne, stop_daphne
+from tests.test_sso import asgi_get_scope
 
 LANES = 3
 
@@ -48,6 +51,60 @@ def test_a_request_finding_no_free_lane_waits_for_the_next_one_given_back():
         lane.shutdown()
 
     asyncio.run(scenario())
+
+
+class CountingLane(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="counted-lane")
+        self.trips = 0
+
+    def submit(self, *args, **kwargs):
+        self.trips += 1
+        return super().submit(*args, **kwargs)
+
+
+def test_a_request_is_one_trip_to_its_lane_signals_included(transactional_db):
+    """The request's signals, its middleware chain and its close run in one call on the
+    lane's thread; the loop only reads the body and sends the response."""
+    handler = OneTripASGIHandler()
+    lane = CountingLane()
+    handler.lanes.free.append(lane)
+    signalled = []
+
+    def record(signal_name):
+        def receiver(**kwargs):
+            signalled.append((signal_name, threading.current_thread().name))
+
+        return receiver
+
+    started, finished = record("started"), record("finished")
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    scope = asgi_get_scope("/accounts/login/", [(b"host", b"testserver")], ("127.0.0.1", 5000))
+    messages = []
+
+    bodies = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if bodies:
+            return bodies.pop()
+        await asyncio.Event().wait()  # the client stays connected
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        messages.append(message)
+
+    try:
+        asyncio.run(handler(scope, receive, send))
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+        lane.shutdown()
+    assert messages[0]["type"] == "http.response.start"
+    assert messages[0]["status"] in (200, 302)
+    assert lane.trips == 1
+    assert [name for name, _ in signalled] == ["started", "finished"]
+    assert all(thread.startswith("counted-lane") for _, thread in signalled)
 
 
 def test_a_waiter_that_is_cancelled_loses_no_lane():
