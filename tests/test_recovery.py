@@ -77,10 +77,11 @@ def test_retry_refuses_what_it_cannot_regenerate(alice_http, bob_http, upstream)
 
 @pytest.fixture
 def short_lease_server(django_db_setup, fake_upstream):
+    """Starts daphnes of their own, with a short lease unless `lease` says otherwise."""
     servers = []
 
-    def start():
-        server = start_daphne(live_env(fake_upstream, **SHORT_LEASE), f"daphne-recovery-{len(servers)}")
+    def start(lease: dict[str, str] = SHORT_LEASE):
+        server = start_daphne(live_env(fake_upstream, **lease), f"daphne-recovery-{len(servers)}")
         servers.append(server)
         return server
 
@@ -168,7 +169,10 @@ def test_graceful_stop_stores_answers_as_interrupted(short_lease_server, transac
 
 
 def test_stop_sent_to_another_process_stops_the_answer(live, short_lease_server, alice, upstream):
-    other = short_lease_server()
+    # The live server's lease: with a shorter one, the other process would take the live
+    # one (a heartbeat every 5 s) for gone whenever its last beat is over 1.5 s old, and
+    # end the answer itself (the CI failure of 26311d2).
+    other = short_lease_server(lease={})
     with session_client(live, alice) as client, session_client(other, alice) as other_client:
         conversation = create_conversation(client)
         sent = send(client, conversation, fake(never_end=True, tps=50))
