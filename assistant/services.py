@@ -159,8 +159,8 @@ def _local_midnight(moment: datetime) -> datetime:
 
 
 @functools.cache
-def _usage_sql(vendor: str) -> str:
-    """Both limits' figures in one statement: it runs before every answer.
+def _usage_sql() -> str:
+    """Both limits' figures in one statement, built once: it runs before every answer.
 
     Written out, not an ORM aggregate: Django took about 1 ms of CPU to build and compile
     that aggregate (conditional counts and sums), the database a tenth of it to run it.
@@ -186,7 +186,7 @@ def usage_get(*, user, now: datetime | None = None) -> Usage:
     moment = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
         cursor.execute(
-            _usage_sql(connection.vendor),
+            _usage_sql(),
             [
                 moment(minute_ago),
                 moment(midnight),

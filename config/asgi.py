@@ -42,5 +42,6 @@ else:
 # A HEAD answer ends with its headers (config/head_requests.py: daphne would write the rest).
 application = HeadResponses(application)
 
-# Daphne sends each write at once when nothing is queued (config/twisted_writes.py).
+# Daphne sends a turn's writes at the end of the loop's turn, not via the selector
+# (config/twisted_writes.py).
 twisted_writes.install()
