@@ -487,6 +487,13 @@ def test_active_connections_return_to_zero_after_clients_close(fake: FakeUpstrea
     assert fake.active_connections == 0
 
 
+def settled(condition, seconds: float) -> None:
+    """Wait until `condition()` holds, for at most `seconds` (the caller asserts it)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_responses_in_progress_count_open_answers_not_idle_connections(fake: FakeUpstream) -> None:
     async def run() -> tuple[int, int, int, int]:
         async with make_client(fake) as client:
@@ -497,6 +504,9 @@ def test_responses_in_progress_count_open_answers_not_idle_connections(fake: Fak
             during = fake.responses_in_progress, fake.active_connections
             await stalled.close()  # the client leaves the stalled answer
             await client.chat.completions.create(model=MODEL, messages=fake_msg(tokens=2))
+            # The server's loop (another thread) notices the stalled answer's client gone
+            # on a turn of its own: give it a moment, not forever.
+            await asyncio.to_thread(settled, lambda: not fake.responses_in_progress, 2)
             return (*during, fake.responses_in_progress, fake.active_connections)
 
     during, open_during, after, open_after = asyncio.run(run())
