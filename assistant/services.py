@@ -78,9 +78,12 @@ async def aconversation_get(*, user, conversation_id: uuid.UUID | str) -> Conver
         return await Conversation.objects.aget(pk=conversation_id, owner=user)
 
 
-def conversation_create(*, user, title: str = "", model: str | None = None) -> Conversation:
+def conversation_create(
+    *, user, title: str = "", model: str | None = None, question: str = ""
+) -> Conversation:
+    """A conversation; without a `title`, its first `question`'s first words stand in."""
     return Conversation.objects.create(
-        owner=user, title=title, title_chosen=bool(title), model=model_validate(model)
+        owner=user, title=title or title_from(question), title_chosen=bool(title), model=model_validate(model)
     )
 
 
@@ -245,6 +248,11 @@ def _answer_create(conversation: Conversation, model: str) -> Message:
     """
     if conversation.messages.filter(status=Message.Status.STREAMING).exists():
         raise ServiceError(409, "answer_in_progress", _("An answer is still being generated."))
+    return _answer_insert(conversation, model)
+
+
+def _answer_insert(conversation: Conversation, model: str) -> Message:
+    """`_answer_create` for a conversation known to have no answer streaming."""
     _limits_check(conversation.owner_id)
     try:
         # Nothing of this answer is on the channel before this position.
@@ -356,7 +364,12 @@ def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language
     )
 
 
-def _exchange_start(create: Callable[[], Exchange], *, language: str) -> Exchange:
+def _exchange_start(
+    create: Callable[[], Exchange],
+    *,
+    language: str,
+    history_of: Callable[[Message], list[dict[str, str]]] = generation.history_before,
+) -> Exchange:
     """Store an exchange with `create` and start generating its answer; returns at once.
 
     Synchronous, in the request's thread: storing it, reading its history and publishing
@@ -366,7 +379,7 @@ def _exchange_start(create: Callable[[], Exchange], *, language: str) -> Exchang
     """
     generation.supervise_from_thread()
     exchange = create()
-    history = generation.history_before(exchange.assistant_message)
+    history = history_of(exchange.assistant_message)
     _answer_start(exchange, history, language=language)
     return exchange
 
@@ -375,13 +388,18 @@ def conversation_start(*, user, title: str = "", content: str, model: str | None
     """A new conversation with its first question, stored together or not at all (a limit
     refusing the question leaves no empty conversation), and its answer started."""
     create = functools.partial(_first_exchange_create, user=user, title=title, content=content, model=model)
-    return _exchange_start(create, language=language)
+    # The question is all there is before the answer: nothing to read back.
+    history = [{"role": Message.Role.USER.value, "content": content}]
+    return _exchange_start(create, language=language, history_of=lambda _answer: history)
 
 
 @transaction.atomic
 def _first_exchange_create(*, user, title: str, content: str, model: str | None) -> Exchange:
-    conversation = conversation_create(user=user, title=title, model=model)
-    return _question_create(conversation, content=content, model=None)
+    """Stored as it will stay: a new conversation has no answer streaming to check for,
+    and its title and model need no second write."""
+    conversation = conversation_create(user=user, title=title, model=model, question=content)
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    return Exchange(user_message, _answer_insert(conversation, conversation.model))
 
 
 def message_send(

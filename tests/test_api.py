@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -76,6 +78,28 @@ def test_a_new_conversation_with_a_bad_first_question_is_refused_and_nothing_sto
     assert response.json()["error"]["code"] == code
     assert not Conversation.objects.exists()
     assert not Message.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the answer's task writes from another thread
+def test_a_new_conversation_with_its_question_writes_each_row_once_and_reads_no_messages(alice_client):
+    """Nothing to check or read back in a conversation made in the same transaction: no
+    streaming answer, no history but the question, title and model set on creation."""
+    with CaptureQueriesContext(connection) as queries:
+        response = post_json(alice_client, reverse("api_conversations"), {"content": "Wie  spät\nist es?"})
+    assert response.status_code == 201
+    statements = [q["sql"] for q in queries.captured_queries if "assistant_serverprocess" not in q["sql"]]
+    writes = [sql.split(" (")[0] for sql in statements if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert writes == [
+        'INSERT INTO "assistant_conversation"',
+        'INSERT INTO "assistant_message"',
+        'INSERT INTO "assistant_message"',
+    ]
+    message_reads = [sql for sql in statements if sql.startswith("SELECT") and '"assistant_message"' in sql]
+    assert len(message_reads) == 1
+    assert "SUM(CASE" in message_reads[0]  # the limits
+    conversation = Conversation.objects.get()
+    assert (conversation.title, conversation.title_chosen) == ("Wie spät ist es?", False)
+    assert conversation.model == "demo"
 
 
 def test_message_send_rejects_a_body_over_the_limit_with_413(alice_client, conversation, settings):
