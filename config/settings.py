@@ -366,6 +366,19 @@ REDIS_URL = env_str("REDIS_URL")
 # Every Redis key and pub/sub channel starts with this; deployments sharing one Redis
 # database need different prefixes.
 ASSISTANT_REDIS_PREFIX = env_str("ASSISTANT_REDIS_PREFIX", "assistant")
+
+if not REDIS_URL:
+    # One process: sessions are read from its memory and written through to the database
+    # (Django's cached_db). Every request reads its session; a hit costs a fraction of the
+    # query. Not with several processes: a logout in one would not reach the others'
+    # memory, and a copy in Redis would make a Redis outage end every request.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # The tests' own database, which the daphne processes they start use too.
     DATABASES["default"]["TEST"] = {

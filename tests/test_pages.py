@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from assistant.models import Conversation, Message
@@ -68,6 +72,22 @@ def test_logout_is_a_post(alice):
     client.force_login(alice)
     assert client.post(reverse("logout")).status_code == 302
     assert client.get(reverse("chat")).status_code == 302
+
+
+def test_a_signed_in_request_reads_its_session_from_memory_until_logout(alice):
+    """One process (no REDIS_URL): sessions are cached in memory and written through."""
+    client = Client()
+    client.post(reverse("login"), {"username": "alice", "password": "alice-password-1"})
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(reverse("api_conversations")).status_code == 200
+    assert not [q["sql"] for q in queries.captured_queries if "django_session" in q["sql"]]
+    session_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert Session.objects.filter(session_key=session_key).exists()  # in the database too
+
+    assert client.post(reverse("logout")).status_code == 302
+    assert not Session.objects.filter(session_key=session_key).exists()
+    client.cookies[settings.SESSION_COOKIE_NAME] = session_key  # the old cookie, replayed
+    assert client.get(reverse("api_conversations")).status_code == 401
 
 
 def test_chat_requires_login(db):

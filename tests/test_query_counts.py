@@ -73,8 +73,9 @@ def newest(owner, count: int) -> list[str]:
 
 # --- the chat page and its sidebar ------------------------------------------------------------
 
-# The session, the user, one page of the sidebar (with one more row to know there are more).
-CHAT_PAGE_QUERIES = 3
+# The user, one page of the sidebar (with one more row to know there are more). The
+# session comes from the process's memory (config/settings.py, one process).
+CHAT_PAGE_QUERIES = 2
 # ... and the conversation, its messages.
 CONVERSATION_PAGE_QUERIES = CHAT_PAGE_QUERIES + 2
 
@@ -136,10 +137,10 @@ def test_sidebar_search_and_archive_keep_one_page(alice_client, alice, django_as
 
 # --- the JSON API behind the page ------------------------------------------------------------
 
-# The session, the user, one page of conversations.
-LIST_API_QUERIES = 3
-# The session, the user, the conversation, its messages.
-DETAIL_API_QUERIES = 4
+# The user, one page of conversations.
+LIST_API_QUERIES = 2
+# The user, the conversation, its messages.
+DETAIL_API_QUERIES = 3
 
 
 def listed(client: Client, **params) -> dict:
@@ -224,15 +225,15 @@ def test_list_api_rejects_a_malformed_cursor(alice_client, before):
 
 # --- the admin: list, transcript and the messages of a long conversation ---------------------
 
-# Session, user, the reviewer's user and group permissions, the model filter's values,
-# the owner filter's users, the page count, the page of rows.
-ADMIN_LIST_QUERIES = 8
-# Session, user, the reviewer's user and group permissions, the conversation with its
-# figures, its messages.
-TRANSCRIPT_QUERIES = 6
-# Session, user, the reviewer's user and group permissions, the page count, the page of
-# messages with their conversation and owner, the model and error type filters' values.
-MESSAGE_LIST_QUERIES = 8
+# User, the reviewer's user and group permissions, the model filter's values, the owner
+# filter's users, the page count, the page of rows.
+ADMIN_LIST_QUERIES = 7
+# User, the reviewer's user and group permissions, the conversation with its figures, its
+# messages.
+TRANSCRIPT_QUERIES = 5
+# User, the reviewer's user and group permissions, the page count, the page of messages
+# with their conversation and owner, the model and error type filters' values.
+MESSAGE_LIST_QUERIES = 7
 
 
 def test_admin_pages_of_a_long_conversation_have_constant_queries(
