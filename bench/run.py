@@ -665,7 +665,8 @@ p99 TTFT+ <= {HELD_TTFT_P99_MS} ms.
 TTFT+: ms to the first token over the upstream's own. token: ms from upstream write to client read.
 CPU/1k tok: the server process's CPU ms per 1000 delivered tokens; CPU ratio: Assistant's / the proxy's.
 RSS: server MB after the warm-up / at its peak. DB writes: INSERT/UPDATE/DELETE per answer (per second \
-of streaming)."""
+of streaming).
+Rows without the proxy: capacity rounds, Assistant alone at multiples of the proxy's largest held round."""
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -676,7 +677,9 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 2) if numerator is not None and denominator else None
 
 
-def _cells(row: dict) -> list[str]:
+def _cells(row: dict | None) -> list[str]:
+    if row is None:  # not run: a capacity round of Assistant alone
+        return ["-"] * len(COLUMNS)
     ttft, latency, rss = row["ttft_overhead_ms"], row["token_latency_ms"], row["rss_mb"]
     return [
         "yes" if row["held"] else "no",
@@ -731,21 +734,33 @@ def table(rounds: list[dict]) -> str:
 def summarise_comparison(rounds: list[dict]) -> dict:
     """The largest round each system held, their ratio, and the CPU ratio at 100 streams.
 
-    A system that held the largest round may hold more: its figure is then a lower bound,
-    and so is the ratio (none when the proxy held it too, or held no round).
+    A system that held the largest round it ran may hold more: its figure is then a lower
+    bound, and so is the ratio (none when the proxy held its largest round, or no round).
     """
-    largest = max(entry["streams"] for entry in rounds)
-    held = {
-        system: max((entry["streams"] for entry in rounds if entry[system]["held"]), default=None)
-        for system in SYSTEMS
-    }
+    largest, held = {}, {}
+    for system in SYSTEMS:
+        ran = [entry for entry in rounds if entry[system] is not None]
+        largest[system] = max(entry["streams"] for entry in ran)
+        held[system] = max((entry["streams"] for entry in ran if entry[system]["held"]), default=None)
     at_100 = next((entry for entry in rounds if entry["streams"] == 100), None)
     return {
         "held": held,
-        "held_largest_round": {system: held[system] == largest for system in SYSTEMS},
-        "capacity_ratio": None if held["proxy"] == largest else _ratio(held["assistant"], held["proxy"]),
+        "held_largest_round": {system: held[system] == largest[system] for system in SYSTEMS},
+        "capacity_ratio": None
+        if held["proxy"] == largest["proxy"]
+        else _ratio(held["assistant"], held["proxy"]),
         "cpu_ratio_at_100": at_100["cpu_ratio"] if at_100 else None,
     }
+
+
+def capacity_rounds(rounds: list[dict], multiples: list[float]) -> list[int]:
+    """Round sizes for Assistant alone beyond the side-by-side rounds: the given multiples
+    of the largest round the proxy held, where larger than every round run so far."""
+    proxy_held = max((entry["streams"] for entry in rounds if entry["proxy"]["held"]), default=None)
+    if proxy_held is None:
+        return []
+    largest = max(entry["streams"] for entry in rounds)
+    return sorted({round(proxy_held * m) for m in multiples if round(proxy_held * m) > largest})
 
 
 def summary_text(summary: dict) -> str:
@@ -798,6 +813,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, nargs="+", default=[10, 50, 100, 150, 200], help="N per round")
     parser.add_argument("--idle", type=int, default=1000, help="idle event streams to hold open (0: none)")
+    parser.add_argument(
+        "--capacity",
+        type=float,
+        nargs="*",
+        default=[2, 3],
+        metavar="MULTIPLE",
+        help="then Assistant alone at these multiples of the proxy's largest held round (none: skip)",
+    )
     parser.add_argument("--tokens", type=int, default=300, help="tokens per answer")
     parser.add_argument("--tps", type=float, default=30, help="upstream tokens per second")
     parser.add_argument("--ttft", type=float, default=0.2, help="upstream time to first token, s")
@@ -845,6 +868,10 @@ def main(argv: list[str] | None = None) -> int:
                 assistant["cpu_ms_per_1000_tokens"]["server"], proxy["cpu_ms_per_1000_tokens"]["server"]
             )
             rounds.append({"streams": n, "assistant": assistant, "proxy": proxy, "cpu_ratio": cpu_ratio})
+        for n in capacity_rounds(rounds, args.capacity) if rounds else ():
+            print(f"{n} streams: Assistant alone (capacity) ...", file=sys.stderr, flush=True)
+            assistant = assistant_round(n, workload, upstream, Path(workdir))
+            rounds.append({"streams": n, "assistant": assistant, "proxy": None, "cpu_ratio": None})
         if args.idle:
             print(f"{args.idle} idle streams ...", file=sys.stderr, flush=True)
         idle = idle_round(args.idle, workload, upstream, Path(workdir)) if args.idle else None
@@ -869,6 +896,8 @@ def main(argv: list[str] | None = None) -> int:
     for entry in rounds:
         for system in SYSTEMS:
             row, where = entry[system], f"{system}, {entry['streams']} streams"
+            if row is None:
+                continue
             if row["other_processes_cpu_percent"] >= BUSY_MACHINE_PERCENT:
                 print(
                     f"{where}: other processes kept {row['other_processes_cpu_percent']} % "
