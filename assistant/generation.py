@@ -635,7 +635,11 @@ async def _watch_cancel_requests() -> None:
         if not _running:
             continue
         try:
-            requested = Message.objects.filter(pk__in=list(_running), cancel_requested=True)
+            # Not by id: a list of every running answer costs more to build and send than
+            # reading this process's streaming rows through their partial index.
+            requested = Message.objects.filter(
+                status=Status.STREAMING, generated_by=PROCESS_ID, cancel_requested=True
+            )
             async for message_id in requested.values_list("pk", flat=True):
                 cancel(message_id)
         except Exception:
