@@ -24,6 +24,7 @@ Two logs behind one interface (`replay_log`, `publish`, `apublish`, `stream`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -906,6 +907,40 @@ class _StreamListener(Listener):
             super().wake_threadsafe()
 
 
+class _KeepAlive:
+    """When a quiet stream owes a keep-alive, with one timer per quiet interval rather
+    than one per wait: a write only moves the deadline; the timer, firing before the
+    deadline as it is by then, sets itself for it again, and once due wakes the stream."""
+
+    __slots__ = ("_event", "_handle", "_loop", "_seconds", "due")
+
+    def __init__(self, event: asyncio.Event, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event, self._seconds = event, seconds
+        self._handle: asyncio.TimerHandle | None = None
+        self.wrote()
+
+    def wrote(self) -> None:
+        self.due = self._loop.time() + self._seconds
+        if self._handle is None:
+            self._handle = self._loop.call_at(self.due, self._fire)
+
+    def overdue(self) -> bool:
+        return self._loop.time() >= self.due
+
+    def _fire(self) -> None:
+        if self.overdue():
+            self._handle = None
+            self._event.set()
+        else:
+            self._handle = self._loop.call_at(self.due, self._fire)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 STREAM_OPEN = "retry: 2000\nevent: stream-open\ndata:\n\n"
 # An event, not a comment: the page sees it, so it can tell a quiet stream from a dead one.
 KEEP_ALIVE = "event: keep-alive\ndata:\n\n"
@@ -955,10 +990,10 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
     listener.assign_loop()
     manager.add_listener(listener)
     loop = asyncio.get_running_loop()
-    keepalive = settings.ASSISTANT_KEEPALIVE_SECONDS
+    keep_alive = _KeepAlive(listener.aevent, settings.ASSISTANT_KEEPALIVE_SECONDS)
     try:
         yield STREAM_OPEN
-        written = loop.time()
+        keep_alive.wrote()
         reset = False
         read = True  # the log must be read, not only the frames pushed with wake-ups
         retry = None  # seconds until the next read while the log is unavailable
@@ -974,7 +1009,7 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                     position = await log.acurrent_id()
                 if reset:
                     reset = False
-                    written = loop.time()
+                    keep_alive.wrote()
                     yield _reset_frame(channel, position)
                 if not read:
                     continued = _continue(pushed, overflow, position)
@@ -982,7 +1017,7 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                         read = True
                     elif continued[0]:
                         text, position = continued
-                        written = loop.time()
+                        keep_alive.wrote()
                         yield text
                         continue
                 if read:
@@ -991,7 +1026,7 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                     read = len(found) >= CATCH_UP_BATCH
                     if found:
                         retry = None
-                        written = loop.time()
+                        keep_alive.wrote()
                         yield "".join(event.frame for event in found)
                         continue
             except PositionUnknown:
@@ -1001,18 +1036,16 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                 retry = RETRY_MIN_SECONDS if retry is None else min(retry * 2, RETRY_MAX_SECONDS)
             else:
                 retry = None
-            wait = written + keepalive - loop.time()
             if retry is not None:
-                wait = min(wait, retry)
-            if wait > 0:
-                try:
-                    async with asyncio.timeout(wait):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(keep_alive.due - loop.time(), retry)):
                         await listener.aevent.wait()
-                except TimeoutError:
-                    pass
-            if loop.time() >= written + keepalive:
-                written = loop.time()
+            elif not keep_alive.overdue():
+                await listener.aevent.wait()  # keep_alive sets it when one is due
+            if keep_alive.overdue():
+                keep_alive.wrote()
                 read = True  # whatever a lost wake-up left behind
                 yield KEEP_ALIVE
     finally:
+        keep_alive.cancel()
         manager.remove_listener(listener)

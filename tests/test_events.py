@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from assistant import events
@@ -160,3 +162,38 @@ def test_an_in_process_stream_that_keeps_up_gets_its_frames_with_the_wake_ups(mo
     assert [frame.split("data: ")[1].strip() for frame in received] == [f'{{"n":{n}}}' for n in range(5)]
     assert len(reads) == 1  # on connecting
     assert threadsafe == []
+
+
+def test_a_stream_arms_one_keep_alive_timer_per_quiet_interval_not_one_per_event(monkeypatch, settings):
+    """Twenty events in a row arm no timer of their own; the keep-alive still comes once
+    the stream has been quiet for the interval, counted from its last event."""
+    import asyncio
+
+    settings.ASSISTANT_KEEPALIVE_SECONDS = 0.3
+    log = events.ReplayLog()
+    monkeypatch.setattr(events, "replay_log", log)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        timers = []
+        original = loop.call_at
+        monkeypatch.setattr(loop, "call_at", lambda *a, **kw: timers.append(a) or original(*a, **kw))
+        body = events.stream("conversation-a", log.current_id())
+        assert await anext(body) == events.STREAM_OPEN
+        for n in range(20):
+            reading = asyncio.ensure_future(anext(body))
+            await asyncio.sleep(0)  # the stream waits
+            # 0.4 s of events in all, longer than the interval; blocking, so the test arms no timer
+            time.sleep(0.02)  # noqa: ASYNC251
+            events.publish("conversation-a", "delta", {"n": n})
+            assert '"n":' in await reading
+        last_event = loop.time()
+        timers_while_busy = len(timers)
+        assert await asyncio.wait_for(anext(body), 1) == events.KEEP_ALIVE
+        quiet_for = loop.time() - last_event
+        await body.aclose()
+        return timers_while_busy, quiet_for
+
+    timers_while_busy, quiet_for = asyncio.run(scenario())
+    assert timers_while_busy <= 2  # the first one, set again when it fired before the deadline
+    assert 0.3 <= quiet_for < 0.6
