@@ -28,6 +28,8 @@ import signal
 import threading
 import time
 import uuid
+import zlib
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -60,6 +62,7 @@ BEHAVIOUR_DEFAULTS: dict[str, Any] = {
     "tag": None,  # label for token_log / status_times
     "headers": None,  # dict of extra response headers
     "stamp": False,  # streamed token i is "w<i>:<time.monotonic_ns()>", stamped as it is written
+    "gzip": False,  # stream with content-encoding: gzip, flushed after every chunk
 }
 
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
@@ -113,6 +116,20 @@ def _encode_str(value: str, ascii_json: bool) -> bytes:
 def _frame(payload: bytes) -> bytes:
     """One HTTP chunk (chunked transfer encoding)."""
     return b"%x\r\n%b\r\n" % (len(payload), payload)
+
+
+def _gzip_frames() -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    """`_frame` and the last chunk for one gzip-encoded body: every chunk is compressed and
+    flushed, so the client can decode each as it arrives; the last one ends the stream."""
+    compressor = zlib.compressobj(wbits=31)
+
+    def frame(payload: bytes) -> bytes:
+        return _frame(compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))
+
+    def last_chunk() -> bytes:
+        return _frame(compressor.flush()) + _LAST_CHUNK
+
+    return frame, last_chunk
 
 
 def _reason(status: int) -> str:
@@ -779,6 +796,11 @@ class FakeUpstream:
             f"x-request-id: req_{uuid.uuid4().hex}",
             "connection: keep-alive" if keep_alive else "connection: close",
         ]
+        if behaviour["gzip"]:
+            response_head.append("content-encoding: gzip")
+            frame, last_chunk = _gzip_frames()
+        else:
+            frame, last_chunk = _frame, lambda: _LAST_CHUNK
         response_head.extend(f"{k}: {v}" for k, v in extra)
         if not conn.write(("\r\n".join(response_head) + "\r\n\r\n").encode("latin-1")):
             return False
@@ -792,7 +814,7 @@ class FakeUpstream:
             + b'"logprobs":null,"finish_reason":null}]'
             + tail
         )
-        if not conn.write(_frame(role)):
+        if not conn.write(frame(role)):
             return False
         role_gap = float(behaviour["role_gap"] or 0)
         if role_gap > 0 and not await conn.sleep_until(loop.time() + role_gap):
@@ -829,10 +851,10 @@ class FakeUpstream:
                 conn.abort()
                 return False
             if i == malformed_after:
-                conn.write(_frame(_MALFORMED) + _LAST_CHUNK)
+                conn.write(frame(_MALFORMED) + last_chunk())
                 return keep_alive
             if i == error_after:
-                conn.write(_frame(_STREAM_ERROR) + _LAST_CHUNK)
+                conn.write(frame(_STREAM_ERROR) + last_chunk())
                 return keep_alive
             if i == stall_after:
                 await conn.wait_gone()
@@ -841,7 +863,7 @@ class FakeUpstream:
                 break
             token = _stamped_token(i) if stamp else _token_at(tokens, i)
             payload = prefix + _encode_str(token, ascii_json) + suffix
-            if not conn.write(b"%x\r\n%b\r\n" % (len(payload), payload)):
+            if not conn.write(frame(payload)):
                 return False
             token_log = self.token_log
             if token_log is not None:
@@ -849,7 +871,7 @@ class FakeUpstream:
             i += 1
 
         out = [
-            _frame(
+            frame(
                 head
                 + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":%b}]'
                 % _encode_json(behaviour["finish_reason"])
@@ -859,9 +881,9 @@ class FakeUpstream:
         if include_usage:
             prompt = max(1, _prompt_chars(body.get("messages")) // 4)
             usage = {"prompt_tokens": prompt, "completion_tokens": i, "total_tokens": prompt + i}
-            out.append(_frame(head + b"]" + b',"usage":' + _encode_json(usage) + b"}\n\n"))
-        out.append(_frame(_DONE))
-        out.append(_LAST_CHUNK)
+            out.append(frame(head + b"]" + b',"usage":' + _encode_json(usage) + b"}\n\n"))
+        out.append(frame(_DONE))
+        out.append(last_chunk())
         conn.write(b"".join(out))
         return keep_alive
 

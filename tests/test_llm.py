@@ -156,6 +156,32 @@ def test_paced_stream_reads_at_most_once_per_pace_and_loses_nothing(provider_set
     assert len(paced) <= 6
     # Between reads (the Finish comes with the last one).
     assert all(later - earlier >= 0.09 for earlier, later in itertools.pairwise(times[:-1]))
+    # Each read after the first brings all that came while it waited (about 20 tokens), not
+    # what happened to be buffered (one token, every other read, through aiohttp's readany).
+    texts = [item for item in paced if isinstance(item, str)]
+    assert all(len(text.split()) >= 10 for text in texts[1:-1]), [len(t.split()) for t in texts]
+
+
+def test_a_plain_body_is_read_from_aiohttp_and_a_gzipped_one_through_httpx2(
+    provider_settings, upstream, monkeypatch
+):
+    """Plain (the usual): from aiohttp's reader, not through httpx2's iterators. Gzipped
+    (a proxy in front of the model may compress): httpx2 decodes it, the text is the same."""
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    text = "".join(f"tok{i} " for i in range(60)).strip()
+    through_httpx2 = []
+    aiter_bytes = llm.httpx2.Response.aiter_bytes
+    monkeypatch.setattr(
+        llm.httpx2.Response,
+        "aiter_bytes",
+        lambda response, *args: through_httpx2.append(response) or aiter_bytes(response, *args),
+    )
+    for gzip in (False, True):
+        upstream.set(tokens=60, tps=200, gzip=gzip)
+        items, _ = paced_reads(0.05)
+        assert "".join(item for item in items if isinstance(item, str)) == text
+        assert items[-1].completion_tokens == 60
+        assert len(through_httpx2) == gzip
 
 
 def test_paced_stream_pauses_the_connection_between_reads(provider_settings, upstream):
