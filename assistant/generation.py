@@ -191,6 +191,7 @@ class _Answer:
     first_token_at: float | None = None
     last_flush: float = 0.0
     flush_handle: asyncio.TimerHandle | None = None
+    flush_due: float = 0.0  # when flush_handle fires
     # (text length, event id) of the partial state last handed to the partial writer.
     persisted: tuple[int, int] = (0, 0)
 
@@ -205,12 +206,23 @@ class _Answer:
         if wait <= 0:
             self.flush()
         else:
+            self.flush_due = now + wait
             self.flush_handle = asyncio.get_running_loop().call_later(wait, self.flush)
 
     def pace(self) -> float:
         """Seconds before the upstream is read again: none before the first text, which
-        goes out as soon as it comes, then the coalescing window."""
-        return 0.0 if self.first_token_at is None else coalesce_seconds()
+        goes out as soon as it comes, then a coalescing window from the flush that closes
+        the current one (scheduled, or done).
+
+        From that flush, not from now: a read whose text found its window still open (the
+        window grew with the answers meanwhile) waits for it, and the next read a window
+        after that read would find the next window open too, and so on, every text
+        waiting, tens of ms at 100 streams after the windows grew with the arrivals.
+        """
+        if self.first_token_at is None:
+            return 0.0
+        closed = self.last_flush if self.flush_handle is None else self.flush_due
+        return closed + coalesce_seconds() - time.monotonic()
 
     def flush(self) -> None:
         """Close the coalescing window: its text goes out as one delta event."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -367,3 +368,38 @@ def test_the_coalescing_window_grows_with_the_answers_generating(monkeypatch, an
     """A busy process joins more deltas per event: one base window more per 30 answers, capped."""
     monkeypatch.setattr(generation, "_running", dict.fromkeys(range(answers)))
     assert generation.coalesce_seconds() == pytest.approx(window)
+
+
+def test_reads_follow_the_flushes_so_a_window_that_grew_holds_text_back_once(monkeypatch, settings):
+    """Reads paced as the answer asks (`pace()`) while the window grows with the answers
+    arriving: a read that finds its window open waits for it once; the next read comes a
+    window after that flush, so its text goes out as it comes, not held back for good."""
+    monkeypatch.setattr(generation._partials, "add", lambda answer: None)  # no database here
+    settings.ASSISTANT_COALESCE_MAX_SECONDS = 1
+
+    async def reads() -> list[float]:
+        flushed = asyncio.Event()
+
+        def publish_batch(channel, batch):
+            flushed.set()
+            return generation.events.Published([1], 0)
+
+        monkeypatch.setattr(generation.events, "publish_batch", publish_batch)
+        answer = generation._Answer(message=Message(pk=1), channel="conversation-x", start_event={})
+        held = []
+        for step in range(12):
+            # 30 ms growing by 20 ms a read up to 150 ms, as if answers kept arriving, then steady.
+            settings.ASSISTANT_COALESCE_SECONDS = min(0.03 + 0.02 * step, 0.15)
+            read_at = time.monotonic()
+            flushed.clear()
+            answer.add(f"t{step} ")
+            wait = answer.pace()
+            await flushed.wait()
+            held.append(time.monotonic() - read_at)
+            await asyncio.sleep(max(0.0, wait - (time.monotonic() - read_at)))
+        return held
+
+    held = asyncio.run(reads())
+    # Once the window stops growing, reads come as it closes: about no wait. Paced a window
+    # from each read instead, every text would wait the growth so far, over 100 ms.
+    assert sorted(held[-5:])[2] < 0.04, held
