@@ -365,21 +365,20 @@ def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language
 
 
 def _exchange_start(
-    create: Callable[[], Exchange],
-    *,
-    language: str,
-    history_of: Callable[[Message], list[dict[str, str]]] = generation.history_before,
+    create: Callable[[], Exchange], *, language: str, history: list[dict[str, str]] | None = None
 ) -> Exchange:
     """Store an exchange with `create` and start generating its answer; returns at once.
 
-    Synchronous, in the request's thread: storing it, reading its history and publishing
+    Synchronous, in the request's thread: storing it, reading its history (unless the
+    caller knows it) and publishing
     its start take no trip through the event loop, and the answer's task then starts
     there with the upstream call. A client that disconnects meanwhile does not stop a
     thread, so no stored answer is left that no task generates.
     """
     generation.supervise_from_thread()
     exchange = create()
-    history = history_of(exchange.assistant_message)
+    if history is None:
+        history = generation.history_before(exchange.assistant_message)
     _answer_start(exchange, history, language=language)
     return exchange
 
@@ -390,7 +389,7 @@ def conversation_start(*, user, title: str = "", content: str, model: str | None
     create = functools.partial(_first_exchange_create, user=user, title=title, content=content, model=model)
     # The question is all there is before the answer: nothing to read back.
     history = [{"role": Message.Role.USER.value, "content": content}]
-    return _exchange_start(create, language=language, history_of=lambda _answer: history)
+    return _exchange_start(create, language=language, history=history)
 
 
 @transaction.atomic
