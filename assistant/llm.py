@@ -182,26 +182,20 @@ def _aiohttp_response(response: httpx2.Response) -> aiohttp.ClientResponse | Non
     return getattr(getattr(response.stream, "_stream", None), "_aiohttp_response", None)
 
 
-def _connection(response: httpx2.Response) -> aiohttp.connector.Connection | None:
-    """The aiohttp connection the SDK's response is read from, or None: another HTTP
-    transport, or the body is complete (the connection is back in the pool)."""
-    return getattr(_aiohttp_response(response), "connection", None)
-
-
 # At most this much per read: as much as the SDK's transport asks aiohttp for.
 _READ_BYTES = 16 * 1024
 
 
-async def _body(response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The body's bytes as they arrive: from aiohttp's reader itself when the SDK's
-    transport is aiohttp and the body is not content-encoded, else through httpx2.
+async def _body(response: httpx2.Response, raw: aiohttp.ClientResponse | None) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive: from aiohttp's reader itself (`raw`, the aiohttp
+    response under the SDK's) when there is one and the body is not content-encoded,
+    else through httpx2.
 
     The same bytes either way (aiohttp undoes the chunking; the SDK's transport leaves
     decoding to httpx2, hence identity only), without the four layers of async
     iterators httpx2 and the transport add to every read. Errors are aiohttp's own then,
     which `error_from_exception` maps as it maps theirs.
     """
-    raw = _aiohttp_response(response)
     if raw is None or response.headers.get("content-encoding", "identity") != "identity":
         async for chunk in response.aiter_bytes():
             yield chunk
@@ -220,12 +214,14 @@ async def _paced(response: httpx2.Response, pace: Callable[[], float]) -> AsyncI
     in one read, one wake-up and one chunk through the HTTP client's layers instead of one
     per token. The answer's coalescing window holds text back as long anyway.
     """
-    async for chunk in _body(response):
+    raw = _aiohttp_response(response)
+    async for chunk in _body(response, raw):
         yield chunk
         wait = pace()
         if wait <= 0:
             continue
-        connection = _connection(response)
+        # None once the body is complete (the connection is back in the pool).
+        connection = raw.connection if raw is not None else None
         protocol = connection.protocol if connection is not None else None
         if protocol is not None:
             protocol.pause_reading()

@@ -194,10 +194,11 @@ def test_paced_stream_pauses_the_connection_between_reads(provider_settings, ups
         provider = OpenAIProvider()
         try:
             async with provider._streamed(model="fake-model", messages=[]) as response:
-                connection = llm._connection(response)
+                raw = llm._aiohttp_response(response)
+                connection = getattr(raw, "connection", None)
                 streaming = connection.protocol if connection is not None else None
                 body = await response.aread()
-                return streaming, llm._connection(response), body
+                return streaming, getattr(raw, "connection", None), body
         finally:
             await provider.client.close()
 
