@@ -186,50 +186,98 @@ def _aiohttp_response(response: httpx2.Response) -> aiohttp.ClientResponse | Non
 _READ_BYTES = 16 * 1024
 
 
-async def _body(response: httpx2.Response, raw: aiohttp.ClientResponse | None) -> AsyncIterator[bytes]:
-    """The body's bytes as they arrive: from aiohttp's reader itself (`raw`, the aiohttp
-    response under the SDK's) when there is one and the body is not content-encoded,
-    else through httpx2.
+class _Held:
+    """The connection under a streamed answer, not read by the event loop between two
+    paced reads (see `_paced`).
 
-    The same bytes either way (aiohttp undoes the chunking; the SDK's transport leaves
-    decoding to httpx2, hence identity only), without the four layers of async
-    iterators httpx2 and the transport add to every read. Errors are aiohttp's own then,
-    which `error_from_exception` maps as it maps theirs.
+    Held by aiohttp's own hold for a buffer it cannot drain yet: its flow control, which
+    resumes the transport on every read of the body, leaves the transport alone while
+    it is held. When the body is read from aiohttp's reader (`direct`) and the transport
+    is asyncio's own socket transport, what came meanwhile is received after each wait
+    with the call the event loop makes for a readable socket, and the connection stays
+    held for the next wait: an upstream that sends a token per window or more costs no
+    selector change and no wake-up per window. Only a wait after which nothing had come
+    lets the event loop read again (the next read waits for the upstream). A TLS or
+    uvloop transport, or a body read through httpx2, is let go after each wait.
+
+    Through private attributes of aiohttp and asyncio (pinned, with the SDK):
+    tests/test_llm.py fails when this no longer holds.
     """
-    if raw is None or response.headers.get("content-encoding", "identity") != "identity":
-        async for chunk in response.aiter_bytes():
+
+    def __init__(self, raw: aiohttp.ClientResponse | None, *, direct: bool) -> None:
+        connection = raw.connection if raw is not None else None
+        # None once the body is complete (the connection is back in the pool).
+        self._protocol = connection.protocol if connection is not None else None
+        self._receive = getattr(connection.transport, "_read_ready", None) if direct and connection else None
+        self._content = raw.content if raw is not None else None
+        self._held = False
+        # Bytes of the body read from aiohttp's reader (direct only).
+        self.consumed = 0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body from aiohttp's reader, as it arrives (`direct`).
+
+        read(n), not readany(): that one leaves what its own flow control refills while
+        it drains, so every other paced read would bring a single token.
+        """
+        while chunk := await self._content.read(_READ_BYTES):
+            self.consumed += len(chunk)
             yield chunk
-        return
-    # read(n), not readany(): that one leaves what its own flow control refills while it
-    # drains, so every other paced read would bring a single token.
-    while chunk := await raw.content.read(_READ_BYTES):
-        yield chunk
+
+    async def wait(self, seconds: float) -> None:
+        if self._protocol is None:
+            await asyncio.sleep(seconds)
+            return
+        if not self._held:
+            self._protocol._pause_reading_for_buffer()
+            self._held = True
+        await asyncio.sleep(seconds)
+        if self._receive is None:
+            self.release()
+            return
+        content = self._content
+        if content.total_bytes == self.consumed:
+            self._receive()  # what came meanwhile, now, in one receive
+        # Complete: the connection is back in the pool, reading again.
+        if content.total_bytes == self.consumed or content.is_eof():
+            self.release()
+
+    def release(self) -> None:
+        """Let the event loop read the connection again."""
+        if self._held:
+            self._held = False
+            self._protocol._resume_reading_for_buffer()
 
 
 async def _paced(response: httpx2.Response, pace: Callable[[], float]) -> AsyncIterator[bytes]:
     """The body's chunks, read at most once per `pace()` seconds.
 
-    Between two reads the connection is not read from at all (its transport is paused):
-    what the upstream writes meanwhile, a token at a time, waits in the socket and comes
-    in one read, one wake-up and one chunk through the HTTP client's layers instead of one
-    per token. The answer's coalescing window holds text back as long anyway.
+    Between two reads the connection is not read from at all (`_Held`): what the
+    upstream writes meanwhile, a token at a time, waits in the socket and comes in one
+    receive, one chunk through the HTTP client's layers instead of one per token. The
+    answer's coalescing window holds text back as long anyway.
+
+    A body without content encoding comes from aiohttp's reader itself (`raw`, the
+    aiohttp response under the SDK's): the same bytes as through httpx2 (aiohttp undoes
+    the chunking; the SDK's transport leaves decoding to httpx2, hence identity only),
+    without the four layers of async iterators httpx2 and the transport add to every
+    read. Errors are aiohttp's own then, which `error_from_exception` maps as it maps
+    theirs. A gzipped body (a proxy in front of the model may compress) goes through
+    httpx2, which decodes it.
     """
     raw = _aiohttp_response(response)
-    async for chunk in _body(response, raw):
-        yield chunk
-        wait = pace()
-        if wait <= 0:
-            continue
-        # None once the body is complete (the connection is back in the pool).
-        connection = raw.connection if raw is not None else None
-        protocol = connection.protocol if connection is not None else None
-        if protocol is not None:
-            protocol.pause_reading()
-        try:
-            await asyncio.sleep(wait)
-        finally:
-            if protocol is not None:
-                protocol.resume_reading()
+    direct = raw is not None and response.headers.get("content-encoding", "identity") == "identity"
+    held = _Held(raw, direct=direct)
+    try:
+        async for chunk in held.chunks() if direct else response.aiter_bytes():
+            yield chunk
+            wait = pace()
+            if wait > 0:
+                await held.wait(wait)
+            else:
+                held.release()  # the next read may have to wait for the upstream
+    finally:
+        held.release()
 
 
 @dataclass

@@ -184,28 +184,70 @@ def test_a_plain_body_is_read_from_aiohttp_and_a_gzipped_one_through_httpx2(
         assert len(through_httpx2) == gzip
 
 
-def test_paced_stream_pauses_the_connection_between_reads(provider_settings, upstream):
-    """Pacing needs the aiohttp connection under the SDK's response (private attributes of
-    pinned packages): found while the body streams, gone once it is complete."""
+def test_paced_stream_holds_the_connection_across_reads_that_find_text(
+    provider_settings, upstream, monkeypatch
+):
+    """An upstream faster than the pace: the event loop stops reading the connection
+    once, at the first wait, and takes it back once, when the body is complete (the
+    connection goes back to the pool reading), not at every read. Each wait receives
+    what came itself (private attributes of the pinned aiohttp and asyncio)."""
     provider_settings.OPENAI_BASE_URL = upstream.url
-    upstream.set(tokens=5, tps=50)
+    upstream.set(tokens=60, tps=200)
+    changes = []  # (when, "stop" or "read")
+    remove_reader = asyncio.selector_events.BaseSelectorEventLoop._remove_reader
+    add_reader = asyncio.selector_events.BaseSelectorEventLoop._add_reader
+    monkeypatch.setattr(
+        asyncio.selector_events.BaseSelectorEventLoop,
+        "_remove_reader",
+        lambda loop, fd: changes.append((time.monotonic(), "stop")) or remove_reader(loop, fd),
+    )
+    monkeypatch.setattr(
+        asyncio.selector_events.BaseSelectorEventLoop,
+        "_add_reader",
+        lambda loop, fd, *args: changes.append((time.monotonic(), "read")) or add_reader(loop, fd, *args),
+    )
+    items, times = paced_reads(0.05)
+    assert (
+        "".join(item for item in items if isinstance(item, str))
+        == "".join(f"tok{i} " for i in range(60)).strip()
+    )
+    assert len(items) >= 5  # paced: about 0.3 s of tokens, a read per 0.05 s
+    # From the first text to the Finish: held at the first wait, let go when complete.
+    assert [change for when, change in changes if times[0] <= when <= times[-1]] == ["stop", "read"]
 
-    async def run() -> tuple[object, object, bytes]:
+
+def test_a_held_connection_goes_back_to_the_pool_reading(provider_settings, upstream):
+    """Held to the end of a paced answer, the connection is let go when the body is
+    complete: the next answer goes over the same connection and completes."""
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    upstream.set(tokens=30, tps=200)
+
+    async def run() -> tuple[list[str], int]:
         provider = OpenAIProvider()
+        texts = []
         try:
-            async with provider._streamed(model="fake-model", messages=[]) as response:
-                raw = llm._aiohttp_response(response)
-                connection = getattr(raw, "connection", None)
-                streaming = connection.protocol if connection is not None else None
-                body = await response.aread()
-                return streaming, getattr(raw, "connection", None), body
+            for _ in range(2):
+                items = provider.stream(model="fake-model", messages=[], pace=lambda: 0.05)
+                texts.append("".join([item async for item in items if isinstance(item, str)]))
+            return texts, upstream.active_connections
         finally:
             await provider.client.close()
 
-    streaming, complete, body = asyncio.run(run())
-    assert streaming is not None  # the protocol pacing pauses
-    assert complete is None
-    assert body.endswith(b"data: [DONE]\n\n")
+    texts, connections = asyncio.run(run())
+    assert texts == ["".join(f"tok{i} " for i in range(30)).strip()] * 2
+    assert connections == 1
+
+
+def test_paced_stream_lets_the_connection_go_when_a_wait_brought_nothing(provider_settings, upstream):
+    """An upstream slower than the pace: after a wait that found nothing, the next read
+    waits for the upstream with the event loop reading the connection, and the answer
+    completes."""
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    upstream.set(tokens=6, tps=10)
+    items, times = paced_reads(0.02)
+    assert "".join(item for item in items if isinstance(item, str)) == "tok0 tok1 tok2 tok3 tok4 tok5"
+    assert len(items) == 7  # a read per token, then the Finish
+    assert times[-1] - times[0] >= 0.45
 
 
 @pytest.mark.parametrize(
