@@ -216,26 +216,33 @@ def test_paced_stream_holds_the_connection_across_reads_that_find_text(
     assert [change for when, change in changes if times[0] <= when <= times[-1]] == ["stop", "read"]
 
 
-def test_a_held_connection_goes_back_to_the_pool_reading(provider_settings, upstream):
+def test_a_held_connection_goes_back_to_the_pool_reading(provider_settings, upstream, monkeypatch):
     """Held to the end of a paced answer, the connection is let go when the body is
     complete: the next answer goes over the same connection and completes."""
     provider_settings.OPENAI_BASE_URL = upstream.url
     upstream.set(tokens=30, tps=200)
+    protocols = []  # of the connection each answer streams over
+    find = llm._aiohttp_response
+    monkeypatch.setattr(
+        llm,
+        "_aiohttp_response",
+        lambda response: protocols.append(find(response).connection.protocol) or find(response),
+    )
 
-    async def run() -> tuple[list[str], int]:
+    async def run() -> list[str]:
         provider = OpenAIProvider()
         texts = []
         try:
             for _ in range(2):
                 items = provider.stream(model="fake-model", messages=[], pace=lambda: 0.05)
                 texts.append("".join([item async for item in items if isinstance(item, str)]))
-            return texts, upstream.active_connections
+            return texts
         finally:
             await provider.client.close()
 
-    texts, connections = asyncio.run(run())
-    assert texts == ["".join(f"tok{i} " for i in range(30)).strip()] * 2
-    assert connections == 1
+    assert asyncio.run(run()) == ["".join(f"tok{i} " for i in range(30)).strip()] * 2
+    assert protocols[0] is not None
+    assert protocols[1] is protocols[0]  # the same connection, from the pool
 
 
 def test_paced_stream_lets_the_connection_go_when_a_wait_brought_nothing(provider_settings, upstream):
