@@ -278,3 +278,26 @@ def test_sse_lines_split_on_cr_and_lf_only(chunks, lines):
         return [line async for lines in sse_line_batches(source()) for line in lines]
 
     assert asyncio.run(run()) == lines
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        ('"Gr\\u00fc\\u00dfe, \\ud83d\\ude00"', "Grüße, 😀"),
+        ('"Grüße"', "Grüße"),
+        # orjson refuses a lone surrogate's escape; json takes it, model_text replaces it.
+        ('"a\\ud800b"', "a\ufffdb"),
+    ],
+)
+def test_chunks_are_parsed_as_json_parses_them(content, text):
+    completion = llm._Completion()
+    line = f'data: {{"choices":[{{"delta":{{"content":{content}}},"finish_reason":null}}]}}'.encode()
+    assert completion.text([line]) == text
+    assert completion.error is None
+
+
+def test_a_chunk_that_is_not_json_is_an_error_after_the_text_before_it():
+    completion = llm._Completion()
+    lines = [b'data: {"choices":[{"delta":{"content":"ok"}}]}', b"data: {not json"]
+    assert completion.text(lines) == "ok"
+    assert completion.error is not None
