@@ -212,8 +212,11 @@ def test_paced_stream_holds_the_connection_across_reads_that_find_text(
         == "".join(f"tok{i} " for i in range(60)).strip()
     )
     assert len(items) >= 5  # paced: about 0.3 s of tokens, a read per 0.05 s
-    # From the first text to the Finish: held at the first wait, let go when complete.
-    assert [change for when, change in changes if times[0] <= when <= times[-1]] == ["stop", "read"]
+    # Up to the Finish: held once, at the first wait (maybe before the first text, if the
+    # first read brought no complete line), and let go once, when the body is complete.
+    streaming = [change for when, change in changes if when <= times[-1]]
+    assert streaming.count("stop") == 1, streaming
+    assert streaming[streaming.index("stop") :] == ["stop", "read"], streaming
 
 
 def test_a_held_connection_goes_back_to_the_pool_reading(provider_settings, upstream, monkeypatch):
@@ -253,7 +256,7 @@ def test_paced_stream_lets_the_connection_go_when_a_wait_brought_nothing(provide
     upstream.set(tokens=6, tps=10)
     items, times = paced_reads(0.02)
     assert "".join(item for item in items if isinstance(item, str)) == "tok0 tok1 tok2 tok3 tok4 tok5"
-    assert len(items) == 7  # a read per token, then the Finish
+    assert len(items) >= 4  # reads of a token or two, then the Finish
     assert times[-1] - times[0] >= 0.45
 
 
