@@ -239,7 +239,8 @@ class _Held:
         content = self._content
         if content.total_bytes == self.consumed:
             self._receive()  # what came meanwhile, now, in one receive
-        # Complete: the connection is back in the pool, reading again.
+        # Nothing came (the next read waits for the upstream), or the body is complete
+        # (the connection is back in the pool): the event loop reads it again.
         if content.total_bytes == self.consumed or content.is_eof():
             self.release()
 

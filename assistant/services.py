@@ -370,10 +370,10 @@ def _exchange_start(
     """Store an exchange with `create` and start generating its answer; returns at once.
 
     Synchronous, in the request's thread: storing it, reading its history (unless the
-    caller knows it) and publishing
-    its start take no trip through the event loop, and the answer's task then starts
-    there with the upstream call. A client that disconnects meanwhile does not stop a
-    thread, so no stored answer is left that no task generates.
+    caller knows it) and publishing its start take no trip through the event loop, and
+    the answer's task then starts there with the upstream call. A client that
+    disconnects meanwhile does not stop a thread, so no stored answer is left that no
+    task generates.
     """
     generation.supervise_from_thread()
     exchange = create()
