@@ -154,6 +154,8 @@ DATABASES = {
 # each on a thread of its own with its own database connection; more wait their turn.
 ASSISTANT_REQUEST_THREADS = int(env_number("ASSISTANT_REQUEST_THREADS", 8, minimum=1))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The writers of one process take turns on a lock rather than in SQLite's busy handler.
+    DATABASES["default"]["ENGINE"] = "config.sqlite"
     # WAL lets the page read while a generation writes; IMMEDIATE avoids lock upgrades
     # that fail instead of waiting.
     DATABASES["default"]["OPTIONS"] = {
