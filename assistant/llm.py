@@ -372,17 +372,21 @@ class OpenAIProvider:
         Through the SDK's documented request for custom bodies (its retries, timeouts,
         headers and error classes all apply), not `chat.completions.create`: that one first
         walks the whole history against the parameters' TypedDicts, about 0.15 ms per
-        message on the event loop, 30 ms for a conversation of 200 messages.
+        message on the event loop, 30 ms for a conversation of 200 messages. The body goes
+        as JSON bytes encoded here (the SDK's `content`; its Content-Type stays JSON): its
+        own encoder, json with a fallback for its types, takes 0.48 ms on the event loop
+        for a history of 200 messages, orjson 0.01 ms, for the same JSON.
         """
+        body = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         response = await self.client.post(
             "/chat/completions",
             cast_to=httpx2.Response,
-            body={
-                "model": model,
-                "messages": messages,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            },
+            content=orjson.dumps(body),
             stream=True,
             stream_cls=None,
         )

@@ -14,15 +14,12 @@ from assistant import llm
 from assistant.llm import Finish, OpenAIProvider, ProviderError, sse_line_batches
 
 
-def collect(provider: OpenAIProvider) -> list:
+def collect(provider: OpenAIProvider, messages: list[dict[str, str]] | None = None) -> list:
+    messages = messages or [{"role": "user", "content": "hi"}]
+
     async def run() -> list:
         try:
-            return [
-                item
-                async for item in provider.stream(
-                    model="fake-model", messages=[{"role": "user", "content": "hi"}]
-                )
-            ]
+            return [item async for item in provider.stream(model="fake-model", messages=messages)]
         finally:
             await provider.client.close()  # its connections belong to this event loop
 
@@ -114,12 +111,25 @@ def test_stream_sends_the_whole_history_as_given(provider_settings, upstream):
     request = upstream.requests[-1]
     assert request["path"] == "/v1/chat/completions"
     assert request["headers"]["authorization"] == "Bearer test-key-abc123"
+    assert request["headers"]["content-type"] == "application/json"
     assert request["body"] == {
         "model": "fake-model",
         "messages": history,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+
+
+def test_a_retried_request_sends_the_same_body_again(provider_settings, upstream):
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    provider_settings.OPENAI_MAX_RETRIES = 1
+    upstream.set(status=503, status_times=1, retry_after=0.01, text="Zweiter Versuch")
+    history = [{"role": "user", "content": "Noch einmal, bitte: „ü“"}]
+    items = collect(OpenAIProvider(), messages=history)
+    assert "".join(item for item in items if isinstance(item, str)) == "Zweiter Versuch"
+    first, second = upstream.requests
+    assert first["body"] == second["body"]
+    assert second["body"]["messages"] == history
 
 
 def paced_reads(pace: float) -> tuple[list, list[float]]:
