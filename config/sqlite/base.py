@@ -5,8 +5,8 @@ taken waits in SQLite's busy handler, which sleeps and tries again, a little lon
 each time (1, 2, 5, 10, 15, 20, 25, ... 100 ms): it goes on only when it wakes, however
 early the file was free. Under load the writer holding the file also waits for the GIL
 between its statements, so the others sleep through several of those steps: at 300
-streams, one request's insert in a hundred slept 20-110 ms after the file was free
-again (bench/README.md). Here the writers of one process wait for each other on a
+streams, the slowest statement of one conversation POST in a hundred took 38-180 ms,
+against 6-11 ms with the turns here (bench/README.md). Here the writers of one process wait for each other on a
 lock, and the next goes on as soon as the one before commits or rolls back.
 
 A writer is a transaction (settings.py has every transaction take the file at its
@@ -63,22 +63,19 @@ class TurnCursor(base.SQLiteCursorWrapper):
     timeout: float
 
     def execute(self, query, params=None):
-        if self._needs_turn(query):
-            self.turn.take(self.connection, self.timeout)
-            try:
-                return super().execute(query, params)
-            finally:
-                self.turn.give_back(self.connection)
-        return super().execute(query, params)
+        return self._in_turn(super().execute, query, params)
 
     def executemany(self, query, param_list):
-        if self._needs_turn(query):
-            self.turn.take(self.connection, self.timeout)
-            try:
-                return super().executemany(query, param_list)
-            finally:
-                self.turn.give_back(self.connection)
-        return super().executemany(query, param_list)
+        return self._in_turn(super().executemany, query, param_list)
+
+    def _in_turn(self, run, query, arguments):
+        if not self._needs_turn(query):
+            return run(query, arguments)
+        self.turn.take(self.connection, self.timeout)
+        try:
+            return run(query, arguments)
+        finally:
+            self.turn.give_back(self.connection)
 
     def _needs_turn(self, query: str) -> bool:
         connection = self.connection
