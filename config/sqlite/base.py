@@ -4,10 +4,11 @@ SQLite lets one writer at a time into a database file. Another writer that finds
 taken waits in SQLite's busy handler, which sleeps and tries again, a little longer
 each time (1, 2, 5, 10, 15, 20, 25, ... 100 ms): it goes on only when it wakes, however
 early the file was free. Under load the writer holding the file also waits for the GIL
-between its statements, so the others sleep through several of those steps: at 300
-streams, the slowest statement of one conversation POST in a hundred took 38-180 ms,
-against 6-11 ms with the turns here (bench/README.md). Here the writers of one process wait for each other on a
-lock, and the next goes on as soon as the one before commits or rolls back.
+between its statements, so the others sleep through several of those steps. Here the
+writers of one process wait for each other on a lock, and the next goes on as soon as
+the one before commits or rolls back: at 300 streams, the slowest statement of one
+conversation POST in a hundred took 38-180 ms before, 6-11 ms with the turns
+(bench/README.md).
 
 A writer is a transaction (settings.py has every transaction take the file at its
 BEGIN) or, outside one, any statement but a SELECT; reads outside a transaction do not
