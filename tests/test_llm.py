@@ -26,6 +26,16 @@ def collect(provider: OpenAIProvider, messages: list[dict[str, str]] | None = No
     return asyncio.run(run())
 
 
+def text_of(items: list) -> str:
+    """The answer's text among what `provider.stream` yielded."""
+    return "".join(item for item in items if isinstance(item, str))
+
+
+def fake_text(tokens: int) -> str:
+    """What the fake upstream answers in `tokens` tokens."""
+    return " ".join(f"tok{i}" for i in range(tokens))
+
+
 @pytest.fixture
 def provider_settings(settings):
     settings.OPENAI_API_KEY = "test-key-abc123"
@@ -86,7 +96,7 @@ def test_stream_yields_deltas_then_one_finish(provider_settings, upstream):
     provider_settings.OPENAI_BASE_URL = upstream.url
     upstream.set(text="Hallo Welt", finish_reason="length")
     items = collect(OpenAIProvider())
-    assert "".join(item for item in items if isinstance(item, str)) == "Hallo Welt"
+    assert text_of(items) == "Hallo Welt"
     assert isinstance(items[-1], Finish)
     assert items[-1].finish_reason == "length"
     assert items[-1].completion_tokens == 2
@@ -126,7 +136,7 @@ def test_a_retried_request_sends_the_same_body_again(provider_settings, upstream
     upstream.set(status=503, status_times=1, retry_after=0.01, text="Zweiter Versuch")
     history = [{"role": "user", "content": "Noch einmal, bitte: „ü“"}]
     items = collect(OpenAIProvider(), messages=history)
-    assert "".join(item for item in items if isinstance(item, str)) == "Zweiter Versuch"
+    assert text_of(items) == "Zweiter Versuch"
     first, second = upstream.requests
     assert first["body"] == second["body"]
     assert second["body"]["messages"] == history
@@ -156,9 +166,9 @@ def test_paced_stream_reads_at_most_once_per_pace_and_loses_nothing(provider_set
     upstream.set(tokens=60, tps=200)
     unpaced, _ = paced_reads(0)
     paced, times = paced_reads(0.1)
-    text = "".join(f"tok{i} " for i in range(60)).strip()
+    text = fake_text(60)
     for items in (unpaced, paced):
-        assert "".join(item for item in items if isinstance(item, str)) == text
+        assert text_of(items) == text
         assert isinstance(items[-1], Finish)
         assert items[-1].completion_tokens == 60
     assert len(unpaced) > 30  # about a read per token
@@ -178,7 +188,7 @@ def test_a_plain_body_is_read_from_aiohttp_and_a_gzipped_one_through_httpx2(
     """Plain (the usual): from aiohttp's reader, not through httpx2's iterators. Gzipped
     (a proxy in front of the model may compress): httpx2 decodes it, the text is the same."""
     provider_settings.OPENAI_BASE_URL = upstream.url
-    text = "".join(f"tok{i} " for i in range(60)).strip()
+    text = fake_text(60)
     through_httpx2 = []
     aiter_bytes = llm.httpx2.Response.aiter_bytes
     monkeypatch.setattr(
@@ -189,7 +199,7 @@ def test_a_plain_body_is_read_from_aiohttp_and_a_gzipped_one_through_httpx2(
     for gzip in (False, True):
         upstream.set(tokens=60, tps=200, gzip=gzip)
         items, _ = paced_reads(0.05)
-        assert "".join(item for item in items if isinstance(item, str)) == text
+        assert text_of(items) == text
         assert items[-1].completion_tokens == 60
         assert len(through_httpx2) == gzip
 
@@ -217,10 +227,7 @@ def test_paced_stream_holds_the_connection_across_reads_that_find_text(
         lambda loop, fd, *args: changes.append((time.monotonic(), "read")) or add_reader(loop, fd, *args),
     )
     items, times = paced_reads(0.05)
-    assert (
-        "".join(item for item in items if isinstance(item, str))
-        == "".join(f"tok{i} " for i in range(60)).strip()
-    )
+    assert text_of(items) == fake_text(60)
     assert len(items) >= 5  # paced: about 0.3 s of tokens, a read per 0.05 s
     # Up to the Finish: held once, at the first wait (maybe before the first text, if the
     # first read brought no complete line), and let go once, when the body is complete.
@@ -253,7 +260,7 @@ def test_a_held_connection_goes_back_to_the_pool_reading(provider_settings, upst
         finally:
             await provider.client.close()
 
-    assert asyncio.run(run()) == ["".join(f"tok{i} " for i in range(30)).strip()] * 2
+    assert asyncio.run(run()) == [fake_text(30)] * 2
     assert protocols[0] is not None
     assert protocols[1] is protocols[0]  # the same connection, from the pool
 
@@ -265,7 +272,7 @@ def test_paced_stream_lets_the_connection_go_when_a_wait_brought_nothing(provide
     provider_settings.OPENAI_BASE_URL = upstream.url
     upstream.set(tokens=6, tps=10)
     items, times = paced_reads(0.02)
-    assert "".join(item for item in items if isinstance(item, str)) == "tok0 tok1 tok2 tok3 tok4 tok5"
+    assert text_of(items) == "tok0 tok1 tok2 tok3 tok4 tok5"
     assert len(items) >= 4  # reads of a token or two, then the Finish
     assert times[-1] - times[0] >= 0.45
 
