@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -87,6 +88,22 @@ def test_forget_drops_a_channel_and_resets_its_positions(log):
 
 def test_encode_data_keeps_utf8_as_is():
     assert events.encode_data({"text": "Grüße 👩‍💻"}) == '{"text":"Grüße 👩‍💻"}'
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"text": 'line\nbreak\r\x00\x1f \u2028\u2029\u0085 "quoted" \\ </script>', "message": 7},
+        {"message": 1, "usage": {"prompt_tokens": None, "completion_tokens": 12}, "done": True},
+        {"text": "lone \ud800 surrogate"},  # orjson refuses it
+        {"id": 2**70},  # beyond 64 bits: orjson refuses it
+    ],
+)
+def test_encode_data_is_compact_json_on_one_line(payload):
+    encoded = events.encode_data(payload)
+    assert encoded == json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    assert "\n" not in encoded
+    assert "\r" not in encoded
 
 
 def test_frames_are_sse_events_with_resumable_ids(log):
