@@ -23,6 +23,7 @@ import aiohttp
 import httpx2
 import openai
 import orjson
+from aiohttp.client_proto import ResponseHandler
 from django.conf import settings
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
@@ -187,6 +188,43 @@ def _aiohttp_response(response: httpx2.Response) -> aiohttp.ClientResponse | Non
 _READ_BYTES = 16 * 1024
 
 
+class _ReadDeadline:
+    """The read timeout of a streamed body (OPENAI_TIMEOUT: at most so long without a
+    byte), with one timer per timeout rather than one per read.
+
+    aiohttp cancels and sets its own timer on every piece of data it receives: a third of
+    the timer work of every window of every answer. Here aiohttp's is switched off (its
+    public `read_timeout`, as aiohttp itself does for websockets), the body's reads note
+    when they brought bytes (`read_at`), and one timer, due a timeout after that, looks
+    when it fires: a read since sets it again for a timeout after that read; none, and
+    no byte received either, ends the body with aiohttp's own timeout error, as aiohttp's
+    timer would. Bytes are read within a coalescing window of their arrival, so the
+    timeout runs out that much late at most, never early.
+    """
+
+    def __init__(self, protocol: ResponseHandler, content: aiohttp.StreamReader) -> None:
+        self._protocol, self._content = protocol, content
+        self._seconds = protocol.read_timeout
+        protocol.read_timeout = None  # aiohttp drops its timer at the next data
+        self._loop = asyncio.get_running_loop()
+        self.read_at = self._loop.time()
+        self._received = content.total_bytes
+        self._handle = self._loop.call_at(self.read_at + self._seconds, self._look)
+
+    def _look(self) -> None:
+        if self._content.is_eof():
+            return  # the body is complete: its connection may be serving another request
+        now, due = self._loop.time(), self.read_at + self._seconds
+        if due <= now and self._content.total_bytes == self._received:
+            self._protocol._on_read_timeout()
+            return
+        self._received = self._content.total_bytes
+        self._handle = self._loop.call_at(due if due > now else now + self._seconds, self._look)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class _Held:
     """The connection under a streamed answer, not read by the event loop between two
     paced reads (see `_paced`).
@@ -214,6 +252,9 @@ class _Held:
         self._held = False
         # Bytes of the body read from aiohttp's reader (direct only).
         self.consumed = 0
+        self._deadline: _ReadDeadline | None = None
+        if direct and self._protocol is not None and self._protocol.read_timeout:
+            self._deadline = _ReadDeadline(self._protocol, self._content)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body from aiohttp's reader, as it arrives (`direct`).
@@ -221,9 +262,17 @@ class _Held:
         read(n), not readany(): that one leaves what its own flow control refills while
         it drains, so every other paced read would bring a single token.
         """
+        deadline = self._deadline
         while chunk := await self._content.read(_READ_BYTES):
             self.consumed += len(chunk)
+            if deadline is not None:
+                deadline.read_at = time.monotonic()  # the event loop's clock
             yield chunk
+
+    def close(self) -> None:
+        self.release()
+        if self._deadline is not None:
+            self._deadline.cancel()
 
     async def wait(self, seconds: float) -> None:
         if self._protocol is None:
@@ -279,7 +328,7 @@ async def _paced(response: httpx2.Response, pace: Callable[[], float]) -> AsyncI
             else:
                 held.release()  # the next read may have to wait for the upstream
     finally:
-        held.release()
+        held.close()
 
 
 def _chunk(data: bytes) -> dict:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from aiohttp.client_proto import ResponseHandler
 
 from assistant import llm
 from assistant.llm import Finish, OpenAIProvider, ProviderError, sse_line_batches
@@ -275,6 +276,80 @@ def test_paced_stream_lets_the_connection_go_when_a_wait_brought_nothing(provide
     assert text_of(items) == "tok0 tok1 tok2 tok3 tok4 tok5"
     assert len(items) >= 4  # reads of a token or two, then the Finish
     assert times[-1] - times[0] >= 0.45
+
+
+def timed_items(pace: float) -> tuple[list, list[float], BaseException | None]:
+    """`paced_reads`, up to an error: (items, when each came, the error or None)."""
+
+    async def run() -> tuple[list, list[float], BaseException | None]:
+        provider = OpenAIProvider()
+        items, times = [], []
+        try:
+            async for item in provider.stream(model="fake-model", messages=[], pace=lambda: pace):
+                items.append(item)
+                times.append(time.monotonic())
+        except ProviderError as error:
+            times.append(time.monotonic())
+            return items, times, error
+        finally:
+            await provider.client.close()
+        return items, times, None
+
+    return asyncio.run(run())
+
+
+def test_a_body_that_stalls_times_out_a_read_timeout_after_its_last_text(provider_settings, upstream):
+    """OPENAI_TIMEOUT is the longest silence of the upstream: the answer's text so far
+    came, then the timeout error, neither early nor much later (within a pace or so)."""
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    provider_settings.OPENAI_TIMEOUT = 0.5
+    upstream.set(tokens=20, tps=50, stall_after=5)
+    items, times, error = timed_items(0.05)
+    assert text_of(items) == "tok0 tok1 tok2 tok3 tok4"
+    assert (error.code, error.type, error.retryable) == (504, "timeout", True)
+    assert 0.5 <= times[-1] - times[-2] < 0.75
+
+
+def test_a_body_longer_than_its_read_timeout_does_not_time_out(provider_settings, upstream, monkeypatch):
+    """Only silence counts: an answer of 1.2 s with a token every 0.1 s completes under a
+    read timeout of 0.3 s, and aiohttp's own timer, set again on every piece of data it
+    receives, is off while the body streams (private method of the pinned aiohttp)."""
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    provider_settings.OPENAI_TIMEOUT = 0.3
+    upstream.set(tokens=12, tps=10)
+    armed = []  # aiohttp's read timeout, each time it set its timer again
+    reschedule = ResponseHandler._reschedule_timeout
+    monkeypatch.setattr(
+        ResponseHandler,
+        "_reschedule_timeout",
+        lambda protocol: armed.append(protocol.read_timeout) or reschedule(protocol),
+    )
+    items, _, error = timed_items(0.05)
+    assert error is None
+    assert text_of(items) == fake_text(12)
+    assert len(armed) >= 12  # data came in pieces
+    assert sum(1 for timeout in armed if timeout) <= 2  # the headers, maybe the first chunk
+
+
+def test_a_finished_body_leaves_no_timeout_on_its_connection(provider_settings, upstream):
+    """The connection of a finished answer goes back to the pool; the next answer over
+    it streams longer than the read timeout after the first one's end, and completes."""
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    provider_settings.OPENAI_TIMEOUT = 0.3
+
+    async def run() -> list[str]:
+        provider = OpenAIProvider()
+        texts = []
+        try:
+            for tokens, tps in ((5, 200), (10, 10)):
+                upstream.set(tokens=tokens, tps=tps)
+                items = provider.stream(model="fake-model", messages=[], pace=lambda: 0.05)
+                texts.append("".join([item async for item in items if isinstance(item, str)]))
+            return texts
+        finally:
+            await provider.client.close()
+
+    assert asyncio.run(run()) == [fake_text(5), fake_text(10)]
 
 
 @pytest.mark.parametrize(
