@@ -198,8 +198,9 @@ class _ReadDeadline:
     when they brought bytes (`read_at`), and one timer, due a timeout after that, looks
     when it fires: a read since sets it again for a timeout after that read; none, and
     no byte received either, ends the body with aiohttp's own timeout error, as aiohttp's
-    timer would. Bytes are read within a coalescing window of their arrival, so the
-    timeout runs out that much late at most, never early.
+    timer would (its private `_on_read_timeout`, pinned: tests/test_llm.py fails when it
+    changes). Bytes are read within a coalescing window of their arrival, so the timeout
+    runs out that much late at most, never early.
     """
 
     def __init__(self, protocol: ResponseHandler, content: aiohttp.StreamReader) -> None:

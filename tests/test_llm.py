@@ -279,15 +279,17 @@ def test_paced_stream_lets_the_connection_go_when_a_wait_brought_nothing(provide
 
 
 def timed_items(pace: float) -> tuple[list, list[float], BaseException | None]:
-    """`paced_reads`, up to an error: (items, when each came, the error or None)."""
+    """`paced_reads`, up to an error: (items, when each came, the error or None). Within
+    5 s: a timeout that never runs out fails the test instead of hanging it."""
 
     async def run() -> tuple[list, list[float], BaseException | None]:
         provider = OpenAIProvider()
         items, times = [], []
         try:
-            async for item in provider.stream(model="fake-model", messages=[], pace=lambda: pace):
-                items.append(item)
-                times.append(time.monotonic())
+            async with asyncio.timeout(5):
+                async for item in provider.stream(model="fake-model", messages=[], pace=lambda: pace):
+                    items.append(item)
+                    times.append(time.monotonic())
         except ProviderError as error:
             times.append(time.monotonic())
             return items, times, error
