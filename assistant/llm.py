@@ -195,7 +195,7 @@ class _ReadDeadline:
     aiohttp cancels and sets its own timer on every piece of data it receives: a third of
     the timer work of every window of every answer. Here aiohttp's is switched off (its
     public `read_timeout`, as aiohttp itself does for websockets), the body's reads note
-    when they brought bytes (`read_at`), and one timer, due a timeout after that, looks
+    when they brought bytes (`progressed`), and one timer, due a timeout after that, looks
     when it fires: a read since sets it again for a timeout after that read; none, and
     no byte received either, ends the body with aiohttp's own timeout error, as aiohttp's
     timer would (its private `_on_read_timeout`, pinned: tests/test_llm.py fails when it
@@ -208,14 +208,18 @@ class _ReadDeadline:
         self._seconds = protocol.read_timeout
         protocol.read_timeout = None  # aiohttp drops its timer at the next data
         self._loop = asyncio.get_running_loop()
-        self.read_at = self._loop.time()
+        self._read_at = self._loop.time()
         self._received = content.total_bytes
-        self._handle = self._loop.call_at(self.read_at + self._seconds, self._look)
+        self._handle = self._loop.call_at(self._read_at + self._seconds, self._look)
+
+    def progressed(self) -> None:
+        """A read brought bytes."""
+        self._read_at = self._loop.time()
 
     def _look(self) -> None:
         if self._content.is_eof():
             return  # the body is complete: its connection may be serving another request
-        now, due = self._loop.time(), self.read_at + self._seconds
+        now, due = self._loop.time(), self._read_at + self._seconds
         if due <= now and self._content.total_bytes == self._received:
             self._protocol._on_read_timeout()
             return
@@ -267,7 +271,7 @@ class _Held:
         while chunk := await self._content.read(_READ_BYTES):
             self.consumed += len(chunk)
             if deadline is not None:
-                deadline.read_at = time.monotonic()  # the event loop's clock
+                deadline.progressed()
             yield chunk
 
     def close(self) -> None:
