@@ -143,23 +143,37 @@ def test_a_retried_request_sends_the_same_body_again(provider_settings, upstream
     assert second["body"]["messages"] == history
 
 
-def paced_reads(pace: float) -> tuple[list, list[float]]:
-    """Items of a 60-token answer at 200 tokens/s read at `pace`, with when each came."""
+def timed_items(pace: float) -> tuple[list, list[float], BaseException | None]:
+    """Items of an answer read at `pace`, up to an error: (items, when each came, the
+    error or None). Within 5 s: a timeout that never runs out fails the test instead of
+    hanging it."""
 
-    async def run() -> tuple[list, list[float]]:
+    async def run() -> tuple[list, list[float], BaseException | None]:
         provider = OpenAIProvider()
         items, times = [], []
         try:
-            async for item in provider.stream(
-                model="fake-model", messages=[{"role": "user", "content": "hi"}], pace=lambda: pace
-            ):
-                items.append(item)
-                times.append(time.monotonic())
+            async with asyncio.timeout(5):
+                async for item in provider.stream(
+                    model="fake-model", messages=[{"role": "user", "content": "hi"}], pace=lambda: pace
+                ):
+                    items.append(item)
+                    times.append(time.monotonic())
+        except ProviderError as error:
+            times.append(time.monotonic())
+            return items, times, error
         finally:
             await provider.client.close()
-        return items, times
+        return items, times, None
 
     return asyncio.run(run())
+
+
+def paced_reads(pace: float) -> tuple[list, list[float]]:
+    """Items of an answer that completes, read at `pace`, with when each came."""
+    items, times, error = timed_items(pace)
+    if error is not None:
+        raise error
+    return items, times
 
 
 def test_paced_stream_reads_at_most_once_per_pace_and_loses_nothing(provider_settings, upstream):
@@ -256,7 +270,7 @@ def test_a_held_connection_goes_back_to_the_pool_reading(provider_settings, upst
         try:
             for _ in range(2):
                 items = provider.stream(model="fake-model", messages=[], pace=lambda: 0.05)
-                texts.append("".join([item async for item in items if isinstance(item, str)]))
+                texts.append(text_of([item async for item in items]))
             return texts
         finally:
             await provider.client.close()
@@ -276,28 +290,6 @@ def test_paced_stream_lets_the_connection_go_when_a_wait_brought_nothing(provide
     assert text_of(items) == "tok0 tok1 tok2 tok3 tok4 tok5"
     assert len(items) >= 4  # reads of a token or two, then the Finish
     assert times[-1] - times[0] >= 0.45
-
-
-def timed_items(pace: float) -> tuple[list, list[float], BaseException | None]:
-    """`paced_reads`, up to an error: (items, when each came, the error or None). Within
-    5 s: a timeout that never runs out fails the test instead of hanging it."""
-
-    async def run() -> tuple[list, list[float], BaseException | None]:
-        provider = OpenAIProvider()
-        items, times = [], []
-        try:
-            async with asyncio.timeout(5):
-                async for item in provider.stream(model="fake-model", messages=[], pace=lambda: pace):
-                    items.append(item)
-                    times.append(time.monotonic())
-        except ProviderError as error:
-            times.append(time.monotonic())
-            return items, times, error
-        finally:
-            await provider.client.close()
-        return items, times, None
-
-    return asyncio.run(run())
 
 
 def test_a_body_that_stalls_times_out_a_read_timeout_after_its_last_text(provider_settings, upstream):
@@ -346,7 +338,7 @@ def test_a_finished_body_leaves_no_timeout_on_its_connection(provider_settings, 
             for tokens, tps in ((5, 200), (10, 10)):
                 upstream.set(tokens=tokens, tps=tps)
                 items = provider.stream(model="fake-model", messages=[], pace=lambda: 0.05)
-                texts.append("".join([item async for item in items if isinstance(item, str)]))
+                texts.append(text_of([item async for item in items]))
             return texts
         finally:
             await provider.client.close()
