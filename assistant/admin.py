@@ -1,13 +1,20 @@
-"""Review UI: conversations, feedback and the access log; a transcript opens only for a reason.
+"""Review UI: conversations, feedback and the access log; content shows only for a reason.
 
-- Conversations: a list without message content (titles only), with counts computed in
-  the list's one query. A transcript is our own read-only page behind a "state your
-  reason" form that writes the AccessLog (assistant/review.py).
-- Messages: the feedback review (thumbs down, comments); any message opens in its
-  transcript, behind the same form.
+- Conversations: a list of metadata (owner, start, figures computed in the list's one
+  query), no title. A transcript is our own read-only page behind a "state your reason"
+  form that writes the AccessLog (assistant/review.py).
+- Messages: the feedback review (thumbs down, whether there is a comment); any message
+  opens in its transcript, behind the same form.
+- The content view of both lists (titles, comments, search in text) opens for a stated
+  reason too; every conversation it shows or a search of it matches is logged first.
+- Lists accept query-string lookups from an allowlist of metadata only: Django's admin
+  would take any lookup on a local field (`?content__startswith=...`), and result
+  counts would spell out content without a reason or a log entry.
 - Access log: readable by staff with the view permission, exportable as CSV, changed
   by nobody (superusers included).
 Superusers alone may delete conversations, always through Django's confirmation page.
+Nothing names a conversation by `str()` (its title) before a reason: see
+`review.conversation_label`.
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ from __future__ import annotations
 import contextlib
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin
 from django.contrib.admin import helpers
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import (
     Count,
@@ -35,7 +46,7 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -43,10 +54,16 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator, smart_split, unescape_string_literal
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from assistant import review
 from assistant.models import AccessLog, Conversation, Message
+
+# No page of the admin, its login included, announces the software behind it.
+admin.site.site_header = _("Assistant administration")
+admin.site.site_title = _("Assistant administration")
+admin.site.index_title = _("Administration")
 
 # An error shows as status "error", or as an error type on an answer that ended otherwise
 # (interrupted, cut off upstream).
@@ -81,6 +98,184 @@ def transcript_url(conversation_id: uuid.UUID, message_id: int | None = None) ->
     if message_id is None:
         return url
     return f"{url}?{urlencode({'message': message_id})}#message-{message_id}"
+
+
+# --- metadata lists, and their content view for a reason -----------------------------------
+
+# `?content_view=1` asks a list for titles, comments and search in text (a stated reason).
+CONTENT_VIEW = "content_view"
+
+
+class ContentViewFilter(admin.SimpleListFilter):
+    """Keeps `content_view=1` in every link of a list (sorting, pages, filters, the search
+    form) without showing up as a filter: a list filter's parameter is carried along, any
+    other one would be dropped or refused as a lookup."""
+
+    title = _("content view")
+    parameter_name = CONTENT_VIEW
+
+    def lookups(self, request, model_admin):
+        return []
+
+    def queryset(self, request, queryset):
+        return queryset
+
+
+def _date_lookups(*fields: str) -> set[str]:
+    """What DateFieldListFilter puts in the query string."""
+    return {f"{field}__{lookup}" for field in fields for lookup in ("gte", "lt", "isnull")}
+
+
+def _value_lookups(*fields: str) -> set[str]:
+    """What the choice, boolean and all-values filters put in the query string, and the field itself."""
+    return {lookup for field in fields for lookup in (field, f"{field}__exact", f"{field}__isnull")}
+
+
+class MetadataLookupsOnly(admin.ModelAdmin):
+    """Query-string lookups only from `metadata_lookups`, refused like any disallowed lookup (400).
+
+    Django's own rule allows every lookup on a local field and relational ones its filters
+    use: `?content__startswith=Mein` would answer, by its result count, whether a message
+    begins so, and a few hundred such requests spell the message out.
+    """
+
+    metadata_lookups: frozenset[str] = frozenset()
+
+    def lookup_allowed(self, lookup, value, request):
+        return lookup in self.metadata_lookups
+
+    def to_field_allowed(self, request, to_field) -> bool:
+        # Nothing picks these rows in a popup or an autocomplete widget, which name them by
+        # str(): a conversation's title, a message's text.
+        return False
+
+
+def _search_words(search_term: str) -> list[str]:
+    """The words of a search as Django's admin splits them (quotes keep phrases)."""
+    words = []
+    for bit in smart_split(search_term):
+        if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
+            bit = unescape_string_literal(bit)
+        words.append(bit)
+    return words
+
+
+def _uuid_or_none(word: str) -> uuid.UUID | None:
+    with contextlib.suppress(ValueError):
+        return uuid.UUID(word)
+    return None
+
+
+def content_view_target(next_url: str) -> tuple[type, str]:
+    """The list a stated reason leads to, in its content view: `next` if it is one of the two
+    review lists (never another site or page), else the conversations."""
+    lists = {
+        reverse("admin:assistant_conversation_changelist"): Conversation,
+        reverse("admin:assistant_message_changelist"): Message,
+    }
+    parts = urlsplit(next_url)
+    if parts.scheme or parts.netloc or parts.path not in lists:
+        parts = urlsplit(reverse("admin:assistant_conversation_changelist"))
+    query = QueryDict(parts.query, mutable=True)
+    query[CONTENT_VIEW] = "1"
+    return lists[parts.path], f"{parts.path}?{query.urlencode()}"
+
+
+class ContentViewAdmin(MetadataLookupsOnly):
+    """A list of metadata; for a reviewer who states a reason, its content view.
+
+    The reason opens the content view of both review lists for `review.GRANT_SECONDS`
+    (review.list_content_open). Before a page of it renders, every conversation whose
+    title or comment it shows is logged ("list: <reason>"), and for a search every
+    conversation it matches, on the page or not ("search “<term>”: <reason>"): a match
+    says something about the text.
+    """
+
+    metadata_search_help_text = ""
+    content_search_help_text = ""
+    content_list_display: list[str] = []
+
+    def content_grant(self, request: HttpRequest) -> review.ListContentGrant | None:
+        """The grant this request shows content under, if it asks for the content view."""
+        if request.GET.get(CONTENT_VIEW) != "1" or not review.can_review(request.user):
+            return None
+        return review.list_content_granted(session=request.session)
+
+    def get_list_display(self, request):
+        return self.content_list_display if self.content_grant(request) else self.list_display
+
+    def get_list_filter(self, request):
+        return [*self.list_filter, ContentViewFilter]
+
+    def get_changelist_instance(self, request) -> ChangeList:
+        changelist = super().get_changelist_instance(request)
+        grant = self.content_grant(request)
+        if grant is None:
+            changelist.search_help_text = self.metadata_search_help_text
+            return changelist
+        changelist.search_help_text = self.content_search_help_text
+        # Logged before anything is shown (actions and their pages included).
+        if changelist.query.strip():
+            review.list_content_record(
+                reviewer=request.user,
+                conversations=self.conversations_matched(changelist),
+                reason=f"search “{changelist.query.strip()}”: {grant.reason}",
+                grant=grant,
+            )
+        elif request.method in ("GET", "HEAD"):
+            review.list_content_record(
+                reviewer=request.user,
+                conversations=self.conversations_shown(changelist),
+                reason=f"list: {grant.reason}",
+                grant=grant,
+            )
+        return changelist
+
+    def conversations_matched(self, changelist: ChangeList) -> QuerySet[Conversation]:
+        raise NotImplementedError
+
+    def conversations_shown(self, changelist: ChangeList) -> QuerySet[Conversation]:
+        raise NotImplementedError
+
+    def row_label(self, obj) -> str:
+        """A row named without content (for the action checkbox)."""
+        raise NotImplementedError
+
+    def action_checkbox(self, obj):
+        # Django's labels the checkbox "Select this object for an action - <str(obj)>": a
+        # conversation's title, a message's text, in every row of the list.
+        label = format_html(gettext("Select this object for an action - {}"), self.row_label(obj))
+        checkbox = forms.CheckboxInput({"class": "action-select", "aria-label": label}, lambda value: False)
+        return checkbox.render(helpers.ACTION_CHECKBOX_NAME, str(obj.pk))
+
+    def changelist_view(self, request, extra_context=None):
+        wants_content = request.GET.get(CONTENT_VIEW) == "1"
+        reviewer = review.can_review(request.user)
+        if wants_content and not reviewer:
+            raise PermissionDenied
+        grant = review.list_content_granted(session=request.session) if wants_content else None
+        if wants_content and grant is None:
+            return redirect(self.content_reason_url(request.get_full_path()))
+        without = request.GET.copy()
+        without.pop(CONTENT_VIEW, None)
+        with_content = request.GET.copy()
+        with_content[CONTENT_VIEW] = "1"
+        context = {
+            "content_view": grant is not None,
+            "content_view_ends": datetime.fromtimestamp(grant.expires, tz=UTC) if grant else None,
+            "content_view_off_url": f"{request.path}?{without.urlencode()}" if without else request.path,
+            "content_view_on_url": (
+                self.content_reason_url(f"{request.path}?{with_content.urlencode()}")
+                if reviewer and grant is None
+                else None
+            ),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, context)
+
+    @staticmethod
+    def content_reason_url(next_url: str) -> str:
+        return f"{reverse('admin:assistant_conversation_content')}?{urlencode({'next': next_url})}"
 
 
 # --- conversations -------------------------------------------------------------------------
@@ -147,9 +342,9 @@ def conversations_with_review_columns(queryset: QuerySet[Conversation]) -> Query
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ContentViewAdmin):
     list_display = [
-        "conversation_title",
+        "label",
         "owner",
         "model",
         "message_count",
@@ -159,6 +354,8 @@ class ConversationAdmin(admin.ModelAdmin):
         "has_error",
         "archived",
     ]
+    # The title after the neutral label: the positions of the figures stay put (`?o=4`).
+    content_list_display = [list_display[0], "conversation_title", *list_display[1:]]
     list_filter = [
         "created_at",
         "updated_at",
@@ -169,10 +366,28 @@ class ConversationAdmin(admin.ModelAdmin):
         "archived",
         ("owner", admin.RelatedOnlyFieldListFilter),
     ]
+    metadata_lookups = frozenset(
+        {
+            *_date_lookups("created_at", "updated_at"),
+            *_value_lookups("model", "archived"),
+            MessageStatusFilter.parameter_name,
+            NegativeFeedbackFilter.parameter_name,
+            HasErrorFilter.parameter_name,
+            "owner__id__exact",
+            "owner__isnull",
+            CONTENT_VIEW,
+        }
+    )
     list_select_related = ["owner"]
-    # Message text is searched too, in get_search_results.
-    search_fields = ["title", "owner__username"]
-    search_help_text = _("Searches titles, owners' usernames and message text.")
+    # Searched in get_search_results; declared so that the search box shows.
+    search_fields = ["owner__username"]
+    metadata_search_help_text = _(
+        "Searches owners' usernames and conversation ids. Titles and message text: in the content view."
+    )
+    content_search_help_text = _(
+        "Searches titles, owners' usernames and message text. Every conversation found is "
+        "recorded in the access log with your reason and the search."
+    )
     list_per_page = 50
     # The unfiltered total is one more COUNT over every conversation on each filtered page.
     show_full_result_count = False
@@ -182,21 +397,39 @@ class ConversationAdmin(admin.ModelAdmin):
         return conversations_with_review_columns(super().get_queryset(request).select_related("owner"))
 
     def get_search_results(self, request, queryset, search_term):
-        # Every word must match the title, the owner or some message (a subquery, so a
-        # conversation matching in many messages is listed once).
-        for bit in smart_split(search_term):
-            if bit.startswith(('"', "'")) and bit[0] == bit[-1]:
-                bit = unescape_string_literal(bit)
-            in_messages = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=bit)
-            matches = Q(title__icontains=bit) | Q(owner__username__icontains=bit) | Exists(in_messages)
-            with contextlib.suppress(ValueError):
-                matches |= Q(pk=uuid.UUID(bit))
+        # Every word must match the owner or the id; in the content view also the title or
+        # some message (a subquery, so a conversation matching in many messages is listed
+        # once).
+        content = self.content_grant(request) is not None
+        for word in _search_words(search_term):
+            matches = Q(owner__username__icontains=word)
+            if (pk := _uuid_or_none(word)) is not None:
+                matches |= Q(pk=pk)
+            if content:
+                in_messages = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=word)
+                matches |= Q(title__icontains=word) | Exists(in_messages)
             queryset = queryset.filter(matches)
         return queryset, False
 
-    @admin.display(description=_("title"), ordering="title")
+    def conversations_matched(self, changelist: ChangeList) -> QuerySet[Conversation]:
+        return changelist.queryset
+
+    def conversations_shown(self, changelist: ChangeList) -> QuerySet[Conversation]:
+        return Conversation.objects.filter(
+            pk__in=[conversation.pk for conversation in changelist.result_list]
+        )
+
+    @admin.display(description=_("conversation"), ordering="created_at")
+    def label(self, obj: Conversation) -> str:
+        return review.conversation_label(obj)
+
+    def row_label(self, obj: Conversation) -> str:
+        return review.conversation_label(obj)
+
+    # No ordering: sorting by title would tell how titles compare, page after page.
+    @admin.display(description=_("title"))
     def conversation_title(self, obj: Conversation) -> str:
-        return str(obj)
+        return obj.title or "—"
 
     @admin.display(description=_("messages"), ordering="message_count")
     def message_count(self, obj: Conversation) -> int:
@@ -234,7 +467,10 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         review_view = self.admin_site.admin_view(self.review_view)
+        content_view = self.admin_site.admin_view(self.content_reason_view)
         return [
+            # Before Django's `<path:object_id>/`, which would take "content" for an id.
+            path("content/", content_view, name="assistant_conversation_content"),
             path("<path:object_id>/review/", review_view, name="assistant_conversation_review"),
             *super().get_urls(),
         ]
@@ -269,7 +505,7 @@ class ConversationAdmin(admin.ModelAdmin):
             "transcript.html",
             {
                 "title": _("Transcript"),
-                "subtitle": str(conversation),
+                "subtitle": review.conversation_label(conversation),
                 "conversation": conversation,
                 "transcript_messages": conversation.messages.order_by("pk"),
                 "access_ends": datetime.fromtimestamp(expires, tz=UTC),
@@ -304,8 +540,35 @@ class ConversationAdmin(admin.ModelAdmin):
             "review_reason.html",
             {
                 "title": _("Why do you open this transcript?"),
-                "subtitle": str(conversation),
+                "subtitle": review.conversation_label(conversation),
                 "conversation": conversation,
+                "form": form,
+                "grant_minutes": review.GRANT_SECONDS // 60,
+            },
+        )
+
+    def content_reason_view(self, request: HttpRequest) -> HttpResponse:
+        """State a reason for the content view of the lists; then back to the list (`?next=`)."""
+        if request.method not in ("GET", "HEAD", "POST"):
+            raise PermissionDenied
+        if not (self.has_view_permission(request) and self.has_review_permission(request)):
+            raise PermissionDenied
+        model, url = content_view_target(request.GET.get("next", ""))
+        # From the feedback review, that is the purpose.
+        from_feedback = "feedback_review" in QueryDict(urlsplit(url).query)
+        form = ReviewReasonForm(
+            request.POST if request.method == "POST" else None,
+            initial={"purpose": "feedback"} if from_feedback else None,
+        )
+        if form.is_bound and form.is_valid():
+            review.list_content_open(session=request.session, reason=form.reason())
+            return redirect(url)
+        return self._page(
+            request,
+            "content_reason.html",
+            {
+                "title": _("Why do you show titles and comments?"),
+                "opts": model._meta,
                 "form": form,
                 "grant_minutes": review.GRANT_SECONDS // 60,
             },
@@ -314,10 +577,36 @@ class ConversationAdmin(admin.ModelAdmin):
     def history_view(self, request, object_id, extra_context=None):
         if not self.has_review_permission(request):
             raise PermissionDenied
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is not None:
+            # Django's title names the object by str(): the conversation's title.
+            label = review.conversation_label(conversation)
+            extra_context = {"title": gettext("Change history: %s") % label, **(extra_context or {})}
         return super().history_view(request, object_id, extra_context)
 
+    def log_deletions(self, request, queryset):
+        # Django's own would keep str(conversation), its title, in the admin's log (and show
+        # it under "Recent actions") after the conversation is gone.
+        content_type = ContentType.objects.get_for_model(Conversation)
+        return LogEntry.objects.bulk_create(
+            [
+                LogEntry(
+                    user_id=request.user.pk,
+                    content_type_id=content_type.pk,
+                    object_id=str(conversation.pk),
+                    object_repr=review.conversation_label(conversation)[:200],
+                    action_flag=DELETION,
+                )
+                for conversation in queryset
+            ]
+        )
+
+    def response_delete(self, request, obj_display, obj_id):
+        # obj_display is str(conversation), its title.
+        return super().response_delete(request, str(obj_id), obj_id)
+
     def get_deleted_objects(self, objs, request):
-        # Django's summary lists every message by its text; here only titles and counts
+        # Django's summary lists every message by its text; here only labels and counts
         # show (no reason was given to read anything), and messages go with their
         # conversation whatever MessageAdmin allows.
         if isinstance(objs, QuerySet):
@@ -326,7 +615,7 @@ class ConversationAdmin(admin.ModelAdmin):
         else:
             message_count = Message.objects.filter(conversation__in=objs).count()
             count = len(objs)
-        shown = [f"{conversation} ({conversation.owner})" for conversation in objs[:100]]
+        shown = [review.conversation_label(conversation) for conversation in objs[:100]]
         if count > len(shown):
             shown.append(_("… and %(count)d more") % {"count": count - len(shown)})
         model_count = {
@@ -393,17 +682,35 @@ class FeedbackFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    """Messages as a list (no text in it); each one opens within its transcript."""
+class MessageAdmin(ContentViewAdmin):
+    """Messages as a list (no text in it); each one opens within its transcript.
+
+    Whether there is a feedback comment shows here; the comment itself, and the title, in
+    the content view.
+    """
 
     # The feedback review's columns first: they are what a reviewer reads here.
     list_display = [
         "pk",
         "created_at",
         "feedback",
+        "has_comment",
+        "context",
+        "conversation_label",
+        "owner",
+        "model",
+        "role",
+        "status",
+        "error_type",
+    ]
+    content_list_display = [
+        "pk",
+        "created_at",
+        "feedback",
         "comment",
         "context",
-        "conversation",
+        "conversation_label",
+        "conversation_title",
         "owner",
         "model",
         "role",
@@ -419,20 +726,77 @@ class MessageAdmin(admin.ModelAdmin):
         "superseded",
         "created_at",
     ]
+    metadata_lookups = frozenset(
+        {
+            FeedbackFilter.parameter_name,
+            *_value_lookups("role", "status", "model", "error_type", "superseded"),
+            *_date_lookups("created_at"),
+            # A conversation's or an owner's messages (links, the query-count tests).
+            "conversation__id__exact",
+            "conversation__owner__id__exact",
+            CONTENT_VIEW,
+        }
+    )
     list_select_related = ["conversation__owner"]
-    search_fields = ["feedback_comment", "conversation__title", "content"]
-    search_help_text = _("Searches feedback comments, conversation titles and message text.")
+    # Searched in get_search_results; declared so that the search box shows.
+    search_fields = ["conversation__owner__username"]
+    metadata_search_help_text = _(
+        "Searches owners' usernames and conversation ids. Comments, titles and message text: "
+        "in the content view."
+    )
+    content_search_help_text = _(
+        "Searches feedback comments, conversation titles, owners' usernames and message text. "
+        "Every conversation found is recorded in the access log with your reason and the search."
+    )
     ordering = ["-pk"]
     list_per_page = 50
     show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        content = self.content_grant(request) is not None
+        for word in _search_words(search_term):
+            matches = Q(conversation__owner__username__icontains=word)
+            if (pk := _uuid_or_none(word)) is not None:
+                matches |= Q(conversation_id=pk)
+            if content:
+                matches |= (
+                    Q(feedback_comment__icontains=word)
+                    | Q(conversation__title__icontains=word)
+                    | Q(content__icontains=word)
+                )
+            queryset = queryset.filter(matches)
+        return queryset, False
+
+    def conversations_matched(self, changelist: ChangeList) -> QuerySet[Conversation]:
+        return Conversation.objects.filter(pk__in=changelist.queryset.values("conversation_id"))
+
+    def conversations_shown(self, changelist: ChangeList) -> QuerySet[Conversation]:
+        return Conversation.objects.filter(
+            pk__in={message.conversation_id for message in changelist.result_list}
+        )
 
     @admin.display(description=_("owner"), ordering="conversation__owner__username")
     def owner(self, obj: Message) -> str:
         return obj.conversation.owner.get_username()
 
+    @admin.display(description=_("comment"), boolean=True)
+    def has_comment(self, obj: Message) -> bool:
+        return bool(obj.feedback_comment)
+
     @admin.display(description=_("feedback comment"))
     def comment(self, obj: Message) -> str:
         return Truncator(obj.feedback_comment).chars(200)
+
+    @admin.display(description=_("conversation"), ordering="conversation__created_at")
+    def conversation_label(self, obj: Message) -> str:
+        return review.conversation_label(obj.conversation)
+
+    def row_label(self, obj: Message) -> str:
+        return f"#{obj.pk} · {review.conversation_label(obj.conversation)}"
+
+    @admin.display(description=_("conversation title"))
+    def conversation_title(self, obj: Message) -> str:
+        return obj.conversation.title or "—"
 
     @admin.display(description=_("context"))
     def context(self, obj: Message) -> str:
@@ -467,11 +831,17 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(AccessLog)
-class AccessLogAdmin(admin.ModelAdmin):
+class AccessLogAdmin(MetadataLookupsOnly):
     """Append-only: readable (and exportable) with the view permission, changeable by nobody."""
 
     list_display = ["accessed_at", "reviewer_username", "owner_username", "conversation", "short_reason"]
     list_filter = ["accessed_at", "reviewer_username", "owner_username"]
+    metadata_lookups = frozenset(
+        {
+            *_date_lookups("accessed_at"),
+            *_value_lookups("reviewer_username", "owner_username", "conversation_id"),
+        }
+    )
     search_fields = ["reviewer_username", "owner_username", "reason"]
     readonly_fields = [
         "accessed_at",

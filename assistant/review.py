@@ -17,13 +17,16 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
-from django.utils import translation
+from django.utils import formats, timezone, translation
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from assistant.models import AccessLog, Conversation, Message
@@ -33,9 +36,12 @@ REVIEWERS_GROUP = "Reviewers"
 # How long a stated reason opens a transcript in the reviewer's session.
 GRANT_SECONDS = 30 * 60
 SESSION_KEY = "assistant_review_grants"
+# The content view of the admin's lists (titles, comments, search of text) in a session.
+LIST_SESSION_KEY = "assistant_review_list_grant"
 REASON_MIN_CHARS = 10
 REASON_MAX_CHARS = 1000
 EXPORT_BATCH = 100
+LOG_BATCH = 500
 
 PURPOSES = [
     ("support", _("User support request")),
@@ -124,6 +130,89 @@ def transcript_granted(
     expiry = session.get(SESSION_KEY, {}).get(str(conversation_id))
     now = time.time() if now is None else now
     return expiry if expiry is not None and expiry > now else None
+
+
+def conversation_label(conversation: Conversation) -> str:
+    """How the admin names a conversation before a reason was given: owner, start, short id.
+
+    Never `str(conversation)`, which is its title (the first words of the first question).
+    """
+    started = formats.date_format(timezone.localtime(conversation.created_at), "Y-m-d H:i")
+    return gettext("%(owner)s · %(started)s · %(short_id)s") % {
+        "owner": conversation.owner.get_username(),
+        "started": started,
+        "short_id": str(conversation.pk)[:8],
+    }
+
+
+# --- the content view of the admin's lists ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListContentGrant:
+    """A stated reason that shows titles and comments in the admin's lists for a while."""
+
+    reason: str
+    since: float  # Unix times
+    expires: float
+
+
+def list_content_open(
+    *, session: MutableMapping[str, Any], reason: str, now: float | None = None
+) -> ListContentGrant:
+    """Let `session` see content in the lists for GRANT_SECONDS, each conversation logged as shown.
+
+    Nothing is logged yet: no conversation was read. A new reason replaces the last one.
+    """
+    now = time.time() if now is None else now
+    grant = ListContentGrant(reason=reason, since=now, expires=now + GRANT_SECONDS)
+    session[LIST_SESSION_KEY] = {"reason": grant.reason, "since": grant.since, "expires": grant.expires}
+    return grant
+
+
+def list_content_granted(
+    *, session: MutableMapping[str, Any], now: float | None = None
+) -> ListContentGrant | None:
+    """This session's content view of the lists, if it has one that has not ended."""
+    stored = session.get(LIST_SESSION_KEY)
+    now = time.time() if now is None else now
+    if not isinstance(stored, dict) or not stored.get("expires", 0) > now:
+        return None
+    return ListContentGrant(reason=stored["reason"], since=stored["since"], expires=stored["expires"])
+
+
+def list_content_record(
+    *, reviewer, conversations: QuerySet[Conversation], reason: str, grant: ListContentGrant
+) -> int:
+    """Log a read of each of `conversations` by `reviewer`, once per grant and reason.
+
+    Written in bulk before the page that shows them renders; a conversation already
+    logged with the same reason since the grant began is not logged again (paging back
+    and forth is one access). Returns the number of rows written.
+    """
+    since = datetime.fromtimestamp(grant.since, tz=UTC)
+    logged = AccessLog.objects.filter(reviewer=reviewer, reason=reason, accessed_at__gte=since)
+    unlogged = (
+        Conversation.objects.filter(pk__in=conversations.values("pk"))
+        .exclude(pk__in=logged.values("conversation_id"))
+        .order_by()
+        .values_list("pk", "owner_id", "owner__username")
+    )
+    reviewer_username = reviewer.get_username()
+    entries = [
+        AccessLog(
+            reviewer=reviewer,
+            reviewer_username=reviewer_username,
+            owner_id=owner_id,
+            owner_username=owner_username,
+            conversation_id=pk,
+            reason=reason,
+        )
+        for pk, owner_id, owner_username in unlogged
+    ]
+    # One transaction, however many batches (bulk_create's own).
+    AccessLog.objects.bulk_create(entries, batch_size=LOG_BATCH)
+    return len(entries)
 
 
 # --- exports -------------------------------------------------------------------------------

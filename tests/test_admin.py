@@ -1,16 +1,34 @@
-"""Admin: the conversation list (no content, constant queries), filters, search, deletion."""
+"""Admin: the conversation list (no content, constant queries), filters, search, deletion,
+and the content view of the lists behind a logged reason."""
 
 from __future__ import annotations
 
+import html
+import re
+from urllib.parse import urlencode
+
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
 from assistant import review
-from assistant.models import Conversation, Message
+from assistant.models import AccessLog, Conversation, Message
+from tests.conftest import logged_in
 
 CHANGELIST = "admin:assistant_conversation_changelist"
+MESSAGES = "admin:assistant_message_changelist"
+REASON = {"purpose": "support", "details": "Ticket 4711: alice asked for help"}
+SUPPORT = "User support request: Ticket 4711: alice asked for help"
+
+
+def open_content_view(client: Client, next_url: str = "") -> None:
+    """State a reason for the content view of the lists, as the reason form does."""
+    url = reverse("admin:assistant_conversation_content") + "?" + urlencode({"next": next_url})
+    response = client.post(url, REASON)
+    assert response.status_code == 302, response.content.decode()
 
 
 @pytest.fixture
@@ -54,20 +72,24 @@ def conversation_with_messages(owner, title: str, *, feedback: int | None = None
     return conversation
 
 
-def test_admin_lists_conversations_with_search_and_filters(admin_client_, conversation):
+def test_admin_lists_conversations_by_label_and_searches_metadata_only(admin_client_, conversation):
     url = reverse(CHANGELIST)
     page = admin_client_.get(url).content.decode()
-    assert "Quartalsbericht" in page
-    assert admin_client_.get(url, {"q": "Teilantwort"}).content.decode().count("Quartalsbericht") >= 1
-    assert "Quartalsbericht" not in admin_client_.get(url, {"q": "nirgends"}).content.decode()
+    assert "Quartalsbericht" not in page
+    assert review.conversation_label(conversation) in page
+    assert not admin_client_.get(url, {"q": "Teilantwort"}).context["cl"].result_list
+    assert not admin_client_.get(url, {"q": "Quartalsbericht"}).context["cl"].result_list
+    assert [c.pk for c in admin_client_.get(url, {"q": "alice"}).context["cl"].result_list] == [
+        conversation.pk
+    ]
     assert admin_client_.get(url, {"model": "demo"}).status_code == 200
 
 
-def test_conversation_list_shows_figures_but_no_message_content(reviewer_client, conversation):
+def test_conversation_list_shows_figures_but_no_title_or_message_content(reviewer_client, conversation):
     response = reviewer_client.get(reverse(CHANGELIST))
     page = response.content.decode()
     assert response.status_code == 200
-    assert "Quartalsbericht" in page
+    assert "Quartalsbericht" not in page
     assert "alice" in page
     assert "Teilantwort" not in page
     assert "onerror" not in page
@@ -78,14 +100,17 @@ def test_conversation_list_shows_figures_but_no_message_content(reviewer_client,
     assert row.has_negative_feedback is False
 
 
-def test_conversation_search_covers_message_text_without_duplicates(reviewer_client, alice):
+def test_conversation_search_in_the_content_view_covers_message_text_without_duplicates(
+    reviewer_client, alice
+):
     conversation = Conversation.objects.create(owner=alice, title="Reise", model="demo")
     for _ in range(3):
         Message.objects.create(conversation=conversation, role="user", content="Hotel in Hamburg")
     conversation_with_messages(alice, "Anderes")
-    response = reviewer_client.get(reverse(CHANGELIST), {"q": "hamburg"})
+    open_content_view(reviewer_client)
+    response = reviewer_client.get(reverse(CHANGELIST), {"q": "hamburg", "content_view": "1"})
     assert [c.pk for c in response.context["cl"].result_list] == [conversation.pk]
-    response = reviewer_client.get(reverse(CHANGELIST), {"q": "alice reise"})
+    response = reviewer_client.get(reverse(CHANGELIST), {"q": "alice reise", "content_view": "1"})
     assert [c.pk for c in response.context["cl"].result_list] == [conversation.pk]
     response = reviewer_client.get(reverse(CHANGELIST), {"q": str(conversation.pk)})
     assert [c.pk for c in response.context["cl"].result_list] == [conversation.pk]
@@ -169,14 +194,19 @@ def test_superuser_delete_shows_a_confirmation_page_without_content(admin_client
     response = admin_client_.get(url)
     page = response.content.decode()
     assert response.status_code == 200
-    assert "Quartalsbericht" in page
+    assert review.conversation_label(conversation) in page
+    assert "Quartalsbericht" not in page
     assert "Teilantwort" not in page
     assert "onerror" not in page
     assert Conversation.objects.filter(pk=conversation.pk).exists()
-    response = admin_client_.post(url, {"post": "yes"})
-    assert response.status_code == 302
+    response = admin_client_.post(url, {"post": "yes"}, follow=True)
+    assert "Quartalsbericht" not in response.content.decode()  # the success message
+    assert str(conversation.pk) in response.content.decode()
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
     assert not Message.objects.filter(conversation_id=conversation.pk).exists()
+    # The admin's log ("Recent actions") keeps the label, not the title.
+    assert LogEntry.objects.get().object_repr == review.conversation_label(conversation)
+    assert "Quartalsbericht" not in admin_client_.get(reverse("admin:index")).content.decode()
 
 
 def test_superuser_bulk_delete_asks_for_confirmation_first(admin_client_, alice):
@@ -188,12 +218,17 @@ def test_superuser_bulk_delete_asks_for_confirmation_first(admin_client_, alice)
     page = response.content.decode()
     assert response.status_code == 200
     assert "Are you sure" in page
-    assert "Erstes" in page
+    assert review.conversation_label(first) in page
+    assert "Erstes" not in page
     assert "Antwort zu" not in page
     assert Conversation.objects.count() == 2
     response = admin_client_.post(url, {**data, "post": "yes"})
     assert response.status_code == 302
     assert Conversation.objects.count() == 0
+    assert {entry.object_repr for entry in LogEntry.objects.all()} == {
+        review.conversation_label(first),
+        review.conversation_label(second),
+    }
 
 
 def test_reviewer_cannot_delete_at_all(reviewer_client, conversation):
@@ -247,3 +282,135 @@ def test_access_log_list_filters_by_conversation(reviewer_client, alice, convers
     assert "Export CSV" in page
     response = reviewer_client.get(url, {"conversation_id": conversation.pk})
     assert [e.reason for e in response.context["cl"].result_list] == ["Ticket 1 about the report"]
+
+
+# --- metadata lookups only, and the content view ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changelist", [CHANGELIST, MESSAGES, "admin:assistant_accesslog_changelist"], ids=lambda name: name[16:]
+)
+def test_every_filter_choice_of_the_lists_passes_the_lookup_allowlist(admin_client_, alice, bob, changelist):
+    root = get_user_model().objects.get(username="root")
+    for n, owner in enumerate([alice, bob]):
+        conversation = conversation_with_messages(owner, f"Gespräch {n}", feedback=-1, error=n == 1)
+        review.access_record(reviewer=root, conversation=conversation, reason="Ticket 1 for the test")
+    page = admin_client_.get(reverse(changelist)).content.decode()
+    sidebar = page[page.index('id="changelist-filter"') :]
+    choices = set(re.findall(r'href="(\?[^"]+)"', sidebar))
+    assert len(choices) > 5
+    for query in choices:
+        response = admin_client_.get(reverse(changelist) + html.unescape(query))
+        assert response.status_code == 200, query
+
+
+@pytest.mark.parametrize(
+    ("changelist", "lookup"),
+    [
+        (CHANGELIST, "title__startswith"),
+        (CHANGELIST, "title"),
+        (CHANGELIST, "id__startswith"),
+        (CHANGELIST, "messages__content__contains"),
+        (MESSAGES, "content__startswith"),
+        (MESSAGES, "feedback_comment"),
+        (MESSAGES, "error_detail__contains"),
+        (MESSAGES, "conversation__title__contains"),
+        ("admin:assistant_accesslog_changelist", "reason__startswith"),
+        ("admin:assistant_accesslog_changelist", "owner__password__startswith"),
+    ],
+)
+def test_lookups_outside_the_metadata_allowlist_are_refused(admin_client_, conversation, changelist, lookup):
+    assert admin_client_.get(reverse(changelist), {lookup: "Q"}).status_code == 400
+
+
+def test_content_view_logs_each_conversation_once_per_grant_and_reason(reviewer_client, alice, bob):
+    first = conversation_with_messages(alice, "Erstes")
+    second = conversation_with_messages(bob, "Zweites")
+    open_content_view(reviewer_client)
+    for _ in range(2):
+        page = reviewer_client.get(reverse(CHANGELIST), {"content_view": "1"}).content.decode()
+    assert "Erstes" in page
+    assert "Zweites" in page
+    listed = f"list: {SUPPORT}"
+    assert sorted(AccessLog.objects.values_list("owner_username", "reason")) == [
+        ("alice", listed),
+        ("bob", listed),
+    ]
+    reviewer_client.get(reverse(CHANGELIST), {"content_view": "1", "q": "Frage Erstes"})
+    searched = AccessLog.objects.filter(reason=f"search “Frage Erstes”: {SUPPORT}")
+    assert [entry.conversation_id for entry in searched] == [first.pk]
+    # A new reason is a new grant: what it shows is logged again, with that reason.
+    open_content_view(reviewer_client, reverse(MESSAGES))
+    reviewer_client.get(reverse(MESSAGES), {"content_view": "1"})
+    assert AccessLog.objects.count() == 5
+    assert {entry.conversation_id for entry in AccessLog.objects.order_by("-pk")[:2]} == {first.pk, second.pk}
+
+
+def test_content_view_ends_with_its_grant(reviewer_client, alice):
+    conversation_with_messages(alice, "Erstes")
+    open_content_view(reviewer_client)
+    session = reviewer_client.session
+    session[review.LIST_SESSION_KEY] = {**session[review.LIST_SESSION_KEY], "expires": 1.0}
+    session.save()
+    response = reviewer_client.get(reverse(CHANGELIST), {"content_view": "1"})
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("admin:assistant_conversation_content"))
+    assert not AccessLog.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "next_url",
+    ["https://evil.example/admin/assistant/message/", "//evil.example/", "/admin/auth/user/", "/", ""],
+)
+def test_content_view_reason_leads_only_back_to_a_review_list(reviewer_client, next_url):
+    url = reverse("admin:assistant_conversation_content") + "?" + urlencode({"next": next_url})
+    response = reviewer_client.post(url, REASON)
+    assert response.url == reverse(CHANGELIST) + "?content_view=1"
+
+
+def test_staff_without_the_review_permission_cannot_open_the_content_view(alice):
+    clerk = get_user_model().objects.create_user("clerk", password="clerk-password-1", is_staff=True)
+    clerk.user_permissions.add(
+        *Group.objects.get(name=review.REVIEWERS_GROUP).permissions.exclude(codename="review_conversation")
+    )
+    client = logged_in(clerk)
+    assert client.get(reverse(CHANGELIST)).status_code == 200
+    assert client.get(reverse(CHANGELIST), {"content_view": "1"}).status_code == 403
+    assert client.get(reverse("admin:assistant_conversation_content")).status_code == 403
+    assert client.post(reverse("admin:assistant_conversation_content"), REASON).status_code == 403
+    assert (
+        reverse("admin:assistant_conversation_content")
+        not in client.get(reverse(CHANGELIST)).content.decode()
+    )
+
+
+def test_conversations_are_not_offered_to_autocomplete_widgets(admin_client_, conversation):
+    params = {
+        "app_label": "assistant",
+        "model_name": "message",
+        "field_name": "conversation",
+        "term": "alice",
+    }
+    response = admin_client_.get(reverse("admin:autocomplete"), params)
+    assert response.status_code == 403
+    assert "Quartalsbericht" not in response.content.decode()
+
+
+# The list's 7, whether the page's conversations were logged under this grant, writing those
+# that were not (none the second time).
+CONTENT_LIST_QUERIES = LIST_QUERIES + 2
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_content_view_query_count_is_constant(reviewer_client, alice, django_assert_num_queries, count):
+    for n in range(count):
+        conversation_with_messages(alice, f"Gespräch {n}", feedback=-1 if n % 2 else None, error=n == 2)
+    open_content_view(reviewer_client)
+    with django_assert_num_queries(CONTENT_LIST_QUERIES):
+        response = reviewer_client.get(reverse(CHANGELIST), {"content_view": "1"})
+    assert len(response.context["cl"].result_list) == count
+    assert AccessLog.objects.count() == count
+    with django_assert_num_queries(CONTENT_LIST_QUERIES - 1):
+        reviewer_client.get(reverse(CHANGELIST), {"content_view": "1"})
+    with django_assert_num_queries(MESSAGE_LIST_QUERIES + 1):
+        reviewer_client.get(reverse(MESSAGES), {"content_view": "1"})  # logged already: no writes

@@ -128,10 +128,9 @@ def test_staff_without_the_review_permission_cannot_open_transcripts(conversatio
 
 
 def test_reviewer_sees_the_list_but_gets_the_reason_form_first(reviewer_client, conversation):
-    assert (
-        "Gehaltsfrage"
-        in reviewer_client.get(reverse("admin:assistant_conversation_changelist")).content.decode()
-    )
+    listing = reviewer_client.get(reverse("admin:assistant_conversation_changelist")).content.decode()
+    assert review.conversation_label(conversation) in listing
+    assert "Gehaltsfrage" not in listing
     response = reviewer_client.get(change_url(conversation))
     assert response.status_code == 302
     assert response.url == reason_url(conversation)
@@ -141,9 +140,10 @@ def test_reviewer_sees_the_list_but_gets_the_reason_form_first(reviewer_client, 
     assert 'name="details"' in page
     assert "alice" in page
     assert 'value="Record reason and open the transcript"' in page
-    assert '<a href="/admin/assistant/conversation/">Conversations</a>\n&rsaquo; Gehaltsfrage\n</div>' in page
+    label = review.conversation_label(conversation)
+    assert f'<a href="/admin/assistant/conversation/">Conversations</a>\n&rsaquo; {label}\n</div>' in page
     assert 'class=" app-assistant model-conversation review-reason"' in page
-    for content in ("fett", "Hier:", "abgebrochen", "Falsche Zahl"):
+    for content in ("Gehaltsfrage", "fett", "Hier:", "abgebrochen", "Falsche Zahl"):
         assert content not in page
     assert not AccessLog.objects.exists()
 
@@ -440,12 +440,10 @@ def test_export_action_streams_json_lines_and_logs_each(reviewer_client, rita, a
     assert {e.conversation_id for e in entries} == {conversation.pk, other.pk}
 
 
-def test_export_of_all_matching_conversations(reviewer_client, alice):
-    matching = [
-        Conversation.objects.create(owner=alice, title=f"Treffer {n}", model="demo") for n in range(3)
-    ]
+def test_export_of_all_matching_conversations(reviewer_client, alice, bob):
+    matching = [Conversation.objects.create(owner=bob, title=f"Treffer {n}", model="demo") for n in range(3)]
     Conversation.objects.create(owner=alice, title="Anderes", model="demo")
-    url = reverse("admin:assistant_conversation_changelist") + "?q=Treffer"
+    url = reverse("admin:assistant_conversation_changelist") + "?q=bob"
     # As the browser sends "select all 3": the rows on the page are checked as well.
     data = {
         "action": "export_jsonl",
@@ -490,12 +488,33 @@ def test_feedback_review_lists_thumbs_down_with_comments_and_links_to_context(
     response = reviewer_client.get(url, {"feedback_review": "down_comment"})
     page = response.content.decode()
     assert response.status_code == 200
+    assert [m.pk for m in response.context["cl"].result_list] == [conversation.messages.all()[1].pk]
+    # Without a reason: that there is a comment, not what it says, nor the title.
+    assert "Falsche Zahl" not in page
+    assert "Gehaltsfrage" not in page
+    assert review.conversation_label(conversation) in page
+    assert "alice" in page
+    # The review's link asks for a reason, the purpose preselected, and comes back.
+    response = reviewer_client.get(url, {"feedback_review": "down_comment", "content_view": "1"})
+    assert response.status_code == 302
+    form = reviewer_client.get(response.url)
+    assert form.context["form"]["purpose"].value() == "feedback"
+    assert not AccessLog.objects.exists()
+    back = reviewer_client.post(response.url, {"purpose": "feedback", "details": "Weekly review of answers"})
+    assert back.url == f"{url}?feedback_review=down_comment&content_view=1"
+    response = reviewer_client.get(back.url)
+    page = response.content.decode()
     rows = response.context["cl"].result_list
     assert [m.feedback_comment for m in rows] == ["Falsche Zahl <i>im</i> Text"]
     assert "Falsche Zahl &lt;i&gt;im&lt;/i&gt; Text" in page
     assert "Gehaltsfrage" in page
-    assert "alice" in page
     assert "Hier:" not in page  # the answer itself only in the transcript
+    entry = AccessLog.objects.get()
+    assert (entry.conversation_id, entry.owner_username, entry.reason) == (
+        conversation.pk,
+        "alice",
+        "list: Quality review of negative feedback: Weekly review of answers",
+    )
     answer = rows[0]
     link = f"{change_url(conversation)}?message={answer.pk}#message-{answer.pk}"
     assert link in page

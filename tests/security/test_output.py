@@ -260,7 +260,12 @@ def test_hostile_output_is_inert_in_the_admin_transcript(pages, alice, upstream,
 
     requests: list[str] = []
     page = watched_page(pages, django_user_model.objects.get(username="root"), requests).page
-    page.goto(f"{pages.live.url}/admin/assistant/conversation/")
+    # Titles show in the list's content view, for a stated reason.
+    page.goto(f"{pages.live.url}/admin/assistant/conversation/?content_view=1")
+    page.select_option("select[name=purpose]", index=2)
+    page.fill("textarea[name=details]", "Security review of hostile model output")
+    page.click("input[type=submit]")
+    page.locator("#result_list .field-conversation_title").first.wait_for()
     listed = assert_shown_inert(page, "#result_list .field-conversation_title", attacker, requests)
     assert title in listed["text"]
     page.goto(f"{pages.live.url}/admin/assistant/conversation/{conversation['id']}/change/")
