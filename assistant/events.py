@@ -6,18 +6,22 @@ are woken. A stream always reads from the log after its own position, so a clien
 reconnecting with `Last-Event-ID` gets exactly what it missed, once, in order, however
 many wake-ups it coalesced or missed.
 
+Event ids count per channel: a channel's first id is one above the wall clock in µs
+when its log is created, then +1 per event. So the ids of one conversation say nothing
+about any other's traffic, and ids handed out before a restart (or before Redis lost its
+data) are older than anything the new log knows: they answer a `stream-reset`, after
+which the client re-renders from the database. A channel without events in the log has
+the clock as its current position.
+
 Two logs behind one interface (`replay_log`, `publish`, `apublish`, `stream`):
 
 - `ReplayLog` (the default): in this process's memory, woken through
-  django-eventstream's listener manager. Event ids come from one counter per process
-  that starts at the wall clock in microseconds, so ids handed out before a restart are
-  never mistaken for positions in the new process: they are older than anything it
-  knows and answer a `stream-reset`, after which the client re-renders from the database.
-- `RedisReplayLog` (when `REDIS_URL` is set): one log shared by every server process.
-  Ids come from one Redis counter, so a position taken from any process can be resumed
-  on any other. Appending, trimming and waking happen in one Lua script, so a reader
-  never sees a later id of a channel before an earlier one. Each process holds one
-  pub/sub connection that wakes its local streams, and reconnects when Redis drops
+  django-eventstream's listener manager.
+- `RedisReplayLog` (when `REDIS_URL` is set): one log shared by every server process,
+  so a position taken from any process can be resumed on any other. Appending,
+  trimming and waking happen in one Lua script, so a reader never sees a later id of a
+  channel before an earlier one. Each process holds one pub/sub connection that wakes
+  its local streams, and reconnects when Redis drops
   (docs/architecture.md, "Scale-out").
 """
 
@@ -148,17 +152,31 @@ Items = Sequence[tuple[str, str]]
 
 
 class _ChannelLog:
-    __slots__ = ("events", "floor", "touched")
+    __slots__ = ("appended", "events", "floor", "last", "read")
 
-    def __init__(self, floor: int) -> None:
+    def __init__(self, floor: int, last: int) -> None:
         self.events: deque[LoggedEvent] = deque()
         # Any position from `floor` on can be resumed: nothing after it was dropped.
         self.floor = floor
-        self.touched = time.monotonic()
+        # The channel's newest id; its next event gets the one after it.
+        self.last = last
+        self.appended = self.read = time.monotonic()
+
+
+def _idle_us() -> int:
+    return int(REPLAY_IDLE_SECONDS * 1_000_000)
 
 
 class ReplayLog:
-    """Recent events of every channel in this process, with resumable positions."""
+    """Recent events of every channel in this process, with resumable positions.
+
+    Each channel counts its own ids: its first id is one above the wall clock in µs
+    when the process first logs an event of it, then +1 per event, so its ids say
+    nothing about other channels. A channel this process does not know (never used
+    here, forgotten, or from before a restart) has the clock as its current position
+    and resumes only positions from the last idle time, and none from before this
+    process started.
+    """
 
     # Positions are this process's own: another process cannot resume them.
     shared = False
@@ -166,11 +184,19 @@ class ReplayLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._channels: dict[str, _ChannelLog] = {}
-        self._base = time.time_ns() // 1000
-        self._last_id = self._base
-        # Positions older than this are unknown for channels this process forgot.
-        self._forgotten_floor = self._base
+        # Positions below it predate this process. The clock never goes back (a
+        # position handed out from it stays below every later id of its channel).
+        self._base = self._clock = time.time_ns() // 1000
         self._next_sweep = time.monotonic() + REPLAY_IDLE_SECONDS
+
+    def _now(self) -> int:
+        """The wall clock in µs, never lower than before; with the lock held."""
+        self._clock = max(self._clock, time.time_ns() // 1000)
+        return self._clock
+
+    def _unknown_floor(self, now: int) -> int:
+        # A channel forgotten here had no event for the idle time: its ids are older.
+        return max(self._base, now - _idle_us())
 
     def append(self, channel: str, event_type: str, data: str) -> int:
         return self.append_batch(channel, [(event_type, data)]).ids[0]
@@ -183,64 +209,75 @@ class ReplayLog:
         with self._lock:
             log = self._channels.get(channel)
             if log is None:
-                log = self._channels[channel] = _ChannelLog(self._forgotten_floor)
+                now = self._now()
+                # Above every position handed out for it so far (the clock, at most `now`).
+                log = self._channels[channel] = _ChannelLog(self._unknown_floor(now), now)
             floor = log.floor
             previous = log.events[-1].id if log.events else floor
             ids, frames = [], []
             for event_type, data in items:
-                self._last_id += 1
-                ids.append(self._last_id)
-                frames.append(_frame(channel, event_type, self._last_id, data))
-                log.events.append(LoggedEvent(self._last_id, frames[-1]))
-            log.touched = time.monotonic()
+                log.last += 1
+                ids.append(log.last)
+                frames.append(_frame(channel, event_type, log.last, data))
+                log.events.append(LoggedEvent(log.last, frames[-1]))
+            log.appended = log.read = time.monotonic()
             while len(log.events) > REPLAY_EVENTS_PER_CHANNEL:
                 log.floor = log.events.popleft().id
-            if log.touched >= self._next_sweep:
-                self._forget_idle(log.touched)
+            if log.appended >= self._next_sweep:
+                self._forget_idle(log.appended)
             return Published(ids, floor), Pushed(previous, ids[0], ids[-1], "".join(frames))
 
     def _forget_idle(self, now: float) -> None:
+        """Drop the events of channels without a new one for the idle time, and the whole
+        channel once no stream read it for that long either."""
         for name, log in list(self._channels.items()):
-            if now - log.touched > REPLAY_IDLE_SECONDS:
+            if now - log.read > REPLAY_IDLE_SECONDS:
                 del self._channels[name]
-                self._forgotten_floor = max(self._forgotten_floor, log.events[-1].id)
+            elif now - log.appended > REPLAY_IDLE_SECONDS and log.events:
+                log.events.clear()
+                log.floor = log.last
         self._next_sweep = now + REPLAY_IDLE_SECONDS
 
     def forget(self, channel: str) -> None:
         """Drop a channel's events (its conversation was deleted); its old positions reset."""
         with self._lock:
-            log = self._channels.pop(channel, None)
-            if log is not None and log.events:
-                self._forgotten_floor = max(self._forgotten_floor, log.events[-1].id)
+            log = self._channels.get(channel)
+            if log is not None:
+                log.events.clear()
+                log.floor = log.last
 
-    def _floor(self, log: _ChannelLog | None) -> int:
-        return log.floor if log else self._forgotten_floor
-
-    def _resumable(self, log: _ChannelLog | None, position: int) -> bool:
-        return self._floor(log) <= position <= self._last_id
+    def _window(self, log: _ChannelLog | None) -> tuple[int, int]:
+        if log is None:
+            now = self._now()
+            return self._unknown_floor(now), now
+        return log.floor, log.last
 
     def can_resume(self, channel: str, position: int) -> bool:
         with self._lock:
-            return self._resumable(self._channels.get(channel), position)
+            floor, newest = self._window(self._channels.get(channel))
+            return floor <= position <= newest
 
     def window(self, channel: str) -> tuple[int, int]:
         """(floor, newest id): the positions of `channel` that can be resumed right now."""
         with self._lock:
-            return self._floor(self._channels.get(channel)), self._last_id
+            return self._window(self._channels.get(channel))
 
     def read(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> tuple[list[LoggedEvent], int]:
         """Events after `position`, oldest first, and the position after them.
 
         With no event to send, the position moves up to the newest id: nothing of this
         channel lies in between, and a position that keeps up never ages out of the log.
-        PositionUnknown if `position` cannot be resumed.
+        A read keeps the channel's position known (a stream reads at least once per
+        keep-alive interval). PositionUnknown if `position` cannot be resumed.
         """
         with self._lock:
             log = self._channels.get(channel)
-            if not self._resumable(log, position):
+            floor, newest = self._window(log)
+            if not floor <= position <= newest:
                 raise PositionUnknown(position)
             if log is None:
-                return [], self._last_id
+                return [], newest
+            log.read = time.monotonic()
             newer: list[LoggedEvent] = []
             # Newest first: a caught-up client costs one comparison.
             for event in reversed(log.events):
@@ -248,7 +285,7 @@ class ReplayLog:
                     break
                 newer.append(event)
             if not newer:
-                return [], self._last_id
+                return [], newest
             newer.reverse()
             newer = newer[:limit]
             return newer, newer[-1].id
@@ -257,17 +294,19 @@ class ReplayLog:
         """Events after `position`, oldest first; PositionUnknown if it cannot be resumed."""
         return self.read(channel, position, limit)[0]
 
-    def current_id(self) -> int:
-        """A position that is up to date on every channel: the newest id handed out."""
-        return self._last_id
+    def current_id(self, channel: str) -> int:
+        """A position that is up to date on `channel`: its newest id, or the clock for a
+        channel without events here (its first id will be above it)."""
+        with self._lock:
+            return self._window(self._channels.get(channel))[1]
 
     # The async side, as the stream and the generation use it. Memory never blocks.
 
     async def aread(self, channel: str, position: int, limit: int = CATCH_UP_BATCH):
         return self.read(channel, position, limit)
 
-    async def acurrent_id(self) -> int:
-        return self._last_id
+    async def acurrent_id(self, channel: str) -> int:
+        return self.current_id(channel)
 
     def publish_batch(self, channel: str, items: Items) -> Published:
         published, pushed = self._append(channel, items)
@@ -303,40 +342,49 @@ class ReplayLog:
 
 # --- Redis ----------------------------------------------------------------------------------
 
-# KEYS: 1 counter, 2 global floor, 3 the channel's events (sorted set, score = id),
-#       4 the channel's floor, 5 the batch's dedup key.
+# KEYS: 1 clock, 2 global floor, 3 the channel's events (sorted set, score = id),
+#       4 the channel's state (hash: floor, last), 5 the batch's dedup key.
 # ARGV: 1 channel, 2 wake-up pub/sub channel, 3 events kept per channel, 4 key TTL (s),
 #       5 idle time (µs), 6 dedup TTL (s), then (type, data) pairs.
 # Returns {floor before the append, id, id, ...}.
 #
-# Ids: max(counter + 1, now in µs), so they stay above every id handed out before even
-# when Redis lost its data (the counter then starts again at the clock, and the global
-# floor with it: older positions reset). Numbers go to Redis as "%d" strings, never as
-# Lua numbers (which Redis would print with 14 digits).
+# Ids count per channel: a channel's first id is one above the Redis clock in µs when
+# its state is created, then +1 per event, so a channel's ids say nothing about other
+# channels. The clock key keeps the clock from going back; without it Redis lost its
+# data (it keeps nothing on disk here), and the global floor moves up to now: every older
+# position resets. Numbers go to Redis as "%d" strings, never as Lua numbers (which
+# Redis would print with 14 digits).
 _LUA_COMMON = """
 local function fmt(n) return string.format('%d', n) end
-local function now_us()
+local function clock()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local function counter_of(now)
-  local counter = redis.call('GET', KEYS[1])
-  if not counter then
-    redis.call('SET', KEYS[1], fmt(now))
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local seen = redis.call('GET', KEYS[1])
+  if not seen then
     redis.call('SET', KEYS[2], fmt(now))
-    return now
+  elseif tonumber(seen) >= now then
+    return tonumber(seen)
   end
-  return tonumber(counter)
+  redis.call('SET', KEYS[1], fmt(now))
+  return now
 end
-local function floor_of(now, idle)
-  local floor = tonumber(redis.call('GET', KEYS[2]) or '0')
-  local own = redis.call('GET', KEYS[4])
-  if own then floor = math.max(floor, tonumber(own)) end
-  if redis.call('EXISTS', KEYS[3]) == 0 then
-    -- Its events, if it had any, may have expired: only recent positions are safe.
-    floor = math.max(floor, now - idle)
+-- floor, newest id, and whether the channel has a state. Without one (never used, idle
+-- past its expiry, lost) its newest position is the clock, and it resumes positions
+-- from the last idle time only (older ids of it may have expired unseen).
+local function state_of(idle)
+  local state = redis.call('HMGET', KEYS[4], 'floor', 'last')
+  if state[1] and state[2] then
+    local floor, last = tonumber(state[1]), tonumber(state[2])
+    -- Its events expired (no new one for the idle time): only its newest position is safe.
+    if redis.call('EXISTS', KEYS[3]) == 0 then floor = math.max(floor, last) end
+    return floor, last, true
   end
-  return floor
+  local now = clock()
+  local floor = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now - idle)
+  -- Events left without their state (evicted): their ids are taken.
+  local left = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+  if left[2] then floor = math.max(floor, tonumber(left[2])) end
+  return floor, math.max(now, floor), false
 end
 """
 
@@ -350,38 +398,34 @@ if KEYS[5] ~= '' then
     return answer
   end
 end
-local now = now_us()
-local idle = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[4])
-local counter = counter_of(now)
-local floor = floor_of(now, idle)
+local floor, last, known = state_of(tonumber(ARGV[5]))
 -- Nothing of the channel lies between `previous` and this batch.
 local previous = floor
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SET', KEYS[4], fmt(floor))
-else
-  local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-  previous = math.max(floor, tonumber(newest[2]))
+if not known then
+  redis.call('DEL', KEYS[3])
+elseif redis.call('EXISTS', KEYS[3]) == 1 then
+  previous = last
 end
 local answer = {floor}
 local frames = {}
 for i = 7, #ARGV, 2 do
-  counter = math.max(counter + 1, now)
-  local id = fmt(counter)
+  last = last + 1
+  local id = fmt(last)
   local frame = 'event: ' .. ARGV[i] .. '\\nid: ' .. ARGV[1] .. ':' .. id
     .. '\\ndata: ' .. ARGV[i + 1] .. '\\n\\n'
   redis.call('ZADD', KEYS[3], id, frame)
   frames[#frames + 1] = frame
-  answer[#answer + 1] = counter
+  answer[#answer + 1] = last
 end
-redis.call('SET', KEYS[1], fmt(counter))
 local cap = tonumber(ARGV[3])
 local count = redis.call('ZCARD', KEYS[3])
 if count > cap then
   local dropped = redis.call('ZRANGE', KEYS[3], count - cap - 1, count - cap - 1, 'WITHSCORES')
-  redis.call('SET', KEYS[4], fmt(tonumber(dropped[2])))
+  floor = tonumber(dropped[2])
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, count - cap - 1)
 end
+redis.call('HSET', KEYS[4], 'floor', fmt(floor), 'last', fmt(last))
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('EXPIRE', KEYS[4], ttl)
 if KEYS[5] ~= '' then
@@ -392,38 +436,32 @@ end
 -- The wake-up carries the frames: a stream whose position is at least `previous` sends
 -- them without reading the log.
 redis.call('PUBLISH', ARGV[2], ARGV[1] .. '\\n' .. fmt(previous) .. '\\n' .. fmt(answer[2]) .. '\\n'
-  .. fmt(counter) .. '\\n' .. table.concat(frames))
+  .. fmt(last) .. '\\n' .. table.concat(frames))
 return answer
 """
 )
 
-# KEYS: 1 counter, 2 global floor, 3 the channel's events, 4 the channel's floor.
-# ARGV: 1 position (digits), 2 limit, 3 idle time (µs).
-# Returns {resumable 1|0, newest id, floor, frame, id, frame, id, ...}. The counter is
-# moved up to half the idle time behind the clock, so a current position never falls
-# below the floor of a channel without events.
+# KEYS: 1 clock, 2 global floor, 3 the channel's events, 4 the channel's state.
+# ARGV: 1 position (digits, or '' for none), 2 limit, 3 idle time (µs), 4 key TTL (s).
+# Returns {resumable 1|0, newest id, floor, frame, id, frame, id, ...}. Reading from a
+# position (a stream does at least once per keep-alive interval) keeps the channel's
+# state alive, so an open stream's position never ages out; its events still expire
+# after the idle time without a new one.
 _READ_LUA = (
     _LUA_COMMON
     + """
-local now = now_us()
-local idle = tonumber(ARGV[3])
-local counter = counter_of(now)
-local recent = math.floor(now - idle / 2)
-if counter < recent then
-  counter = recent
-  redis.call('SET', KEYS[1], fmt(counter))
-end
-local floor = floor_of(now, idle)
-local answer = {1, counter, floor}
+local floor, newest, known = state_of(tonumber(ARGV[3]))
+local answer = {1, newest, floor}
 if ARGV[1] == '' then return answer end
+if known then redis.call('EXPIRE', KEYS[4], tonumber(ARGV[4])) end
 local position = tonumber(ARGV[1])
-if position < floor or position > counter then
+if position < floor or position > newest then
   answer[1] = 0
   return answer
 end
 local limit = tonumber(ARGV[2])
 if limit == 0 then return answer end
-local found = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], fmt(counter),
+local found = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], fmt(newest),
   'WITHSCORES', 'LIMIT', 0, limit)
 for i = 1, #found, 2 do
   answer[#answer + 1] = found[i]
@@ -433,14 +471,16 @@ return answer
 """
 )
 
-# KEYS: 1 counter, 2 global floor, 3 the channel's events, 4 the channel's floor. ARGV: 1 TTL (s).
+# KEYS: 1 clock, 2 global floor, 3 the channel's events, 4 the channel's state.
+# ARGV: 1 TTL (s), 2 idle time (µs).
 _FORGET_LUA = (
     _LUA_COMMON
     + """
-local counter = counter_of(now_us())
+local floor, last = state_of(tonumber(ARGV[2]))
 redis.call('DEL', KEYS[3])
-redis.call('SET', KEYS[4], fmt(counter), 'EX', tonumber(ARGV[1]))
-return counter
+redis.call('HSET', KEYS[4], 'floor', fmt(last), 'last', fmt(last))
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[1]))
+return last
 """
 )
 
@@ -467,11 +507,13 @@ class RedisReplayLog:
 
     Keys (prefix `ASSISTANT_REDIS_PREFIX`, default `assistant`):
 
-        <p>:events:id                 the newest id handed out (string)
+        <p>:events:clock              the Redis clock in µs as last used, never going back
         <p>:events:floor              positions below it predate what Redis remembers
         <p>:events:ch:<channel>       the channel's frames, sorted set scored by id,
                                       at most REPLAY_EVENTS_PER_CHANNEL, expiring when idle
-        <p>:events:chfloor:<channel>  positions below it lost events of the channel
+        <p>:events:chpos:<channel>    hash: `last`, the channel's newest id, and `floor`,
+                                      below which it lost events; expires when neither
+                                      written nor read by a stream for the idle time
         <p>:events:sent:<token>       ids of an appended batch, so a retry stores it once
         <p>:events:wake               pub/sub: a channel name, published with every append
         <p>:cancel                    pub/sub: an answer's id, a stop request for its process
@@ -487,7 +529,7 @@ class RedisReplayLog:
 
         self.url = url
         self.prefix = prefix
-        self.counter_key = f"{prefix}:events:id"
+        self.clock_key = f"{prefix}:events:clock"
         self.floor_key = f"{prefix}:events:floor"
         self.wake_channel = f"{prefix}:events:wake"
         self.cancel_channel = f"{prefix}:cancel"
@@ -522,10 +564,10 @@ class RedisReplayLog:
 
     def _keys(self, channel: str) -> list[str]:
         return [
-            self.counter_key,
+            self.clock_key,
             self.floor_key,
             f"{self.prefix}:events:ch:{channel}",
-            f"{self.prefix}:events:chfloor:{channel}",
+            f"{self.prefix}:events:chpos:{channel}",
         ]
 
     @staticmethod
@@ -547,7 +589,8 @@ class RedisReplayLog:
         return keys, args
 
     def _read_args(self, channel: str, position: int | None, limit: int):
-        return self._keys(channel), ["" if position is None else str(position), limit, self._idle_us()]
+        ttl = int(REPLAY_IDLE_SECONDS) + _EXPIRY_SLACK_SECONDS
+        return self._keys(channel), ["" if position is None else str(position), limit, self._idle_us(), ttl]
 
     @staticmethod
     def _published(answer: list) -> Published:
@@ -613,14 +656,15 @@ class RedisReplayLog:
         answer = self._read_sync(channel, None, 0)
         return int(answer[2]), int(answer[1])
 
-    def current_id(self) -> int:
-        return int(self._read_sync("", None, 0)[1])
+    def current_id(self, channel: str) -> int:
+        return int(self._read_sync(channel, None, 0)[1])
 
     def forget(self, channel: str) -> None:
         """Drop a channel's events now; with Redis unreachable they expire when idle."""
         try:
             self._sync_forget(
-                keys=self._keys(channel), args=[int(REPLAY_IDLE_SECONDS) + _EXPIRY_SLACK_SECONDS]
+                keys=self._keys(channel),
+                args=[int(REPLAY_IDLE_SECONDS) + _EXPIRY_SLACK_SECONDS, self._idle_us()],
             )
         except _redis_errors() as exc:
             logger.warning(
@@ -655,9 +699,9 @@ class RedisReplayLog:
             raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return self._events(answer, position)
 
-    async def acurrent_id(self) -> int:
+    async def acurrent_id(self, channel: str) -> int:
         _, _, _, read = self._client()
-        keys, args = self._read_args("", None, 0)
+        keys, args = self._read_args(channel, None, 0)
         try:
             return int((await read(keys=keys, args=args))[1])
         except _redis_errors() as exc:
@@ -1011,7 +1055,7 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                 listener.aevent.clear()
             try:
                 if position is None:
-                    position = await log.acurrent_id()
+                    position = await log.acurrent_id(channel)
                 if reset:
                     reset = False
                     keep_alive.wrote()

@@ -256,7 +256,7 @@ def _answer_insert(conversation: Conversation, model: str) -> Message:
     _limits_check(conversation.owner_id)
     try:
         # Nothing of this answer is on the channel before this position.
-        position = events.replay_log.current_id()
+        position = events.replay_log.current_id(conversation.channel)
     except events.EventsUnavailable:
         raise ServiceError(
             503, "unavailable", _("Answers cannot be delivered right now. Try again in a moment.")
@@ -469,8 +469,10 @@ def conversation_state(*, user, conversation_id: uuid.UUID | str) -> Conversatio
     # resumes from the position stored with its partial text.
     log = events.replay_log
     try:
-        position = log.current_id()
-    except events.EventsUnavailable:
+        # The channel's own position (ids count per conversation); a malformed id is
+        # conversation_get's 404.
+        position = log.current_id(events.channel_for(uuid.UUID(str(conversation_id))))
+    except (events.EventsUnavailable, ValueError):
         position = None
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     messages = list(conversation.messages.order_by("pk"))

@@ -18,24 +18,30 @@ LocaleMiddleware, SessionMiddleware, AuthenticationMiddleware, the proxy sign-on
 Django's ASGI handler.
 
 A stream ends when the client leaves (`http.disconnect`, watched while sending) and when
-its authorisation does: its user is deactivated or deleted, or its session logged out,
-in this process or any other (Redis), or found by the account poll (a command in
-another process, no Redis). It then sends an `unauthorized` event and closes, and a
-reconnect answers 401 (docs/protocol.md).
+its authorisation does: its user is deactivated or deleted, its session logged out, or
+the user's password changed and its session no longer authenticates them (Django's
+session hash check), in this process or any other (Redis), or found by the account poll
+(a command in another process, no Redis). It then sends an `unauthorized` event and
+closes, and a reconnect answers 401 (docs/protocol.md). A user's open streams are
+capped per process (ASSISTANT_MAX_STREAMS_PER_USER): a new one past the cap ends the
+oldest with a `stream-closed` event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
 import uuid
 from dataclasses import dataclass
+from importlib import import_module
 from typing import NamedTuple
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth import get_user_model, user_logged_out
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model, user_logged_out
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import MiddlewareNotUsed
@@ -50,6 +56,7 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.locale import LocaleMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import Resolver404, resolve
+from django.utils.crypto import constant_time_compare
 from django.utils.log import log_response
 
 from assistant import events, generation, services, views
@@ -64,6 +71,11 @@ URL_NAME = "conversation_events"
 UNAUTHORIZED = "unauthorized"
 LOGGED_OUT = "logged_out"
 ACCOUNT_DISABLED = "account_disabled"
+PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a reason, not a password
+# The last event of a stream ended because its user opened too many; the client must
+# not reconnect by itself (it would end another of its streams).
+STREAM_CLOSED = "stream-closed"
+TOO_MANY_STREAMS = "too_many_streams"
 # How often a process checks that the users of its open streams are still active.
 ACCOUNT_POLL_SECONDS = 1.0
 
@@ -140,7 +152,7 @@ class EventStreamEndpoint:
         self.authentication.process_request(request)
         # One call into the process's shared thread for all the database work (this
         # request runs in no ThreadSensitiveContext, so no thread of its own is made).
-        response, conversation, user_id = await sync_to_async(self._authorize)(request, conversation_id)
+        response, conversation, account = await sync_to_async(self._authorize)(request, conversation_id)
         if conversation is None:
             return response, None
         await generation.ensure_supervisor()
@@ -149,13 +161,14 @@ class EventStreamEndpoint:
         position = events.position_from(channel, token)
         if token and position is None:
             position = 0  # outside every log: answered with a reset
-        return response, (_OpenStream.of(user_id, request.session.session_key), channel, position)
+        return response, (_OpenStream.of(*account, request.session.session_key), channel, position)
 
     def _authorize(
         self, request: HttpRequest, conversation_id: uuid.UUID
-    ) -> tuple[HttpResponseBase, Conversation | None, object]:
+    ) -> tuple[HttpResponseBase, Conversation | None, tuple[object, bytes]]:
         """Sync, in the shared thread: the proxy's sign-on, the user, the conversation, and
-        the session saved when that changed it (as SessionMiddleware does)."""
+        the session saved when that changed it (as SessionMiddleware does); with the
+        user's id and credentials (see _credentials)."""
         response = self.sso.sign_on(request) if self.sso is not None else None
         conversation = None
         user = request.user
@@ -171,7 +184,8 @@ class EventStreamEndpoint:
                     content_type="text/event-stream; charset=utf-8",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-        return self.session.process_response(request, response), conversation, user.pk
+        account = (user.pk, _credentials(getattr(user, "password", "")))
+        return self.session.process_response(request, response), conversation, account
 
     def _add_headers(self, request: HttpRequest, response: HttpResponseBase) -> None:
         self.locale.process_response(request, response)
@@ -201,7 +215,12 @@ def _start_message(response: HttpResponseBase) -> dict:
     return {"type": "http.response.start", "status": response.status_code, "headers": headers}
 
 
-def _unauthorized_frame(reason: str) -> bytes:
+def _final_frame(reason: str) -> bytes:
+    """The last event of a stream ended by the server: `stream-closed` for the cap,
+    `unauthorized` when its authorisation ended."""
+    if reason == TOO_MANY_STREAMS:
+        data = {"reason": reason, "limit": settings.ASSISTANT_MAX_STREAMS_PER_USER}
+        return f"event: {STREAM_CLOSED}\ndata: {events.encode_data(data)}\n\n".encode()
     return f"event: {UNAUTHORIZED}\ndata: {events.encode_data({'reason': reason})}\n\n".encode()
 
 
@@ -239,7 +258,7 @@ async def _stream(
         return
     if not started:
         await send(start)
-    await send({"type": "http.response.body", "body": _unauthorized_frame(opened.reason), "more_body": False})
+    await send({"type": "http.response.body", "body": _final_frame(opened.reason), "more_body": False})
 
 
 async def _watch_disconnect(receive, opened: _OpenStream) -> None:
@@ -255,14 +274,19 @@ _DISCONNECTED = "disconnected"
 
 @dataclass(eq=False, slots=True)
 class _OpenStream:
-    keys: tuple[str, ...]  # what revokes it: "user:<pk>" and "session:<digest of the key>"
+    keys: tuple[str, ...]  # what revokes it: "user:<pk>" (first) and "session:<digest of the key>"
     task: asyncio.Task
-    reason: str | None = None  # why it ends: a revocation reason or _DISCONNECTED
+    user_id: object
+    # To ask the session store whether the session still authenticates its user, after
+    # a password change. Kept in this process only; revocations carry the digest.
+    session_key: str | None
+    credentials: bytes  # the user's, when the stream last checked its session (_credentials)
+    reason: str | None = None  # why it ends: a revocation reason, TOO_MANY_STREAMS or _DISCONNECTED
 
     @classmethod
-    def of(cls, user_id: object, session_key: str | None) -> _OpenStream:
+    def of(cls, user_id: object, credentials: bytes, session_key: str | None) -> _OpenStream:
         keys = (_user_key(user_id), _session_key(session_key)) if session_key else (_user_key(user_id),)
-        return cls(keys, asyncio.current_task())
+        return cls(keys, asyncio.current_task(), user_id, session_key, credentials)
 
     def end(self, reason: str) -> None:
         if self.reason is None:
@@ -270,11 +294,15 @@ class _OpenStream:
             self.task.cancel()
 
 
-# Open streams of this process by revocation key ("user:<pk>", "session:<digest>").
-# Touched only on the event loop; other threads go through call_soon_threadsafe.
-_streams: dict[str, set[_OpenStream]] = {}
+# Open streams of this process by revocation key ("user:<pk>", "session:<digest>"), oldest
+# first (a dict keeps the order). Touched only on the event loop; other threads go through
+# call_soon_threadsafe.
+_streams: dict[str, dict[_OpenStream, None]] = {}
 _loop: asyncio.AbstractEventLoop | None = None
 _account_poll: asyncio.Task | None = None
+# Set to make the account poll run now rather than at its next second.
+_check_now: asyncio.Event | None = None
+_CREDENTIALS_PREFIX = "credentials:"
 
 
 def _user_key(user_id: object) -> str:
@@ -286,28 +314,53 @@ def _session_key(session_key: str) -> str:
     return f"session:{hashlib.sha256(session_key.encode()).hexdigest()}"
 
 
+def _credentials(password: str) -> bytes:
+    """A digest of a user's password hash: it changes with the password (and with nothing
+    else the stream needs), and the hash itself is not kept with every open stream."""
+    return hashlib.sha256(password.encode()).digest()
+
+
 def _register(opened: _OpenStream) -> None:
-    global _loop, _account_poll
+    global _loop, _account_poll, _check_now
     _loop = asyncio.get_running_loop()
+    _cap(opened.keys[0])
     for key in opened.keys:
-        _streams.setdefault(key, set()).add(opened)
+        _streams.setdefault(key, {})[opened] = None
     # With Redis: revocations published by the other processes.
     events.replay_log.start_fanout(on_revoke=_end_local)
     if _account_poll is None or _account_poll.done() or _account_poll.get_loop() is not _loop:
-        _account_poll = generation.background_task(_poll_accounts())
+        _check_now = asyncio.Event()
+        _account_poll = generation.background_task(_poll_accounts(_check_now))
+
+
+def _cap(user_key: str) -> None:
+    """Make room for one more stream of the user: end their oldest ones past the limit.
+
+    The newest stream always works (the tab the user looks at); an old one ends with
+    `stream-closed`, and its page offers to reconnect instead of doing it by itself.
+    Per process: with several, a user can hold this many on each.
+    """
+    live = [opened for opened in _streams.get(user_key, ()) if opened.reason is None]
+    for oldest in live[: max(0, len(live) + 1 - settings.ASSISTANT_MAX_STREAMS_PER_USER)]:
+        oldest.end(TOO_MANY_STREAMS)
 
 
 def _unregister(opened: _OpenStream) -> None:
     for key in opened.keys:
         streams = _streams.get(key)
         if streams is not None:
-            streams.discard(opened)
+            streams.pop(opened, None)
             if not streams:
                 del _streams[key]
 
 
 def _end_local(key: str) -> None:
-    """End this process's open streams under `key`; on the event loop."""
+    """End this process's open streams under `key`; on the event loop. A changed password
+    (`credentials:<pk>`) makes the account poll check the user's sessions now."""
+    if key.startswith(_CREDENTIALS_PREFIX):
+        if _check_now is not None:
+            _check_now.set()
+        return
     reason = ACCOUNT_DISABLED if key.startswith("user:") else LOGGED_OUT
     for opened in list(_streams.get(key, ())):
         opened.end(reason)
@@ -321,39 +374,113 @@ def streams_revoke(*, user_id: object = None, session_key: str | None = None) ->
     otherwise.
     """
     key = _user_key(user_id) if user_id is not None else _session_key(session_key)
+    _announce(key)
+
+
+def streams_check_sessions(*, user_id: object) -> None:
+    """After a password change: end the user's open streams whose session no longer
+    authenticates them, in every server process (the poll finds it within a second
+    where this is not called, e.g. a password changed by a command in another process).
+
+    Callable from any thread.
+    """
+    _announce(f"{_CREDENTIALS_PREFIX}{user_id}")
+
+
+def _announce(key: str) -> None:
     loop = _loop
     if loop is not None and not loop.is_closed():
         loop.call_soon_threadsafe(_end_local, key)
     events.replay_log.request_revoke(key)
 
 
-async def _poll_accounts() -> None:
-    """End the streams of users no longer active (the fallback that needs only the database)."""
+async def _poll_accounts(check_now: asyncio.Event) -> None:
+    """End the streams of users no longer active, and of sessions a password change ended
+    (the fallback that needs only the database): one query a second while streams are
+    open, and one per stream whose user's password changed."""
     User = get_user_model()
     while True:
-        await asyncio.sleep(ACCOUNT_POLL_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACCOUNT_POLL_SECONDS):
+                await check_now.wait()
+        check_now.clear()
         user_ids = {key.removeprefix("user:") for key in _streams if key.startswith("user:")}
         if not user_ids:
             continue
-        active = User._default_manager.filter(pk__in=user_ids, is_active=True).values_list("pk", flat=True)
+        rows = User._default_manager.filter(pk__in=user_ids, is_active=True).values_list("pk", "password")
         try:
-            still = {str(pk) async for pk in active}
+            passwords = {str(pk): password async for pk, password in rows}
         except Exception:
             logger.exception("could not check the accounts of open event streams")
             continue
-        for user_id in user_ids - still:
-            _end_local(_user_key(user_id))
+        for user_id in user_ids:
+            if user_id not in passwords:
+                _end_local(_user_key(user_id))
+                continue
+            credentials = _credentials(passwords[user_id])
+            changed = [
+                opened
+                for opened in _streams.get(_user_key(user_id), ())
+                if opened.reason is None and opened.credentials != credentials
+            ]
+            if changed:
+                try:
+                    await _check_sessions(changed)
+                except Exception:
+                    logger.exception("could not check the sessions of open event streams")
 
 
-# Thin receivers: the decisions are streams_revoke's. After the commit, so that a client
-# that reconnects at once is refused.
+async def _check_sessions(streams: list[_OpenStream]) -> None:
+    """End the streams whose session no longer authenticates its user; the others note
+    the user's new credentials."""
+    keys = [opened.session_key for opened in streams]
+    credentials, valid = await sync_to_async(_sessions_valid)(streams[0].user_id, keys)
+    for opened, still in zip(streams, valid, strict=True):
+        if still:
+            opened.credentials = credentials
+        else:
+            opened.end(PASSWORD_CHANGED)
+
+
+def _sessions_valid(user_id: object, session_keys: list[str | None]) -> tuple[bytes, list[bool]]:
+    """The user's credentials, and for each session whether Django would still accept it
+    for the user: the session hash check of `django.contrib.auth.get_user` (current and
+    fallback secret keys), without its side effects (flushing or cycling the session).
+
+    A session whose key was cycled (`update_session_auth_hash`, the session that changed
+    the password) is gone under its old key: its stream ends too, and its page, still
+    signed in, reconnects (static/assistant/chat.js).
+    """
+    user = get_user_model()._default_manager.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return b"", [False] * len(session_keys)
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    valid = []
+    for key in session_keys:
+        session = store(key) if key else None
+        session_hash = session.get(HASH_SESSION_KEY) if session is not None else None
+        valid.append(
+            session is not None
+            and str(session.get(SESSION_KEY)) == str(user.pk)
+            and bool(session_hash)
+            and any(constant_time_compare(session_hash, known) for known in hashes)
+        )
+    return _credentials(user.password), valid
+
+
+# Thin receivers: the decisions are streams_revoke's and streams_check_sessions'. After the
+# commit, so that a client that reconnects at once is refused.
 
 
 @receiver(post_save, sender=get_user_model(), dispatch_uid="stream_endpoint.user_saved")
-def _user_saved(sender, instance, **kwargs) -> None:
+def _user_saved(sender, instance, created, update_fields, **kwargs) -> None:
+    user_id = instance.pk
     if not instance.is_active:
-        user_id = instance.pk
         transaction.on_commit(lambda: streams_revoke(user_id=user_id))
+    elif not created and (update_fields is None or "password" in update_fields):
+        # Perhaps a new password: sessions whose hash no longer matches end.
+        transaction.on_commit(lambda: streams_check_sessions(user_id=user_id))
 
 
 @receiver(post_delete, sender=get_user_model(), dispatch_uid="stream_endpoint.user_deleted")

@@ -221,6 +221,11 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
             "resumed": _("Connected again; the answer continues."),
             "signed_out": _("You are signed out."),
             "sign_in_again": _("Sign in again"),
+            "too_many_streams": _(
+                "This conversation stopped updating here: it is open in too many other tabs "
+                "(at most %(limit)s)."
+            ),
+            "reconnect": _("Reconnect"),
             "offline": _("You are offline. Your message is kept; send it again when you are back online."),
             "send_failed": _("Sending failed. Your message is kept; try again."),
             "untitled": _("Untitled"),

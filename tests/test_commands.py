@@ -347,15 +347,15 @@ def test_purge_keeps_a_conversation_whose_answer_is_streaming(alice):
 
 
 def test_purge_drops_deleted_conversations_from_the_replay_log(aged):
-    position = events.replay_log.current_id()
+    positions = {age: events.replay_log.current_id(c.channel) for age, c in aged.items()}
     for conversation in aged.values():
         events.publish(conversation.channel, "delta", {"message": 1, "text": "Inhalt"})
 
     run("purge_conversations", "--older-than", "90d")
 
     with pytest.raises(events.PositionUnknown):
-        events.replay_log.since(aged[200].channel, position)
-    assert len(events.replay_log.since(aged[10].channel, position)) == 1
+        events.replay_log.since(aged[200].channel, positions[200])
+    assert len(events.replay_log.since(aged[10].channel, positions[10])) == 1
 
 
 def test_purge_uses_the_retention_setting(aged, settings):

@@ -20,7 +20,7 @@ def log() -> events.ReplayLog:
 
 
 def test_since_returns_exactly_the_events_after_a_position(log):
-    start = log.current_id()
+    start = log.current_id("conversation-a")
     ids = [log.append("conversation-a", "delta", str(n)) for n in range(5)]
     assert [data_of(e) for e in log.since("conversation-a", start, 100)] == ["0", "1", "2", "3", "4"]
     assert [data_of(e) for e in log.since("conversation-a", ids[2], 100)] == ["3", "4"]
@@ -28,15 +28,15 @@ def test_since_returns_exactly_the_events_after_a_position(log):
 
 
 def test_since_ignores_other_channels(log):
-    start = log.current_id()
-    log.append("conversation-b", "delta", "theirs")
-    mine = log.append("conversation-a", "delta", "mine")
+    start = log.current_id("conversation-a")
+    theirs = log.append("conversation-b", "delta", "theirs")
+    log.append("conversation-a", "delta", "mine")
     assert [data_of(e) for e in log.since("conversation-a", start, 100)] == ["mine"]
-    assert log.since("conversation-b", mine, 100) == []
+    assert log.since("conversation-b", theirs, 100) == []
 
 
 def test_since_honours_the_limit(log):
-    start = log.current_id()
+    start = log.current_id("conversation-a")
     for n in range(10):
         log.append("conversation-a", "delta", str(n))
     assert [data_of(e) for e in log.since("conversation-a", start, 3)] == ["0", "1", "2"]
@@ -52,12 +52,12 @@ def test_since_resets_a_position_from_before_this_process(log):
 def test_since_resets_a_position_never_handed_out(log):
     log.append("conversation-a", "delta", "x")
     with pytest.raises(events.PositionUnknown):
-        log.since("conversation-a", log.current_id() + 1, 100)
+        log.since("conversation-a", log.current_id("conversation-a") + 1, 100)
 
 
 def test_since_resets_once_events_were_dropped(log, monkeypatch):
     monkeypatch.setattr(events, "REPLAY_EVENTS_PER_CHANNEL", 3)
-    start = log.current_id()
+    start = log.current_id("conversation-a")
     ids = [log.append("conversation-a", "delta", str(n)) for n in range(5)]
     with pytest.raises(events.PositionUnknown):
         log.since("conversation-a", start, 100)
@@ -66,7 +66,7 @@ def test_since_resets_once_events_were_dropped(log, monkeypatch):
 
 def test_forgotten_channels_reset_old_positions(log, monkeypatch):
     monkeypatch.setattr(events, "REPLAY_IDLE_SECONDS", 0)
-    before = log.current_id()
+    before = log.current_id("conversation-a")
     log.append("conversation-a", "delta", "old")
     log._next_sweep = 0
     log.append("conversation-b", "delta", "sweeps a")
@@ -76,7 +76,7 @@ def test_forgotten_channels_reset_old_positions(log, monkeypatch):
 
 def test_forget_drops_a_channel_and_resets_its_positions(log):
     """A deleted conversation's events leave the log; other channels keep theirs."""
-    before = log.current_id()
+    before = log.current_id("conversation-a")
     log.append("conversation-a", "delta", "deleted text")
     kept = log.append("conversation-b", "delta", "kept")
     log.forget("conversation-a")
@@ -164,7 +164,7 @@ def test_an_in_process_stream_that_keeps_up_gets_its_frames_with_the_wake_ups(mo
         monkeypatch.setattr(
             loop, "call_soon_threadsafe", lambda *a, **kw: threadsafe.append(a) or original(*a, **kw)
         )
-        body = events.stream("conversation-a", log.current_id())
+        body = events.stream("conversation-a", log.current_id("conversation-a"))
         assert await anext(body) == events.STREAM_OPEN
         received = []
         for n in range(5):
@@ -195,7 +195,7 @@ def test_a_stream_arms_one_keep_alive_timer_per_quiet_interval_not_one_per_event
         timers = []
         original = loop.call_at
         monkeypatch.setattr(loop, "call_at", lambda *a, **kw: timers.append(a) or original(*a, **kw))
-        body = events.stream("conversation-a", log.current_id())
+        body = events.stream("conversation-a", log.current_id("conversation-a"))
         assert await anext(body) == events.STREAM_OPEN
         for n in range(20):
             reading = asyncio.ensure_future(anext(body))
@@ -214,3 +214,36 @@ def test_a_stream_arms_one_keep_alive_timer_per_quiet_interval_not_one_per_event
     timers_while_busy, quiet_for = asyncio.run(scenario())
     assert timers_while_busy <= 2  # the first one, set again when it fired before the deadline
     assert 0.3 <= quiet_for < 0.6
+
+
+def test_a_channels_ids_count_only_its_own_events(log):
+    """Ids say nothing about other conversations' traffic: 100 events elsewhere move nothing."""
+    first = log.append("conversation-a", "delta", "mine")
+    for n in range(100):
+        log.append(f"conversation-{n % 3}", "delta", str(n))
+    assert log.current_id("conversation-a") == first
+    assert log.window("conversation-a")[1] == first
+    assert log.append("conversation-a", "delta", "mine again") == first + 1
+
+
+def test_a_position_taken_before_a_channels_first_event_resumes_it(log):
+    """A channel without events has the clock as its position; its first id is above it."""
+    start = log.current_id("conversation-a")
+    log.append("conversation-b", "delta", "theirs")
+    first = log.append("conversation-a", "delta", "mine")
+    assert first > start
+    assert [data_of(e) for e in log.since("conversation-a", start)] == ["mine"]
+
+
+def test_a_read_channel_keeps_its_position_when_its_events_are_forgotten(log, monkeypatch):
+    """Idle channels lose their events; one a stream still reads keeps its newest position."""
+    start = log.current_id("conversation-a")
+    last = log.append("conversation-a", "delta", "old")
+    monkeypatch.setattr(events, "REPLAY_IDLE_SECONDS", 0)
+    log._channels["conversation-a"].read = time.monotonic() + 60  # a stream reads it
+    log._next_sweep = 0
+    log.append("conversation-b", "delta", "sweeps a")
+    with pytest.raises(events.PositionUnknown):
+        log.since("conversation-a", start)
+    assert log.read("conversation-a", last) == ([], last)
+    assert log.append("conversation-a", "delta", "new") == last + 1

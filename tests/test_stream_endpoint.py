@@ -42,6 +42,21 @@ def session_cookie(user) -> str:
     return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
+def streams_of_several_users(count: int) -> list[tuple[str, str]]:
+    """(events path, session cookie) for `count` streams, spread over as many users as
+    the per-user cap (ASSISTANT_MAX_STREAMS_PER_USER) needs to leave them all open."""
+    per_user = settings.ASSISTANT_MAX_STREAMS_PER_USER
+    users = [
+        get_user_model().objects.create_user(f"streamer-{n}")
+        for n in range((count + per_user - 1) // per_user)
+    ]
+    owned = [
+        (events_url(Conversation.objects.create(owner=user, model="fake-model")), session_cookie(user))
+        for user in users
+    ]
+    return [owned[n // per_user] for n in range(count)]
+
+
 def until_closed(response: httpx.Response, deadline: float = 10) -> Iterator[SSEEvent]:
     """The events of a stream until the server closes it; fails after `deadline` seconds
     (keep-alives every 3 s make sure the check runs)."""
@@ -260,17 +275,14 @@ STREAMS_MEMORY_MAX = 100 * 1024 * 1024
 
 @pytest.mark.live
 def test_idle_streams_hold_no_thread_and_little_memory_and_close_cleanly(live, alice):
-    conversation = Conversation.objects.create(owner=alice, model="fake-model")
-    cookie = session_cookie(alice)
+    first_stream, *others = streams_of_several_users(STREAMS + 1)
 
     async def scenario() -> dict[str, tuple[int, int]]:
         # The first stream starts what a process runs once (the shared database thread,
         # the lease heartbeat, the account poll).
-        first = await open_raw_stream(live, events_url(conversation), cookie)
+        first = await open_raw_stream(live, *first_stream)
         before = {"threads": threads_of(live), "memory": memory_of(live), "fds": descriptors_of(live)}
-        streams = await asyncio.gather(
-            *(open_raw_stream(live, events_url(conversation), cookie) for _ in range(STREAMS))
-        )
+        streams = await asyncio.gather(*(open_raw_stream(live, path, cookie) for path, cookie in others))
         after = {"threads": threads_of(live), "memory": memory_of(live), "fds": descriptors_of(live)}
         for _, writer in [first, *streams]:
             writer.close()

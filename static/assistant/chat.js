@@ -492,19 +492,54 @@
     listen("stream-reset", onReset);
     listen("title", (event) => showTitle(JSON.parse(event.data).title));
     listen("unauthorized", onUnauthorized);
+    listen("stream-closed", onStreamClosed);
   }
 
-  // The session was logged out or the account deactivated: the server ended the stream
-  // for good (a reconnect would be refused). Stop listening and offer the login page.
-  function onUnauthorized() {
+  // The session was logged out, the account deactivated or the password changed: the
+  // server ended the stream for good (a reconnect would be refused). Stop listening and
+  // offer the login page. After a password change, this browser may be the one that
+  // made it and still be signed in: then it simply listens on from where it was.
+  async function onUnauthorized(event) {
+    const from = position;
     disconnect();
     position = null; // nothing to reconnect to (see reconnect)
+    if (JSON.parse(event.data).reason === "password_changed" && (await stillSignedIn())) {
+      connect(from);
+      return;
+    }
     stopWaiting();
     setStreaming(null);
     const login = document.createElement("a");
     login.href = pageData.login_url + "?next=" + encodeURIComponent(window.location.pathname);
     login.textContent = i18n.sign_in_again;
     connection.replaceChildren(i18n.signed_out + " ", login);
+  }
+
+  async function stillSignedIn() {
+    try {
+      const response = await fetch(conversation.detail_url, { credentials: "same-origin" });
+      return response.ok;
+    } catch {
+      return false;
+    }
+  }
+
+  // This user opened more streams than the server keeps (other tabs), and this one was
+  // the oldest. Reconnecting by itself would close another tab's, so it only offers to.
+  function onStreamClosed(event) {
+    const from = position;
+    disconnect();
+    position = null; // no reconnect by itself (see reconnect)
+    const again = document.createElement("button");
+    again.type = "button";
+    again.className = "secondary";
+    again.textContent = i18n.reconnect;
+    again.addEventListener("click", () => {
+      connection.textContent = "";
+      connect(from);
+    });
+    const notice = interpolate(i18n.too_many_streams, { limit: JSON.parse(event.data).limit });
+    connection.replaceChildren(notice + " ", again);
   }
 
   function lost() {

@@ -1,4 +1,4 @@
-"""The Redis replay log on its own: global ids, resumable positions, loss, and the fan-out.
+"""The Redis replay log on its own: per-channel ids, resumable positions, loss, and the fan-out.
 
 Two `RedisReplayLog` objects over one Redis stand for two server processes.
 """
@@ -44,7 +44,7 @@ def process_b(prefix):
 
 
 def test_positions_from_one_process_resume_in_the_other(process_a, process_b):
-    start = process_a.current_id()
+    start = process_a.current_id("conversation-a")
     ids = []
     for n in range(6):
         writer = process_a if n % 2 else process_b
@@ -59,24 +59,37 @@ def test_positions_from_one_process_resume_in_the_other(process_a, process_b):
 
 
 def test_a_read_with_nothing_new_moves_the_position_up(process_a, process_b):
-    start = process_a.current_id()
+    """A channel without events: its position is the clock, which a read moves up to."""
+    start = process_a.current_id("conversation-a")
     process_b.append("conversation-other", "delta", "x")
     found, position = process_a.read("conversation-a", start)
     assert found == []
-    assert position > start
-    assert position == process_a.current_id()
+    assert start < position <= process_a.current_id("conversation-a")
+    first = process_b.append("conversation-a", "delta", "y")
+    assert first > position
+    assert [data_of(e) for e in process_a.since("conversation-a", position)] == ["y"]
+
+
+def test_a_channels_ids_count_only_its_own_events(process_a, process_b):
+    """Ids say nothing about other conversations' traffic: 100 events elsewhere move nothing."""
+    first = process_a.append("conversation-a", "delta", "mine")
+    for n in range(100):
+        process_b.append(f"conversation-{n % 3}", "delta", str(n))
+    assert process_a.current_id("conversation-a") == first
+    assert process_b.window("conversation-a")[1] == first
+    assert process_b.append("conversation-a", "delta", "mine again") == first + 1
 
 
 def test_unknown_positions_reset(process_a):
     process_a.append("conversation-a", "delta", "x")
-    for position in (0, 1, process_a.current_id() + 1, 99999999999999999999):
+    for position in (0, 1, process_a.current_id("conversation-a") + 1, 99999999999999999999):
         with pytest.raises(events.PositionUnknown):
             process_a.since("conversation-a", position)
 
 
 def test_trimmed_events_reset_older_positions(process_a, monkeypatch):
     monkeypatch.setattr(events, "REPLAY_EVENTS_PER_CHANNEL", 3)
-    start = process_a.current_id()
+    start = process_a.current_id("conversation-a")
     ids = [process_a.append("conversation-a", "delta", str(n)) for n in range(5)]
     with pytest.raises(events.PositionUnknown):
         process_a.since("conversation-a", start)
@@ -85,7 +98,7 @@ def test_trimmed_events_reset_older_positions(process_a, monkeypatch):
 
 
 def test_forget_drops_a_channel_everywhere(process_a, process_b):
-    before = process_a.current_id()
+    before = process_a.current_id("conversation-a")
     process_a.append("conversation-a", "delta", "deleted text")
     kept = process_a.append("conversation-b", "delta", "kept")
     process_b.forget("conversation-a")
@@ -96,20 +109,32 @@ def test_forget_drops_a_channel_everywhere(process_a, process_b):
 
 def test_idle_channels_expire_and_only_recent_positions_survive(process_a, redis_client, prefix, monkeypatch):
     monkeypatch.setattr(events, "REPLAY_IDLE_SECONDS", 1)
-    old = process_a.current_id()
+    old = process_a.current_id("conversation-a")
     process_a.append("conversation-a", "delta", "x")
     time.sleep(1.2)
-    # What the key's TTL does after the idle time (plus a minute of slack for clocks).
-    redis_client.delete(f"{prefix}:events:ch:conversation-a", f"{prefix}:events:chfloor:conversation-a")
+    # What the keys' TTL does after the idle time (plus a minute of slack for clocks).
+    redis_client.delete(f"{prefix}:events:ch:conversation-a", f"{prefix}:events:chpos:conversation-a")
     with pytest.raises(events.PositionUnknown):
         process_a.since("conversation-a", old)
-    # A current position is never older than half the idle time: it can be resumed.
-    assert process_a.since("conversation-a", process_a.current_id()) == []
+    # A channel without state: its current position is the clock, which can be resumed.
+    assert process_a.since("conversation-a", process_a.current_id("conversation-a")) == []
+
+
+def test_a_read_stream_keeps_its_position_after_the_channels_events_expire(process_a, redis_client, prefix):
+    """Reads keep a channel's state; its events expire after the idle time without a new one."""
+    start = process_a.current_id("conversation-a")
+    last = process_a.append("conversation-a", "delta", "x")
+    assert process_a.since("conversation-a", last) == []  # a stream's read: keeps the state
+    redis_client.delete(f"{prefix}:events:ch:conversation-a")  # what the events' TTL does
+    with pytest.raises(events.PositionUnknown):
+        process_a.since("conversation-a", start)
+    assert process_a.read("conversation-a", last) == ([], last)
+    assert process_a.append("conversation-a", "delta", "y") == last + 1
 
 
 def test_a_lost_log_resets_older_positions_and_ids_keep_rising(process_a, process_b, redis_client, prefix):
     """Redis restarted empty (it keeps nothing on disk here)."""
-    start = process_a.current_id()
+    start = process_a.current_id("conversation-a")
     last = process_a.append("conversation-a", "delta", "x")
     for key in redis_client.scan_iter(f"{prefix}:*"):
         redis_client.delete(key)
@@ -122,7 +147,7 @@ def test_a_lost_log_resets_older_positions_and_ids_keep_rising(process_a, proces
 
 
 def test_a_retried_batch_is_stored_once(process_a, process_b):
-    start = process_a.current_id()
+    start = process_a.current_id("conversation-a")
     first = process_a.append_batch("conversation-a", [("delta", "a"), ("done", "b")], token="same")
     again = process_b.append_batch("conversation-a", [("delta", "a"), ("done", "b")], token="same")
     assert first == again
@@ -130,7 +155,7 @@ def test_a_retried_batch_is_stored_once(process_a, process_b):
 
 
 def test_frames_are_encoded_once_with_utf8_as_is(process_a):
-    start = process_a.current_id()
+    start = process_a.current_id("conversation-a")
     event_id = events.RedisReplayLog.append(
         process_a, "conversation-a", "delta", events.encode_data({"text": "Grüße 👩‍💻\u2028"})
     )
@@ -159,7 +184,7 @@ def test_streams_are_woken_across_processes_and_after_the_pubsub_connection_drop
             received_cancel.set()
 
         process_a.start_fanout(on_cancel=on_cancel)
-        position = process_a.current_id()
+        position = process_a.current_id("conversation-a")
         body = events.stream("conversation-a", position)
         assert await anext(body) == events.STREAM_OPEN
         received: list[tuple[str, float]] = []
@@ -216,7 +241,7 @@ def test_streams_keep_their_connection_while_redis_is_unreachable(prefix, monkey
         behind = events.RedisReplayLog(url, prefix)
         writer = events.RedisReplayLog(settings.REDIS_URL, prefix)
         monkeypatch.setattr(events, "replay_log", behind)
-        position = writer.current_id()
+        position = writer.current_id("conversation-a")
 
         async def main() -> list[str]:
             body = events.stream("conversation-a", position)

@@ -7,11 +7,19 @@ import asyncio
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection
 
 from assistant.models import Conversation
 from tests.conftest import session_client
-from tests.test_stream_endpoint import events_url, open_raw_stream, open_then, session_cookie, until_closed
+from tests.security.conftest import PASSWORD, with_password
+from tests.test_stream_endpoint import (
+    events_url,
+    open_raw_stream,
+    open_then,
+    streams_of_several_users,
+    until_closed,
+)
 
 pytestmark = pytest.mark.live
 
@@ -50,6 +58,27 @@ def test_deactivation_ends_the_users_streams_on_every_process(pair, alice):
     assert [event for event in seen_on_b if event not in ("stream-open", "keep-alive")] == ["unauthorized"]
 
 
+def test_password_changed_on_one_process_ends_the_stolen_sessions_stream_on_the_other(pair, db):
+    """The victim changes the password in the admin on A; the thief listens on B."""
+    victim = with_password(get_user_model().objects.create_superuser("vera"))
+    conversation = Conversation.objects.create(owner=victim, model="fake-model")
+    new = "a-new-password-7319"
+
+    def change_password() -> None:
+        form = {"old_password": PASSWORD, "new_password1": new, "new_password2": new}
+        assert owner.post("/admin/password_change/", data=form).status_code == 302
+
+    with session_client(pair.a, victim) as owner, session_client(pair.b, victim) as thief:
+        seen = open_then(thief, events_url(conversation), change_password)
+        reconnect = thief.get(events_url(conversation))
+        assert owner.get(f"/api/conversations/{conversation.pk}/").status_code == 200
+
+    assert [(e.event, e.json()) for e in seen if e.event != "keep-alive"] == [
+        ("unauthorized", {"reason": "password_changed"})
+    ]
+    assert reconnect.status_code == 401
+
+
 def postgres_connections() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
@@ -57,13 +86,11 @@ def postgres_connections() -> int:
 
 
 def test_open_streams_hold_no_database_connection_each(pair, alice):
-    conversation = Conversation.objects.create(owner=alice, model="fake-model")
-    cookie = session_cookie(alice)
+    owned = streams_of_several_users(101)
 
     async def open_streams(count: int) -> list:
-        return await asyncio.gather(
-            *(open_raw_stream(pair.a, events_url(conversation), cookie) for _ in range(count))
-        )
+        opening = [owned.pop() for _ in range(count)]
+        return await asyncio.gather(*(open_raw_stream(pair.a, path, cookie) for path, cookie in opening))
 
     async def close(streams: list) -> None:
         for _, writer in streams:
