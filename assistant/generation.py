@@ -29,9 +29,9 @@ from django.utils import timezone, translation
 
 from assistant import events, titles
 from assistant.llm import (
+    RETRYABLE_TYPES,
     Finish,
     ProviderError,
-    error_from_exception,
     get_provider,
     provider_close,
     provider_error,
@@ -237,11 +237,23 @@ class _Answer:
             if events.replay_log.shared:
                 self.sending = asyncio.get_running_loop().create_task(self._send())
             else:
-                # The in-process log publishes without waiting and never fails: no task
-                # and no extra turn of the loop per event.
+                # The in-process log publishes without waiting: no task and no extra turn
+                # of the loop per event.
                 upto, replay, batch = self._batch()
-                self._published(upto, replay, events.publish_batch(self.channel, batch))
+                try:
+                    published = events.publish_batch(self.channel, batch)
+                except Exception:
+                    self._unpublished()
+                else:
+                    self._published(upto, replay, published)
         _partials.add(self)
+
+    def _unpublished(self) -> None:
+        """A publication failed (call in its `except`): the answer goes on, and its next
+        publication replays it whole."""
+        if not self.replay:
+            logger.exception("publishing answer %s failed; it goes on and is replayed", self.message.pk)
+        self.replay = True
 
     def _batch(self) -> tuple[int, bool, list[tuple[str, dict]]]:
         """What is not on the wire yet, as events: (parts it covers, replay?, events)."""
@@ -280,13 +292,16 @@ class _Answer:
                             self.message.pk,
                         )
                     self.replay = True
-                    if self.finishing:
-                        return  # the final publication carries the replay
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, events.RETRY_MAX_SECONDS)
+                except Exception:
+                    self._unpublished()
+                else:
+                    delay = events.RETRY_MIN_SECONDS
+                    self._published(upto, replay, published)
                     continue
-                delay = events.RETRY_MIN_SECONDS
-                self._published(upto, replay, published)
+                if self.finishing:
+                    return  # the final publication carries the replay
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, events.RETRY_MAX_SECONDS)
         finally:
             self.sending = None
         _partials.add(self)
@@ -338,17 +353,44 @@ class _Answer:
     async def _end(
         self, status: str, *, finish: Finish | None = None, error: ProviderError | None = None
     ) -> None:
+        """Store the end, then announce it. Whatever fails on the way, the answer ends: a
+        failed publication of its last text is replayed by the final one, a failed final
+        write becomes a minimal one (`_store_failed_end`), a failed announcement leaves
+        the stored end for a reloading page, and the task ends (its answer leaves
+        `_running`) so the conversation takes the next message and a stop."""
         self.finishing = True
-        if self.sending is not None and self.replay:
-            # Retrying while Redis is unavailable: the final publication carries the replay.
-            self.sending.cancel()
-        self.flush()
-        while self.sending is not None:
-            # The last delta, one attempt: if it fails, the final publication replays.
-            await asyncio.wait([self.sending])
+        try:
+            if self.sending is not None and self.replay:
+                # Retrying while Redis is unavailable: the final publication carries the replay.
+                self.sending.cancel()
+            self.flush()
+            while self.sending is not None:
+                # The last delta, one attempt: if it fails, the final publication replays.
+                await asyncio.wait([self.sending])
+        except Exception:
+            logger.exception("publishing the last text of answer %s failed", self.message.pk)
+            self.replay = True
         # A partial write still on its way changes nothing after this one: it only
         # updates a row that is `streaming`.
         _partials.discard(self)
+        try:
+            end = await self._store_end(status, finish=finish, error=error)
+        except Exception:
+            logger.exception(
+                "storing the end of answer %s failed; it ends as an internal error", self.message.pk
+            )
+            end = await self._store_failed_end()
+        if end is None:
+            return
+        try:
+            await self._publish_end(*end)
+        except Exception:
+            logger.exception("announcing the end of answer %s failed; the end is stored", self.message.pk)
+
+    async def _store_end(
+        self, status: str, *, finish: Finish | None, error: ProviderError | None
+    ) -> tuple[str, dict] | None:
+        """Store the answer's end; returns the final event that announces it, or None."""
         fields = {
             "status": status,
             "content": self.content,
@@ -378,22 +420,37 @@ class _Answer:
                 logger.info(
                     "answer %s was deleted or ended elsewhere; its end is not stored", self.message.pk
                 )
-                return
-            await self._publish_end("error", error_payload(self.message.pk, interrupted_error()))
-            return
+                return None
+            return "error", error_payload(self.message.pk, interrupted_error())
         if error is not None:
-            await self._publish_end("error", error_payload(self.message.pk, error))
-            return
+            return "error", error_payload(self.message.pk, error)
         usage = {key: fields.get(key) for key in ("prompt_tokens", "completion_tokens")}
-        await self._publish_end(
-            "done",
-            {
-                "message": self.message.pk,
-                "finish_reason": fields["finish_reason"],
-                "usage": usage,
-                "duration_ms": fields["duration_ms"],
-            },
-        )
+        return "done", {
+            "message": self.message.pk,
+            "finish_reason": fields["finish_reason"],
+            "usage": usage,
+            "duration_ms": fields["duration_ms"],
+        }
+
+    async def _store_failed_end(self) -> tuple[str, dict] | None:
+        """The end of an answer whose final write failed: an internal error, stored with
+        the whole text if the database takes it, else over the partial text stored so
+        far. Tried again until it is stored: no other process ends an answer of a live
+        one, so a row left `streaming` would lock its conversation until a restart. An
+        answer whose row has ended meanwhile (the write went through, a later step
+        failed) ends as stored; one deleted, with no event."""
+        error = provider_error("internal", 500)
+        text = {"content": self.content, "event_id": self.event_id}
+        delay = FAILED_END_RETRY_MIN_SECONDS
+        while True:
+            try:
+                return await _end_as_error(self.message.pk, error, text)
+            except Exception:
+                logger.exception("storing answer %s as an internal error failed", self.message.pk)
+            if not text:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FAILED_END_RETRY_MAX_SECONDS)
+            text = {}
 
     async def _publish_end(self, event_type: str, payload: dict) -> None:
         """The final event, after the replay the wire may owe; later if Redis is down."""
@@ -442,18 +499,26 @@ class _PartialWriter:
         while self._answers:
             await asyncio.sleep(settings.ASSISTANT_PERSIST_SECONDS)
             answers, self._answers = self._answers, {}
-            rows = [(pk, *state) for pk, answer in answers.items() if (state := answer.partial())]
-            if not rows:
-                continue
             self._writing = True
             try:
-                await sync_to_async(_store_partials)(rows)
+                await self._write(answers)
             except Exception:
-                # The final write stores everything; a failed partial write only costs a
-                # reloading page some replay.
-                logger.exception("storing the partial text of %d answers failed", len(rows))
+                # The writer goes on for every answer: the final write stores everything,
+                # and a failed partial write only costs a reloading page some replay.
+                logger.exception("storing the partial text of %d answers failed", len(answers))
             finally:
                 self._writing = False
+
+    async def _write(self, answers: dict[int, _Answer]) -> None:
+        rows = [(pk, *state) for pk, answer in answers.items() if (state := answer.partial())]
+        if not rows:
+            return
+        for pk in await sync_to_async(_store_partials_or_each)(rows):
+            answer = answers[pk]
+            if not answer.finishing:
+                # Its state at the next write, even if it has not changed by then.
+                answer.persisted = (-1, -1)
+                self._answers.setdefault(pk, answer)
 
 
 def _store_partials(rows: list[tuple[int, str, int]]) -> None:
@@ -467,6 +532,29 @@ def _store_partials(rows: list[tuple[int, str, int]]) -> None:
     streaming = Status.STREAMING.value
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, [(text, position, id_, streaming) for id_, text, position in rows])
+
+
+def _store_partials_or_each(rows: list[tuple[int, str, int]]) -> list[int]:
+    """`_store_partials` of all rows; if that fails, of each row on its own, so that a row
+    the database refuses costs only its own answer's partial text. Returns the ids of the
+    rows not stored."""
+    try:
+        _store_partials(rows)
+        return []
+    except Exception:
+        if len(rows) == 1:
+            logger.exception("storing the partial text of answer %s failed", rows[0][0])
+            return [rows[0][0]]
+        logger.exception("storing the partial text of %d answers failed; storing each alone", len(rows))
+    failed = []
+    for row in rows:
+        try:
+            _store_partials([row])
+        except Exception:
+            failed.append(row[0])
+    if failed:
+        logger.warning("storing the partial text of answers %s failed", failed)
+    return failed
 
 
 _partials = _PartialWriter()
@@ -484,6 +572,49 @@ def error_payload(message_id: int, error: ProviderError) -> dict:
     if error.retry_after is not None:
         payload["retry_after"] = error.retry_after
     return payload
+
+
+# A final write that failed is tried again after this long, doubling up to the maximum.
+FAILED_END_RETRY_MIN_SECONDS = 0.1
+FAILED_END_RETRY_MAX_SECONDS = 10.0
+
+
+async def _end_as_error(message_id: int, error: ProviderError, text: dict) -> tuple[str, dict] | None:
+    """End an answer still `streaming` with `error` (and `text`: its content and event_id,
+    if given); returns the final event for its row: this error, the end it had already,
+    or None when it is gone."""
+    answer = Message.objects.filter(pk=message_id)
+    if await answer.filter(status=Status.STREAMING).aupdate(
+        status=Status.ERROR,
+        finish_reason="",
+        error_code=error.code,
+        error_type=error.type,
+        error_detail=error.detail,
+        **text,
+    ):
+        return "error", error_payload(message_id, error)
+    message = await answer.afirst()
+    return None if message is None else _stored_end(message)
+
+
+def _stored_end(message: Message) -> tuple[str, dict] | None:
+    """The final event that agrees with an ended answer's row; None while it streams."""
+    if message.status in (Status.ERROR, Status.INTERRUPTED):
+        error = ProviderError(
+            message.error_code or 500,
+            message.error_type or "internal",
+            message.error_detail,
+            message.error_type in RETRYABLE_TYPES,
+        )
+        return "error", error_payload(message.pk, error)
+    if message.status in (Status.DONE, Status.CANCELLED):
+        return "done", {
+            "message": message.pk,
+            "finish_reason": message.finish_reason,
+            "usage": _usage(message),
+            "duration_ms": message.duration_ms,
+        }
+    return None
 
 
 def history_before(message: Message) -> list[dict[str, str]]:
@@ -508,10 +639,10 @@ async def _generate(
         event_id=message.event_id if start_id is None else start_id,
         replay=start_id is None,
     )
-    if answer.replay:
-        answer.flush()  # publishes the start as soon as Redis answers
     with translation.override(language):
         try:
+            if answer.replay:
+                answer.flush()  # publishes the start as soon as Redis answers
             finish = None
             async with asyncio.timeout(settings.ASSISTANT_MAX_ANSWER_SECONDS):
                 stream = get_provider().stream(model=message.model, messages=history, pace=answer.pace)
@@ -548,7 +679,8 @@ async def _generate(
         except TimeoutError:
             await answer.finish(Status.ERROR, error=provider_error("timeout", 504))
         except Exception as exc:
-            error = error_from_exception(exc)
+            # The provider raises ProviderError alone: anything else is Assistant's own fault.
+            error = exc if isinstance(exc, ProviderError) else provider_error("internal", 500)
             if not isinstance(exc, ProviderError):
                 logger.exception("generating answer %s failed", message.pk)
             await answer.finish(Status.ERROR, error=error)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,11 +32,54 @@ from django.utils.translation import gettext_lazy as _
 logger = logging.getLogger(__name__)
 
 
+# The largest token count kept: a billion, far beyond any model's context. Counts go to
+# 32-bit columns (PositiveIntegerField), and SQL adds an answer's two in that type (the
+# usage limits): 2**31 - 1 in each made every later send of the user fail on PostgreSQL.
+TOKENS_MAX = 1_000_000_000
+# The reasons an OpenAI-compatible server gives for ending an answer. Anything else an
+# upstream says (a long text, a number, an object, "cancelled", which only a stop
+# decides) is stored and published as OTHER_FINISH_REASON.
+FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls", "function_call"})
+OTHER_FINISH_REASON = "other"
+# Longer than any wait a model service means: a larger Retry-After is read as this.
+RETRY_AFTER_MAX_SECONDS = 3600.0
+
+
+def token_count(value: object) -> int | None:
+    """A usage figure from the upstream as Assistant stores it: a whole number from 0 to
+    TOKENS_MAX, or None (not said, or not a count).
+
+    A figure out of range is None, not clamped: no answer has a billion tokens, and the
+    maximum stored in its place would pass for a measurement.
+    """
+    if type(value) is float and value.is_integer():  # 12.0; never inf or nan
+        value = int(value)
+    if type(value) is not int:  # bool is an int, but true is not a count; "12" is a string
+        return None
+    return value if 0 <= value <= TOKENS_MAX else None
+
+
+def finish_reason_of(value: object) -> str:
+    """The upstream's finish_reason as Assistant stores it: one of FINISH_REASONS,
+    `stop` when it said none, OTHER_FINISH_REASON for anything else."""
+    if value is None or value == "":
+        return "stop"
+    return value if isinstance(value, str) and value in FINISH_REASONS else OTHER_FINISH_REASON
+
+
 @dataclass(frozen=True)
 class Finish:
+    """How an answer ended, as the upstream said, always within what the database stores:
+    every provider's values pass through `finish_reason_of` and `token_count` here."""
+
     finish_reason: str = "stop"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "finish_reason", finish_reason_of(self.finish_reason))
+        object.__setattr__(self, "prompt_tokens", token_count(self.prompt_tokens))
+        object.__setattr__(self, "completion_tokens", token_count(self.completion_tokens))
 
 
 @dataclass
@@ -79,6 +123,8 @@ def provider_error(type_: str, code: int, retry_after: float | None = None) -> P
 
 
 def _status_error(status: int, retry_after: float | None) -> ProviderError:
+    if not 100 <= status <= 599:
+        return provider_error("upstream_error", 502)  # no status HTTP defines
     if status in (401, 403):
         return provider_error("auth_failed", status)
     if status == 404:
@@ -95,11 +141,15 @@ def _status_error(status: int, retry_after: float | None) -> ProviderError:
 
 
 def _retry_after(headers) -> float | None:
+    """The Retry-After header's seconds, at most RETRY_AFTER_MAX_SECONDS; None when absent
+    or not a number of seconds (an HTTP date, a negative, inf or nan)."""
     try:
         value = float(headers.get("retry-after", ""))
     except ValueError:
         return None
-    return value if value >= 0 else None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return min(value, RETRY_AFTER_MAX_SECONDS)
 
 
 def _causes(exc: BaseException | None) -> Iterator[BaseException]:
@@ -346,12 +396,23 @@ def _chunk(data: bytes) -> dict:
         return json.loads(data.decode())  # str: json skips guessing the encoding
 
 
+def _broken() -> ProviderError:
+    return provider_error("upstream_error", 502)
+
+
 @dataclass
 class _Completion:
-    """What the data lines of a streamed chat completion said so far."""
+    """What the data lines of a streamed chat completion said so far.
+
+    Every value is checked where it is read: a chunk that is not shaped as the protocol
+    says (not an object, choices that are not a list of objects, text that is not a
+    string) is a broken answer, and what the upstream says about the answer's end (its
+    finish_reason, its usage figures) is kept only as `Finish` stores it.
+    """
 
     finish_reason: str = "stop"
-    usage: dict = field(default_factory=dict)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
     done: bool = False
     # A broken line (invalid JSON, an in-stream error): the text before it still counts.
     error: Exception | None = None
@@ -367,25 +428,37 @@ class _Completion:
                 if data == b"[DONE]":
                     self.done = True
                     break
-                chunk = _chunk(data)
-                if "error" in chunk:
-                    raise provider_error("upstream_error", 502)
-                if chunk.get("usage"):
-                    self.usage = chunk["usage"]
-                for choice in chunk.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        texts.append(text)
-                    if choice.get("finish_reason"):
-                        self.finish_reason = choice["finish_reason"]
+                self._read(_chunk(data), texts)
         except Exception as exc:
             self.error = exc
         return model_text("".join(texts))
 
+    def _read(self, chunk: object, texts: list[str]) -> None:
+        if not isinstance(chunk, dict) or "error" in chunk:
+            raise _broken()
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and usage:
+            self.prompt_tokens = token_count(usage.get("prompt_tokens"))
+            self.completion_tokens = token_count(usage.get("completion_tokens"))
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise _broken()
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise _broken()
+            delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise _broken()
+            text = delta.get("content")
+            if text is not None and not isinstance(text, str):
+                raise _broken()
+            if text:
+                texts.append(text)
+            if choice.get("finish_reason"):
+                self.finish_reason = finish_reason_of(choice["finish_reason"])
+
     def finish(self) -> Finish:
-        return Finish(
-            self.finish_reason, self.usage.get("prompt_tokens"), self.usage.get("completion_tokens")
-        )
+        return Finish(self.finish_reason, self.prompt_tokens, self.completion_tokens)
 
 
 def _http_client(base_url: str) -> openai.DefaultAioHttpClient | None:
@@ -480,7 +553,10 @@ class OpenAIProvider:
             response = await self.client.chat.completions.create(
                 model=model, messages=messages, max_tokens=max_tokens, stream=False
             )
-            return model_text(response.choices[0].message.content or "") if response.choices else ""
+            content = response.choices[0].message.content if response.choices else None
+            if content is not None and not isinstance(content, str):
+                raise _broken()  # the SDK builds its objects without checking types
+            return model_text(content or "")
         except Exception as exc:
             # The caller logs the mapped type; the exception's text may quote the upstream.
             raise error_from_exception(exc) from None

@@ -63,6 +63,11 @@ BEHAVIOUR_DEFAULTS: dict[str, Any] = {
     "headers": None,  # dict of extra response headers
     "stamp": False,  # streamed token i is "w<i>:<time.monotonic_ns()>", stamped as it is written
     "gzip": False,  # stream with content-encoding: gzip, flushed after every chunk
+    # Data lines sent after the role chunk instead of the tokens, the finish and the usage
+    # (then [DONE]): a str as it is (UTF-8, lone surrogates too), anything else as its JSON.
+    "chunks": None,
+    # The non-streamed answer's body instead of the completion object, the same way.
+    "completion": None,
 }
 
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
@@ -111,6 +116,13 @@ def _encode_str(value: str, ascii_json: bool) -> bytes:
         return _ENC_UTF8(value).encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: only representable escaped
         return _ENC_ASCII(value).encode("ascii")
+
+
+def _scripted(value: Any) -> bytes:
+    """A scripted data line or body (`chunks`, `completion`): a str is the raw text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return _encode_json(value)
 
 
 def _frame(payload: bytes) -> bytes:
@@ -729,6 +741,8 @@ class FakeUpstream:
         if behaviour["reset_after"] is not None:
             conn.abort()
             return False
+        if behaviour["completion"] is not None:
+            return self._send(conn, 200, _scripted(behaviour["completion"]), keep_alive, extra)
         text = behaviour["text"]
         if text is not None:
             n_tokens = len(split_tokens(text))
@@ -819,6 +833,10 @@ class FakeUpstream:
         role_gap = float(behaviour["role_gap"] or 0)
         if role_gap > 0 and not await conn.sleep_until(loop.time() + role_gap):
             return False
+        if behaviour["chunks"] is not None:
+            lines = [frame(b"data: " + _scripted(chunk) + b"\n\n") for chunk in behaviour["chunks"]]
+            conn.write(b"".join(lines) + frame(_DONE) + last_chunk())
+            return keep_alive
 
         text = behaviour["text"]
         tokens = split_tokens(text) if text is not None else None

@@ -390,3 +390,178 @@ def test_a_chunk_that_is_not_json_is_an_error_after_the_text_before_it():
     lines = [b'data: {"choices":[{"delta":{"content":"ok"}}]}', b"data: {not json"]
     assert completion.text(lines) == "ok"
     assert completion.error is not None
+
+
+# --- values from the upstream, checked where they are read ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("figure", "count"),
+    [
+        (0, 0),
+        (12, 12),
+        (12.0, 12),
+        (10**9, 10**9),
+        (-1, None),
+        (10**9 + 1, None),
+        (2**31 - 1, None),
+        (2**31, None),
+        (2**70, None),
+        (1e309, None),
+        (float("nan"), None),
+        (1.5, None),
+        ("12", None),
+        (True, None),
+        (None, None),
+        ({"tokens": 1}, None),
+        ([1], None),
+    ],
+)
+def test_usage_figures_are_counts_the_columns_hold_or_none(figure, count):
+    finish = Finish("stop", figure, figure)
+    assert (finish.prompt_tokens, finish.completion_tokens) == (count, count)
+    assert count is None or type(finish.prompt_tokens) is int
+
+
+@pytest.mark.parametrize(
+    ("said", "reason"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("content_filter", "content_filter"),
+        ("tool_calls", "tool_calls"),
+        (None, "stop"),
+        ("", "stop"),
+        ("cancelled", "other"),  # only a stop decides that
+        ("x" * 10_000, "other"),
+        ("stop\x00", "other"),
+        ("\ud800", "other"),
+        (12, "other"),
+        ({"reason": "stop"}, "other"),
+        (["stop"], "other"),
+    ],
+)
+def test_finish_reasons_are_known_short_names(said, reason):
+    assert Finish(said).finish_reason == reason
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        ("0.5", 0.5),
+        ("86400", 3600.0),
+        ("1e309", None),
+        ("inf", None),
+        ("nan", None),
+        ("-1", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ("", None),
+    ],
+)
+def test_retry_after_is_seconds_up_to_an_hour_or_none(header, seconds):
+    assert llm._retry_after({"retry-after": header}) == seconds
+
+
+def items_until_error(provider: OpenAIProvider) -> tuple[list, ProviderError | None]:
+    """What `provider.stream` yielded, and the error it ended with (None: it finished)."""
+    items: list = []
+
+    async def run() -> ProviderError | None:
+        try:
+            async for item in provider.stream(
+                model="fake-model", messages=[{"role": "user", "content": "hi"}]
+            ):
+                items.append(item)
+        except ProviderError as error:
+            return error
+        finally:
+            await provider.client.close()
+        return None
+
+    return items, asyncio.run(run())
+
+
+def chunk(**fields) -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake-model",
+        **fields,
+    }
+
+
+def test_a_hostile_finish_and_usage_reach_the_app_as_the_columns_hold_them(provider_settings, upstream):
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    upstream.set(
+        chunks=[
+            chunk(choices=[{"index": 0, "delta": {"content": "Hallo"}, "finish_reason": None}]),
+            chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "x" * 10_000}]),
+            # 1e309 is a number JSON allows and no float holds: Python's json reads inf.
+            '{"choices":[],"usage":{"prompt_tokens":1e309,"completion_tokens":-1}}',
+        ]
+    )
+    items, error = items_until_error(OpenAIProvider())
+    assert error is None
+    assert items == ["Hallo", Finish("other", None, None)]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        [1, 2],
+        "text",
+        5,
+        chunk(choices={"0": {"delta": {"content": "x"}}}),
+        chunk(choices=["x"]),
+        chunk(choices=[{"index": 0, "delta": "x"}]),
+        chunk(choices=[{"index": 0, "delta": {"content": 5}}]),
+        chunk(choices=[{"index": 0, "delta": {"content": {"text": "x"}}}]),
+    ],
+)
+def test_chunks_not_shaped_as_the_protocol_are_a_broken_answer_after_the_text_before_them(
+    provider_settings, upstream, broken
+):
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    upstream.set(chunks=[chunk(choices=[{"index": 0, "delta": {"content": "Hallo"}}]), broken])
+    items, error = items_until_error(OpenAIProvider())
+    assert items == ["Hallo"]
+    assert (error.code, error.type) == (502, "upstream_error")
+
+
+def test_a_status_http_does_not_define_is_a_broken_answer(provider_settings, upstream):
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    upstream.set(status=999)
+    items, error = items_until_error(OpenAIProvider())
+    assert (items, error.code, error.type) == ([], 502, "upstream_error")
+
+
+@pytest.mark.parametrize("content", [5, True, {"text": "Titel"}, ["Titel"]])
+def test_a_non_streamed_reply_whose_text_is_not_a_string_is_a_broken_answer(
+    provider_settings, upstream, content
+):
+    provider_settings.OPENAI_BASE_URL = upstream.url
+    message = {"role": "assistant", "content": content}
+    upstream.set(
+        completion={
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "fake-model",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+    )
+    provider = OpenAIProvider()
+
+    async def run() -> str:
+        try:
+            return await provider.complete(
+                model="fake-model", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+            )
+        finally:
+            await provider.client.close()
+
+    with pytest.raises(ProviderError) as raised:
+        asyncio.run(run())
+    assert (raised.value.code, raised.value.type) == (502, "upstream_error")
