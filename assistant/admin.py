@@ -58,8 +58,11 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from assistant import review
+from assistant.forms import AdminLoginForm
 from assistant.models import AccessLog, Conversation, Message
 
+# The admin's login counts and limits failed logins like the login page (assistant.throttle).
+admin.site.login_form = AdminLoginForm
 # No page of the admin, its login included, announces the software behind it.
 admin.site.site_header = _("Assistant administration")
 admin.site.site_title = _("Assistant administration")

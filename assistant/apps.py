@@ -11,9 +11,10 @@ class AssistantConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Its signal receivers end the event streams of deactivated, deleted and logged-out
-        # users, in every process (commands included, so that other processes hear of it).
-        from assistant import stream_endpoint  # noqa: F401
+        # Signal receivers: stream_endpoint's end the event streams of deactivated, deleted
+        # and logged-out users, in every process (commands included, so that other
+        # processes hear of it); throttle's counts and logs every failed login.
+        from assistant import stream_endpoint, throttle  # noqa: F401
 
         # The objects of start-up (modules, settings, URL patterns: about 150,000) live as
         # long as the process: out of the collector's sight, a full collection no longer

@@ -7,11 +7,14 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from assistant import throttle
 from assistant.models import Message
 from assistant.services import ServiceError
 
@@ -164,3 +167,27 @@ class SetupForm(forms.Form):
         if data.get("password1"):
             validate_password(data["password1"])
         return data
+
+
+class LoginThrottleMixin:
+    """A login form whose password check goes through assistant.throttle.login_guard: too
+    many failures (per account, per address) or too many checks at once refuse it before
+    any password is hashed. `refusal` then says how (status, Retry-After) for the view."""
+
+    refusal: throttle.LoginRefused | None = None
+
+    def clean(self) -> dict[str, Any]:
+        try:
+            with throttle.login_guard(self.request, str(self.data.get("username", ""))):
+                return super().clean()
+        except throttle.LoginRefused as refusal:
+            self.refusal = refusal
+            raise ValidationError(refusal.message, code="throttled") from None
+
+
+class LoginForm(LoginThrottleMixin, AuthenticationForm):
+    """The login page's form."""
+
+
+class AdminLoginForm(LoginThrottleMixin, AdminAuthenticationForm):
+    """The admin's login form (admin.site.login_form)."""

@@ -45,7 +45,7 @@ from django.db.models import Count, Max, Min, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from assistant import events, generation, llm
+from assistant import events, generation, llm, spreadsheet
 from assistant.models import AccessLog, Conversation, DeletionRecord, Message
 from assistant.review import (
     RATING_NAMES,
@@ -227,17 +227,12 @@ def conversations_stream(
     )
 
 
-def spreadsheet_safe(value: object) -> str:
-    """A CSV cell that a spreadsheet shows as text: one starting like a formula gets a `'`."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _csv_rows(conversation: Conversation) -> Iterator[list[str]]:
+    # Every cell is made inert by the writer (assistant.spreadsheet), not only these.
     head = [
         str(conversation.pk),
         conversation.owner.get_username(),
-        spreadsheet_safe(conversation.title),
+        conversation.title,
         conversation.model,
         "yes" if conversation.archived else "no",
         conversation.created_at.isoformat(),
@@ -255,13 +250,13 @@ def _csv_rows(conversation: Conversation) -> Iterator[list[str]]:
             message.status,
             message.model,
             message.created_at.isoformat(),
-            spreadsheet_safe(message.content),
+            message.content,
             message.finish_reason,
             "" if message.prompt_tokens is None else str(message.prompt_tokens),
             "" if message.completion_tokens is None else str(message.completion_tokens),
             "yes" if message.superseded else "no",
             RATING_NAMES.get(message.feedback, ""),
-            spreadsheet_safe(message.feedback_comment),
+            message.feedback_comment,
             message.error_type,
         ]
 
@@ -317,7 +312,8 @@ def conversations_export(
 ) -> ExportCounts:
     """Write `conversations` to `out`: JSON Lines (one conversation with its messages per
     line, the same objects as the reviewers' export) or CSV (one row per message, with
-    the conversation's columns; formula-like cells prefixed with `'`). Returns the counts.
+    the conversation's columns; every cell inert for spreadsheets: assistant.spreadsheet).
+    Returns the counts.
 
     Like the admin's export, every conversation goes on the access log ("export:
     <reason>", by `actor`) before it is written, a chunk at a time. `progress` is called
@@ -329,7 +325,7 @@ def conversations_export(
     counts = ExportCounts()
     writer = None
     if format == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = spreadsheet.writer(out, lineterminator="\n")
         writer.writerow(CSV_CONVERSATION_COLUMNS + CSV_MESSAGE_COLUMNS)
     for batch in _batches(conversations_stream(conversations), EXPORT_CHUNK):
         _accesses_record(batch, actor=actor, reason=reason)

@@ -12,7 +12,6 @@ before sending it, which for an export of many conversations is the wrong trade.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 import uuid
@@ -29,6 +28,7 @@ from django.utils import formats, timezone, translation
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from assistant import spreadsheet
 from assistant.models import AccessLog, Conversation, Message
 
 REVIEW_PERMISSION = "assistant.review_conversation"
@@ -322,20 +322,15 @@ class _Line:
         return value
 
 
-def _csv_cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # A cell starting like a formula runs as one in spreadsheet programs (reasons are free text).
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 async def access_log_csv(entries: QuerySet[AccessLog]) -> AsyncIterator[str]:
-    """The entries as CSV, header first, one row per access (UTC ISO times)."""
-    writer = csv.writer(_Line())
+    """The entries as CSV, header first, one row per access (UTC ISO times). Every cell
+    is made inert for spreadsheets (assistant.spreadsheet): reasons and names are free text."""
+    writer = spreadsheet.writer(_Line())
     yield writer.writerow(ACCESS_LOG_COLUMNS)
     # values(), not values_list(): in Django 5.2 the latter's aiterator() runs its query
     # on the event loop and fails.
     rows = entries.values(*ACCESS_LOG_COLUMNS)
     async for row in rows.aiterator(chunk_size=2000):
         cells = [row["accessed_at"].isoformat()]
-        cells += [_csv_cell(row[column]) for column in ACCESS_LOG_COLUMNS[1:]]
+        cells += [row[column] for column in ACCESS_LOG_COLUMNS[1:]]
         yield writer.writerow(cells)

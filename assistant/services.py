@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
-from assistant import events, generation
+from assistant import events, generation, throttle
 from assistant.models import Conversation, Message, sql_names
 
 TITLE_WORDS_CHARS = 60
@@ -68,6 +68,21 @@ def title_from(content: str) -> str:
     return words[:TITLE_WORDS_CHARS].rsplit(" ", 1)[0] + "…"
 
 
+def _writes_allow(user, limit: throttle.Limit) -> None:
+    """Count one cheap write of `user` against `limit`; 429 `rate_limited` beyond it.
+
+    Counted before the lookup: probing ids that are not the user's spends the budget too.
+    """
+    wait = limit.hit(str(getattr(user, "pk", user)))
+    if wait is not None:
+        raise ServiceError(
+            429,
+            "rate_limited",
+            _("Too many changes in a short time. Try again in %(seconds)d seconds.") % {"seconds": wait},
+            retry_after=wait,
+        )
+
+
 def conversation_get(*, user, conversation_id: uuid.UUID | str) -> Conversation:
     with found_or_404():
         return Conversation.objects.get(pk=conversation_id, owner=user)
@@ -82,6 +97,7 @@ def conversation_create(
     *, user, title: str = "", model: str | None = None, question: str = ""
 ) -> Conversation:
     """A conversation; without a `title`, its first `question`'s first words stand in."""
+    _writes_allow(user, throttle.conversations_limit())
     return Conversation.objects.create(
         owner=user, title=title or title_from(question), title_chosen=bool(title), model=model_validate(model)
     )
@@ -94,6 +110,7 @@ def conversation_update(
 
     Neither moves the conversation in the newest-first list: `updated_at` stays.
     """
+    _writes_allow(user, throttle.writes_limit())
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     fields = []
     if title is not None:
@@ -118,6 +135,7 @@ async def conversation_delete(*, user, conversation_id: uuid.UUID | str) -> None
     Shielded, like sending: a client that disconnects midway must not leave an answer
     stopped but its conversation kept, or the other way round.
     """
+    await sync_to_async(_writes_allow)(user, throttle.writes_limit())
 
     async def delete() -> None:
         conversation = await aconversation_get(user=user, conversation_id=conversation_id)
@@ -433,6 +451,7 @@ def _message_get(*, user, message_id: int) -> Message:
 
 def message_feedback(*, user, message_id: int, rating: int | None, comment: str = "") -> Message:
     """Rate one of the user's answers (1 up, -1 down), or clear the rating with None."""
+    _writes_allow(user, throttle.writes_limit())
     with found_or_404():
         message = Message.objects.get(pk=message_id, conversation__owner=user, role=Message.Role.ASSISTANT)
     message.feedback = rating
@@ -445,6 +464,7 @@ def message_feedback(*, user, message_id: int, rating: int | None, comment: str 
 
 async def message_cancel(*, user, message_id: int) -> Message:
     """Stop generating an answer. Stopping one that already ended changes nothing."""
+    await sync_to_async(_writes_allow)(user, throttle.writes_limit())
     message = await sync_to_async(_message_get)(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
         raise not_found()

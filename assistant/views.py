@@ -33,6 +33,7 @@ from assistant.forms import (
     ConversationSearchForm,
     ConversationUpdateForm,
     FeedbackForm,
+    LoginForm,
     MessageForm,
     SetupForm,
     json_body,
@@ -137,12 +138,25 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
 
 
 class AssistantLoginView(LoginView):
-    """Django's login view; before the first user exists it leads to the setup form."""
+    """Django's login view; before the first user exists it leads to the setup form.
+
+    Its form refuses logins over the limits of assistant.throttle before any password is
+    hashed: 429 with Retry-After (too many failures, or too many checks at once).
+    """
+
+    form_class = LoginForm
 
     def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if not get_user_model().objects.exists():
             return redirect("setup")
         return super().dispatch(request, *args, **kwargs)
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.refusal is not None:
+            response.status_code = form.refusal.status
+            response["Retry-After"] = str(form.refusal.retry_after)
+        return response
 
 
 @require_http_methods(["GET", "POST"])

@@ -299,6 +299,22 @@ for _proxy in ASSISTANT_SSO_TRUSTED_PROXIES:
                 f"ASSISTANT_SSO_TRUSTED_PROXIES takes IPs, CIDRs or `unix`, got {_proxy!r}"
             ) from None
 
+# --- The client's address (assistant/throttle.py: login limits per address) ---------------
+# The direct peers whose X-Forwarded-For names the client (its last entry, which the proxy
+# wrote); from anybody else the header is ignored. `unix`: daphne on a Unix socket, which
+# only nginx can open (docs/deployment.md); IPs or CIDRs for a proxy or balancer on TCP.
+ASSISTANT_TRUSTED_PROXIES = env_list(
+    "ASSISTANT_TRUSTED_PROXIES", ",".join(ASSISTANT_SSO_TRUSTED_PROXIES) or "unix"
+)
+for _proxy in ASSISTANT_TRUSTED_PROXIES:
+    if _proxy != "unix":
+        try:
+            ipaddress.ip_network(_proxy, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"ASSISTANT_TRUSTED_PROXIES takes IPs, CIDRs or `unix`, got {_proxy!r}"
+            ) from None
+
 # --- LLM access (assistant/llm.py is the only client) -------------------------------------
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
@@ -323,6 +339,21 @@ ASSISTANT_DEMO_TOKENS_PER_SECOND = env_number("ASSISTANT_DEMO_TOKENS_PER_SECOND"
 # --- Limits per user (0 = none), checked before anything reaches the upstream --------------
 ASSISTANT_RATE_LIMIT_PER_MINUTE = int(env_number("ASSISTANT_RATE_LIMIT_PER_MINUTE", 20))
 ASSISTANT_DAILY_TOKEN_QUOTA = int(env_number("ASSISTANT_DAILY_TOKEN_QUOTA", 0))
+# Cheap writes per user and minute (assistant/throttle.py; 0 = none): new conversations;
+# renaming, archiving, deleting, feedback and stopping answers together. Far above what
+# a person clicks; a script flooding the database meets them (429 rate_limited).
+ASSISTANT_CONVERSATIONS_PER_MINUTE = env_int("ASSISTANT_CONVERSATIONS_PER_MINUTE", 30)
+ASSISTANT_WRITES_PER_MINUTE = env_int("ASSISTANT_WRITES_PER_MINUTE", 120)
+
+# --- Logins (assistant/throttle.py) --------------------------------------------------------
+# Failed logins per account (the name as typed) and per client address within a window;
+# beyond them logins are refused, before any password is checked, until the window ends.
+ASSISTANT_LOGIN_FAILURES_PER_ACCOUNT = env_int("ASSISTANT_LOGIN_FAILURES_PER_ACCOUNT", 5)
+ASSISTANT_LOGIN_FAILURES_PER_ADDRESS = env_int("ASSISTANT_LOGIN_FAILURES_PER_ADDRESS", 30)
+ASSISTANT_LOGIN_WINDOW_SECONDS = env_int("ASSISTANT_LOGIN_WINDOW_SECONDS", 15 * 60, minimum=1)
+# Password checks (hashing: tens of milliseconds of CPU each) running at once per process;
+# more logins are refused at once, so a flood cannot take every request thread.
+ASSISTANT_LOGIN_CONCURRENCY = env_int("ASSISTANT_LOGIN_CONCURRENCY", 2, minimum=1)
 
 # --- Streaming -----------------------------------------------------------------------------
 # Deltas arriving within this window go out as one event. The window grows with the
@@ -382,6 +413,15 @@ if not REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+else:
+    # Shared by all processes: the login and write limits count in it (assistant/throttle.py).
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": ASSISTANT_REDIS_PREFIX,
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":

@@ -19,6 +19,8 @@ import httpx
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client
 
 from assistant import review
@@ -58,6 +60,14 @@ def django_db_setup(django_db_setup, django_db_blocker):
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_counts_from_earlier_tests() -> None:
+    """The login and write limits count in Django's cache (assistant/throttle.py). In this
+    process it is local memory, and SQLite gives a rolled-back test's user ids out again."""
+    if isinstance(cache, LocMemCache):
+        cache.clear()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ It reads counts and token sums only, never message text.
 
 from __future__ import annotations
 
-import csv
 from datetime import timedelta
 from decimal import Decimal
 
@@ -15,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from assistant import governance
+from assistant import governance, spreadsheet
 from assistant.governance import GovernanceError, Period
 
 DEFAULT_DAYS = 30
@@ -92,7 +91,8 @@ class Command(BaseCommand):
         return [*values, _cost(row.cost, places)] if priced else values
 
     def _csv(self, report: governance.UsageReport) -> None:
-        writer = csv.writer(_Lines(self), lineterminator="\n")
+        # User names may start like a formula (`-x`, `@x`): every cell is made inert.
+        writer = spreadsheet.writer(_Lines(self), lineterminator="\n")
         numbers = [name.replace(" ", "_") for name in NUMBERS]
         writer.writerow([*report.by, *numbers, *(["cost_usd"] if report.priced else [])])
         for row in report.rows:
@@ -123,7 +123,7 @@ class Command(BaseCommand):
 
 
 class _Lines:
-    """A file for csv.writer over the command's stdout."""
+    """A file for the CSV writer over the command's stdout."""
 
     def __init__(self, command: BaseCommand) -> None:
         self.command = command
