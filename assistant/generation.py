@@ -37,6 +37,7 @@ from assistant.llm import (
     provider_error,
 )
 from assistant.models import Message, ServerProcess, sql_names
+from assistant.usage import ausage_tokens_add
 
 logger = logging.getLogger(__name__)
 
@@ -408,6 +409,14 @@ class _Answer:
             fields["finish_reason"] = "cancelled"
         if error is not None:
             fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
+        if finish is not None:
+            # The usage record first, whatever became of the row below (deleted, ended
+            # elsewhere): the tokens were spent. Stored before the answer reads as ended.
+            await ausage_tokens_add(
+                message_id=self.message.pk,
+                prompt_tokens=finish.prompt_tokens,
+                completion_tokens=finish.completion_tokens,
+            )
         updated = await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(**fields)
         if not updated:
             # Another process found this one's lease lapsed and marked the answer

@@ -42,11 +42,12 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Count, Max, Min, Prefetch, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from assistant import events, generation, llm, spreadsheet
-from assistant.models import AccessLog, Conversation, DeletionRecord, Message
+from assistant.models import AccessLog, Conversation, DeletionRecord, Message, UsageRecord
 from assistant.review import (
     RATING_NAMES,
     REASON_MAX_CHARS,
@@ -55,6 +56,7 @@ from assistant.review import (
     conversation_export_json,
     message_export_json,
 )
+from assistant.usage import usage_anonymise
 
 
 class GovernanceError(Exception):
@@ -460,6 +462,8 @@ def retention_purge(
 # --- usage ---------------------------------------------------------------------------------
 
 USAGE_KEYS = ("user", "model", "day")
+# The one group of usage_report for answers whose account was erased or deleted.
+DELETED_USERS = gettext_lazy("(deleted users)")
 
 
 @dataclass
@@ -502,24 +506,26 @@ def _price(costs: dict[str, Sequence[float]], model: str, prompt: int, completio
 def usage_report(
     *, period: Period, by: Sequence[str], costs: dict[str, Sequence[float]] | None = None
 ) -> UsageReport:
-    """Answers and tokens of the assistant messages created within `period`, grouped by `by`.
+    """Answers and tokens of the answers started within `period`, grouped by `by`.
 
-    Every answer counts, also superseded, failed and cancelled ones (they cost tokens
-    too). With `costs` (USD per million prompt and completion tokens, per model) rows
-    get a cost; models without a price are listed in `unpriced_models` and add nothing.
+    Read from the usage record, so answers of deleted conversations still count. Every
+    answer counts, also superseded, failed and cancelled ones (they cost tokens too).
+    Answers of erased or deleted accounts are one group, `DELETED_USERS`. With `costs`
+    (USD per million prompt and completion tokens, per model) rows get a cost; models
+    without a price are listed in `unpriced_models` and add nothing.
     """
     costs = settings.ASSISTANT_MODEL_COSTS if costs is None else costs
-    answers = period.filter(Message.objects.filter(role=Message.Role.ASSISTANT), "created_at")
-    fields: dict[str, Any] = {"owner": "conversation__owner__username", "model": "model"}
+    answers = period.filter(UsageRecord.objects.all(), "created_at")
+    fields: dict[str, Any] = {"owner": "user__username", "model": "model"}
     if "day" in by:
         answers = answers.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
         fields["day"] = "day"
     grouped = (
         answers.values(*fields.values())
         .annotate(
-            answers=Count("pk"),
-            prompt=Coalesce(Sum("prompt_tokens"), 0),
-            completion=Coalesce(Sum("completion_tokens"), 0),
+            answers=Sum("answers"),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
         )
         .order_by()
     )
@@ -527,7 +533,8 @@ def usage_report(
     total = UsageRow(key=())
     unpriced: set[str] = set()
     for item in grouped:
-        values = {"user": item[fields["owner"]], "model": item["model"] or "-", "day": str(item.get("day"))}
+        user = item[fields["owner"]] or str(DELETED_USERS)
+        values = {"user": user, "model": item["model"] or "-", "day": str(item.get("day"))}
         key = tuple(values[name] for name in by)
         row = rows.setdefault(key, UsageRow(key=key))
         cost = _price(costs, item["model"], item["prompt"], item["completion"])
@@ -553,15 +560,15 @@ def quota_reached(*, period: Period, quota: int | None = None) -> list[tuple[str
     quota = settings.ASSISTANT_DAILY_TOKEN_QUOTA if quota is None else quota
     if not quota:
         return []
-    answers = period.filter(Message.objects.filter(role=Message.Role.ASSISTANT), "created_at")
+    answers = period.filter(UsageRecord.objects.filter(user__isnull=False), "created_at")
     days = (
         answers.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
-        .values("conversation__owner__username", "day")
-        .annotate(tokens=Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0))
+        .values("user__username", "day")
+        .annotate(tokens=Sum("prompt_tokens") + Sum("completion_tokens"))
         .filter(tokens__gte=quota)
-        .order_by("day", "conversation__owner__username")
+        .order_by("day", "user__username")
     )
-    return [(row["conversation__owner__username"], str(row["day"]), row["tokens"]) for row in days]
+    return [(row["user__username"], str(row["day"]), row["tokens"]) for row in days]
 
 
 # --- one person's data (GDPR Art. 15 and 17) ----------------------------------------------
@@ -638,6 +645,7 @@ def _user_summary(user) -> DeletionSummary:
         ).count(),
         "access_log_about_them": AccessLog.objects.filter(owner=user).count(),
         "access_log_by_them": AccessLog.objects.filter(reviewer=user).count(),
+        "usage_answers": UsageRecord.objects.filter(user=user).aggregate(n=Sum("answers"))["n"] or 0,
     }
     return summary
 
@@ -650,11 +658,14 @@ def user_data_preview(*, user) -> DeletionSummary:
 def user_data_delete(
     *, user, actor: str, keep_account: bool = False
 ) -> tuple[DeletionSummary, DeletionRecord]:
-    """Erase `user`'s conversations and messages, anonymise the access log, delete the account.
+    """Erase `user`'s conversations and messages, anonymise the access log and the usage
+    record, delete the account.
 
     Streaming answers are stopped first (wherever they generate; that process finds the
     row gone and ends quietly). Access log rows stay, as the reviewers' accountability
-    record, with the person named "deleted user #<id>" and unlinked. With `keep_account`
+    record, with the person named "deleted user #<id>" and unlinked. Their usage rows
+    become counted rows per day and model without user or message (`usage_anonymise`),
+    so usage totals do not change. With `keep_account`
     the account stays as it is (only its data goes). The `DeletionRecord` holds counts,
     the range of last activity and the user's id, never names or content.
     """
@@ -668,6 +679,7 @@ def user_data_delete(
         name = _deleted_name(user)
         AccessLog.objects.filter(owner=user).update(owner=None, owner_username=name)
         AccessLog.objects.filter(reviewer=user).update(reviewer=None, reviewer_username=name)
+        summary.extra["usage_answers"] = usage_anonymise(user=user)
         record = DeletionRecord.objects.create(
             kind=DeletionRecord.Kind.USER_DATA,
             actor=actor[:150],
@@ -680,6 +692,7 @@ def user_data_delete(
                 "account": "kept" if keep_account else "deleted",
                 "access_log_anonymised": summary.extra["access_log_about_them"]
                 + summary.extra["access_log_by_them"],
+                "usage_answers_anonymised": summary.extra["usage_answers"],
             },
         )
         if not keep_account:

@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import connection, models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -179,3 +180,39 @@ class DeletionRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.created_at:%Y-%m-%d}: {self.conversations} conversations"
+
+
+class UsageRecord(models.Model):
+    """What answers cost: one row per answer, written when it starts, its tokens when it ends.
+
+    It is not content and outlives it: `message_id` is a plain number, not a foreign key,
+    so deleting a conversation (API, admin, retention) never touches a row, and the
+    per-minute limit, the daily quota and `usage_report` all read it. Only erasing a
+    person's data (GDPR Art. 17) changes it: their rows become one row per day and model,
+    without user or message, carrying the count of answers in `answers` and their tokens.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    model = models.CharField(max_length=100, blank=True)
+    # Set explicitly (not auto_now_add): the answer's own moment, or a day's start once anonymised.
+    created_at = models.DateTimeField(default=timezone.now)
+    # How many answers the row stands for: 1, or the count of an anonymised day.
+    answers = models.PositiveIntegerField(default=1)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    # The answer's Message id while the person is known; None once anonymised.
+    message_id = models.BigIntegerField(null=True, blank=True, unique=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            # The limits: a user's answers of the last minute and tokens of the day.
+            models.Index(fields=["user", "created_at"], name="usage_user_recent"),
+            # usage_report: a period of everyone's answers.
+            models.Index(fields=["created_at"], name="usage_period"),
+        ]
+        verbose_name = _("usage record")
+        verbose_name_plural = _("usage records")
+
+    def __str__(self) -> str:
+        return f"{self.model or '-'} {self.created_at:%Y-%m-%d}: {self.answers}"

@@ -20,7 +20,8 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from assistant import events, generation, throttle
-from assistant.models import Conversation, Message, sql_names
+from assistant.models import Conversation, Message, UsageRecord, sql_names
+from assistant.usage import usage_answer_add, usage_oldest_since
 
 TITLE_WORDS_CHARS = 60
 
@@ -186,17 +187,15 @@ def _usage_sql() -> str:
     Written out, not an ORM aggregate: Django took about 1 ms of CPU to build and compile
     that aggregate (conditional counts and sums), the database a tenth of it to run it.
     """
-    messages, conversation_id, role, created_at, prompt, completion = sql_names(
-        Message, "conversation", "role", "created_at", "prompt_tokens", "completion_tokens"
+    # The usage record, not the messages: deleting a conversation must not give its
+    # answers back to the limits. Its (user, created_at) index serves the WHERE.
+    table, user, created_at, answers, prompt, completion = sql_names(
+        UsageRecord, "user", "created_at", "answers", "prompt_tokens", "completion_tokens"
     )
-    conversations, id_, owner = sql_names(Conversation, "id", "owner")
-    created_at = f"{messages}.{created_at}"
-    tokens = f"COALESCE({messages}.{prompt}, 0) + COALESCE({messages}.{completion}, 0)"
     return (
-        f"SELECT COALESCE(SUM(CASE WHEN {created_at} > %s THEN 1 ELSE 0 END), 0), "  # noqa: S608
-        f"COALESCE(SUM(CASE WHEN {created_at} >= %s THEN {tokens} ELSE 0 END), 0) "
-        f"FROM {messages} INNER JOIN {conversations} ON {messages}.{conversation_id} = {conversations}.{id_} "
-        f"WHERE {conversations}.{owner} = %s AND {messages}.{role} = %s AND {created_at} >= %s"
+        f"SELECT COALESCE(SUM(CASE WHEN {created_at} > %s THEN {answers} ELSE 0 END), 0), "  # noqa: S608
+        f"COALESCE(SUM(CASE WHEN {created_at} >= %s THEN {prompt} + {completion} ELSE 0 END), 0) "
+        f"FROM {table} WHERE {user} = %s AND {created_at} >= %s"
     )
 
 
@@ -212,14 +211,14 @@ def usage_get(*, user, now: datetime | None = None) -> Usage:
                 moment(minute_ago),
                 moment(midnight),
                 getattr(user, "pk", user),
-                Message.Role.ASSISTANT.value,
                 moment(min(minute_ago, midnight)),
             ],
         )
         answers_last_minute, tokens_today = cursor.fetchone()
     return Usage(
-        answers_last_minute=answers_last_minute,
-        tokens_today=tokens_today,
+        answers_last_minute=int(answers_last_minute),
+        # int(): PostgreSQL sums BIGINT columns as NUMERIC, which arrives as a Decimal.
+        tokens_today=int(tokens_today),
         rate_limit=settings.ASSISTANT_RATE_LIMIT_PER_MINUTE,
         daily_quota=settings.ASSISTANT_DAILY_TOKEN_QUOTA,
     )
@@ -231,15 +230,8 @@ def _limits_check(user_id: int) -> None:
     usage = usage_get(user=user_id, now=now)
     if usage.rate_limit and usage.answers_last_minute >= usage.rate_limit:
         minute_ago = now - timedelta(minutes=1)
-        oldest = (
-            Message.objects.filter(
-                conversation__owner=user_id, role=Message.Role.ASSISTANT, created_at__gt=minute_ago
-            )
-            .order_by("created_at")
-            .values_list("created_at", flat=True)
-            .first()
-        )
-        # None: deleted since it was counted; asking again may succeed at once.
+        oldest = usage_oldest_since(user_id=user_id, since=minute_ago)
+        # None: the minute passed since it was counted; asking again may succeed at once.
         wait = int(((oldest or minute_ago) + timedelta(minutes=1) - now).total_seconds()) + 1
         raise ServiceError(
             429,
@@ -279,7 +271,7 @@ def _answer_insert(conversation: Conversation, model: str) -> Message:
         raise ServiceError(
             503, "unavailable", _("Answers cannot be delivered right now. Try again in a moment.")
         ) from None
-    return Message.objects.create(
+    answer = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
@@ -287,6 +279,11 @@ def _answer_insert(conversation: Conversation, model: str) -> Message:
         generated_by=generation.PROCESS_ID,
         event_id=position,
     )
+    # Counted with the answer, in its transaction: from now on, whatever is deleted.
+    usage_answer_add(
+        user_id=conversation.owner_id, model=model, message_id=answer.pk, created_at=answer.created_at
+    )
+    return answer
 
 
 def _conversation_locked(*, user, conversation_id) -> Conversation:

@@ -93,10 +93,12 @@ def test_a_new_conversation_with_its_question_writes_each_row_once_and_reads_no_
         'INSERT INTO "assistant_conversation"',
         'INSERT INTO "assistant_message"',
         'INSERT INTO "assistant_message"',
+        'INSERT INTO "assistant_usagerecord"',  # the answer counts from now on
     ]
-    message_reads = [sql for sql in statements if sql.startswith("SELECT") and '"assistant_message"' in sql]
-    assert len(message_reads) == 1
-    assert "SUM(CASE" in message_reads[0]  # the limits
+    assert not [sql for sql in statements if sql.startswith("SELECT") and '"assistant_message"' in sql]
+    usage_reads = [sql for sql in statements if sql.startswith("SELECT") and '"assistant_usagerecord"' in sql]
+    assert len(usage_reads) == 1
+    assert "SUM(CASE" in usage_reads[0]  # the limits
     conversation = Conversation.objects.get()
     assert (conversation.title, conversation.title_chosen) == ("Wie spät ist es?", False)
     assert conversation.model == "demo"

@@ -164,8 +164,8 @@ def test_chat_refuses_a_deactivated_user(demo, alice):
 
 def test_chat_refused_by_the_rate_limit_leaves_no_empty_conversation(demo, alice):
     demo.ASSISTANT_RATE_LIMIT_PER_MINUTE = 1
-    earlier = Conversation.objects.create(owner=alice, title="Vorhin", model="demo")
-    Message.objects.create(conversation=earlier, role="assistant", content="Antwort", status="done")
+    run("chat", "--user", "alice", "Die erste Frage")  # counted in the usage record
+    earlier = Conversation.objects.get()
 
     with pytest.raises(CommandError, match="You sent 1 messages in the last minute"):
         run("chat", "--user", "alice", "Noch eine Frage")

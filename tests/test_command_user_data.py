@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, time, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError
+from django.utils import timezone
 
-from assistant import generation
-from assistant.models import AccessLog, Conversation, DeletionRecord, Message
+from assistant import generation, governance
+from assistant.governance import Period
+from assistant.models import AccessLog, Conversation, DeletionRecord, Message, UsageRecord
 from tests.test_commands import conversation_with, run
 
 
@@ -115,7 +118,10 @@ def test_user_data_delete_dry_run_changes_nothing(alice_data):
     out, _err = run("user_data", "delete", "alice", "--dry-run")
     assert counts() == before
     assert "would stop 0 streaming answers, delete 2 conversations (6 messages, 1 rated answers)" in out
-    assert "anonymise 2 access log rows and delete the account" in out
+    assert (
+        "anonymise 2 access log rows and the usage of 3 answers (kept as counts), and delete the account"
+        in out
+    )
 
 
 def test_user_data_delete_erases_the_data_and_the_account(alice_data, alice, bob):
@@ -139,7 +145,12 @@ def test_user_data_delete_erases_the_data_and_the_account(alice_data, alice, bob
         2,
         6,
     )
-    assert record.parameters == {"user_id": alice.pk, "account": "deleted", "access_log_anonymised": 2}
+    assert record.parameters == {
+        "user_id": alice.pk,
+        "account": "deleted",
+        "access_log_anonymised": 2,
+        "usage_answers_anonymised": 3,
+    }
     assert "alice" not in json.dumps(record.parameters)
     assert "Gehalt" not in str(record.__dict__)
     assert f"Deletion record #{record.pk}" in out
@@ -168,3 +179,47 @@ def test_user_data_delete_stops_streaming_answers_first(alice_data, alice, monke
 
     assert stopped == [(answer.pk, True)]  # asked to stop while the row still existed
     assert not Message.objects.filter(pk=answer.pk).exists()
+
+
+def usage_rows() -> list[tuple]:
+    return list(
+        UsageRecord.objects.order_by("pk").values_list(
+            "user", "message_id", "model", "created_at", "answers", "prompt_tokens", "completion_tokens"
+        )
+    )
+
+
+def test_user_data_delete_keeps_usage_only_anonymised_and_counted(alice_data, alice, bob):
+    """Art. 17: no row names alice or one of her messages; the counts and tokens stay."""
+    conversation_with(alice, title="Vorgestern", model="other-model", days_ago=2, prompt_tokens=5)
+    bobs = [row for row in usage_rows() if row[0] == bob.pk]
+    before = governance.usage_report(period=Period(), by=("model", "day"))
+
+    run("user_data", "delete", "alice", "--yes")
+
+    after = governance.usage_report(period=Period(), by=("model", "day"))
+    assert [(r.key, r.answers, r.prompt_tokens, r.completion_tokens) for r in after.rows] == [
+        (r.key, r.answers, r.prompt_tokens, r.completion_tokens) for r in before.rows
+    ]
+    anonymous = [row for row in usage_rows() if row[0] != bob.pk]
+    today = timezone.localdate()
+    two_days_ago = today - timedelta(days=2)
+
+    def day_start(day):
+        return timezone.make_aware(datetime.combine(day, time.min))
+
+    # One row per local day and model, at the day's start: no user, no message, counted.
+    assert sorted(anonymous, key=lambda row: row[3]) == [
+        (None, None, "other-model", day_start(two_days_ago), 1, 5, 20),
+        (None, None, "demo", day_start(today), 3, 30, 60),
+    ]
+    assert [row for row in usage_rows() if row[0] == bob.pk] == bobs
+    assert DeletionRecord.objects.get().parameters["usage_answers_anonymised"] == 4
+
+
+def test_user_data_delete_adds_to_the_days_anonymous_usage(alice_data, alice, bob):
+    """A second erasure on the same day joins the first one's row: nothing tells them apart."""
+    run("user_data", "delete", "bob", "--yes")
+    run("user_data", "delete", "alice", "--yes")
+
+    assert [row[:2] + row[4:] for row in usage_rows()] == [(None, None, 4, 40, 80)]

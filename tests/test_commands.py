@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from assistant import events, governance
-from assistant.models import AccessLog, Conversation, DeletionRecord, Message
+from assistant.models import AccessLog, Conversation, DeletionRecord, Message, UsageRecord
 
 REASON = ("--reason", "Quartalsarchiv für die Revision", "--actor", "ops@host")
 COMMANDS = [
@@ -46,7 +46,7 @@ def conversation_with(owner, *, title="Reise nach Köln", model="demo", days_ago
     conversation = Conversation.objects.create(owner=owner, title=title, model=model)
     for n in range(answers):
         Message.objects.create(conversation=conversation, role="user", content=f"Frage {n}: Grüße")
-        Message.objects.create(
+        reply = Message.objects.create(
             conversation=conversation,
             role="assistant",
             content=answer.get("content", f"Antwort {n}"),
@@ -55,10 +55,22 @@ def conversation_with(owner, *, title="Reise nach Köln", model="demo", days_ago
             prompt_tokens=answer.get("prompt_tokens", 10),
             completion_tokens=answer.get("completion_tokens", 20),
         )
+        # The answer's usage record, as sending and generating it leave it.
+        UsageRecord.objects.create(
+            user=owner,
+            model=model,
+            created_at=reply.created_at,
+            message_id=reply.pk,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+        )
     if days_ago:
         moment = timezone.now() - timedelta(days=days_ago)
         Conversation.objects.filter(pk=conversation.pk).update(created_at=moment, updated_at=moment)
         Message.objects.filter(conversation=conversation).update(created_at=moment)
+        UsageRecord.objects.filter(message_id__in=conversation.messages.values("pk")).update(
+            created_at=moment
+        )
     conversation.refresh_from_db()
     return conversation
 
@@ -476,6 +488,26 @@ def test_usage_report_refuses_bad_input(usage, args, message):
         run("usage_report", *args)
 
 
+def test_usage_report_counts_answers_of_deleted_conversations(usage, alice):
+    before = run("usage_report")[0]
+    Conversation.objects.filter(owner=alice).delete()
+    run("purge_conversations", "--older-than", "30")  # bob's of 60 days ago
+
+    assert Conversation.objects.count() == 1
+    assert run("usage_report")[0] == before
+
+
+def test_usage_report_shows_deleted_accounts_as_one_group(usage, bob):
+    bob.delete()
+
+    out, _err = run("usage_report", "--by", "user", "--format", "csv")
+
+    assert list(csv.reader(io.StringIO(out)))[1:] == [
+        ["(deleted users)", "1", "2000", "1000"],
+        ["alice", "3", "2100", "1050"],
+    ]
+
+
 def test_usage_report_of_an_empty_period_shows_zero_totals(db):
     out, _err = run("usage_report")
     assert table_rows(out) == [["total", "0", "0", "0"]]
@@ -532,10 +564,8 @@ def test_governance_settings_read_the_environment():
 def test_usage_report_names_who_reached_the_daily_quota(alice, bob, settings):
     settings.ASSISTANT_DAILY_TOKEN_QUOTA = 100
     settings.ASSISTANT_RATE_LIMIT_PER_MINUTE = 20
-    mine = Conversation.objects.create(owner=alice, model="fake-model")
-    theirs = Conversation.objects.create(owner=bob, model="fake-model")
-    Message.objects.create(conversation=mine, role="assistant", prompt_tokens=70, completion_tokens=40)
-    Message.objects.create(conversation=theirs, role="assistant", prompt_tokens=10, completion_tokens=10)
+    UsageRecord.objects.create(user=alice, model="fake-model", prompt_tokens=70, completion_tokens=40)
+    UsageRecord.objects.create(user=bob, model="fake-model", prompt_tokens=10, completion_tokens=10)
     notes = io.StringIO()
 
     call_command("usage_report", stdout=io.StringIO(), stderr=notes)

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from assistant.models import Conversation, Message
+from assistant.models import Conversation, Message, UsageRecord
 
 
 @pytest.fixture
@@ -19,6 +19,7 @@ def conversation(alice) -> Conversation:
 
 
 def answered(conversation: Conversation, *, tokens: int = 0, ago: timedelta = timedelta(0)) -> Message:
+    """An ended answer `ago` and its usage record, as sending and generating leave them."""
     message = Message.objects.create(
         conversation=conversation,
         role="assistant",
@@ -26,7 +27,16 @@ def answered(conversation: Conversation, *, tokens: int = 0, ago: timedelta = ti
         prompt_tokens=tokens // 2,
         completion_tokens=tokens - tokens // 2,
     )
-    Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - ago)
+    moment = timezone.now() - ago
+    Message.objects.filter(pk=message.pk).update(created_at=moment)
+    UsageRecord.objects.create(
+        user=conversation.owner,
+        model=conversation.model,
+        created_at=moment,
+        message_id=message.pk,
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+    )
     return message
 
 
@@ -70,6 +80,7 @@ def test_a_refused_first_question_leaves_no_conversation(alice_client, conversat
     assert Message.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)  # the answer's task writes from another thread
 def test_rate_limit_counts_only_the_last_minute_and_only_the_user(alice_client, conversation, bob, settings):
     settings.ASSISTANT_RATE_LIMIT_PER_MINUTE = 1
     answered(conversation, ago=timedelta(minutes=2))
@@ -91,18 +102,20 @@ def test_daily_quota_refuses_until_midnight(alice_client, conversation, settings
     assert Message.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)  # the answer's task writes from another thread
 def test_daily_quota_forgets_yesterday(alice_client, conversation, settings):
     settings.ASSISTANT_DAILY_TOKEN_QUOTA = 100
     answered(conversation, tokens=500, ago=timedelta(days=1, hours=1))
     assert send(alice_client, conversation).status_code == 202
 
 
-def test_limits_also_hold_for_retry(alice_client, conversation, settings):
+def test_limits_also_hold_for_retry(alice, alice_client, conversation, settings):
     settings.ASSISTANT_DAILY_TOKEN_QUOTA = 100
     Message.objects.create(conversation=conversation, role="user", content="Frage")
     failed = Message.objects.create(
         conversation=conversation, role="assistant", status="error", prompt_tokens=80, completion_tokens=30
     )
+    UsageRecord.objects.create(user=alice, message_id=failed.pk, prompt_tokens=80, completion_tokens=30)
     response = alice_client.post(
         reverse("api_message_retry", args=[failed.pk]), content_type="application/json"
     )

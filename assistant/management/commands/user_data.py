@@ -3,8 +3,9 @@
 Why it exists: a data subject request must be answered completely and provably. The
 export gathers everything stored about someone in one JSON file; the deletion stops
 their streaming answers, removes their conversations, anonymises the access log rows
-that name them, removes (or keeps, with --keep-account) the account, and leaves a
-deletion record with counts only.
+that name them and their usage record (counts per day and model stay, for usage
+reports), removes (or keeps, with --keep-account) the account, and leaves a deletion
+record with counts only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class Command(BaseCommand):
         "conversations with all messages, feedback given, and access log entries about them "
         "and by them; reading their conversations for it goes on the access log too. "
         "'user_data delete USERNAME --yes' erases their conversations, anonymises access log "
-        "rows naming them ('deleted user #<id>'), deletes the account (--keep-account keeps "
+        "rows naming them ('deleted user #<id>') and their usage record (counts per day and "
+        "model stay), deletes the account (--keep-account keeps "
         "it) and records counts in a deletion record; --dry-run shows what would go. "
         "Deleting needs --yes."
     )
@@ -99,6 +101,7 @@ class Command(BaseCommand):
                     f"{summary.conversations} conversations ({summary.messages} messages, "
                     f"{extra['feedback']} rated answers), anonymise "
                     f"{extra['access_log_about_them'] + extra['access_log_by_them']} access log rows and "
+                    f"the usage of {extra['usage_answers']} answers (kept as counts), and "
                     f"{account}. Nothing was changed."
                 )
             return
@@ -118,5 +121,6 @@ class Command(BaseCommand):
                 f"For {name}: stopped {extra['streaming_answers']} streaming answers, deleted "
                 f"{summary.conversations} conversations ({summary.messages} messages), anonymised "
                 f"{extra['access_log_about_them'] + extra['access_log_by_them']} access log rows and "
+                f"the usage of {extra['usage_answers']} answers (kept as counts), and "
                 f"{account}. Deletion record #{record.pk}."
             )
