@@ -85,19 +85,26 @@ def encode_data(payload: dict[str, Any]) -> str:
         return _wire_json.encode(payload)
 
 
+# Positions are event ids, which Redis and the databases hold as signed 64-bit integers.
+POSITION_MAX = 2**63 - 1
+POSITION_DIGITS_MAX = len(str(POSITION_MAX))
+
+
 def position_token(channel: str, event_id: int) -> str:
     """The `Last-Event-ID` value for a position (django-eventstream's `channel:id` format)."""
     return f"{channel}:{event_id}"
 
 
 def position_from(channel: str, token: str | None) -> int | None:
-    """The position in a `Last-Event-ID` value; None when it is absent, malformed or not ours."""
+    """The position in a `Last-Event-ID` value; None when it is absent, malformed, not
+    ours or out of range (over-long numbers are not parsed: `int()` of 5,000 digits raises)."""
     if not token:
         return None
     name, _, number = token.rpartition(":")
-    if name != channel or not (number.isascii() and number.isdigit()):
+    if name != channel or not (number.isascii() and number.isdigit()) or len(number) > POSITION_DIGITS_MAX:
         return None
-    return int(number)
+    position = int(number)
+    return position if position <= POSITION_MAX else None
 
 
 def _frame(channel: str, event_type: str, event_id: int, data: str) -> str:

@@ -28,13 +28,23 @@ def validate_encodable(value: str) -> None:
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object, or a ServiceError that says what is wrong with it."""
+    """The request's JSON object, or a ServiceError that says what is wrong with it.
+
+    A body is JSON only as `application/json` (UTF-8: a `charset` parameter may say
+    only that); a request without a body needs no Content-Type.
+    """
+    declared = request.content_type
+    charset = request.content_params.get("charset", "utf-8").lower()
+    if declared and (declared.lower() != "application/json" or charset not in ("utf-8", "utf8")):
+        raise _unsupported_media_type()
     try:
         raw = request.body
     except RequestDataTooBig:
         raise ServiceError(413, "too_large", _("The request is too large.")) from None
     if not raw:
         return {}
+    if not declared:
+        raise _unsupported_media_type()
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -43,6 +53,12 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ServiceError(400, "invalid_json", _("The request body must be a JSON object."))
     return data
+
+
+def _unsupported_media_type() -> ServiceError:
+    return ServiceError(
+        415, "unsupported_media_type", _("The request body must be JSON (Content-Type: application/json).")
+    )
 
 
 class JsonForm(forms.Form):

@@ -63,6 +63,7 @@ from assistant import events, generation, services, views
 from assistant.middleware import add_security_headers
 from assistant.models import Conversation
 from assistant.sso import ProxyHeaderLoginMiddleware
+from config.send_backlog import bounded_send
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ class EventStreamEndpoint:
             if conversation_id is not None:
                 opened = await self._answer(scope, receive, send, conversation_id)
                 if opened is not None:
+                    # A client that stops reading: closed once its backlog passes the
+                    # bound, it resumes from the log (config/send_backlog.py).
+                    send = bounded_send(scope, send, settings.ASSISTANT_STREAM_BACKLOG_BYTES)
                     await _stream(receive, send, *opened)
                 return
         await self.app(scope, receive, send)

@@ -20,7 +20,8 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage  # noqa: E402
 
 from assistant.stream_endpoint import EventStreamEndpoint  # noqa: E402
-from config import twisted_writes  # noqa: E402
+from config import daphne_requests, twisted_writes  # noqa: E402
+from config.body_limits import RequestBodyLimit  # noqa: E402
 from config.head_requests import HeadResponses  # noqa: E402
 from config.static_files import CollectedStaticFiles  # noqa: E402
 
@@ -41,6 +42,12 @@ else:
 
 # A HEAD answer ends with its headers (config/head_requests.py: daphne would write the rest).
 application = HeadResponses(application)
+
+# Bodies over their limit are refused before they are read (config/body_limits.py);
+# under daphne already where Twisted receives them (config/daphne_requests.py), which
+# also lets event streams see a client that stopped reading (config/send_backlog.py).
+application = RequestBodyLimit(application)
+daphne_requests.install()
 
 # Daphne sends a turn's writes at the end of the loop's turn, not via the selector
 # (config/twisted_writes.py).

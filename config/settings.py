@@ -372,6 +372,9 @@ ASSISTANT_LEASE_SECONDS = env_number("ASSISTANT_LEASE_SECONDS", 20, minimum=0.5)
 ASSISTANT_CANCEL_POLL_SECONDS = env_number("ASSISTANT_CANCEL_POLL_SECONDS", 0.5, minimum=0.05)
 # A comment line this often keeps proxies (nginx: 60 s by default) from closing idle streams.
 ASSISTANT_KEEPALIVE_SECONDS = env_number("ASSISTANT_KEEPALIVE_SECONDS", 15, minimum=1)
+# A stream whose client stops reading is closed once this much more waits in the
+# server's full buffer for it (config/send_backlog.py); it resumes from the log.
+ASSISTANT_STREAM_BACKLOG_BYTES = env_int("ASSISTANT_STREAM_BACKLOG_BYTES", 1024 * 1024, minimum=4096)
 # Open event streams per user and server process; a new one past it ends the user's
 # oldest with `stream-closed` (assistant/stream_endpoint.py).
 ASSISTANT_MAX_STREAMS_PER_USER = env_int("ASSISTANT_MAX_STREAMS_PER_USER", 20, minimum=1)

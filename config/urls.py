@@ -2,9 +2,26 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, register_converter
 
 from assistant import views
+
+
+class IdConverter:
+    """A database id: 1 to 18 digits. Django's `int` takes any number of digits, and a
+    number past 64 bits (or past Python's 4,300-digit conversion limit) made the lookup
+    a 500; such a URL names nothing, so it does not resolve (404)."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("", views.chat, name="chat"),
@@ -29,10 +46,10 @@ urlpatterns = [
         views.conversation_events,
         name="conversation_events",
     ),
-    path("api/messages/<int:message_id>/cancel/", views.message_cancel, name="api_message_cancel"),
-    path("api/messages/<int:message_id>/retry/", views.message_retry, name="api_message_retry"),
-    path("api/messages/<int:message_id>/edit/", views.message_edit, name="api_message_edit"),
-    path("api/messages/<int:message_id>/feedback/", views.message_feedback, name="api_message_feedback"),
+    path("api/messages/<id:message_id>/cancel/", views.message_cancel, name="api_message_cancel"),
+    path("api/messages/<id:message_id>/retry/", views.message_retry, name="api_message_retry"),
+    path("api/messages/<id:message_id>/edit/", views.message_edit, name="api_message_edit"),
+    path("api/messages/<id:message_id>/feedback/", views.message_feedback, name="api_message_feedback"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),

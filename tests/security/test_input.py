@@ -205,3 +205,42 @@ def test_emoji_and_umlauts_round_trip_exactly_everywhere(alice_http, upstream):
     assert escape(question, quote=False) in page
     assert f"<p>{escape(answer, quote=False)}</p>" in page
     assert escape(TITLE, quote=False) in page
+
+
+# Content-Types a JSON body is refused under (with the body a JSON endpoint would accept).
+NOT_JSON = [
+    None,
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "application/x-www-form-urlencoded",
+    "text/json",
+    "application/json-patch+json",
+    "application/json; charset=latin-1",
+    "application/json; charset=utf-16",
+]
+
+
+@pytest.mark.parametrize("name", CASES.keys())
+def test_json_under_another_content_type_is_refused_before_anything_is_stored(
+    alice_http, upstream, exchange, name
+):
+    """A form or a text/plain POST (what a page of another site can send without a
+    preflight) and JSON in other charsets: 415 `unsupported_media_type`, nothing stored
+    or sent; `application/json; charset=UTF-8` is JSON."""
+    conversation, sent = exchange
+    method, url = endpoint(name, conversation, sent["user_message"]["id"], sent["assistant_message"]["id"])
+    body = json.dumps({"content": "hallo", "title": "Neu", "rating": "up"}).encode()
+    before = db_fingerprint()
+    failures = []
+    for content_type in NOT_JSON:
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        response = alice_http.request(method, url, content=body, headers=headers)
+        if problem := problem_with(response, 415, {"unsupported_media_type"}):
+            failures.append(f"{content_type}: {problem}")
+    assert failures == [], failures
+    assert db_fingerprint() == before
+    assert upstream.requests == []
+    accepted = alice_http.request(
+        method, url, content=body, headers={"Content-Type": "application/json; charset=UTF-8"}
+    )
+    assert accepted.status_code in (200, 201, 202), accepted.text
