@@ -37,7 +37,7 @@ from assistant.llm import (
     provider_error,
 )
 from assistant.models import Message, ServerProcess, sql_names
-from assistant.usage import ausage_tokens_add
+from assistant.usage import ausage_tokens_add, usage_counted
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +195,9 @@ class _Answer:
     flush_due: float = 0.0  # when flush_handle fires
     # (text length, event id) of the partial state last handed to the partial writer.
     persisted: tuple[int, int] = (0, 0)
+    # Characters of the history sent upstream: what the prompt cost, when the upstream
+    # does not say (usage_estimate).
+    prompt_chars: int = 0
 
     def add(self, text: str) -> None:
         now = time.monotonic()
@@ -409,14 +412,12 @@ class _Answer:
             fields["finish_reason"] = "cancelled"
         if error is not None:
             fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
-        if finish is not None:
-            # The usage record first, whatever became of the row below (deleted, ended
-            # elsewhere): the tokens were spent. Stored before the answer reads as ended.
-            await ausage_tokens_add(
-                message_id=self.message.pk,
-                prompt_tokens=finish.prompt_tokens,
-                completion_tokens=finish.completion_tokens,
-            )
+        # The usage record first, whatever became of the row below (deleted, ended
+        # elsewhere): the tokens were spent. Stored before the answer reads as ended.
+        await ausage_tokens_add(
+            message_id=self.message.pk,
+            **usage_counted(finish, prompt_chars=self.prompt_chars, completion_chars=len(self.content)),
+        )
         updated = await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(**fields)
         if not updated:
             # Another process found this one's lease lapsed and marked the answer
@@ -647,6 +648,7 @@ async def _generate(
         start_event=start_event,
         event_id=message.event_id if start_id is None else start_id,
         replay=start_id is None,
+        prompt_chars=sum(len(item["content"]) for item in history),
     )
     with translation.override(language):
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, time
+from typing import TYPE_CHECKING
 
 from django.db import connection
 from django.db.models import F, Sum
@@ -18,6 +19,9 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from assistant.models import UsageRecord, sql_names
+
+if TYPE_CHECKING:
+    from assistant.llm import Finish
 
 INSERTED = ("user", "model", "created_at", "answers", "prompt_tokens", "completion_tokens", "message_id")
 
@@ -38,15 +42,32 @@ def usage_answer_add(*, user_id: int, model: str, message_id: int, created_at: d
         )
 
 
-async def ausage_tokens_add(
-    *, message_id: int, prompt_tokens: int | None, completion_tokens: int | None
-) -> None:
+async def ausage_tokens_add(*, message_id: int, prompt_tokens: int, completion_tokens: int) -> None:
     """Add an ended answer's tokens to its row. Also when its message is gone (the
     conversation was deleted meanwhile): the tokens were spent. A row already anonymised
     has no message id and stays as it is."""
     await UsageRecord.objects.filter(message_id=message_id).aupdate(
-        prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
     )
+
+
+# Characters per token where the upstream reports no usage: about right for English and
+# German text with the common tokenizers, and on the side of counting more rather than less.
+CHARS_PER_TOKEN = 3
+
+
+def usage_counted(finish: Finish | None, *, prompt_chars: int, completion_chars: int) -> dict[str, int]:
+    """The tokens an ended answer counts: the upstream's figures, or, where it gave none
+    (a stopped, failed or interrupted answer, an upstream that reports no usage), an
+    estimate from the characters sent and received. Otherwise stopping every answer just
+    before its end would escape the daily quota."""
+    figures = (None, None) if finish is None else (finish.prompt_tokens, finish.completion_tokens)
+    estimates = (prompt_chars, completion_chars)
+    prompt, completion = (
+        -(-chars // CHARS_PER_TOKEN) if figure is None else figure
+        for figure, chars in zip(figures, estimates, strict=True)
+    )
+    return {"prompt_tokens": prompt, "completion_tokens": completion}
 
 
 def usage_oldest_since(*, user_id: int, since: datetime) -> datetime | None:

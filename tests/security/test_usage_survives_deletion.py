@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from assistant.models import Conversation, Message, UsageRecord
+from tests.browser.helpers import wait_until
 from tests.conftest import LiveServer, live_env, session_client, start_daphne, stop_daphne
 from tests.test_streaming import create_conversation, fake, send, wait_for_final
 
@@ -96,6 +97,24 @@ def test_deleting_conversations_does_not_reset_the_daily_quota(alice_limited, al
     assert error["code"] == "quota_exceeded"
     assert len(answer_requests(upstream)) == 1
     assert Conversation.objects.filter(owner=alice, messages__isnull=False).count() == 0
+
+
+def test_stopping_answers_does_not_escape_the_daily_quota(alice_limited, alice, upstream):
+    # 2,000 characters, well over the quota, then silence: the upstream never reports the
+    # usage of an answer that is stopped before its end.
+    text = "Wort " * 400
+    conversation = create_conversation(alice_limited, model="fake-model")
+    answer_id = send(alice_limited, conversation, fake(text=text, stall_after=400))["assistant_message"]["id"]
+    assert wait_until(lambda: len(Message.objects.get(pk=answer_id).content) >= len(text) - 5, timeout=30)
+
+    assert alice_limited.post(f"/api/messages/{answer_id}/cancel/").status_code == 202
+
+    answer = wait_for_final(answer_id)
+    assert (answer.status, answer.completion_tokens) == (Message.Status.CANCELLED, None)
+    record = UsageRecord.objects.get(message_id=answer_id)
+    assert record.completion_tokens >= len(text) // 4  # estimated from the text it streamed
+    assert record.prompt_tokens > 0
+    assert refused(alice_limited)["code"] == "quota_exceeded"
 
 
 def report(*args: str) -> str:
