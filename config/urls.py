@@ -8,17 +8,23 @@ from assistant import views
 
 
 class IdConverter:
-    """A database id: 1 to 18 digits. Django's `int` takes any number of digits, and a
-    number past 64 bits (or past Python's 4,300-digit conversion limit) made the lookup
-    a 500; such a URL names nothing, so it does not resolve (404)."""
+    """A database id: a positive 64-bit integer. Django's `int` takes any number of
+    digits, and a number past 64 bits (or past Python's 4,300-digit conversion limit)
+    made the lookup a 500; such a URL names nothing, so it does not resolve (404)."""
 
-    regex = "[0-9]{1,18}"
+    regex = "[0-9]{1,19}"
 
     def to_python(self, value: str) -> int:
-        return int(value)
+        number = int(value)
+        if number > ID_MAX:
+            raise ValueError("beyond 64 bits")  # the pattern does not match: 404
+        return number
 
     def to_url(self, value: int) -> str:
         return str(value)
+
+
+ID_MAX = 2**63 - 1
 
 
 register_converter(IdConverter, "id")
