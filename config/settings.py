@@ -63,6 +63,16 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def check_proxies(name: str, proxies: list[str]) -> None:
+    """Each entry of a list of trusted proxies is an IP, a CIDR or `unix`."""
+    for proxy in proxies:
+        if proxy != "unix":
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ImproperlyConfigured(f"{name} takes IPs, CIDRs or `unix`, got {proxy!r}") from None
+
+
 def env_json(name: str, default):
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -290,14 +300,7 @@ if ASSISTANT_SSO_HEADER and not ASSISTANT_SSO_TRUSTED_PROXIES:
         "ASSISTANT_SSO_TRUSTED_PROXIES must list the proxy's address (IPs or CIDRs, comma-separated, "
         "or `unix`) when ASSISTANT_SSO_HEADER is set: the header is believed from nobody else."
     )
-for _proxy in ASSISTANT_SSO_TRUSTED_PROXIES:
-    if _proxy != "unix":
-        try:
-            ipaddress.ip_network(_proxy, strict=False)
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"ASSISTANT_SSO_TRUSTED_PROXIES takes IPs, CIDRs or `unix`, got {_proxy!r}"
-            ) from None
+check_proxies("ASSISTANT_SSO_TRUSTED_PROXIES", ASSISTANT_SSO_TRUSTED_PROXIES)
 
 # --- The client's address (assistant/throttle.py: login limits per address) ---------------
 # The direct peers whose X-Forwarded-For names the client (its last entry, which the proxy
@@ -306,14 +309,7 @@ for _proxy in ASSISTANT_SSO_TRUSTED_PROXIES:
 ASSISTANT_TRUSTED_PROXIES = env_list(
     "ASSISTANT_TRUSTED_PROXIES", ",".join(ASSISTANT_SSO_TRUSTED_PROXIES) or "unix"
 )
-for _proxy in ASSISTANT_TRUSTED_PROXIES:
-    if _proxy != "unix":
-        try:
-            ipaddress.ip_network(_proxy, strict=False)
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"ASSISTANT_TRUSTED_PROXIES takes IPs, CIDRs or `unix`, got {_proxy!r}"
-            ) from None
+check_proxies("ASSISTANT_TRUSTED_PROXIES", ASSISTANT_TRUSTED_PROXIES)
 
 # --- LLM access (assistant/llm.py is the only client) -------------------------------------
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

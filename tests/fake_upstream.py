@@ -33,7 +33,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["BEHAVIOUR_DEFAULTS", "DEFAULT_MODELS", "FakeUpstream", "split_tokens"]
+__all__ = ["BEHAVIOUR_DEFAULTS", "DEFAULT_MODELS", "FakeUpstream", "chunk", "split_tokens"]
 
 _log = logging.getLogger(__name__)
 
@@ -102,6 +102,18 @@ _STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
     502: ("Bad gateway.", "server_error", None),
     503: ("The engine is currently overloaded, please try again later.", "server_error", None),
 }
+
+
+def chunk(**fields) -> dict:
+    """A `chat.completion.chunk` object with `fields` (choices, usage ...): what the
+    `chunks` behaviour sends, for tests that script the upstream's data lines."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake-model",
+        **fields,
+    }
 
 
 def split_tokens(text: str) -> list[str]:

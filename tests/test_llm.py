@@ -13,6 +13,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from assistant import llm
 from assistant.llm import Finish, OpenAIProvider, ProviderError, sse_line_batches
+from tests.fake_upstream import chunk
 
 
 def collect(provider: OpenAIProvider, messages: list[dict[str, str]] | None = None) -> list:
@@ -361,8 +362,8 @@ def test_a_finished_body_leaves_no_timeout_on_its_connection(provider_settings, 
 def test_sse_lines_split_on_cr_and_lf_only(chunks, lines):
     async def run() -> list[bytes]:
         async def source():
-            for chunk in chunks:
-                yield chunk
+            for piece in chunks:
+                yield piece
 
         return [line async for lines in sse_line_batches(source()) for line in lines]
 
@@ -480,16 +481,6 @@ def items_until_error(provider: OpenAIProvider) -> tuple[list, ProviderError | N
         return None
 
     return items, asyncio.run(run())
-
-
-def chunk(**fields) -> dict:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "fake-model",
-        **fields,
-    }
 
 
 def test_a_hostile_finish_and_usage_reach_the_app_as_the_columns_hold_them(provider_settings, upstream):

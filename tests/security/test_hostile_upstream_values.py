@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from assistant.models import Message
+from tests.fake_upstream import chunk
 from tests.sse import SSEEvent, parse_sse, sse_lines
 from tests.test_streaming import create_conversation, fake, send, wait_for_final
 
@@ -36,16 +37,6 @@ def question(**behaviour) -> str:
     """A question scripting the fake upstream, its JSON escaped to ASCII: a lone surrogate
     or NUL travels as its escape, so the question itself is valid text."""
     return "Frage FAKE" + json.dumps(behaviour)
-
-
-def chunk(**fields) -> dict:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "fake-model",
-        **fields,
-    }
 
 
 TEXT = chunk(choices=[{"index": 0, "delta": {"content": "Hallo Welt"}, "finish_reason": None}])
