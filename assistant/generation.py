@@ -37,7 +37,7 @@ from assistant.llm import (
     provider_error,
 )
 from assistant.models import Message, ServerProcess, sql_names
-from assistant.usage import ausage_tokens_add, usage_counted
+from assistant.usage import usage_counted, usage_tokens_add
 
 logger = logging.getLogger(__name__)
 
@@ -412,13 +412,8 @@ class _Answer:
             fields["finish_reason"] = "cancelled"
         if error is not None:
             fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
-        # The usage record first, whatever became of the row below (deleted, ended
-        # elsewhere): the tokens were spent. Stored before the answer reads as ended.
-        await ausage_tokens_add(
-            message_id=self.message.pk,
-            **usage_counted(finish, prompt_chars=self.prompt_chars, completion_chars=len(self.content)),
-        )
-        updated = await Message.objects.filter(pk=self.message.pk, status=Status.STREAMING).aupdate(**fields)
+        usage = usage_counted(finish, prompt_chars=self.prompt_chars, completion_chars=len(self.content))
+        updated = await sync_to_async(_store_final)(self.message.pk, fields, usage)
         if not updated:
             # Another process found this one's lease lapsed and marked the answer
             # interrupted: keep the whole text under that verdict, and end the stream for
@@ -529,6 +524,15 @@ class _PartialWriter:
                 # Its state at the next write, even if it has not changed by then.
                 answer.persisted = (-1, -1)
                 self._answers.setdefault(pk, answer)
+
+
+def _store_final(message_id: int, fields: dict, usage: dict[str, int]) -> int:
+    """An ended answer's tokens, then its final row (if it still streams), in one trip to
+    the database thread. The usage record first, in a statement of its own, whatever
+    becomes of the row (deleted, ended elsewhere, refused): the tokens were spent, and
+    they are counted before the answer reads as ended. Returns the rows updated."""
+    usage_tokens_add(message_id=message_id, **usage)
+    return Message.objects.filter(pk=message_id, status=Status.STREAMING).update(**fields)
 
 
 def _store_partials(rows: list[tuple[int, str, int]]) -> None:

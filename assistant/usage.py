@@ -42,13 +42,21 @@ def usage_answer_add(*, user_id: int, model: str, message_id: int, created_at: d
         )
 
 
-async def ausage_tokens_add(*, message_id: int, prompt_tokens: int, completion_tokens: int) -> None:
+@functools.cache
+def _tokens_sql() -> str:
+    table, message_id, prompt, completion = sql_names(
+        UsageRecord, "message_id", "prompt_tokens", "completion_tokens"
+    )
+    return f"UPDATE {table} SET {prompt} = %s, {completion} = %s WHERE {message_id} = %s"  # noqa: S608
+
+
+def usage_tokens_add(*, message_id: int, prompt_tokens: int, completion_tokens: int) -> None:
     """Add an ended answer's tokens to its row. Also when its message is gone (the
     conversation was deleted meanwhile): the tokens were spent. A row already anonymised
-    has no message id and stays as it is."""
-    await UsageRecord.objects.filter(message_id=message_id).aupdate(
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-    )
+    has no message id and stays as it is. Written out, like `_insert_sql`: it runs at the
+    end of every answer."""
+    with connection.cursor() as cursor:
+        cursor.execute(_tokens_sql(), [prompt_tokens, completion_tokens, message_id])
 
 
 # Characters per token where the upstream reports no usage: about right for English and

@@ -119,21 +119,24 @@ def final_write(*, fails: str = "before", fallback_fails: int = 0):
     """The database refuses the answer's final write (the one update that times the
     answer): before storing it, or `after` (a later part of the write failed), and the
     first `fallback_fails` writes that end it as an internal error with its text."""
-    aupdate = QuerySet.aupdate
+    update, aupdate = QuerySet.update, QuerySet.aupdate
     fallbacks = []
 
-    async def refusing(self, **fields):
+    def refusing(self, **fields):
         if self.model is Message and "duration_ms" in fields:
             if fails == "after":
-                await aupdate(self, **fields)
+                update(self, **fields)
             raise Fault("the database refused the final write")
+        return update(self, **fields)
+
+    async def refusing_fallback(self, **fields):
         if self.model is Message and fields.get("error_type") == "internal" and "content" in fields:
             fallbacks.append(fields)
             if len(fallbacks) <= fallback_fails:
                 raise Fault("the database refused the fallback write")
         return await aupdate(self, **fields)
 
-    return [(QuerySet, "aupdate", refusing)]
+    return [(QuerySet, "update", refusing), (QuerySet, "aupdate", refusing_fallback)]
 
 
 @dataclass(frozen=True)
