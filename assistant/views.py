@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
+from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from assistant import events, health, review, services
@@ -54,6 +55,18 @@ def api_error(error: services.ServiceError) -> JsonResponse:
 
 def not_authenticated() -> JsonResponse:
     return api_error(services.ServiceError(401, "not_authenticated", _("Log in first.")))
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """Django's CSRF refusal; on the JSON API in the API's error shape, so that a client
+    reads it like every other error (settings.CSRF_FAILURE_VIEW)."""
+    if request.path_info.startswith("/api/"):
+        return api_error(
+            services.ServiceError(
+                403, "csrf_failed", _("The request lacks a valid CSRF token. Reload the page and try again.")
+            )
+        )
+    return django_csrf_failure(request, reason)
 
 
 def _is_authenticated(request: HttpRequest) -> bool:

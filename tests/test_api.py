@@ -152,14 +152,24 @@ def test_api_requires_login(db, conversation):
     assert not Message.objects.exists()
 
 
-def test_api_requires_csrf_token(alice, conversation):
+def test_api_requires_csrf_token_and_refuses_in_its_error_shape(alice, conversation):
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
     response = post_json(client, reverse("api_messages", args=[conversation.pk]), {"content": "hi"})
     assert response.status_code == 403
-    assert post_json(client, reverse("api_conversations"), {}).status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"
+    assert response.json()["error"]["message"]
+    assert post_json(client, reverse("api_conversations"), {}).json()["error"]["code"] == "csrf_failed"
     assert not Message.objects.exists()
     assert Conversation.objects.count() == 1
+
+
+def test_pages_refuse_a_missing_csrf_token_with_djangos_page(alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = client.post(reverse("logout"))
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("text/html")
 
 
 def test_cancel_of_another_users_message_is_404(bob, conversation):
