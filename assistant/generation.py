@@ -13,9 +13,6 @@ import asyncio
 import contextvars
 import functools
 import logging
-import os
-import secrets
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +34,7 @@ from assistant.llm import (
     provider_error,
 )
 from assistant.models import Message, ServerProcess, sql_names
+from assistant.processes import PROCESS_ID, crashed_here
 from assistant.usage import usage_counted, usage_tokens_add
 
 logger = logging.getLogger(__name__)
@@ -68,9 +66,6 @@ def coalesce_seconds() -> float:
 
 # Work that follows an answer (its title), held here so it is not garbage-collected.
 _follow_ups: set[asyncio.Task] = set()
-
-# This process's name on its lease; unique across restarts and hosts.
-PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def background_task(coro) -> asyncio.Task:
@@ -730,6 +725,17 @@ async def ensure_supervisor() -> None:
     await asyncio.shield(_first_heartbeat)
 
 
+def supervise_when_serving() -> None:
+    """Start the supervisor as soon as daphne's reactor runs: the recovery of the answers
+    a crashed process left behind must not wait for this process's first chat request
+    (a restarted process that got none recovered nothing). Outside daphne, nothing."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import reactor
+
+    reactor.callWhenRunning(lambda: _follow_up(ensure_supervisor()))
+
+
 def _answer_loop() -> asyncio.AbstractEventLoop | None:
     """The running event loop of this process's supervisor, once it has beaten: the loop
     its answers run on. None before that, or without one."""
@@ -822,15 +828,18 @@ async def _supervise(first_heartbeat: asyncio.Future) -> None:
 
 
 def heartbeat_and_recover(*, process_id: str = PROCESS_ID) -> list[tuple[int, str]]:
-    """Renew this process's lease; mark answers of processes without one `interrupted`.
+    """Renew this process's lease; mark answers of processes without one `interrupted`,
+    and at once those of a process on this host whose pid is gone (processes.crashed_here).
 
     Returns the (message id, conversation id) of the answers it marked.
     """
     now = timezone.now()
     ServerProcess.objects.update_or_create(pk=process_id, defaults={"heartbeat_at": now})
-    orphans = list(
-        _orphans(Message.objects.filter(status=Status.STREAMING)).values_list("pk", "conversation_id")
-    )
+    streaming = Message.objects.filter(status=Status.STREAMING)
+    generators = set(streaming.values_list("generated_by", flat=True).distinct())
+    crashed = [name for name in generators if crashed_here(name)]
+    gone = _orphans(streaming) | streaming.filter(generated_by__in=crashed)
+    orphans = list(gone.values_list("pk", "conversation_id"))
     error = interrupted_error()
     marked = []
     for message_id, conversation_id in orphans:

@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from assistant import events, generation, throttle
 from assistant.models import Conversation, Message, UsageRecord, sql_names
+from assistant.processes import PROCESS_ID
 from assistant.usage import usage_answer_add, usage_oldest_since
 
 TITLE_WORDS_CHARS = 60
@@ -276,7 +277,7 @@ def _answer_insert(conversation: Conversation, model: str) -> Message:
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         model=model,
-        generated_by=generation.PROCESS_ID,
+        generated_by=PROCESS_ID,
         event_id=position,
     )
     # Counted with the answer, in its transaction: from now on, whatever is deleted.

@@ -19,6 +19,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage  # noqa: E402
 
+from assistant import generation  # noqa: E402
 from assistant.stream_endpoint import EventStreamEndpoint  # noqa: E402
 from config import daphne_requests, twisted_writes  # noqa: E402
 from config.body_limits import RequestBodyLimit  # noqa: E402
@@ -52,3 +53,7 @@ daphne_requests.install()
 # Daphne sends a turn's writes at the end of the loop's turn, not via the selector
 # (config/twisted_writes.py).
 twisted_writes.install()
+
+# Heartbeat and restart recovery from the moment daphne serves, not from the first chat
+# request: answers a crashed process left `streaming` are marked at once.
+generation.supervise_when_serving()

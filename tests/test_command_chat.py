@@ -14,8 +14,9 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from assistant import generation, llm
+from assistant import llm
 from assistant.models import Conversation, Message, ServerProcess
+from assistant.processes import PROCESS_ID
 from tests.conftest import ROOT, live_env
 from tests.test_commands import run
 from tests.test_streaming import fake
@@ -57,7 +58,7 @@ def test_chat_prints_the_answer_and_stores_the_exchange(demo, alice):
     assert f"conversation {conversation.pk}" in err
     assert f"[stop, {answer.prompt_tokens} prompt + {answer.completion_tokens} completion tokens" in err
     # The command gave up its lease (the live server's, if one runs, heartbeats meanwhile).
-    assert not ServerProcess.objects.filter(pk=generation.PROCESS_ID).exists()
+    assert not ServerProcess.objects.filter(pk=PROCESS_ID).exists()
 
 
 class Writes(io.StringIO):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -10,7 +13,9 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from assistant import processes
 from assistant.models import Message, ServerProcess
+from tests.browser.helpers import wait_until
 from tests.conftest import live_env, session_client, start_daphne, stop_daphne
 from tests.sse import answer_events, parse_sse, sse_lines
 from tests.test_streaming import (
@@ -100,6 +105,40 @@ def read_until_text(client: httpx.Client, conversation: dict, sent: dict, chars:
             if len(text_of(seen)) >= chars:
                 return text_of(seen), event.id
     raise AssertionError("the answer ended early")
+
+
+def test_a_process_of_this_host_is_crashed_only_when_its_pid_is_gone():
+    host, key = processes.PROCESS_ID.split(":")[0], processes.NAMESPACE_KEY
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid names nothing now
+    assert processes.crashed_here(f"{host}:{child.pid}:0a1b2c3d:{key}")
+    assert not processes.crashed_here(processes.PROCESS_ID)  # this one
+    assert not processes.crashed_here(f"{host}:{os.getppid()}:0a1b2c3d:{key}")  # alive
+    # Another pid namespace or host, or a name from before namespace keys: the lease decides.
+    assert not processes.crashed_here(f"{host}:{child.pid}:0a1b2c3d:ffffffff")
+    assert not processes.crashed_here(f"other-host:{child.pid}:0a1b2c3d:{key}")
+    assert not processes.crashed_here(f"{host}:{child.pid}:0a1b2c3d")
+
+
+def test_a_restarted_process_marks_the_crashed_ones_answers_at_once_unasked(
+    short_lease_server, transactional_db, alice, upstream
+):
+    # A lease of ten minutes: only the dead pid can end the answer within the wait below.
+    long_lease = {"ASSISTANT_LEASE_SECONDS": "600", "ASSISTANT_HEARTBEAT_SECONDS": "0.3"}
+    first = short_lease_server(long_lease)
+    with session_client(first, alice) as client:
+        conversation = create_conversation(client)
+        sent = send(client, conversation, fake(never_end=True, tps=60))
+        read_until_text(client, conversation, sent, 20)
+    answer_id = sent["assistant_message"]["id"]
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    assert Message.objects.get(pk=answer_id).status == "streaming"
+
+    short_lease_server(long_lease)  # started, and asked nothing about conversations
+
+    assert wait_until(lambda: Message.objects.get(pk=answer_id).status == "interrupted", timeout=20)
+    assert Message.objects.get(pk=answer_id).error_type == "interrupted"
 
 
 def test_crashed_process_leaves_answers_interrupted_and_clients_informed(
