@@ -836,8 +836,9 @@ def heartbeat_and_recover(*, process_id: str = PROCESS_ID) -> list[tuple[int, st
     now = timezone.now()
     ServerProcess.objects.update_or_create(pk=process_id, defaults={"heartbeat_at": now})
     streaming = Message.objects.filter(status=Status.STREAMING)
-    generators = set(streaming.values_list("generated_by", flat=True).distinct())
-    crashed = [name for name in generators if crashed_here(name)]
+    # A process beats before it creates an answer, so a crashed one has its row still.
+    others = ServerProcess.objects.exclude(pk=process_id).values_list("pk", flat=True)
+    crashed = [name for name in others if crashed_here(name)]
     gone = _orphans(streaming) | streaming.filter(generated_by__in=crashed)
     orphans = list(gone.values_list("pk", "conversation_id"))
     error = interrupted_error()
@@ -852,7 +853,7 @@ def heartbeat_and_recover(*, process_id: str = PROCESS_ID) -> list[tuple[int, st
             marked.append((message_id, str(conversation_id)))
     if marked:
         logger.warning("marked %d orphaned answers interrupted", len(marked))
-    ServerProcess.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
+    ServerProcess.objects.filter(Q(heartbeat_at__lt=now - timedelta(days=1)) | Q(pk__in=crashed)).delete()
     return marked
 
 
