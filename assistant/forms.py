@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from assistant import throttle
-from assistant.models import Message
+from assistant.models import FEEDBACK_RATINGS
 from assistant.services import ServiceError
 
 
@@ -141,9 +141,6 @@ class ConversationSearchForm(JsonForm):
     archived = forms.TypedChoiceField(
         required=False, choices=[("0", "0"), ("1", "1")], coerce=lambda value: value == "1", empty_value=False
     )
-
-
-FEEDBACK_RATINGS = {"up": Message.Feedback.UP, "down": Message.Feedback.DOWN}
 
 
 class FeedbackForm(JsonForm):

@@ -49,10 +49,10 @@ from django.utils.translation import gettext_lazy
 from assistant import events, generation, llm, spreadsheet
 from assistant.models import AccessLog, Conversation, DeletionRecord, Message, UsageRecord
 from assistant.review import (
-    RATING_NAMES,
     REASON_MAX_CHARS,
     REASON_MIN_CHARS,
     REVIEWERS_GROUP,
+    access_entry,
     conversation_export_json,
     message_export_json,
 )
@@ -257,7 +257,7 @@ def _csv_rows(conversation: Conversation) -> Iterator[list[str]]:
             "" if message.prompt_tokens is None else str(message.prompt_tokens),
             "" if message.completion_tokens is None else str(message.completion_tokens),
             "yes" if message.superseded else "no",
-            RATING_NAMES.get(message.feedback, ""),
+            message.feedback_name or "",
             message.feedback_comment,
             message.error_type,
         ]
@@ -279,12 +279,12 @@ def export_reason_check(reason: str | None) -> str:
 def _accesses_record(batch: list[Conversation], *, actor: str, reason: str) -> None:
     """Log reading `batch` in the access log, as the admin's export does (no reviewer account)."""
     AccessLog.objects.bulk_create(
-        AccessLog(
+        access_entry(
             reviewer=None,
-            reviewer_username=actor[:150],
-            owner=conversation.owner,
-            owner_username=conversation.owner.get_username(),
+            reviewer_username=actor,
             conversation_id=conversation.pk,
+            owner_id=conversation.owner_id,
+            owner_username=conversation.owner.get_username(),
             reason=f"export: {reason}",
         )
         for conversation in batch

@@ -112,6 +112,16 @@ class Message(models.Model):
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
 
+    @property
+    def feedback_name(self) -> str | None:
+        """The rating as the API, the page and exports name it: "up", "down" or None."""
+        return FEEDBACK_NAMES.get(self.feedback)
+
+
+# The names of the ratings on the wire (API, page data, exports), and back.
+FEEDBACK_NAMES = {Message.Feedback.UP: "up", Message.Feedback.DOWN: "down"}
+FEEDBACK_RATINGS = {name: value for value, name in FEEDBACK_NAMES.items()}
+
 
 class ServerProcess(models.Model):
     """A live server process and its heartbeat: the lease on the answers it generates.

@@ -88,19 +88,35 @@ def reason_compose(*, purpose: str, details: str) -> str:
 
 def access_record(*, reviewer, conversation: Conversation, reason: str) -> AccessLog:
     """Append one access to the log: who read whose conversation, and why."""
-    return AccessLog.objects.create(**_access_fields(reviewer, conversation, reason))
+    entry = _access_of(reviewer, conversation, reason)
+    entry.save()
+    return entry
 
 
-def _access_fields(reviewer, conversation: Conversation, reason: str) -> dict[str, Any]:
-    owner = conversation.owner
-    return {
-        "reviewer": reviewer,
-        "reviewer_username": reviewer.get_username(),
-        "owner": owner,
-        "owner_username": owner.get_username(),
-        "conversation_id": conversation.pk,
-        "reason": reason,
-    }
+def access_entry(
+    *, reviewer, reviewer_username: str, conversation_id, owner_id, owner_username: str, reason: str
+) -> AccessLog:
+    """One access, unsaved: who read whose conversation, and why. Every row of the log is
+    built here (a transcript opened, a list shown, an export in the admin or the shell)."""
+    return AccessLog(
+        reviewer=reviewer,
+        reviewer_username=reviewer_username[:150],
+        owner_id=owner_id,
+        owner_username=owner_username,
+        conversation_id=conversation_id,
+        reason=reason,
+    )
+
+
+def _access_of(reviewer, conversation: Conversation, reason: str) -> AccessLog:
+    return access_entry(
+        reviewer=reviewer,
+        reviewer_username=reviewer.get_username(),
+        conversation_id=conversation.pk,
+        owner_id=conversation.owner_id,
+        owner_username=conversation.owner.get_username(),
+        reason=reason,
+    )
 
 
 def transcript_open(
@@ -200,12 +216,12 @@ def list_content_record(
     )
     reviewer_username = reviewer.get_username()
     entries = [
-        AccessLog(
+        access_entry(
             reviewer=reviewer,
             reviewer_username=reviewer_username,
+            conversation_id=pk,
             owner_id=owner_id,
             owner_username=owner_username,
-            conversation_id=pk,
             reason=reason,
         )
         for pk, owner_id, owner_username in unlogged
@@ -216,9 +232,6 @@ def list_content_record(
 
 
 # --- exports -------------------------------------------------------------------------------
-
-
-RATING_NAMES = {Message.Feedback.UP: "up", Message.Feedback.DOWN: "down"}
 
 
 def message_export_json(message: Message) -> dict[str, Any]:
@@ -240,7 +253,7 @@ def message_export_json(message: Message) -> dict[str, Any]:
             if message.error_type or message.status == Message.Status.ERROR
             else None
         ),
-        "feedback": RATING_NAMES.get(message.feedback),
+        "feedback": message.feedback_name,
         "feedback_comment": message.feedback_comment,
         "superseded": message.superseded,
     }
@@ -289,7 +302,7 @@ async def conversations_export(
 
 async def _export_batch(reviewer, batch: list[Conversation], reason: str) -> list[str]:
     await AccessLog.objects.abulk_create(
-        [AccessLog(**_access_fields(reviewer, conversation, reason)) for conversation in batch]
+        [_access_of(reviewer, conversation, reason) for conversation in batch]
     )
     return [json.dumps(conversation_export_json(c), ensure_ascii=False) + "\n" for c in batch]
 

@@ -29,7 +29,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from assistant import events, health, review, services
 from assistant.forms import (
-    FEEDBACK_RATINGS,
     ConversationForm,
     ConversationSearchForm,
     ConversationUpdateForm,
@@ -102,9 +101,6 @@ def api_view(view):
     return wrapper
 
 
-RATING_NAMES = {value: name for name, value in FEEDBACK_RATINGS.items()}
-
-
 def message_json(message: Message) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": message.pk,
@@ -119,7 +115,7 @@ def message_json(message: Message) -> dict[str, Any]:
         data.update(
             finish_reason=message.finish_reason,
             usage={"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
-            feedback=RATING_NAMES.get(message.feedback),
+            feedback=message.feedback_name,
             feedback_comment=message.feedback_comment,
         )
         if message.error_type:
@@ -450,7 +446,7 @@ def message_feedback(request: HttpRequest, message_id: int) -> JsonResponse:
     return JsonResponse(
         {
             "id": message.pk,
-            "feedback": RATING_NAMES.get(message.feedback),
+            "feedback": message.feedback_name,
             "feedback_comment": message.feedback_comment,
         }
     )
