@@ -44,7 +44,7 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model, user_logged_out
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.core.exceptions import MiddlewareNotUsed
+from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import response_for_exception
 from django.db import transaction
@@ -85,10 +85,33 @@ def _hooks_only(request: HttpRequest) -> None:
     raise AssertionError("the event stream endpoint calls middleware hooks, never the chain")
 
 
+# What this endpoint does for each middleware of settings.MIDDLEWARE, in its order. A
+# middleware added to the settings but not here stops the server from starting: the
+# streams would skip it silently otherwise.
+MIDDLEWARE_HANDLED = {
+    "django.middleware.security.SecurityMiddleware": "its request and response hooks",
+    "assistant.middleware.SecurityHeadersMiddleware": "add_security_headers",
+    "django.contrib.sessions.middleware.SessionMiddleware": "its request and response hooks",
+    "django.middleware.locale.LocaleMiddleware": "its request hook (the language)",
+    "django.middleware.common.CommonMiddleware": "its request hook (hosts, user agents)",
+    "django.middleware.csrf.CsrfViewMiddleware": "none needed: a GET that changes nothing",
+    "django.contrib.auth.middleware.AuthenticationMiddleware": "its request hook",
+    "assistant.sso.ProxyHeaderLoginMiddleware": "sign_on",
+    "django.contrib.messages.middleware.MessageMiddleware": "none needed: a stream shows no messages",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware": "its response hook",
+}
+
+
 class EventStreamEndpoint:
     """An ASGI app: GET of a conversation's event stream here, everything else to `app`."""
 
     def __init__(self, app: ASGIHandler) -> None:
+        unhandled = [name for name in settings.MIDDLEWARE if name not in MIDDLEWARE_HANDLED]
+        if unhandled:
+            raise ImproperlyConfigured(
+                f"assistant/stream_endpoint.py does not handle {', '.join(unhandled)} for event "
+                "streams: do there what the middleware does, then add it to MIDDLEWARE_HANDLED"
+            )
         self.app = app
         self.security = SecurityMiddleware(_hooks_only)
         self.common = CommonMiddleware(_hooks_only)

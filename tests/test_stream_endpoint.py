@@ -17,6 +17,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
 from django.test import Client
 from django_eventstream.views import get_listener_manager
@@ -418,3 +419,13 @@ def test_deactivation_in_the_same_process_ends_the_stream_at_once(transactional_
     assert connection.body().endswith(b'event: unauthorized\ndata: {"reason":"account_disabled"}\n\n')
     assert connection.messages[-1]["more_body"] is False
     assert conversation.channel not in get_listener_manager().listeners_by_channel
+
+
+def test_every_middleware_of_the_settings_is_handled_for_event_streams(settings):
+    assert list(stream_endpoint.MIDDLEWARE_HANDLED) == list(settings.MIDDLEWARE)
+    stream_endpoint.EventStreamEndpoint(ASGIHandler())  # starts with the settings as they are
+
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"]
+
+    with pytest.raises(ImproperlyConfigured, match="GZipMiddleware"):
+        stream_endpoint.EventStreamEndpoint(ASGIHandler())
