@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -57,3 +58,9 @@ twisted_writes.install()
 # Heartbeat and restart recovery from the moment daphne serves, not from the first chat
 # request: answers a crashed process left `streaming` are marked at once.
 generation.supervise_when_serving()
+
+# The server's garbage collection (docs/architecture.md, "Garbage collection"): the objects
+# of start-up live as long as the process, out of the collector's sight; a young generation
+# of 50,000 lets the short-lived objects of streaming tokens die young.
+gc.freeze()
+gc.set_threshold(50_000, 20, 10)
