@@ -58,9 +58,30 @@ class Assertion:
 
 
 def trusted_networks(entries: list[str]) -> tuple[list[Network], bool]:
-    """The networks in ASSISTANT_SSO_TRUSTED_PROXIES, and whether `unix` is among them."""
+    """The networks in a list of trusted proxies, and whether `unix` is among them."""
     networks = [ipaddress.ip_network(entry, strict=False) for entry in entries if entry != UNIX_SOCKET]
     return networks, UNIX_SOCKET in entries
+
+
+def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address in `text` (an IPv4-mapped IPv6 one as IPv4), or None."""
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
+def from_proxy(request: HttpRequest, networks: list[Network], trust_unix_socket: bool) -> bool:
+    """Whether the request's direct peer is one of the trusted proxies."""
+    address = request.META.get("REMOTE_ADDR")
+    if not address:
+        # ASGI over a Unix socket: no peer address, only processes allowed to open it.
+        return trust_unix_socket and getattr(request, "scope", None) is not None
+    ip = ip_of(address)
+    return ip is not None and any(ip in network for network in networks)
 
 
 class ProxyHeaderLoginMiddleware(SyncAndAsyncMiddleware):
@@ -103,17 +124,7 @@ class ProxyHeaderLoginMiddleware(SyncAndAsyncMiddleware):
     # --- what the proxy says ------------------------------------------------------------
 
     def from_trusted_proxy(self, request: HttpRequest) -> bool:
-        address = request.META.get("REMOTE_ADDR")
-        if not address:
-            # ASGI over a Unix socket: no peer address, only processes allowed to open it.
-            return self.trust_unix_socket and getattr(request, "scope", None) is not None
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self.networks)
+        return from_proxy(request, self.networks, self.trust_unix_socket)
 
     def assertion(self, request: HttpRequest) -> Assertion | None:
         """The proxy's word on this request; None when the peer is not a trusted proxy."""

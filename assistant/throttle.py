@@ -25,7 +25,6 @@ X-Forwarded-For names the client: the last entry, the one the proxy itself wrote
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import threading
@@ -43,11 +42,12 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from assistant import sso
+
 logger = logging.getLogger(__name__)
 
 # Longer user names are cut in log lines (and a key never holds them: it is a digest).
 LOGGED_USERNAME_CHARS = 64
-UNIX_SOCKET = "unix"
 
 
 @dataclass(frozen=True)
@@ -145,41 +145,19 @@ def writes_limit() -> Limit:
 # --- the client's address -----------------------------------------------------------------
 
 
-def _trusted_peer(request: HttpRequest) -> bool:
-    address = request.META.get("REMOTE_ADDR")
-    entries = settings.ASSISTANT_TRUSTED_PROXIES
-    if not address:
-        # ASGI over a Unix socket: no peer address, only processes allowed to open it.
-        return UNIX_SOCKET in entries and getattr(request, "scope", None) is not None
-    ip = _ip(address)
-    return ip is not None and any(
-        ip in ipaddress.ip_network(entry, strict=False) for entry in entries if entry != UNIX_SOCKET
-    )
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    return ip
-
-
 def client_address(request: HttpRequest) -> str:
     """The client's IP as the documented proxy setup gives it (see the module's docstring).
 
     X-Forwarded-For from any other peer is ignored: anyone can send it. A trusted proxy
     that sent none or junk leaves its own address (`unix` on a socket).
     """
-    peer = request.META.get("REMOTE_ADDR") or UNIX_SOCKET
-    if _trusted_peer(request):
+    peer = request.META.get("REMOTE_ADDR") or sso.UNIX_SOCKET
+    if sso.from_proxy(request, *sso.trusted_networks(settings.ASSISTANT_TRUSTED_PROXIES)):
         forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1]
-        ip = _ip(forwarded)
+        ip = sso.ip_of(forwarded)
         if ip is not None:
             return str(ip)
-    ip = _ip(peer)
+    ip = sso.ip_of(peer)
     return peer if ip is None else str(ip)
 
 
