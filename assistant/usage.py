@@ -69,13 +69,16 @@ def usage_counted(finish: Finish | None, *, prompt_chars: int, completion_chars:
     (a stopped, failed or interrupted answer, an upstream that reports no usage), an
     estimate from the characters sent and received. Otherwise stopping every answer just
     before its end would escape the daily quota."""
-    figures = (None, None) if finish is None else (finish.prompt_tokens, finish.completion_tokens)
-    estimates = (prompt_chars, completion_chars)
-    prompt, completion = (
-        -(-chars // CHARS_PER_TOKEN) if figure is None else figure
-        for figure, chars in zip(figures, estimates, strict=True)
-    )
-    return {"prompt_tokens": prompt, "completion_tokens": completion}
+    prompt = None if finish is None else finish.prompt_tokens
+    completion = None if finish is None else finish.completion_tokens
+    return {
+        "prompt_tokens": _estimated(prompt_chars) if prompt is None else prompt,
+        "completion_tokens": _estimated(completion_chars) if completion is None else completion,
+    }
+
+
+def _estimated(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)  # rounded up
 
 
 def usage_oldest_since(*, user_id: int, since: datetime) -> datetime | None:
