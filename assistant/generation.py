@@ -191,7 +191,7 @@ class _Answer:
     # (text length, event id) of the partial state last handed to the partial writer.
     persisted: tuple[int, int] = (0, 0)
     # Characters of the history sent upstream: what the prompt cost, when the upstream
-    # does not say (usage_estimate).
+    # does not say (usage.usage_counted).
     prompt_chars: int = 0
 
     def add(self, text: str) -> None:
