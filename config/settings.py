@@ -377,6 +377,23 @@ ASSISTANT_STREAM_BACKLOG_BYTES = env_int("ASSISTANT_STREAM_BACKLOG_BYTES", 1024 
 # oldest with `stream-closed` (assistant/stream_endpoint.py).
 ASSISTANT_MAX_STREAMS_PER_USER = env_int("ASSISTANT_MAX_STREAMS_PER_USER", 20, minimum=1)
 
+# The code that reaches into private names of daphne, Twisted, aiohttp and the openai
+# SDK (config/fastpaths/): `on`, `off`, or the names that may install (`twisted,aiohttp`).
+# Off, the libraries' public paths do the same work at a measured cost.
+def env_fast_paths(name: str) -> str | frozenset[str]:
+    from config.fastpaths import NAMES
+
+    value = env_str(name, "on").strip().lower()
+    if value in ("on", "off"):
+        return value
+    names = frozenset(part.strip() for part in value.split(",") if part.strip())
+    if not names or not names <= set(NAMES):
+        raise ImproperlyConfigured(f"{name} takes on, off or names from {', '.join(NAMES)}; got {value!r}")
+    return names
+
+
+ASSISTANT_FAST_PATHS = env_fast_paths("ASSISTANT_FAST_PATHS")
+
 # --- Governance (staff commands, docs/architecture.md "Staff commands") ------------------
 # Conversations without activity for this many days are deleted by
 # `manage.py purge_conversations`, run from cron. Unset: nothing is deleted automatically.
