@@ -25,8 +25,13 @@ migrate: $(VENV)/.runtime
 run: migrate
 	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
+# The streaming, resume and fault tests a second time with every fast path off
+# (config/fastpaths): the libraries' public paths must hold the same guarantees.
+PUBLIC_PATH_TESTS ?= tests/test_streaming.py tests/test_resume.py tests/test_recovery.py \
+	tests/test_stream_endpoint.py tests/test_llm.py tests/security/test_answer_task_faults.py
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+	ASSISTANT_FAST_PATHS=off $(BIN)/python -m pytest $(PUBLIC_PATH_TESTS)
 
 # The scale-out suite (tests/scaleout): two daphne processes over PostgreSQL and Redis.
 # Its Redis database is flushed: not 0. `make test` skips it, saying why.

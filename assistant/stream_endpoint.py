@@ -1,8 +1,9 @@
-"""The event stream endpoint, served at the ASGI level, before Django's middleware chain.
+"""The event stream endpoint: a channels consumer, before Django's middleware chain.
 
-`GET /api/conversations/<id>/events/` (the URL named `conversation_events`) is answered
-here; every other request goes on to Django. The reason is cost: a Django request holds
-its thread (config/django_handler.py: one of at most ASSISTANT_REQUEST_THREADS) for as
+`GET /api/conversations/<id>/events/` (the URL named `conversation_events`) is routed
+here by channels' URLRouter (config/asgi.py, `route`); every other request goes on to
+Django. The reason is cost: a Django request holds
+its thread (config/fastpaths/django.py: one of at most ASSISTANT_REQUEST_THREADS) for as
 long as it lasts, and an event stream lasts for hours, so each open stream would hold a
 thread, and a few of them every thread. Here nothing runs in such a context: the
 request's database work (session, user, conversation) is one call into the process's
@@ -40,22 +41,22 @@ from importlib import import_module
 from typing import NamedTuple
 
 from asgiref.sync import sync_to_async
+from channels.auth import AuthMiddlewareStack
+from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model, user_logged_out
-from django.contrib.auth.middleware import AuthenticationMiddleware
-from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import response_for_exception
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase, HttpResponseNotAllowed, StreamingHttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.locale import LocaleMiddleware
 from django.middleware.security import SecurityMiddleware
-from django.urls import Resolver404, resolve
+from django.urls import URLPattern, get_resolver, path
 from django.utils.crypto import constant_time_compare
 from django.utils.log import log_response
 
@@ -91,79 +92,100 @@ def _hooks_only(request: HttpRequest) -> None:
 MIDDLEWARE_HANDLED = {
     "django.middleware.security.SecurityMiddleware": "its request and response hooks",
     "assistant.middleware.SecurityHeadersMiddleware": "add_security_headers",
-    "django.contrib.sessions.middleware.SessionMiddleware": "its request and response hooks",
+    "django.contrib.sessions.middleware.SessionMiddleware": "channels' SessionMiddleware (route)",
     "django.middleware.locale.LocaleMiddleware": "its request hook (the language)",
     "django.middleware.common.CommonMiddleware": "its request hook (hosts, user agents)",
     "django.middleware.csrf.CsrfViewMiddleware": "none needed: a GET that changes nothing",
-    "django.contrib.auth.middleware.AuthenticationMiddleware": "its request hook",
+    "django.contrib.auth.middleware.AuthenticationMiddleware": "channels' AuthMiddleware (route)",
     "assistant.sso.ProxyHeaderLoginMiddleware": "sign_on",
     "django.contrib.messages.middleware.MessageMiddleware": "none needed: a stream shows no messages",
     "django.middleware.clickjacking.XFrameOptionsMiddleware": "its response hook",
 }
 
 
-class EventStreamEndpoint:
-    """An ASGI app: GET of a conversation's event stream here, everything else to `app`."""
+class StreamHooks:
+    """What Django's middleware chain does for an event stream's request, but the session
+    and the user (channels' AuthMiddlewareStack, config/asgi.py): one set per process,
+    shared by every stream."""
 
-    def __init__(self, app: ASGIHandler) -> None:
+    def __init__(self, django: ASGIHandler) -> None:
         unhandled = [name for name in settings.MIDDLEWARE if name not in MIDDLEWARE_HANDLED]
         if unhandled:
             raise ImproperlyConfigured(
                 f"assistant/stream_endpoint.py does not handle {', '.join(unhandled)} for event "
                 "streams: do there what the middleware does, then add it to MIDDLEWARE_HANDLED"
             )
-        self.app = app
+        self.django = django
         self.security = SecurityMiddleware(_hooks_only)
         self.common = CommonMiddleware(_hooks_only)
         self.locale = LocaleMiddleware(_hooks_only)
-        self.session = SessionMiddleware(_hooks_only)
-        self.authentication = AuthenticationMiddleware(_hooks_only)
         self.frame_options = XFrameOptionsMiddleware(_hooks_only)
         try:
             self.sso: ProxyHeaderLoginMiddleware | None = ProxyHeaderLoginMiddleware(_hooks_only)
         except MiddlewareNotUsed:
             self.sso = None
 
-    async def __call__(self, scope, receive, send) -> None:
-        # HEAD and other methods go to Django, whose view answers them 405 as before.
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].endswith("/events/"):
-            conversation_id = _conversation_id(scope)
-            if conversation_id is not None:
-                opened = await self._answer(scope, receive, send, conversation_id)
-                if opened is not None:
-                    # A client that stops reading: closed once its backlog passes the
-                    # bound, it resumes from the log (config/send_backlog.py).
-                    send = bounded_send(scope, send, settings.ASSISTANT_STREAM_BACKLOG_BYTES)
-                    await _stream(receive, send, *opened)
-                return
-        await self.app(scope, receive, send)
+    def refusal(self, request: HttpRequest) -> HttpResponseBase | None:
+        """Django's answer to a request it would not let through (HTTPS redirect, host not
+        allowed, refused user agent); with the language of the request activated."""
+        refusal = self.security.process_request(request) or self.common.process_request(request)
+        if refusal is None:
+            self.locale.process_request(request)
+        return refusal
 
-    async def _answer(self, scope, receive, send, conversation_id: uuid.UUID) -> _Opened | None:
+    def add_headers(self, request: HttpRequest, response: HttpResponseBase) -> None:
+        self.locale.process_response(request, response)
+        add_security_headers(response)
+        self.security.process_response(request, response)
+        self.frame_options.process_response(request, response)
+
+
+class EventStreamConsumer(AsyncHttpConsumer):
+    """A conversation's event stream: a channels consumer, routed by config/asgi.py behind
+    AuthMiddlewareStack, which hands it the session (`scope["session"]`, saved and its
+    cookie set with the response's head) and the user (`scope["user"]`, with Django's
+    session hash check)."""
+
+    def __init__(self, hooks: StreamHooks) -> None:
+        super().__init__()
+        self.hooks = hooks
+        self.receive = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        # While `handle` runs the stream nothing else reads `receive`: the stream watches it
+        # for the client's hang-up.
+        self.receive = receive
+        await super().__call__(scope, receive, send)
+
+    async def handle(self, body: bytes) -> None:
+        opened = await self._answer(body)
+        if opened is not None:
+            # A client that stops reading: closed once its backlog passes the bound, it
+            # resumes from the log (config/send_backlog.py).
+            send = bounded_send(self.scope, self.send, settings.ASSISTANT_STREAM_BACKLOG_BYTES)
+            await _stream(self.receive, send, *opened)
+
+    async def _answer(self, body: bytes) -> _Opened | None:
         """Send the answer of a request refused, or return what its stream needs (the
         request itself is not kept: an open stream holds only that)."""
-        body = []
-        while True:  # a GET has no body to speak of; read it as Django would
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        request, response = self.app.create_request(scope, io.BytesIO(b"".join(body)))
+        django = self.hooks.django
+        request, response = django.create_request(self.scope, io.BytesIO(body))
         if request is None:
-            await self.app.send_response(response, send)
+            await django.send_response(response, self.send)
             return None
+        request.session, request.user = self.scope["session"], self.scope["user"]
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
         try:
             response, opened = await self._open(request, conversation_id)
         except Exception as exc:
             response, opened = response_for_exception(request, exc), None
-        self._add_headers(request, response)
+        self.hooks.add_headers(request, response)
         if opened is None:
             if response.status_code >= 400:
                 log_response(
                     "%s: %s", response.reason_phrase, request.path, response=response, request=request
                 )
-            await self.app.send_response(response, send)
+            await django.send_response(response, self.send)
             return None
         return _Opened(_start_message(response), *opened)
 
@@ -171,13 +193,12 @@ class EventStreamEndpoint:
         self, request: HttpRequest, conversation_id: uuid.UUID
     ) -> tuple[HttpResponseBase, tuple[_OpenStream, str, int | None] | None]:
         """The response head and, when the stream may open, what `_stream` needs."""
-        refusal = self.security.process_request(request) or self.common.process_request(request)
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"]), None
+        refusal = self.hooks.refusal(request)
         if refusal is not None:
             return refusal, None
-        self.locale.process_request(request)
-        self.session.process_request(request)
-        self.authentication.process_request(request)
-        # One call into the process's shared thread for all the database work (this
+        # One call into the process's shared thread for the database work left (this
         # request runs in no ThreadSensitiveContext, so no thread of its own is made).
         response, conversation, account = await sync_to_async(self._authorize)(request, conversation_id)
         if conversation is None:
@@ -193,10 +214,9 @@ class EventStreamEndpoint:
     def _authorize(
         self, request: HttpRequest, conversation_id: uuid.UUID
     ) -> tuple[HttpResponseBase, Conversation | None, tuple[object, bytes]]:
-        """Sync, in the shared thread: the proxy's sign-on, the user, the conversation, and
-        the session saved when that changed it (as SessionMiddleware does); with the
-        user's id and credentials (see _credentials)."""
-        response = self.sso.sign_on(request) if self.sso is not None else None
+        """Sync, in the shared thread: the proxy's sign-on, then the conversation; with
+        the user's id and credentials (see _credentials)."""
+        response = self.hooks.sso.sign_on(request) if self.hooks.sso is not None else None
         conversation = None
         user = request.user
         if response is None and not user.is_authenticated:
@@ -211,27 +231,16 @@ class EventStreamEndpoint:
                     content_type="text/event-stream; charset=utf-8",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-        account = (user.pk, _credentials(getattr(user, "password", "")))
-        return self.session.process_response(request, response), conversation, account
-
-    def _add_headers(self, request: HttpRequest, response: HttpResponseBase) -> None:
-        self.locale.process_response(request, response)
-        add_security_headers(response)
-        self.security.process_response(request, response)
-        self.frame_options.process_response(request, response)
+        return response, conversation, (user.pk, _credentials(getattr(user, "password", "")))
 
 
-def _conversation_id(scope) -> uuid.UUID | None:
-    """The conversation of an event stream URL (resolved by config.urls), else None."""
-    path = scope["path"]
-    script_prefix = get_script_prefix(scope)
-    if script_prefix:
-        path = path.removeprefix(script_prefix)
-    try:
-        match = resolve(path)
-    except Resolver404:
-        return None
-    return match.kwargs["conversation_id"] if match.url_name == URL_NAME else None
+def route(django: ASGIHandler) -> URLPattern:
+    """The event stream's route for channels' URLRouter: the URL config.urls names
+    `conversation_events` (its view is only there for reverse()), served by the consumer
+    behind channels' session and authentication middleware."""
+    pattern = next(p for p in get_resolver().url_patterns if getattr(p, "name", None) == URL_NAME)
+    consumer = EventStreamConsumer.as_asgi(hooks=StreamHooks(django))
+    return path(str(pattern.pattern), AuthMiddlewareStack(consumer), name=URL_NAME)
 
 
 def _start_message(response: HttpResponseBase) -> dict:

@@ -13,7 +13,7 @@ Logins (assistant.forms.LoginThrottleMixin, for the login page and the admin's):
   the correct password included, saying how long to wait;
 - at most ASSISTANT_LOGIN_CONCURRENCY password checks run at once per process; more are
   refused at once, so a flood of logins cannot take every request thread
-  (config/django_handler.py) for password hashing;
+  (config/fastpaths/django.py) for password hashing;
 - every failed password check (Django's `user_login_failed` signal, any login form) is
   counted and logged as a warning with the user name and the client address.
 

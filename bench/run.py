@@ -2,9 +2,9 @@
 pass-through proxy side by side, checked token by token; then N idle event streams.
 
 Three processes at a time, so that on a small machine each figure belongs to one of them:
-the fake upstream (``tests.fake_upstream``, pacing tokens and stamping each with its write
+the fake upstream (``tests.helpers.upstream``, pacing tokens and stamping each with its write
 time), the server under test, and this process, an asyncio load generator with a minimal
-HTTP client. The server is one daphne serving the app (``bench.counting_asgi``, which also
+HTTP client. The server is one daphne serving the app (``tests.helpers.counting_asgi``, which also
 counts SQL writes) or one uvicorn serving the pass-through proxy (``bench.proxy``). For
 each N each of them gets a fresh process (Assistant a fresh database too), answers one
 short warm-up question, then N questions at the same seeded arrival times over a few
@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import HTTPError, Response, SSEEvent, request, request_json, sse_events
-from bench.counting_asgi import COUNTERS_PATH
 from bench.procstat import cpu_seconds, machine_busy_seconds, memory_mb, open_files, thread_count
+from tests.helpers.counting_asgi import COUNTERS_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -179,7 +179,7 @@ def raise_open_files_limit(needed: int) -> None:
 @contextlib.contextmanager
 def fake_upstream(log: Path) -> Iterator[tuple[str, int]]:
     """The fake OpenAI-compatible upstream in its own process: yields (base URL, pid)."""
-    command = [sys.executable, "-m", "tests.fake_upstream", "--host", HOST, "--port", "0"]
+    command = [sys.executable, "-m", "tests.helpers.upstream", "--host", HOST, "--port", "0"]
     with log.open("w") as errors:
         process = subprocess.Popen(
             [*command, "--api-key", API_KEY], cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True
@@ -267,7 +267,16 @@ def serve(
 
 
 def daphne_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), "bench.counting_asgi:application"]
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        HOST,
+        "-p",
+        str(port),
+        "tests.helpers.counting_asgi:application",
+    ]
 
 
 def uvicorn_command(port: int) -> list[str]:
@@ -567,7 +576,7 @@ def proxy_round(n: int, workload: Workload, upstream: tuple[str, int]) -> dict:
 async def process_figures(target: Target, database: Path) -> dict[str, float]:
     """What a server process holds: OS threads, open files, database connections, memory.
 
-    Database connections as Django sees them (bench/counting_asgi.py), and as the kernel
+    Database connections as Django sees them (tests/helpers/counting_asgi.py), and as the kernel
     does: descriptors open on the SQLite file. The second can be higher: SQLite defers
     closing a closed connection's descriptor while another connection of the process
     holds a lock on the file (POSIX locks belong to the process, not to a descriptor).
@@ -656,17 +665,27 @@ def idle_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: P
 
 # --------------------------------------------------------------------------- output
 
-SYSTEMS = {"assistant": "Assistant (one daphne)", "proxy": "pass-through proxy (one uvicorn)"}
+SYSTEMS = {
+    "assistant": "Assistant (one daphne)",
+    "public": "Assistant, fast paths off",
+    "proxy": "pass-through proxy (one uvicorn)",
+}
+# The systems that are Assistant: their rows have the database column.
+ASSISTANTS = ("assistant", "public")
+# Assistant with every fast path off (config/fastpaths): the libraries' public paths.
+FAST_PATHS_OFF = {"ASSISTANT_FAST_PATHS": "off"}
 COLUMNS = ("held", "completed", "lost/dup", "TTFT+ p50/p99", "token p50/p99", "CPU/1k tok", "RSS idle/peak")
 DB_COLUMN = "DB writes/answer (/s)"
 LEGEND = f"""\
 held: every stream completed, no token lost or duplicated, p99 token <= {HELD_TOKEN_P99_MS} ms, \
 p99 TTFT+ <= {HELD_TTFT_P99_MS} ms.
 TTFT+: ms to the first token over the upstream's own. token: ms from upstream write to client read.
-CPU/1k tok: the server process's CPU ms per 1000 delivered tokens; CPU ratio: Assistant's / the proxy's.
+CPU/1k tok: the server process's CPU ms per 1000 delivered tokens; CPU ratio: Assistant's / the proxy's \
+(with its fast paths on / off).
 RSS: server MB after the warm-up / at its peak. DB writes: INSERT/UPDATE/DELETE per answer (per second \
 of streaming).
-Rows without the proxy: capacity rounds, Assistant alone at multiples of the proxy's largest held round."""
+Rows without the proxy: capacity rounds, Assistant alone (both modes) at multiples of the proxy's \
+largest held round."""
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -675,6 +694,10 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 2) if numerator is not None and denominator else None
+
+
+def _cpu_ratio(assistant: dict, proxy: dict) -> float | None:
+    return _ratio(assistant["cpu_ms_per_1000_tokens"]["server"], proxy["cpu_ms_per_1000_tokens"]["server"])
 
 
 def _cells(row: dict | None) -> list[str]:
@@ -692,19 +715,27 @@ def _cells(row: dict | None) -> list[str]:
     ]
 
 
+def _db_cell(row: dict) -> str:
+    return f"{_num(row['db_writes_per_answer'], 1)} ({_num(row['db_writes_per_answer_per_second'], 2)})"
+
+
 def table(rounds: list[dict]) -> str:
     """The rounds side by side: one group of columns per system, one row per round size."""
-    head = [["streams"], [*COLUMNS, DB_COLUMN], list(COLUMNS), ["CPU ratio"]]
+    head = [
+        ["streams"],
+        *([*COLUMNS, DB_COLUMN] if system in ASSISTANTS else list(COLUMNS) for system in SYSTEMS),
+        ["CPU ratio on/off"],
+    ]
     rows = [head] + [
         [
             [str(entry["streams"])],
-            [
-                *_cells(entry["assistant"]),
-                f"{_num(entry['assistant']['db_writes_per_answer'], 1)} "
-                f"({_num(entry['assistant']['db_writes_per_answer_per_second'], 2)})",
-            ],
-            _cells(entry["proxy"]),
-            [_num(entry["cpu_ratio"], 2)],
+            *(
+                [*_cells(entry[system]), _db_cell(entry[system])]
+                if system in ASSISTANTS
+                else _cells(entry[system])
+                for system in SYSTEMS
+            ),
+            [f"{_num(entry['cpu_ratio'], 2)} / {_num(entry['public_cpu_ratio'], 2)}"],
         ]
         for entry in rounds
     ]
@@ -743,13 +774,14 @@ def summarise_comparison(rounds: list[dict]) -> dict:
         largest[system] = max(entry["streams"] for entry in ran)
         held[system] = max((entry["streams"] for entry in ran if entry[system]["held"]), default=None)
     at_100 = next((entry for entry in rounds if entry["streams"] == 100), None)
+    proxy_capped = held["proxy"] == largest["proxy"]
     return {
         "held": held,
         "held_largest_round": {system: held[system] == largest[system] for system in SYSTEMS},
-        "capacity_ratio": None
-        if held["proxy"] == largest["proxy"]
-        else _ratio(held["assistant"], held["proxy"]),
+        "capacity_ratio": None if proxy_capped else _ratio(held["assistant"], held["proxy"]),
+        "public_capacity_ratio": None if proxy_capped else _ratio(held["public"], held["proxy"]),
         "cpu_ratio_at_100": at_100["cpu_ratio"] if at_100 else None,
+        "public_cpu_ratio_at_100": at_100["public_cpu_ratio"] if at_100 else None,
     }
 
 
@@ -771,15 +803,18 @@ def summary_text(summary: dict) -> str:
             return "no round"
         return f"{held[system]} streams" + (" (the largest round)" if at_least[system] else "")
 
-    ratio = summary["capacity_ratio"]
+    def capacity(system: str, ratio: float | None) -> str:
+        return "-" if ratio is None else f"{'at least ' if at_least[system] else ''}{ratio:g}"
+
     lines = [
-        f"Held: Assistant {system_held('assistant')}, proxy {system_held('proxy')}; capacity ratio "
-        + ("-" if ratio is None else f"{'at least ' if at_least['assistant'] else ''}{ratio:g}")
+        f"Held: Assistant {system_held('assistant')}, with fast paths off {system_held('public')}, "
+        f"proxy {system_held('proxy')}; capacity ratio {capacity('assistant', summary['capacity_ratio'])}, "
+        f"with fast paths off {capacity('public', summary['public_capacity_ratio'])}"
     ]
     if summary["cpu_ratio_at_100"] is not None:
         lines.append(
             f"Server CPU per token at 100 streams: Assistant's is {summary['cpu_ratio_at_100']:g} "
-            "of the proxy's"
+            f"of the proxy's, {_num(summary['public_cpu_ratio_at_100'], 2)} with its fast paths off"
         )
     return "\n".join(lines)
 
@@ -852,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         slack=args.slack,
         server_env=dict(args.server_env),
     )
+    public_workload = dataclasses.replace(workload, server_env={**workload.server_env, **FAST_PATHS_OFF})
     raise_open_files_limit(max(args.streams, default=0) + args.idle + 1024)
     ARTIFACTS.mkdir(exist_ok=True)
     rounds = []
@@ -862,16 +898,34 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.streams:
             print(f"{n} streams: Assistant ...", file=sys.stderr, flush=True)
             assistant = assistant_round(n, workload, upstream, Path(workdir))
+            print(f"{n} streams: Assistant, fast paths off ...", file=sys.stderr, flush=True)
+            public = assistant_round(n, public_workload, upstream, Path(workdir))
             print(f"{n} streams: proxy ...", file=sys.stderr, flush=True)
             proxy = proxy_round(n, workload, upstream)
-            cpu_ratio = _ratio(
-                assistant["cpu_ms_per_1000_tokens"]["server"], proxy["cpu_ms_per_1000_tokens"]["server"]
+            rounds.append(
+                {
+                    "streams": n,
+                    "assistant": assistant,
+                    "public": public,
+                    "proxy": proxy,
+                    "cpu_ratio": _cpu_ratio(assistant, proxy),
+                    "public_cpu_ratio": _cpu_ratio(public, proxy),
+                }
             )
-            rounds.append({"streams": n, "assistant": assistant, "proxy": proxy, "cpu_ratio": cpu_ratio})
         for n in capacity_rounds(rounds, args.capacity) if rounds else ():
-            print(f"{n} streams: Assistant alone (capacity) ...", file=sys.stderr, flush=True)
+            print(f"{n} streams: Assistant alone, both modes (capacity) ...", file=sys.stderr, flush=True)
             assistant = assistant_round(n, workload, upstream, Path(workdir))
-            rounds.append({"streams": n, "assistant": assistant, "proxy": None, "cpu_ratio": None})
+            public = assistant_round(n, public_workload, upstream, Path(workdir))
+            rounds.append(
+                {
+                    "streams": n,
+                    "assistant": assistant,
+                    "public": public,
+                    "proxy": None,
+                    "cpu_ratio": None,
+                    "public_cpu_ratio": None,
+                }
+            )
         if args.idle:
             print(f"{args.idle} idle streams ...", file=sys.stderr, flush=True)
         idle = idle_round(args.idle, workload, upstream, Path(workdir)) if args.idle else None

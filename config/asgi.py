@@ -12,24 +12,31 @@ import django
 
 django.setup(set_prefix=False)
 
-from config.django_handler import OneTripASGIHandler  # noqa: E402
+from config.fastpaths import django as django_requests  # noqa: E402
 
-django_application = OneTripASGIHandler()
+# Django's ASGI app: one thread trip per request on long-lived threads where the fast
+# path is allowed (config/fastpaths/django.py), else Django's own handler.
+django_application = django_requests.handler()
 
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
-from assistant import generation  # noqa: E402
-from assistant.stream_endpoint import EventStreamEndpoint  # noqa: E402
-from config import daphne_requests, twisted_writes  # noqa: E402
+from assistant import generation, stream_endpoint  # noqa: E402
 from config.body_limits import RequestBodyLimit  # noqa: E402
+from config.fastpaths import daphne as daphne_requests  # noqa: E402
+from config.fastpaths import twisted as twisted_writes  # noqa: E402
 from config.head_requests import HeadResponses  # noqa: E402
 from config.static_files import CollectedStaticFiles  # noqa: E402
 
-# Event streams before Django's middleware chain, which would hold a thread per open
-# stream; everything else goes to Django (assistant/stream_endpoint.py).
-streams_and_django = EventStreamEndpoint(django_application)
+# Event streams go to their channels consumer before Django's middleware chain, which
+# would hold a thread per open stream; everything else goes to Django
+# (assistant/stream_endpoint.py).
+streams_and_django = ProtocolTypeRouter(
+    {"http": URLRouter([stream_endpoint.route(django_application), re_path(r"", django_application)])}
+)
 
 # Static files at the ASGI layer: a sync middleware such as WhiteNoise would push every
 # request through a thread.
@@ -46,13 +53,13 @@ else:
 application = HeadResponses(application)
 
 # Bodies over their limit are refused before they are read (config/body_limits.py);
-# under daphne already where Twisted receives them (config/daphne_requests.py), which
+# under daphne already where Twisted receives them (config/fastpaths/daphne.py), which
 # also lets event streams see a client that stopped reading (config/send_backlog.py).
 application = RequestBodyLimit(application)
 daphne_requests.install()
 
 # Daphne sends a turn's writes at the end of the loop's turn, not via the selector
-# (config/twisted_writes.py).
+# (config/fastpaths/twisted.py).
 twisted_writes.install()
 
 # Heartbeat and restart recovery from the moment daphne serves, not from the first chat

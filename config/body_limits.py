@@ -4,7 +4,7 @@ soon as they pass it.
 One limit per path (`body_limit`): DATA_UPLOAD_MAX_MEMORY_SIZE for every path today; a
 path that takes files would name its own limit there. Two places apply it:
 
-- under daphne, the Twisted layer (config/daphne_requests.py): Twisted receives a
+- under daphne, the Twisted layer (config/fastpaths/daphne.py): Twisted receives a
   whole body before daphne hands the request to the application, and daphne then puts
   all of it into the application's queue, so a 1 GB body cost 1 GB of memory there
   before any check of ours could run;

@@ -3,7 +3,7 @@ not read it.
 
 An ASGI server such as daphne takes every `http.response.body` message at once: what
 the client does not read waits in the server's buffer, so an event stream whose client
-stopped reading grew there without bound. Under daphne, config/daphne_requests.py hands
+stopped reading grew there without bound. Under daphne, config/fastpaths/daphne.py hands
 the application the connection's backlog as the scope extension EXTENSION: `paused`
 while the server's buffer is full (Twisted's producer API), `abort()` to cut the
 connection. `bounded_send` counts what is sent while it is paused; past `limit` bytes

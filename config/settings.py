@@ -151,7 +151,7 @@ TEMPLATES = [
 ]
 
 # SQLite by default (a file in the project); DATABASE_URL=postgres://... for scale-out.
-# Requests run on a few long-lived threads (config/django_handler.py), each keeping its
+# Requests run on a few long-lived threads (config/fastpaths/django.py), each keeping its
 # connection open between requests for DATABASE_CONN_MAX_AGE seconds, checked before use.
 DATABASES = {
     "default": dj_database_url.parse(
@@ -377,9 +377,11 @@ ASSISTANT_STREAM_BACKLOG_BYTES = env_int("ASSISTANT_STREAM_BACKLOG_BYTES", 1024 
 # oldest with `stream-closed` (assistant/stream_endpoint.py).
 ASSISTANT_MAX_STREAMS_PER_USER = env_int("ASSISTANT_MAX_STREAMS_PER_USER", 20, minimum=1)
 
-# The code that reaches into private names of daphne, Twisted, aiohttp and the openai
-# SDK (config/fastpaths/): `on`, `off`, or the names that may install (`twisted,aiohttp`).
-# Off, the libraries' public paths do the same work at a measured cost.
+
+# The fast paths, code that reaches into private names of Twisted, aiohttp, httpx2 and
+# the openai SDK or follows Django's request flow (config/fastpaths/): `on`, `off`, or
+# the names that may install (`twisted,aiohttp`). Off, the libraries' public paths do the
+# same work at a measured cost (docs/architecture.md, "Fast paths").
 def env_fast_paths(name: str) -> str | frozenset[str]:
     from config.fastpaths import NAMES
 

@@ -1,5 +1,5 @@
 """Requests run on a few long-lived threads, each keeping its database connection
-(config/django_handler.py): no thread and no connection is opened per request, and at
+(config/fastpaths/django.py): no thread and no connection is opened per request, and at
 most ASSISTANT_REQUEST_THREADS requests run at once."""
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import httpx
 import pytest
 from django.core import signals
 
-from bench.counting_asgi import COUNTERS_PATH
-from bench.procstat import thread_count
-from config.django_handler import OneTripASGIHandler, _Lanes
-from tests.conftest import LiveServer, live_env, session_client, start_daphne, stop_daphne
-from tests.test_sso import asgi_get_scope
+from config.fastpaths.django import OneTripASGIHandler, _Lanes
+from tests.helpers.counting_asgi import COUNTERS_PATH
+from tests.helpers.http import asgi_get_scope
+from tests.helpers.live import LiveServer, live_env, session_client, start_daphne, stop_daphne, threads_of
 
 LANES = 3
 
@@ -133,7 +132,7 @@ def test_a_waiter_that_is_cancelled_loses_no_lane():
 @pytest.fixture(scope="module")
 def counting_server(django_db_setup, fake_upstream) -> Iterator[LiveServer]:
     env = live_env(fake_upstream, ASSISTANT_REQUEST_THREADS=str(LANES))
-    server = start_daphne(env, "daphne-request-lanes", application="bench.counting_asgi:application")
+    server = start_daphne(env, "daphne-request-lanes", application="tests.helpers.counting_asgi:application")
     try:
         yield server
     finally:
@@ -147,14 +146,14 @@ def counters(server: LiveServer) -> dict:
 def test_requests_reuse_their_threads_and_database_connections(counting_server, transactional_db, alice):
     with session_client(counting_server, alice) as client:
         assert client.get("/api/conversations/").status_code == 200  # warm
-        before, threads_before = counters(counting_server), thread_count(counting_server.process.pid)
+        before, threads_before = counters(counting_server), threads_of(counting_server)
 
         for _ in range(30):
             assert client.get("/api/conversations/").status_code == 200
         with ThreadPoolExecutor(10) as pool:
             statuses = list(pool.map(lambda _: client.get("/api/conversations/").status_code, range(40)))
 
-        after, threads_after = counters(counting_server), thread_count(counting_server.process.pid)
+        after, threads_after = counters(counting_server), threads_of(counting_server)
     assert statuses == [200] * 40
     # 70 requests: at most one new connection and one new thread per lane, not one per request.
     assert after["db_connects"] - before["db_connects"] <= LANES

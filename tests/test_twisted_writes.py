@@ -1,5 +1,5 @@
 """Daphne's writes go out at the end of the loop's turn, not through the selector
-(config/twisted_writes.py), and whatever the socket does not take stays queued in
+(config/fastpaths/twisted.py), and whatever the socket does not take stays queued in
 order: a large page read by a slow client arrives byte for byte as a fast client gets
 it. (A slow reader of an event stream: tests/test_stream_endpoint.py.)"""
 
@@ -14,16 +14,19 @@ from django.conf import settings
 from twisted.internet import tcp
 
 from assistant.models import Conversation, Message
-from config import asgi, twisted_writes  # noqa: F401 - importing the app installs the writes
-from tests.test_stream_endpoint import dechunked
+from config import asgi, fastpaths  # noqa: F401 - importing the app installs the writes
+from config.fastpaths import twisted as twisted_writes
+from tests.helpers.streams import dechunked
 
 ANSWERS = 80  # a page of 6 MB: more than the largest send buffer Linux gives a socket (4 MB)
 ANSWER = "Zeile mit Umlauten: äöü ß – “Anführung” 🙂\n\n" * 600  # about 30 KB each
 
 
-def test_the_app_installs_the_writes():
-    assert tcp.Connection.write is twisted_writes._write
-    assert tcp.Connection.writeSequence is twisted_writes._write_sequence
+def test_the_app_installs_the_writes_where_the_switch_allows():
+    installed = fastpaths.switched_on("twisted")  # the pinned Twisted is the one it was written for
+    assert fastpaths.state["twisted"] is installed
+    assert (tcp.Connection.write is twisted_writes._write) is installed
+    assert (tcp.Connection.writeSequence is twisted_writes._write_sequence) is installed
 
 
 def without_tokens(page: bytes) -> bytes:

@@ -1,9 +1,10 @@
 """Fast paths: the only code that reaches into private names of third-party libraries.
 
-Each module here serves one library (`twisted`, `daphne`, `aiohttp`): what it changes is
-faster or tighter than the library's public API allows, and it works only with the
-versions it was written for. Before a module installs anything, `allowed` checks two
-things and says in one log line why a fast path stays off:
+Each module here serves one library (`twisted`, `django`, `aiohttp`, and `daphne`, a
+guard): what it changes is faster or tighter than the library's public API allows, and
+it works only with the versions it was written for (Django's request flow, followed step
+by step, counts as such code too). Before a module installs anything, `allowed` checks
+two things and says in one log line why a fast path stays off:
 
 - the switch, `ASSISTANT_FAST_PATHS` (settings): `on` (the default) or `off` for all of
   them, or a comma-separated list of the names that may install (`twisted,aiohttp`);
@@ -25,8 +26,9 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-# The names of the fast paths, for the switch.
-NAMES = ("twisted", "daphne", "aiohttp")
+# The names of the fast paths, for the switch. (`daphne` is a guard, not a fast path: it
+# bounds request bodies and slow readers, so only its version fence turns it off.)
+NAMES = ("twisted", "django", "aiohttp")
 # Whether each fast path that was asked installed in this process: what /health and the
 # benchmark report.
 state: dict[str, bool] = {}
@@ -57,6 +59,12 @@ def allowed(name: str, libraries: dict[str, tuple[str, ...]]) -> bool:
         logger.info("fast path %s is off (ASSISTANT_FAST_PATHS): the public path is used", name)
         state[name] = False
         return False
+    return fenced(name, libraries)
+
+
+def fenced(name: str, libraries: dict[str, tuple[str, ...]]) -> bool:
+    """The version fence alone (for a guard the switch does not turn off): whether every
+    library is at a release series the code was written for."""
     for library, series in libraries.items():
         if not written_for(library, series):
             version = _version(library)

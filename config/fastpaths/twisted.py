@@ -11,9 +11,10 @@ does not take, or everything when the send fails, goes back to Twisted's own pat
 then sends the rest when the socket is writable (pausing the producer as usual) or meets
 the same error and reports it as it always does.
 
-Measured under daphne with 100 streams of 15 events a second: 91 µs of CPU per event
-as Twisted does it, 73 µs this way. TLS connections, and connections Twisted is already
-writing for, take Twisted's path unchanged.
+TLS connections, and connections Twisted is already writing for, take Twisted's path
+unchanged. Private names used: tcp.Connection's `_tempDataBuffer`, `_tempDataLen` and
+`_writeDisconnected` (Twisted 26.10; another version, or the switch off, leaves Twisted's
+own writes in place). Its measured gain: docs/architecture.md, "Fast paths".
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import asyncio
 from collections.abc import Iterable
 
 from twisted.internet import tcp
+
+from config import fastpaths
+
+WRITTEN_FOR = {"Twisted": ("26.10",)}
 
 _queued_write = tcp.Connection.write
 _queued_write_sequence = tcp.Connection.writeSequence
@@ -65,8 +70,16 @@ def _send(connection: tcp.Connection) -> None:
         _queued_write(connection, data[sent:])
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """Twisted's asyncio reactor's loop (daphne's), or None outside it."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _write(self: tcp.Connection, data: bytes) -> None:
-    loop = asyncio._get_running_loop()  # Twisted's asyncio reactor: daphne's
+    loop = _running_loop()
     if loop is not None and data and isinstance(data, bytes) and _takes_writes(self):
         _queue(self, [data], loop)
     else:
@@ -75,7 +88,7 @@ def _write(self: tcp.Connection, data: bytes) -> None:
 
 def _write_sequence(self: tcp.Connection, iovec: Iterable[bytes]) -> None:
     iovec = list(iovec)
-    loop = asyncio._get_running_loop()
+    loop = _running_loop()
     if loop is not None and iovec and all(isinstance(data, bytes) for data in iovec) and _takes_writes(self):
         _queue(self, iovec, loop)
     else:
@@ -83,6 +96,9 @@ def _write_sequence(self: tcp.Connection, iovec: Iterable[bytes]) -> None:
 
 
 def install() -> None:
-    """Make every TCP connection of this process write this way (daphne's included)."""
+    """Make every TCP connection of this process write this way (daphne's included),
+    where the fast path is allowed."""
+    if not fastpaths.allowed("twisted", WRITTEN_FOR):
+        return
     tcp.Connection.write = _write
     tcp.Connection.writeSequence = _write_sequence

@@ -27,9 +27,10 @@ it); daphne's Server.create_application, wrapped to add the scope extension; the
 channel's request line (`_command`, `_path`) read for the per-path limit before Twisted
 hands it to the Request; and HTTPChannel.headerReceived, wrapped per channel so that a
 Content-Length too long for `int()` (over 4,300 digits: Twisted dropped the connection
-with no answer) is read as over the limit. With other daphne or Twisted versions this
-module installs nothing and logs that once; config/body_limits.py still applies its
-limit in front of the application, after daphne has read the body.
+with no answer) is read as over the limit. This is a guard, not a fast path: the switch
+ASSISTANT_FAST_PATHS leaves it on. With other daphne or Twisted versions or other shapes
+(config/fastpaths) it installs nothing and logs that once: config/body_limits.py still applies its limit in front of the
+application, after daphne has read the body, and slow readers' backlogs are not bounded.
 """
 
 from __future__ import annotations
@@ -39,21 +40,19 @@ from functools import wraps
 from io import BytesIO
 from urllib.parse import unquote
 
-import daphne
-import twisted
 from daphne import http_protocol, server
 from twisted.internet.interfaces import IPushProducer
 from twisted.web import http
 from zope.interface import implementer
 
+from config import fastpaths
 from config.body_limits import LENGTH_DIGITS_MAX, body_limit, declared_length, too_large_answer
 from config.send_backlog import EXTENSION
 
 logger = logging.getLogger(__name__)
 
-# Versions whose shapes this module was written against (daphne 4.2, Twisted 26.10).
-DAPHNE_MAJOR = 4
-TWISTED_MAJORS = range(22, 27)
+# The release series whose shapes this module was written against.
+WRITTEN_FOR = {"daphne": ("4.2",), "Twisted": ("26.10",)}
 # How long a refused request's remaining body is read and dropped before the connection
 # is cut.
 LINGER_SECONDS = 5.0
@@ -194,9 +193,7 @@ def _bounded_header(header_received):
 def _shapes_match() -> bool:
     build = http_protocol.HTTPFactory.buildProtocol
     return (
-        int(daphne.__version__.split(".")[0]) == DAPHNE_MAJOR
-        and int(twisted.__version__.split(".")[0]) in TWISTED_MAJORS
-        and issubclass(http_protocol.WebRequest, http.Request)
+        issubclass(http_protocol.WebRequest, http.Request)
         and "WebRequest" in build.__code__.co_names
         and callable(getattr(server.Server, "create_application", None))
         and callable(getattr(http.HTTPChannel, "headerReceived", None))
@@ -213,21 +210,19 @@ def install() -> bool:
     global _installed
     if _installed:
         return True
+    if not fastpaths.fenced("daphne", WRITTEN_FOR):
+        return False
     try:
         matches = _shapes_match()
-    except (AttributeError, ValueError):
+    except AttributeError:
         matches = False
     if not matches:
         logger.warning(
-            "daphne %s / Twisted %s: request bodies are limited only in front of the "
-            "application (after daphne has read them), and slow readers' backlogs are not "
-            "bounded; config/daphne_requests.py knows daphne %d and Twisted %d-%d",
-            getattr(daphne, "__version__", "?"),
-            getattr(twisted, "__version__", "?"),
-            DAPHNE_MAJOR,
-            TWISTED_MAJORS.start,
-            TWISTED_MAJORS.stop - 1,
+            "fast path daphne is off: daphne's request classes are not shaped as "
+            "config/fastpaths/daphne.py expects; request bodies are limited only after "
+            "daphne has read them, and slow readers' backlogs are not bounded"
         )
+        fastpaths.state["daphne"] = False
         return False
     build_protocol = http_protocol.HTTPFactory.buildProtocol
     create_application = server.Server.create_application

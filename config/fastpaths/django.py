@@ -21,6 +21,11 @@ duration (asgiref's ThreadSensitiveContext with an executor the caller owns). A 
 connection stays open between requests (DATABASE_CONN_MAX_AGE), checked before each
 request (CONN_HEALTH_CHECKS). At most ASSISTANT_REQUEST_THREADS requests run sync code at
 once; more wait for a lane. Event streams never get here (assistant.stream_endpoint).
+
+It uses no name with an underscore, but it follows the steps of Django's ASGIHandler
+(`read_body`, `create_request`, `get_response`, `send_response`) and asgiref's
+ThreadSensitiveContext as Django 5.2 and asgiref 3.13 have them: with other versions, or
+the switch off (config/fastpaths), `handler()` is Django's own ASGIHandler.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpResponseBase
 from django.urls import set_script_prefix
+
+from config import fastpaths
+
+WRITTEN_FOR = {"Django": ("5.2",), "asgiref": ("3.13",)}
 
 
 class _Lanes:
@@ -118,3 +127,8 @@ class OneTripASGIHandler(ASGIHandler):
         if not response.streaming:
             response.close()
         return response
+
+
+def handler() -> ASGIHandler:
+    """Django's ASGI app for this process: one trip per request where allowed."""
+    return OneTripASGIHandler() if fastpaths.allowed("django", WRITTEN_FOR) else ASGIHandler()
