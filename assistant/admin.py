@@ -59,6 +59,7 @@ from django.utils.translation import gettext_lazy as _
 
 from assistant import review
 from assistant.forms import AdminLoginForm
+from assistant.staff import export
 from assistant.models import AccessLog, Conversation, Message
 
 # The admin's login counts and limits failed logins like the login page (assistant.throttle).
@@ -632,7 +633,7 @@ class ConversationAdmin(ContentViewAdmin):
         """Ask for a reason first; then stream the conversations, each logged as it goes out."""
         form = ReviewReasonForm(request.POST if "export_reason" in request.POST else None)
         if form.is_bound and form.is_valid():
-            lines = review.conversations_export(
+            lines = export.conversations_jsonl_stream(
                 reviewer=request.user, conversations=queryset, reason=form.reason()
             )
             response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")

@@ -3,16 +3,16 @@
 A reviewer (a staff user with `assistant.review_conversation`, usually through the
 "Reviewers" group) states a reason before a transcript opens; the reason is written to
 the append-only AccessLog first, then the reviewer's session may show that one
-transcript for `GRANT_SECONDS`. Exports work the same way: every exported conversation
-is logged before its line is sent. Owners read the log of their own conversations.
+transcript for `GRANT_SECONDS`. Exports work the same way (assistant.staff.export):
+every exported conversation is logged before it is sent. Owners read the log of their
+own conversations.
 
-Streams are async iterators: under ASGI Django buffers a synchronous iterator whole
-before sending it, which for an export of many conversations is the wrong trade.
+The access log's CSV is an async iterator: under ASGI Django buffers a synchronous
+iterator whole before sending it, which for a long log is the wrong trade.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, MutableMapping
@@ -23,13 +23,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 from django.utils import formats, timezone, translation
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from assistant import spreadsheet
-from assistant.models import AccessLog, Conversation, Message
+from assistant.models import AccessLog, Conversation
 
 REVIEW_PERMISSION = "assistant.review_conversation"
 REVIEWERS_GROUP = "Reviewers"
@@ -40,7 +40,6 @@ SESSION_KEY = "assistant_review_grants"
 LIST_SESSION_KEY = "assistant_review_list_grant"
 REASON_MIN_CHARS = 10
 REASON_MAX_CHARS = 1000
-EXPORT_BATCH = 100
 LOG_BATCH = 500
 
 PURPOSES = [
@@ -229,82 +228,6 @@ def list_content_record(
     # One transaction, however many batches (bulk_create's own).
     AccessLog.objects.bulk_create(entries, batch_size=LOG_BATCH)
     return len(entries)
-
-
-# --- exports -------------------------------------------------------------------------------
-
-
-def message_export_json(message: Message) -> dict[str, Any]:
-    return {
-        "id": message.pk,
-        "role": message.role,
-        "content": message.content,
-        "status": message.status,
-        "model": message.model,
-        "finish_reason": message.finish_reason,
-        "created_at": message.created_at.isoformat(),
-        "usage": {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
-        "timings": {
-            "time_to_first_token_ms": message.time_to_first_token_ms,
-            "duration_ms": message.duration_ms,
-        },
-        "error": (
-            {"code": message.error_code, "type": message.error_type, "detail": message.error_detail}
-            if message.error_type or message.status == Message.Status.ERROR
-            else None
-        ),
-        "feedback": message.feedback_name,
-        "feedback_comment": message.feedback_comment,
-        "superseded": message.superseded,
-    }
-
-
-def conversation_export_json(conversation: Conversation) -> dict[str, Any]:
-    """One conversation with its messages (prefetched, in order), as exported."""
-    return {
-        "id": str(conversation.pk),
-        "owner": conversation.owner.get_username(),
-        "title": conversation.title,
-        "model": conversation.model,
-        "archived": conversation.archived,
-        "created_at": conversation.created_at.isoformat(),
-        "updated_at": conversation.updated_at.isoformat(),
-        "messages": [message_export_json(m) for m in conversation.messages.all()],
-    }
-
-
-async def conversations_export(
-    *, reviewer, conversations: QuerySet[Conversation], reason: str
-) -> AsyncIterator[str]:
-    """JSON Lines of `conversations`, one per line; each is logged before its line is sent.
-
-    The access log gets "export: <reason>" per conversation. A client that stops reading
-    midway leaves exactly the conversations it was sent on the record.
-    """
-    logged_reason = f"export: {reason}"
-    selected = (
-        Conversation.objects.filter(pk__in=conversations.values("pk"))
-        .select_related("owner")
-        .prefetch_related(Prefetch("messages", queryset=Message.objects.order_by("pk")))
-        .order_by("created_at", "pk")
-    )
-    batch: list[Conversation] = []
-    async for conversation in selected.aiterator(chunk_size=EXPORT_BATCH):
-        batch.append(conversation)
-        if len(batch) == EXPORT_BATCH:
-            for line in await _export_batch(reviewer, batch, logged_reason):
-                yield line
-            batch = []
-    if batch:
-        for line in await _export_batch(reviewer, batch, logged_reason):
-            yield line
-
-
-async def _export_batch(reviewer, batch: list[Conversation], reason: str) -> list[str]:
-    await AccessLog.objects.abulk_create(
-        [_access_of(reviewer, conversation, reason) for conversation in batch]
-    )
-    return [json.dumps(conversation_export_json(c), ensure_ascii=False) + "\n" for c in batch]
 
 
 # --- the access log ------------------------------------------------------------------------

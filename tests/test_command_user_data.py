@@ -10,10 +10,11 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError
 from django.utils import timezone
 
-from assistant import generation, governance
-from assistant.governance import Period
+from assistant import generation
 from assistant.models import AccessLog, Conversation, DeletionRecord, Message, UsageRecord
-from tests.test_commands import conversation_with, run
+from assistant.staff.common import Period
+from assistant.staff.usage_report import usage_report
+from tests.helpers.commands import conversation_with, run
 
 
 @pytest.fixture
@@ -193,11 +194,11 @@ def test_user_data_delete_keeps_usage_only_anonymised_and_counted(alice_data, al
     """Art. 17: no row names alice or one of her messages; the counts and tokens stay."""
     conversation_with(alice, title="Vorgestern", model="other-model", days_ago=2, prompt_tokens=5)
     bobs = [row for row in usage_rows() if row[0] == bob.pk]
-    before = governance.usage_report(period=Period(), by=("model", "day"))
+    before = usage_report(period=Period(), by=("model", "day"))
 
     run("user_data", "delete", "alice", "--yes")
 
-    after = governance.usage_report(period=Period(), by=("model", "day"))
+    after = usage_report(period=Period(), by=("model", "day"))
     assert [(r.key, r.answers, r.prompt_tokens, r.completion_tokens) for r in after.rows] == [
         (r.key, r.answers, r.prompt_tokens, r.completion_tokens) for r in before.rows
     ]

@@ -19,8 +19,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from assistant import events, governance
+from assistant.events.log import PositionUnknown
+from assistant.events.publish import publish, replay_log
 from assistant.models import AccessLog, Conversation, DeletionRecord, Message, UsageRecord
+from assistant.staff import common, export
+from tests.helpers.commands import conversation_with, run
 
 REASON = ("--reason", "Quartalsarchiv für die Revision", "--actor", "ops@host")
 COMMANDS = [
@@ -32,47 +35,6 @@ COMMANDS = [
     "chat",
     "create_users",
 ]
-
-
-def run(*args, **options) -> tuple[str, str]:
-    """Run a command; its stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    call_command(*args, stdout=out, stderr=err, **options)
-    return out.getvalue(), err.getvalue()
-
-
-def conversation_with(owner, *, title="Reise nach Köln", model="demo", days_ago=0, answers=1, **answer):
-    """A conversation of `owner` with `answers` question/answer pairs, last active `days_ago`."""
-    conversation = Conversation.objects.create(owner=owner, title=title, model=model)
-    for n in range(answers):
-        Message.objects.create(conversation=conversation, role="user", content=f"Frage {n}: Grüße")
-        reply = Message.objects.create(
-            conversation=conversation,
-            role="assistant",
-            content=answer.get("content", f"Antwort {n}"),
-            status=answer.get("status", "done"),
-            model=model,
-            prompt_tokens=answer.get("prompt_tokens", 10),
-            completion_tokens=answer.get("completion_tokens", 20),
-        )
-        # The answer's usage record, as sending and generating it leave it.
-        UsageRecord.objects.create(
-            user=owner,
-            model=model,
-            created_at=reply.created_at,
-            message_id=reply.pk,
-            prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens,
-        )
-    if days_ago:
-        moment = timezone.now() - timedelta(days=days_ago)
-        Conversation.objects.filter(pk=conversation.pk).update(created_at=moment, updated_at=moment)
-        Message.objects.filter(conversation=conversation).update(created_at=moment)
-        UsageRecord.objects.filter(message_id__in=conversation.messages.values("pk")).update(
-            created_at=moment
-        )
-    conversation.refresh_from_db()
-    return conversation
 
 
 def jsonl(text: str) -> list[dict]:
@@ -175,15 +137,15 @@ def test_export_takes_the_same_few_queries_for_any_number_of_conversations(alice
 def test_export_reads_in_chunks(alice):
     for _ in range(5):
         conversation_with(alice)
-    conversations = governance.conversations_select(owner=alice)
+    conversations = export.conversations_select(owner=alice)
     with CaptureQueriesContext(connection) as queries:
-        assert len(list(governance.conversations_stream(conversations, chunk_size=2))) == 5
+        assert len(list(export.conversations_stream(conversations, chunk_size=2))) == 5
     # One query for the conversations, one per chunk of two for their messages.
     assert len(queries) == 1 + 3
 
 
 def test_export_logs_each_chunk_before_writing_it(alice, monkeypatch):
-    monkeypatch.setattr(governance, "EXPORT_CHUNK", 2)
+    monkeypatch.setattr(export, "EXPORT_CHUNK", 2)
     conversations = [conversation_with(alice) for _ in range(5)]
     written: list[int] = []
 
@@ -193,8 +155,8 @@ def test_export_logs_each_chunk_before_writing_it(alice, monkeypatch):
             return super().write(text)
 
     out = Out()
-    governance.conversations_export(
-        governance.conversations_select(), out, actor="ops", reason="Archiv für die Revision"
+    export.conversations_export(
+        export.conversations_select(), out, actor="ops", reason="Archiv für die Revision"
     )
 
     assert [line["id"] for line in jsonl(out.getvalue())] == [str(c.pk) for c in conversations]
@@ -221,9 +183,9 @@ def test_export_that_fails_midway_leaves_no_file_and_keeps_an_old_one(alice, tmp
 
     def broken(conversations, out, **kwargs):
         out.write('{"half": ')
-        raise governance.GovernanceError("the database went away")
+        raise common.StaffError("the database went away")
 
-    monkeypatch.setattr(governance, "conversations_export", broken)
+    monkeypatch.setattr(export, "conversations_export", broken)
     with pytest.raises(CommandError, match="the database went away"):
         run("export_conversations", *REASON, "--output", str(target))
 
@@ -324,7 +286,7 @@ def test_purge_records_no_content(aged):
 
 def test_purge_names_the_user_running_it_by_default(aged):
     run("purge_conversations", "--older-than", "90")
-    assert DeletionRecord.objects.get().actor == governance.shell_actor()
+    assert DeletionRecord.objects.get().actor == common.shell_actor()
 
 
 def test_purge_dry_run_changes_nothing(aged):
@@ -359,15 +321,15 @@ def test_purge_keeps_a_conversation_whose_answer_is_streaming(alice):
 
 
 def test_purge_drops_deleted_conversations_from_the_replay_log(aged):
-    positions = {age: events.replay_log.current_id(c.channel) for age, c in aged.items()}
+    positions = {age: replay_log.current_id(c.channel) for age, c in aged.items()}
     for conversation in aged.values():
-        events.publish(conversation.channel, "delta", {"message": 1, "text": "Inhalt"})
+        publish(conversation.channel, "delta", {"message": 1, "text": "Inhalt"})
 
     run("purge_conversations", "--older-than", "90d")
 
-    with pytest.raises(events.PositionUnknown):
-        events.replay_log.since(aged[200].channel, positions[200])
-    assert len(events.replay_log.since(aged[10].channel, positions[10])) == 1
+    with pytest.raises(PositionUnknown):
+        replay_log.since(aged[200].channel, positions[200])
+    assert len(replay_log.since(aged[10].channel, positions[10])) == 1
 
 
 def test_purge_uses_the_retention_setting(aged, settings):
@@ -514,7 +476,7 @@ def test_usage_report_of_an_empty_period_shows_zero_totals(db):
 
 
 def test_atomic_output_leaves_no_temporary_file_behind(tmp_path):
-    with governance.atomic_output(tmp_path / "a.txt") as out:
+    with common.atomic_output(tmp_path / "a.txt") as out:
         out.write("ganz")
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
     assert Path(tmp_path / "a.txt").read_text() == "ganz"

@@ -24,8 +24,8 @@ from django.urls import reverse
 
 from assistant import review
 from assistant.models import Conversation, Message
-from tests.conftest import session_client
-from tests.test_streaming import create_conversation, fake, send, wait_for_final
+from tests.helpers.chat import create_conversation, fake, send, wait_for_final
+from tests.helpers.live import session_client
 
 FORMULA = set("=+-@\uff1d\uff0b\uff0d\uff20")
 # Text a model, a user or an administrator can write, each shaped to start a formula in a
@@ -165,7 +165,7 @@ def test_csv_formula_injection_in_the_conversation_export_is_inert(hostile):
         stderr=io.StringIO(),
     )
 
-    from assistant.governance import CSV_CONVERSATION_COLUMNS, CSV_MESSAGE_COLUMNS
+    from assistant.staff.export import CSV_CONVERSATION_COLUMNS, CSV_MESSAGE_COLUMNS
 
     header = CSV_CONVERSATION_COLUMNS + CSV_MESSAGE_COLUMNS
     rows = assert_inert(out.getvalue(), header, 2 * len(hostile.conversations))

@@ -14,7 +14,8 @@ import asyncio
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from assistant import governance, llm
+from assistant import llm
+from assistant.staff import model_check
 
 
 def _ms(value: int | None) -> str:
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         models = options["model"] or settings.ASSISTANT_MODELS
         if verbosity >= 1:
             key = "set" if settings.OPENAI_API_KEY else "not set"
-            self.stdout.write(f"Model service {governance.base_url_shown()} (API key {key})")
+            self.stdout.write(f"Model service {model_check.base_url_shown()} (API key {key})")
         checks = asyncio.run(self._check(models))
         failed = 0
         for check in checks:
@@ -65,10 +66,10 @@ class Command(BaseCommand):
         if failed:
             raise CommandError(f"{failed} of {len(checks)} models failed the check.")
 
-    async def _check(self, models: list[str]) -> list[governance.ModelCheck]:
+    async def _check(self, models: list[str]) -> list[model_check.ModelCheck]:
         # A provider of its own, closed at the end: its connections belong to this event loop.
         provider = llm.OpenAIProvider()
         try:
-            return [await governance.model_check(provider, model=model) for model in models]
+            return [await model_check.model_check(provider, model=model) for model in models]
         finally:
             await provider.client.close()

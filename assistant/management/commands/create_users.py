@@ -12,8 +12,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from assistant import governance
-from assistant.governance import GovernanceError
+from assistant.staff import accounts
+from assistant.staff.common import StaffError
 
 
 class Command(BaseCommand):
@@ -36,17 +36,17 @@ class Command(BaseCommand):
         verbosity = options["verbosity"]
         try:
             if options["path"] == "-":
-                rows = governance.accounts_parse(options.get("stdin", sys.stdin))
+                rows = accounts.accounts_parse(options.get("stdin", sys.stdin))
             else:
                 try:
-                    with open(options["path"], encoding="utf-8-sig", newline="") as accounts:
-                        rows = governance.accounts_parse(accounts)
+                    with open(options["path"], encoding="utf-8-sig", newline="") as file:
+                        rows = accounts.accounts_parse(file)
                 except OSError as exc:
-                    raise GovernanceError(f"Cannot read {options['path']}: {exc.strerror or exc}.") from None
+                    raise StaffError(f"Cannot read {options['path']}: {exc.strerror or exc}.") from None
                 except UnicodeDecodeError:
-                    raise GovernanceError(f"{options['path']} is not UTF-8 text.") from None
-            results, reviewers_exist = governance.accounts_import(rows, dry_run=options["dry_run"])
-        except GovernanceError as error:
+                    raise StaffError(f"{options['path']} is not UTF-8 text.") from None
+            results, reviewers_exist = accounts.accounts_import(rows, dry_run=options["dry_run"])
+        except StaffError as error:
             raise CommandError(error) from None
         if not reviewers_exist and any(row.reviewer is not None for row in rows):
             self.stderr.write("There is no 'Reviewers' group, so the reviewer column was ignored.")

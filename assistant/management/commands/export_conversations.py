@@ -12,8 +12,8 @@ import contextlib
 
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
-from assistant import governance
-from assistant.governance import GovernanceError
+from assistant.staff import common, export
+from assistant.staff.common import StaffError
 
 # Progress on stderr for runs of more conversations than this (or with -v 2).
 LONG_RUN = 1000
@@ -43,7 +43,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
-            "--format", choices=governance.EXPORT_FORMATS, default="jsonl", help="jsonl (default) or csv."
+            "--format", choices=export.EXPORT_FORMATS, default="jsonl", help="jsonl (default) or csv."
         )
         parser.add_argument(
             "--output", "-o", default="-", metavar="PATH", help="File to write; '-' (default) is stdout."
@@ -70,29 +70,27 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         verbosity = options["verbosity"]
-        actor = options["actor"] or governance.shell_actor()
+        actor = options["actor"] or common.shell_actor()
         to_stdout = options["output"] == "-"
         try:
-            reason = governance.export_reason_check(options["reason"])
-            owner = governance.user_get(options["user"]) if options["user"] else None
-            period = governance.period_parse(options["since"], options["until"])
-            conversations = governance.conversations_select(
-                owner=owner, period=period, model=options["model"]
-            )
+            reason = export.export_reason_check(options["reason"])
+            owner = common.user_get(options["user"]) if options["user"] else None
+            period = common.period_parse(options["since"], options["until"])
+            conversations = export.conversations_select(owner=owner, period=period, model=options["model"])
             output = (
                 contextlib.nullcontext(_Console(self.stdout))
                 if to_stdout
-                else governance.atomic_output(options["output"])
+                else common.atomic_output(options["output"])
             )
             with output as out:
                 total = conversations.count() if verbosity >= 1 else 0
                 show_progress = verbosity >= 2 or total > LONG_RUN
 
-                def progress(counts: governance.ExportCounts) -> None:
+                def progress(counts: export.ExportCounts) -> None:
                     if show_progress:
                         self.stderr.write(f"  {counts.conversations}/{total} conversations")
 
-                counts = governance.conversations_export(
+                counts = export.conversations_export(
                     conversations,
                     out,
                     actor=actor,
@@ -101,7 +99,7 @@ class Command(BaseCommand):
                     progress=progress,
                     progress_every=PROGRESS_EVERY,
                 )
-        except GovernanceError as error:
+        except StaffError as error:
             raise CommandError(error) from None
         if verbosity >= 1:
             self.stderr.write(

@@ -14,8 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 from django.utils import timezone
 
-from assistant import governance
-from assistant.governance import GovernanceError
+from assistant.staff import common, retention
+from assistant.staff.common import StaffError
 
 
 def _day(moment) -> str:
@@ -44,8 +44,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch-size",
             type=int,
-            default=governance.RETENTION_BATCH,
-            help=f"Conversations per transaction (default {governance.RETENTION_BATCH}).",
+            default=retention.RETENTION_BATCH,
+            help=f"Conversations per transaction (default {retention.RETENTION_BATCH}).",
         )
         parser.add_argument(
             "--actor", help="Who runs this, for the deletion record (default: the operating system user)."
@@ -55,26 +55,26 @@ class Command(BaseCommand):
         verbosity = options["verbosity"]
         try:
             if options["older_than"] is not None:
-                days = governance.retention_days_parse(options["older_than"])
+                days = retention.retention_days_parse(options["older_than"])
             else:
-                days = governance.retention_days_parse(
+                days = retention.retention_days_parse(
                     settings.ASSISTANT_RETENTION_DAYS, source="ASSISTANT_RETENTION_DAYS"
                 )
-        except GovernanceError as error:
+        except StaffError as error:
             raise CommandError(error) from None
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
-        cutoff = governance.retention_cutoff(days)
+        cutoff = retention.retention_cutoff(days)
         if options["dry_run"]:
             self._preview(days, cutoff, verbosity)
             return
-        actor = options["actor"] or governance.shell_actor()
+        actor = options["actor"] or common.shell_actor()
 
-        def on_batch(summary: governance.DeletionSummary) -> None:
+        def on_batch(summary: common.DeletionSummary) -> None:
             if verbosity >= 2:
                 self.stdout.write(f"  deleted {summary.conversations} conversations so far")
 
-        summary, record = governance.retention_purge(
+        summary, record = retention.retention_purge(
             days=days, actor=actor, batch_size=options["batch_size"], on_batch=on_batch
         )
         if record is None:
@@ -89,7 +89,7 @@ class Command(BaseCommand):
             )
 
     def _preview(self, days: int, cutoff, verbosity: int) -> None:
-        summary = governance.retention_preview(days=days)
+        summary = retention.retention_preview(days=days)
         if verbosity < 1:
             return
         if not summary.conversations:
@@ -101,7 +101,7 @@ class Command(BaseCommand):
         )
         if verbosity >= 2:
             candidates = (
-                governance.retention_candidates(cutoff=cutoff)
+                retention.retention_candidates(cutoff=cutoff)
                 .annotate(message_count=Count("messages"))
                 .order_by("updated_at")
                 .values_list("pk", "owner__username", "updated_at", "message_count")

@@ -14,8 +14,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from assistant import governance, spreadsheet
-from assistant.governance import GovernanceError, Period
+from assistant import spreadsheet
+from assistant.staff import common, usage_report
+from assistant.staff.common import StaffError
 
 DEFAULT_DAYS = 30
 HEADINGS = {"user": "user", "model": "model", "day": "day"}
@@ -52,16 +53,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
-            period = governance.period_parse(options["since"], options["until"])
-            by = governance.usage_by_parse(options["by"] or ["user,model"])
-        except GovernanceError as error:
+            period = common.period_parse(options["since"], options["until"])
+            by = usage_report.usage_by_parse(options["by"] or ["user,model"])
+        except StaffError as error:
             raise CommandError(error) from None
         until = period.until or (
             max(timezone.localdate(), period.since) if period.since else timezone.localdate()
         )
         since = period.since or until - timedelta(days=DEFAULT_DAYS - 1)
-        period = Period(since, until)
-        report = governance.usage_report(period=period, by=by)
+        period = common.Period(since, until)
+        report = usage_report.usage_report(period=period, by=by)
         if options["format"] == "csv":
             self._csv(report)
         else:
@@ -74,7 +75,7 @@ class Command(BaseCommand):
                 + " (their tokens add no cost)."
             )
 
-    def _limits(self, period: Period) -> None:
+    def _limits(self, period: common.Period) -> None:
         """The per-user limits in force, and who reached the daily token quota when (on
         stderr, like the other notes: stdout is the table or the CSV alone)."""
         out = self.stderr
@@ -83,14 +84,14 @@ class Command(BaseCommand):
             f"Limits per user: {rate or 'no'} answers a minute, "
             f"{f'{quota} tokens a day' if quota else 'no daily token quota'}."
         )
-        for username, day, tokens in governance.quota_reached(period=period):
+        for username, day, tokens in usage_report.quota_reached(period=period):
             out.write(f"Daily quota reached: {username} on {day} ({tokens} tokens).")
 
-    def _values(self, row: governance.UsageRow, priced: bool, places: int) -> list[str]:
+    def _values(self, row: usage_report.UsageRow, priced: bool, places: int) -> list[str]:
         values = [str(row.answers), str(row.prompt_tokens), str(row.completion_tokens)]
         return [*values, _cost(row.cost, places)] if priced else values
 
-    def _csv(self, report: governance.UsageReport) -> None:
+    def _csv(self, report: usage_report.UsageReport) -> None:
         # User names may start like a formula (`-x`, `@x`): every cell is made inert.
         writer = spreadsheet.writer(_Lines(self), lineterminator="\n")
         numbers = [name.replace(" ", "_") for name in NUMBERS]
@@ -98,7 +99,7 @@ class Command(BaseCommand):
         for row in report.rows:
             writer.writerow([*row.key, *self._values(row, report.priced, 6)])
 
-    def _table(self, report: governance.UsageReport, period: Period, verbosity: int) -> None:
+    def _table(self, report: usage_report.UsageReport, period: common.Period, verbosity: int) -> None:
         heading = [HEADINGS[key] for key in report.by] + NUMBERS + (["cost (USD)"] if report.priced else [])
         lines = [[*row.key, *self._values(row, report.priced, 4)] for row in report.rows]
         total = ["total", *[""] * (len(report.by) - 1)] if report.by else []

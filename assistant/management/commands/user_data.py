@@ -14,8 +14,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from assistant import governance
-from assistant.governance import GovernanceError
+from assistant.staff import common, user_data
+from assistant.staff.common import StaffError
 
 
 class Command(BaseCommand):
@@ -55,28 +55,28 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
-            user = governance.user_get(options["username"])
+            user = common.user_get(options["username"])
             if options["action"] == "export":
                 self._export(user, options)
             else:
                 self._delete(user, options)
-        except GovernanceError as error:
+        except StaffError as error:
             raise CommandError(error) from None
 
     def _export(self, user, options) -> None:
-        actor = options["actor"] or governance.shell_actor()
+        actor = options["actor"] or common.shell_actor()
 
         def write(out) -> dict:
-            data = governance.user_data_export(user=user, actor=actor)
+            data = user_data.user_data_export(user=user, actor=actor)
             json.dump(data, out, ensure_ascii=False, indent=2)
             out.write("\n")
             return data
 
         if options["output"] == "-":
-            data = governance.user_data_export(user=user, actor=actor)
+            data = user_data.user_data_export(user=user, actor=actor)
             self.stdout.write(json.dumps(data, ensure_ascii=False, indent=2))
         else:
-            with governance.atomic_output(options["output"]) as out:
+            with common.atomic_output(options["output"]) as out:
                 data = write(out)
         if options["verbosity"] >= 1:
             messages = sum(len(c["messages"]) for c in data["conversations"])
@@ -92,7 +92,7 @@ class Command(BaseCommand):
         name = user.get_username()
         verbosity = options["verbosity"]
         if options["dry_run"]:
-            summary = governance.user_data_preview(user=user)
+            summary = user_data.user_data_preview(user=user)
             if verbosity >= 1:
                 extra = summary.extra
                 account = "keep the account" if options["keep_account"] else "delete the account"
@@ -109,9 +109,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Deleting {name}'s data is final: add --yes to go ahead, or --dry-run to see what would go."
             )
-        summary, record = governance.user_data_delete(
+        summary, record = user_data.user_data_delete(
             user=user,
-            actor=options["actor"] or governance.shell_actor(),
+            actor=options["actor"] or common.shell_actor(),
             keep_account=options["keep_account"],
         )
         if verbosity >= 1:

@@ -1,0 +1,161 @@
+"""One person's data (GDPR Art. 15 and 17): all of it exported, or erased.
+
+The erasure leaves the reviewers' accountability record (the access log, anonymised) and
+the usage totals (anonymised per day and model), and a `DeletionRecord` without names.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from assistant.events.publish import replay_log
+from assistant.events.wire import channel_for
+from assistant.models import AccessLog, DeletionRecord, Message, UsageRecord
+from assistant.staff.common import DeletionSummary, deletion_summary, user_streams_end
+from assistant.staff.export import (
+    EXPORT_CHUNK,
+    conversation_export_json,
+    conversations_logged,
+    conversations_select,
+    message_export_json,
+)
+from assistant.usage import usage_anonymise
+
+
+def _deleted_name(user) -> str:
+    return f"deleted user #{user.pk}"
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _access_json(entry: AccessLog) -> dict[str, Any]:
+    return {
+        "accessed_at": entry.accessed_at.isoformat(),
+        "reviewer": entry.reviewer_username,
+        "owner": entry.owner_username,
+        "conversation_id": str(entry.conversation_id),
+        "reason": entry.reason,
+    }
+
+
+USER_DATA_EXPORT_REASON = "the user's own data, at their request (GDPR Art. 15)"
+
+
+def user_data_export(*, user, actor: str) -> dict[str, Any]:
+    """Everything stored about `user`: the account (no password hash), their conversations
+    with every message, the feedback they gave, and the access log entries about them
+    (their transcripts opened by reviewers) and by them (transcripts they opened).
+
+    Reading their conversations for this goes on the access log first, by `actor`.
+    """
+    conversations = [
+        conversation
+        for batch in conversations_logged(
+            conversations_select(owner=user),
+            reviewer=None,
+            reviewer_username=actor,
+            reason=USER_DATA_EXPORT_REASON,
+        )
+        for conversation in batch
+    ]
+    feedback = Message.objects.filter(conversation__owner=user, feedback__isnull=False).order_by("pk")
+    return {
+        "exported_at": timezone.now().isoformat(),
+        "account": {
+            "id": user.pk,
+            "username": user.get_username(),
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "is_active": user.is_active,
+            "is_staff": user.is_staff,
+            "is_superuser": user.is_superuser,
+            "date_joined": _when(user.date_joined),
+            "last_login": _when(user.last_login),
+            "groups": sorted(user.groups.values_list("name", flat=True)),
+        },
+        "conversations": [conversation_export_json(c) for c in conversations],
+        "feedback": [
+            {"conversation_id": str(m.conversation_id), **message_export_json(m)}
+            for m in feedback.iterator(chunk_size=EXPORT_CHUNK)
+        ],
+        "access_log": {
+            "about_them": [
+                _access_json(e) for e in AccessLog.objects.filter(owner=user).order_by("accessed_at")
+            ],
+            "by_them": [
+                _access_json(e) for e in AccessLog.objects.filter(reviewer=user).order_by("accessed_at")
+            ],
+        },
+    }
+
+
+def _user_summary(user) -> DeletionSummary:
+    summary = deletion_summary(conversations_select(owner=user))
+    summary.extra = {
+        "feedback": Message.objects.filter(conversation__owner=user, feedback__isnull=False).count(),
+        "streaming_answers": Message.objects.filter(
+            conversation__owner=user, status=Message.Status.STREAMING
+        ).count(),
+        "access_log_about_them": AccessLog.objects.filter(owner=user).count(),
+        "access_log_by_them": AccessLog.objects.filter(reviewer=user).count(),
+        "usage_answers": UsageRecord.objects.filter(user=user).aggregate(n=Sum("answers"))["n"] or 0,
+    }
+    return summary
+
+
+def user_data_preview(*, user) -> DeletionSummary:
+    """What `user_data_delete` would remove or anonymise; changes nothing."""
+    return _user_summary(user)
+
+
+def user_data_delete(
+    *, user, actor: str, keep_account: bool = False
+) -> tuple[DeletionSummary, DeletionRecord]:
+    """Erase `user`'s conversations and messages, anonymise the access log and the usage
+    record, delete the account.
+
+    Streaming answers are stopped first (wherever they generate; that process finds the
+    row gone and ends quietly). Access log rows stay, as the reviewers' accountability
+    record, with the person named "deleted user #<id>" and unlinked. Their usage rows
+    become counted rows per day and model without user or message (`usage_anonymise`),
+    so usage totals do not change. With `keep_account`
+    the account stays as it is (only its data goes). The `DeletionRecord` holds counts,
+    the range of last activity and the user's id, never names or content.
+    """
+    user_streams_end(user=user)
+    with transaction.atomic():
+        summary = _user_summary(user)
+        conversation_ids = list(conversations_select(owner=user).values_list("pk", flat=True))
+        conversations_select(owner=user).delete()
+        name = _deleted_name(user)
+        AccessLog.objects.filter(owner=user).update(owner=None, owner_username=name)
+        AccessLog.objects.filter(reviewer=user).update(reviewer=None, reviewer_username=name)
+        summary.extra["usage_answers"] = usage_anonymise(user=user)
+        record = DeletionRecord.objects.create(
+            kind=DeletionRecord.Kind.USER_DATA,
+            actor=actor[:150],
+            conversations=summary.conversations,
+            messages=summary.messages,
+            oldest=summary.oldest,
+            newest=summary.newest,
+            parameters={
+                "user_id": user.pk,
+                "account": "kept" if keep_account else "deleted",
+                "access_log_anonymised": summary.extra["access_log_about_them"]
+                + summary.extra["access_log_by_them"],
+                "usage_answers_anonymised": summary.extra["usage_answers"],
+            },
+        )
+        if not keep_account:
+            user.delete()
+    for conversation_id in conversation_ids:
+        replay_log.forget(channel_for(conversation_id))
+    return summary, record
