@@ -57,10 +57,14 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.locale import LocaleMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import URLPattern, get_resolver, path
+from django.utils.cache import patch_vary_headers
 from django.utils.crypto import constant_time_compare
 from django.utils.log import log_response
 
-from assistant import events, generation, services, views
+from assistant import errors, generation, selectors, views
+from assistant.events import subscriber
+from assistant.events.publish import replay_log
+from assistant.events.wire import encode_data, position_from
 from assistant.middleware import add_security_headers
 from assistant.models import Conversation
 from assistant.sso import ProxyHeaderLoginMiddleware
@@ -134,6 +138,9 @@ class StreamHooks:
         return refusal
 
     def add_headers(self, request: HttpRequest, response: HttpResponseBase) -> None:
+        # The answer depends on the session, as Django's SessionMiddleware would say;
+        # channels' does not.
+        patch_vary_headers(response, ("Cookie",))
         self.locale.process_response(request, response)
         add_security_headers(response)
         self.security.process_response(request, response)
@@ -206,7 +213,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         await generation.ensure_supervisor()
         channel = conversation.channel
         token = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
-        position = events.position_from(channel, token)
+        position = position_from(channel, token)
         if token and position is None:
             position = 0  # outside every log: answered with a reset
         return response, (_OpenStream.of(*account, request.session.session_key), channel, position)
@@ -223,8 +230,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
             response = views.not_authenticated()
         elif response is None:
             try:
-                conversation = services.conversation_get(user=user, conversation_id=conversation_id)
-            except services.ServiceError as error:
+                conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+            except errors.ServiceError as error:
                 response = views.api_error(error)
             else:
                 response = StreamingHttpResponse(
@@ -256,8 +263,8 @@ def _final_frame(reason: str) -> bytes:
     `unauthorized` when its authorisation ended."""
     if reason == TOO_MANY_STREAMS:
         data = {"reason": reason, "limit": settings.ASSISTANT_MAX_STREAMS_PER_USER}
-        return f"event: {STREAM_CLOSED}\ndata: {events.encode_data(data)}\n\n".encode()
-    return f"event: {UNAUTHORIZED}\ndata: {events.encode_data({'reason': reason})}\n\n".encode()
+        return f"event: {STREAM_CLOSED}\ndata: {encode_data(data)}\n\n".encode()
+    return f"event: {UNAUTHORIZED}\ndata: {encode_data({'reason': reason})}\n\n".encode()
 
 
 class _Opened(NamedTuple):
@@ -274,7 +281,7 @@ async def _stream(
     stream's authorisation ends (then an `unauthorized` event, and the end)."""
     _register(opened)
     watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, opened))
-    body = events.stream(channel, position)
+    body = subscriber.stream(channel, position)
     started = False
     try:
         await send(start)
@@ -363,7 +370,7 @@ def _register(opened: _OpenStream) -> None:
     for key in opened.keys:
         _streams.setdefault(key, {})[opened] = None
     # With Redis: revocations published by the other processes.
-    events.replay_log.start_fanout(on_revoke=_end_local)
+    replay_log.start_fanout(on_revoke=_end_local)
     if _account_poll is None or _account_poll.done() or _account_poll.get_loop() is not _loop:
         _check_now = asyncio.Event()
         _account_poll = generation.background_task(_poll_accounts(_check_now))
@@ -427,7 +434,7 @@ def _announce(key: str) -> None:
     loop = _loop
     if loop is not None and not loop.is_closed():
         loop.call_soon_threadsafe(_end_local, key)
-    events.replay_log.request_revoke(key)
+    replay_log.request_revoke(key)
 
 
 async def _poll_accounts(check_now: asyncio.Event) -> None:
