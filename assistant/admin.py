@@ -59,8 +59,8 @@ from django.utils.translation import gettext_lazy as _
 
 from assistant import review
 from assistant.forms import AdminLoginForm
-from assistant.staff import export
 from assistant.models import AccessLog, Conversation, Message
+from assistant.staff import export
 
 # The admin's login counts and limits failed logins like the login page (assistant.throttle).
 admin.site.login_form = AdminLoginForm

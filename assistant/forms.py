@@ -15,8 +15,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from assistant import throttle
+from assistant.errors import ServiceError
 from assistant.models import FEEDBACK_RATINGS
-from assistant.services import ServiceError
 
 
 def validate_encodable(value: str) -> None:

@@ -1,56 +1,35 @@
-"""Domain logic: keyword-only functions the views, commands and tests call."""
+"""Writes: keyword-only functions the views and commands call to change something.
+
+The reads are in assistant/selectors.py; both raise `errors.ServiceError`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import transaction
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
-from assistant import events, generation, throttle
-from assistant.models import Conversation, Message, UsageRecord, sql_names
+from assistant import generation, throttle
+from assistant.errors import ServiceError, found_or_404, not_found
+from assistant.events.log import EventsUnavailable
+from assistant.events.publish import publish, publish_or_defer, replay_log
+from assistant.events.wire import channel_for
+from assistant.models import Conversation, Message
 from assistant.processes import PROCESS_ID
+from assistant.selectors import aconversation_get, conversation_get, local_midnight, usage_get
 from assistant.usage import usage_answer_add, usage_oldest_since
 
 TITLE_WORDS_CHARS = 60
-
-
-class ServiceError(Exception):
-    """A request the service refuses; `status` and `code` go to the client as they are."""
-
-    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        # Seconds until asking again can succeed (rate limits, quotas).
-        self.retry_after = retry_after
-
-
-def not_found() -> ServiceError:
-    # The same answer for "does not exist" and "is not yours".
-    return ServiceError(404, "not_found", _("Not found."))
-
-
-@contextmanager
-def found_or_404() -> Iterator[None]:
-    """Turn a missing (or malformed-id) lookup into the 404 ServiceError."""
-    try:
-        yield
-    except (ObjectDoesNotExist, ValueError, ValidationError):
-        raise not_found() from None
 
 
 def model_validate(model: str | None) -> str:
@@ -85,16 +64,6 @@ def _writes_allow(user, limit: throttle.Limit) -> None:
         )
 
 
-def conversation_get(*, user, conversation_id: uuid.UUID | str) -> Conversation:
-    with found_or_404():
-        return Conversation.objects.get(pk=conversation_id, owner=user)
-
-
-async def aconversation_get(*, user, conversation_id: uuid.UUID | str) -> Conversation:
-    with found_or_404():
-        return await Conversation.objects.aget(pk=conversation_id, owner=user)
-
-
 def conversation_create(
     *, user, title: str = "", model: str | None = None, question: str = ""
 ) -> Conversation:
@@ -125,7 +94,7 @@ def conversation_update(
         conversation.save(update_fields=fields)
     if title is not None:
         # Other open pages of this conversation show the new name.
-        events.publish_or_defer(
+        publish_or_defer(
             conversation.channel, "title", {"conversation": str(conversation.pk), "title": title}
         )
     return conversation
@@ -163,68 +132,6 @@ class Exchange:
     replaces_question: int | None = None
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What a user asked for today and in the last minute, against the limits."""
-
-    answers_last_minute: int
-    tokens_today: int
-    rate_limit: int
-    daily_quota: int
-
-    @property
-    def quota_left(self) -> int | None:
-        return None if not self.daily_quota else max(0, self.daily_quota - self.tokens_today)
-
-
-def _local_midnight(moment: datetime) -> datetime:
-    return timezone.localtime(moment).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-@functools.cache
-def _usage_sql() -> str:
-    """Both limits' figures in one statement, built once: it runs before every answer.
-
-    Written out, not an ORM aggregate: Django took about 1 ms of CPU to build and compile
-    that aggregate (conditional counts and sums), the database a tenth of it to run it.
-    """
-    # The usage record, not the messages: deleting a conversation must not give its
-    # answers back to the limits. Its (user, created_at) index serves the WHERE.
-    table, user, created_at, answers, prompt, completion = sql_names(
-        UsageRecord, "user", "created_at", "answers", "prompt_tokens", "completion_tokens"
-    )
-    return (
-        f"SELECT COALESCE(SUM(CASE WHEN {created_at} > %s THEN {answers} ELSE 0 END), 0), "  # noqa: S608
-        f"COALESCE(SUM(CASE WHEN {created_at} >= %s THEN {prompt} + {completion} ELSE 0 END), 0) "
-        f"FROM {table} WHERE {user} = %s AND {created_at} >= %s"
-    )
-
-
-def usage_get(*, user, now: datetime | None = None) -> Usage:
-    """`user` is a user or a user id."""
-    now = now or timezone.now()
-    minute_ago, midnight = now - timedelta(minutes=1), _local_midnight(now)
-    moment = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _usage_sql(),
-            [
-                moment(minute_ago),
-                moment(midnight),
-                getattr(user, "pk", user),
-                moment(min(minute_ago, midnight)),
-            ],
-        )
-        answers_last_minute, tokens_today = cursor.fetchone()
-    return Usage(
-        answers_last_minute=int(answers_last_minute),
-        # int(): PostgreSQL sums BIGINT columns as NUMERIC, which arrives as a Decimal.
-        tokens_today=int(tokens_today),
-        rate_limit=settings.ASSISTANT_RATE_LIMIT_PER_MINUTE,
-        daily_quota=settings.ASSISTANT_DAILY_TOKEN_QUOTA,
-    )
-
-
 def _limits_check(user_id: int) -> None:
     """Refuse before anything reaches the upstream: per-minute rate, then daily tokens."""
     now = timezone.now()
@@ -242,7 +149,7 @@ def _limits_check(user_id: int) -> None:
             retry_after=wait,
         )
     if usage.quota_left == 0:
-        tomorrow = _local_midnight(now) + timedelta(days=1)
+        tomorrow = local_midnight(now) + timedelta(days=1)
         raise ServiceError(
             429,
             "quota_exceeded",
@@ -267,8 +174,8 @@ def _answer_insert(conversation: Conversation, model: str) -> Message:
     _limits_check(conversation.owner_id)
     try:
         # Nothing of this answer is on the channel before this position.
-        position = events.replay_log.current_id(conversation.channel)
-    except events.EventsUnavailable:
+        position = replay_log.current_id(conversation.channel)
+    except EventsUnavailable:
         raise ServiceError(
             503, "unavailable", _("Answers cannot be delivered right now. Try again in a moment.")
         ) from None
@@ -372,8 +279,8 @@ def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language
     if exchange.replaces_question is not None:
         start["replaces_question"] = exchange.replaces_question
     try:
-        start_id = events.publish(events.channel_for(answer.conversation_id), "start", start)
-    except events.EventsUnavailable:
+        start_id = publish(channel_for(answer.conversation_id), "start", start)
+    except EventsUnavailable:
         start_id = None  # the answer publishes its start with its first text
     generation.start_from_thread(
         message=answer, history=history, language=language, start_event=start, start_id=start_id
@@ -469,133 +376,3 @@ async def message_cancel(*, user, message_id: int) -> Message:
     if message.is_streaming and not generation.cancel(message.pk):
         await sync_to_async(generation.cancel_anywhere)(message.pk)
     return message
-
-
-@dataclass(frozen=True)
-class ConversationState:
-    """What a page renders, and the stream position that continues exactly from it."""
-
-    conversation: Conversation
-    messages: list[Message]
-    last_event_id: str
-
-
-def conversation_state(*, user, conversation_id: uuid.UUID | str) -> ConversationState:
-    # Read the position before the rows: events after it are either not in the rows yet,
-    # or belong to an answer the rows show whole. An ended answer stores the position of
-    # its last delta with its final text, so the page starts after that; a streaming one
-    # resumes from the position stored with its partial text.
-    log = events.replay_log
-    try:
-        # The channel's own position (ids count per conversation); a malformed id is
-        # conversation_get's 404.
-        position = log.current_id(events.channel_for(uuid.UUID(str(conversation_id))))
-    except (events.EventsUnavailable, ValueError):
-        position = None
-    conversation = conversation_get(user=user, conversation_id=conversation_id)
-    messages = list(conversation.messages.order_by("pk"))
-    channel = conversation.channel
-    if position is None:
-        # Redis is down: a position outside every log, answered with a reset once it is back.
-        return ConversationState(conversation, messages, events.position_token(channel, 0))
-    try:
-        floor, newest = log.window(channel)
-    except events.EventsUnavailable:
-        return ConversationState(conversation, messages, events.position_token(channel, 0))
-
-    def resumable(event_id: int) -> bool:
-        return floor <= event_id <= newest
-
-    ended = [m.event_id for m in messages if not m.is_streaming and resumable(m.event_id)]
-    position = max([position, *ended])
-    streaming = [m.event_id for m in messages if m.is_streaming]
-    if streaming:
-        if resumable(min(streaming)):
-            position = min(streaming)
-        elif log.shared:
-            # Redis lost the answer's events (it restarted empty): its generator replays
-            # it whole after the floor, so the page listens from there.
-            position = max([floor, *ended])
-        # In-process: a position of another process or from before a restart. The page
-        # waits from now on for the answer's end or its interruption.
-    return ConversationState(conversation, messages, events.position_token(channel, position))
-
-
-@dataclass(frozen=True)
-class ConversationPage:
-    """A page of the conversation list and the cursor of the next (older) one, if any."""
-
-    conversations: list[Conversation]
-    next: str | None
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def conversation_cursor(conversation: Conversation) -> str:
-    """The list position just after `conversation`: its `updated_at` in µs and its id."""
-    return f"{(conversation.updated_at - EPOCH) // timedelta(microseconds=1)}.{conversation.pk.hex}"
-
-
-def _cursor_parse(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        micros, pk = cursor.split(".")
-        return EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(hex=pk)
-    except (ValueError, OverflowError):
-        raise ServiceError(400, "invalid", _("before: Not a position in the list.")) from None
-
-
-def conversations_list(
-    *, user, query: str = "", archived: bool = False, limit: int = 100, before: str = ""
-) -> ConversationPage:
-    """The user's conversations, newest first; `query` matches titles and message text.
-
-    `before` is a page's `next` cursor: the list continues after the last one shown,
-    however many conversations are there (no offset to count through).
-    """
-    conversations = Conversation.objects.filter(owner=user, archived=archived)
-    query = query.strip()
-    if query:
-        # A subquery, not a join: a conversation with many matching messages is listed once.
-        matching = Message.objects.filter(conversation__owner=user, content__icontains=query)
-        conversations = conversations.filter(
-            Q(title__icontains=query) | Q(pk__in=matching.values("conversation_id"))
-        )
-    if before:
-        moment, pk = _cursor_parse(before)
-        conversations = conversations.filter(Q(updated_at__lte=moment) & ~Q(updated_at=moment, pk__gte=pk))
-    # The id breaks ties in `updated_at`, so no conversation falls between two pages.
-    rows = list(
-        conversations.order_by("-updated_at", "-pk").only("id", "title", "updated_at", "archived")[
-            : limit + 1
-        ]
-    )
-    return ConversationPage(rows[:limit], conversation_cursor(rows[limit - 1]) if len(rows) > limit else None)
-
-
-@dataclass(frozen=True)
-class ConversationGroup:
-    label: str
-    conversations: list[Conversation]
-
-
-def recency_groups(*, today: date) -> list[tuple[str, datetime | None]]:
-    """The sidebar's sections, newest first: each label and the moment it starts (local time)."""
-    days = [
-        (_("Today"), today),
-        (_("Yesterday"), today - timedelta(days=1)),
-        (_("Previous 7 days"), today - timedelta(days=7)),
-        (_("Previous 30 days"), today - timedelta(days=30)),
-    ]
-    starts = [(label, timezone.make_aware(datetime.combine(day, time.min))) for label, day in days]
-    return [*starts, (_("Older"), None)]
-
-
-def group_by_recency(conversations: list[Conversation], *, today: date) -> list[ConversationGroup]:
-    """The conversations (newest first) in the sidebar's sections; empty sections left out."""
-    bounds = recency_groups(today=today)
-    groups: dict[str, list[Conversation]] = {label: [] for label, _start in bounds}
-    for conversation in conversations:
-        label = next(label for label, start in bounds if start is None or conversation.updated_at >= start)
-        groups[label].append(conversation)
-    return [ConversationGroup(label, items) for label, items in groups.items() if items]

@@ -2,7 +2,7 @@
 
 One `UsageRecord` per answer, inserted in the transaction that creates the answer (so it
 counts toward the per-minute limit at once) and given the answer's tokens when it ends.
-The limits (`services.usage_get`, `services._limits_check`) and `usage_report` read it.
+The limits (`selectors.usage_get`, `services._limits_check`) and `usage_report` read it.
 Deleting conversations or messages never touches it; erasing a person's data
 (`usage_anonymise`) turns their rows into counted rows without user or message.
 """
@@ -28,7 +28,7 @@ INSERTED = ("user", "model", "created_at", "answers", "prompt_tokens", "completi
 
 @functools.cache
 def _insert_sql() -> str:
-    """Written out, like `services._usage_sql`: it runs with every answer a user asks for."""
+    """Written out, like `selectors._usage_sql`: it runs with every answer a user asks for."""
     table, *columns = sql_names(UsageRecord, *INSERTED)
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES (%s, %s, %s, 1, 0, 0, %s)"  # noqa: S608
 

@@ -27,7 +27,8 @@ from django.utils.translation import gettext as _
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from assistant import events, health, review, services
+from assistant import errors, health, review, selectors, services
+from assistant.events.wire import channel_for, position_token
 from assistant.forms import (
     ConversationForm,
     ConversationSearchForm,
@@ -42,7 +43,7 @@ from assistant.llm import RETRYABLE_TYPES
 from assistant.models import Conversation, Message
 
 
-def api_error(error: services.ServiceError) -> JsonResponse:
+def api_error(error: errors.ServiceError) -> JsonResponse:
     body = {"code": error.code, "message": error.message}
     if error.retry_after is not None:
         body["retry_after"] = error.retry_after
@@ -53,7 +54,7 @@ def api_error(error: services.ServiceError) -> JsonResponse:
 
 
 def not_authenticated() -> JsonResponse:
-    return api_error(services.ServiceError(401, "not_authenticated", _("Log in first.")))
+    return api_error(errors.ServiceError(401, "not_authenticated", _("Log in first.")))
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
@@ -61,7 +62,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     reads it like every other error (settings.CSRF_FAILURE_VIEW)."""
     if request.path_info.startswith("/api/"):
         return api_error(
-            services.ServiceError(
+            errors.ServiceError(
                 403, "csrf_failed", _("The request lacks a valid CSRF token. Reload the page and try again.")
             )
         )
@@ -84,7 +85,7 @@ def api_view(view):
                 return not_authenticated()
             try:
                 return await view(request, *args, **kwargs)
-            except services.ServiceError as error:
+            except errors.ServiceError as error:
                 return api_error(error)
 
         return markcoroutinefunction(async_wrapper)
@@ -95,7 +96,7 @@ def api_view(view):
             return not_authenticated()
         try:
             return view(request, *args, **kwargs)
-        except services.ServiceError as error:
+        except errors.ServiceError as error:
             return api_error(error)
 
     return wrapper
@@ -191,7 +192,7 @@ def setup(request: HttpRequest) -> HttpResponse:
 SIDEBAR_CONVERSATIONS = 50
 
 
-def _page_context(request: HttpRequest, state: services.ConversationState | None) -> dict[str, Any]:
+def _page_context(request: HttpRequest, state: selectors.ConversationState | None) -> dict[str, Any]:
     page_data: dict[str, Any] = {
         "models": settings.ASSISTANT_MODELS,
         "create_url": reverse("api_conversations"),
@@ -214,7 +215,7 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
         )
     query = request.GET.get("q", "").strip()[:200]
     archived = request.GET.get("archived") == "1"
-    listed = services.conversations_list(
+    listed = selectors.conversations_list(
         user=request.user, query=query, archived=archived, limit=SIDEBAR_CONVERSATIONS
     )
     today = timezone.localdate()
@@ -226,13 +227,13 @@ def _page_context(request: HttpRequest, state: services.ConversationState | None
         "next": listed.next,
         "groups": [
             {"label": label, "start": start and start.isoformat()}
-            for label, start in services.recency_groups(today=today)
+            for label, start in selectors.recency_groups(today=today)
         ],
     }
     return {
-        "conversation_groups": services.group_by_recency(listed.conversations, today=today),
+        "conversation_groups": selectors.group_by_recency(listed.conversations, today=today),
         "more_conversations": listed.next is not None,
-        "usage": services.usage_get(user=request.user) if settings.ASSISTANT_DAILY_TOKEN_QUOTA else None,
+        "usage": selectors.usage_get(user=request.user) if settings.ASSISTANT_DAILY_TOKEN_QUOTA else None,
         "query": query,
         "archived": archived,
         "state": state,
@@ -282,8 +283,8 @@ def chat(request: HttpRequest) -> HttpResponse:
 @login_required
 def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     try:
-        state = services.conversation_state(user=request.user, conversation_id=conversation_id)
-    except services.ServiceError:
+        state = selectors.conversation_state(user=request.user, conversation_id=conversation_id)
+    except errors.ServiceError:
         raise Http404 from None
     return render(request, "assistant/chat.html", _page_context(request, state))
 
@@ -314,7 +315,7 @@ def conversations(request: HttpRequest) -> JsonResponse:
 @require_GET
 @api_view
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
-    state = services.conversation_state(user=request.user, conversation_id=conversation_id)
+    state = selectors.conversation_state(user=request.user, conversation_id=conversation_id)
     return JsonResponse(
         {
             **conversation_json(state.conversation),
@@ -332,9 +333,7 @@ def _exchange_json(exchange: services.Exchange) -> dict[str, Any]:
             "id": answer.pk,
             "status": answer.status,
             "model": answer.model,
-            "last_event_id": events.position_token(
-                events.channel_for(answer.conversation_id), answer.event_id
-            ),
+            "last_event_id": position_token(channel_for(answer.conversation_id), answer.event_id),
         },
     }
 
@@ -415,7 +414,7 @@ def conversation_summary_json(conversation: Conversation) -> dict[str, Any]:
 @api_view
 def conversation_list(request: HttpRequest) -> JsonResponse:
     data = ConversationSearchForm.parse(request.GET.dict())
-    listed = services.conversations_list(
+    listed = selectors.conversations_list(
         user=request.user, query=data["q"], archived=data["archived"], before=data["before"]
     )
     return JsonResponse(

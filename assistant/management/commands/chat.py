@@ -19,12 +19,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from assistant import events, generation, services, titles
+from assistant import errors, generation, selectors, services, titles
+from assistant.events import subscriber
 from assistant.forms import MessageForm
 
 
 def sse_events(chunk: str) -> list[tuple[str, dict]]:
-    """The (type, data) of each event in a chunk of `events.stream` output (whole frames)."""
+    """The (type, data) of each event in a chunk of `subscriber.stream` output (whole frames)."""
     parsed = []
     for frame in chunk.split("\n\n"):
         kind, data = "", ""
@@ -66,7 +67,7 @@ class Command(BaseCommand):
             question = options.get("stdin", sys.stdin).read()
         try:
             cleaned = MessageForm.parse({"content": question, "model": options["model"] or ""})
-        except services.ServiceError as error:
+        except errors.ServiceError as error:
             raise CommandError(error.message) from None
         try:
             asyncio.run(
@@ -95,7 +96,7 @@ class Command(BaseCommand):
         try:
             if conversation_id:
                 # Not found is said before this process takes a lease.
-                await services.aconversation_get(user=user, conversation_id=conversation_id)
+                await selectors.aconversation_get(user=user, conversation_id=conversation_id)
                 send = functools.partial(services.message_send, conversation_id=conversation_id)
             else:
                 # Stored with its question or not at all: a refused question (a limit)
@@ -121,14 +122,14 @@ class Command(BaseCommand):
                 # Give up this process's lease (no answer of it is left streaming) and
                 # close its model connections, which belong to this command's event loop.
                 await generation.shutdown()
-        except services.ServiceError as error:
+        except errors.ServiceError as error:
             if error.code == "not_found":
                 raise CommandError(f"{username} has no conversation {conversation_id}.") from None
             raise CommandError(error.message) from None
 
     async def _follow(self, channel: str, answer, verbosity: int) -> None:
         """Print the answer's deltas as they come; return on `done`, CommandError on `error`."""
-        stream = events.stream(channel, answer.event_id)
+        stream = subscriber.stream(channel, answer.event_id)
         try:
             async for chunk in stream:
                 for kind, data in sse_events(chunk):
