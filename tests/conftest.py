@@ -1,35 +1,25 @@
-"""Fixtures: alice and bob, a fake upstream, and a real daphne server over the test database."""
+"""Fixtures: alice and bob, a fake upstream, a real daphne server over the test database,
+collected static files, and browser pages. The helpers behind them are in tests/helpers."""
 
 from __future__ import annotations
 
 import gc
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client
 
 from assistant import review
-from tests.fake_upstream import FakeUpstream
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-CSRF_TOKEN = "t" * 32  # Django accepts any 32-character secret as cookie and header alike.
-LIVE_MODELS = "fake-model,other-model"
+from tests.helpers.browser import Pages
+from tests.helpers.live import LiveServer, live_env, logged_in, session_client, start_daphne, stop_daphne
+from tests.helpers.production import manage, production_env
+from tests.helpers.upstream import FakeUpstream
 
 
 def pytest_configure(config) -> None:
@@ -80,13 +70,6 @@ def bob(db):
     return get_user_model().objects.create_user("bob", password="bob-password-1")
 
 
-def logged_in(user) -> Client:
-    """Django's test client, logged in as `user`."""
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 @pytest.fixture
 def alice_client(alice) -> Client:
     return logged_in(alice)
@@ -105,12 +88,6 @@ def reviewer_client(db) -> Client:
     return logged_in(rita)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def fake_upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream(api_key="test-key-abc123") as fake:
@@ -126,102 +103,6 @@ def upstream(fake_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
     fake_upstream.reset()
 
 
-@dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-# Where util-linux has it: daphne gets SIGTERM when the test runner dies, even killed,
-# so no server outlives a run (holding its port and the test database).
-DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
-
-
-def start_daphne(env: dict[str, str], name: str, application: str = "config.asgi:application") -> LiveServer:
-    port = _free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / f"{name}.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [
-                *DIE_WITH_PARENT,
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                application,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited: {log.read_text()}")
-        try:
-            httpx.get(url + "/accounts/login/", timeout=1)
-            return LiveServer(url, process, log)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"daphne did not start: {log.read_text()}")
-
-
-def stop_daphne(server: LiveServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
-
-
-def database_url() -> str:
-    """The test database (SQLite file or PostgreSQL), for the daphne processes tests start."""
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.postgresql":
-        credentials = quote(db["USER"] or "", safe="")
-        if db["PASSWORD"]:
-            credentials += ":" + quote(db["PASSWORD"], safe="")
-        return f"postgres://{credentials}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-    return f"sqlite:///{db['NAME']}"
-
-
-def live_env(fake_upstream: FakeUpstream, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OPENAI_", "ASSISTANT_", "DJANGO_", "DATABASE_"))
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=database_url(),
-        OPENAI_BASE_URL=fake_upstream.url,
-        OPENAI_API_KEY="test-key-abc123",
-        OPENAI_MAX_RETRIES="0",
-        OPENAI_TIMEOUT="2",
-        ASSISTANT_MODELS=LIVE_MODELS,
-        ASSISTANT_MAX_ANSWER_SECONDS="20",
-        # Keep-alives end a read that waits in vain, so deadlines in tests are checked.
-        ASSISTANT_KEEPALIVE_SECONDS="3",
-        # Tests send many answers a minute; the limits have their own tests.
-        ASSISTANT_RATE_LIMIT_PER_MINUTE="0",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
 @pytest.fixture(scope="session")
 def live_server_process(django_db_setup, django_db_blocker, fake_upstream) -> Iterator[LiveServer]:
     server = start_daphne(live_env(fake_upstream), "daphne")
@@ -235,22 +116,6 @@ def live(live_server_process, transactional_db, upstream) -> LiveServer:
     return live_server_process
 
 
-def session_client(live: LiveServer, user, headers: dict[str, str] | None = None, **kwargs) -> httpx.Client:
-    """An HTTP client logged in as `user`, with a CSRF cookie and header."""
-    django_client = Client()
-    django_client.force_login(user)
-    return httpx.Client(
-        base_url=live.url,
-        cookies={
-            settings.SESSION_COOKIE_NAME: django_client.cookies[settings.SESSION_COOKIE_NAME].value,
-            settings.CSRF_COOKIE_NAME: CSRF_TOKEN,
-        },
-        headers={"X-CSRFToken": CSRF_TOKEN, **(headers or {})},
-        timeout=kwargs.pop("timeout", 10),
-        **kwargs,
-    )
-
-
 @pytest.fixture
 def alice_http(live, alice) -> Iterator[httpx.Client]:
     with session_client(live, alice) as client:
@@ -261,3 +126,21 @@ def alice_http(live, alice) -> Iterator[httpx.Client]:
 def bob_http(live, bob) -> Iterator[httpx.Client]:
     with session_client(live, bob) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory) -> Path:
+    """collectstatic's output with the production storage, into a fresh STATIC_ROOT."""
+    root = tmp_path_factory.mktemp("static")
+    result = manage("collectstatic", "--noinput", env=production_env(DJANGO_STATIC_ROOT=str(root)))
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture
+def pages(browser, live) -> Iterator[Pages]:
+    """Opens logged-in or anonymous pages; fails the test on JS errors or dialogs in any.
+    `browser` is the chromium of the test's package (tests/browser, tests/security)."""
+    pages = Pages(browser, live)
+    yield pages
+    pages.close()

@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from assistant import review
 from assistant.models import AccessLog, Conversation, Message
-from tests.conftest import logged_in
+from tests.helpers.live import logged_in
 
 CHANGELIST = "admin:assistant_conversation_changelist"
 MESSAGES = "admin:assistant_message_changelist"

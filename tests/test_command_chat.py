@@ -17,9 +17,9 @@ from django.core.management import CommandError, call_command
 from assistant import llm
 from assistant.models import Conversation, Message, ServerProcess
 from assistant.processes import PROCESS_ID
-from tests.conftest import ROOT, live_env
-from tests.test_commands import run
-from tests.test_streaming import fake
+from tests.helpers.chat import fake
+from tests.helpers.commands import run
+from tests.helpers.live import ROOT, live_env
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import socket
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.test_commands import run
+from tests.helpers.commands import run
 
 
 @pytest.fixture

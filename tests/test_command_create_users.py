@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from assistant.models import Conversation, Message
 from assistant.review import REVIEWERS_GROUP
-from tests.test_commands import run
+from tests.helpers.commands import run
 
 User = get_user_model()
 

@@ -13,8 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant.models import Conversation, Message, ServerProcess
-from tests.sse import answer_events
-from tests.test_streaming import create_conversation, fake, send, text_of
+from tests.helpers.chat import create_conversation, fake, send, text_of
+from tests.helpers.sse import answer_events
 
 
 def call(client: Client, method: str, url: str, body=None, **extra):

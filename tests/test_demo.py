@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from assistant.models import Message
-from tests.conftest import live_env, session_client, start_daphne, stop_daphne
-from tests.test_streaming import create_conversation, send, stream_answer, text_of
+from tests.helpers.chat import create_conversation, send, stream_answer, text_of
+from tests.helpers.live import live_env, session_client, start_daphne, stop_daphne
 
 pytestmark = pytest.mark.live
 

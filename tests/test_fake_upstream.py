@@ -21,7 +21,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.fake_upstream import FakeUpstream, split_tokens
+from tests.helpers.upstream import FakeUpstream, split_tokens
 
 MODEL = "gpt-4o-mini"
 UNICODE_TEXT = "Grüße aus Köln 👩‍💻 — 你好 שלום"
@@ -545,7 +545,7 @@ def test_stop_returns_quickly_with_never_end_stream(fake: FakeUpstream) -> None:
 
 def test_cli_prints_url_and_serves() -> None:
     root = Path(__file__).resolve().parent.parent
-    command = [sys.executable, "-m", "tests.fake_upstream", "--port", "0", "--tokens", "3"]
+    command = [sys.executable, "-m", "tests.helpers.upstream", "--port", "0", "--tokens", "3"]
     with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None

@@ -11,11 +11,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import re
-import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,76 +21,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from config.static_files import CollectedStaticFiles
-from tests.conftest import ROOT, LiveServer, database_url, start_daphne, stop_daphne
-
-ENV_FILE_MARKER = "# /etc/assistant/assistant.env"
-HOST = "assistant.example.com"
-
-
-def documented_environment() -> dict[str, str]:
-    """The variables of the env file in docs/deployment.md, comments left out."""
-    text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
-    block = text.split(ENV_FILE_MARKER + "\n", 1)[1].split("```", 1)[0]
-    env = {}
-    for line in block.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            env[name] = value
-    return env
-
-
-def clean_env(**overrides: str | None) -> dict[str, str]:
-    """This process's environment without the app's variables, plus `overrides` (None deletes)."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("OPENAI_", "ASSISTANT_", "DJANGO_", "DATABASE_", "REDIS_"))
-    }
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1")
-    for name, value in overrides.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
-
-
-def production_env(**overrides: str | None) -> dict[str, str]:
-    """The documented production environment, with a fresh secret and the test database."""
-    return clean_env(
-        **{
-            **documented_environment(),
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-            "DATABASE_URL": database_url(),
-            **overrides,
-        }
-    )
-
-
-def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
+from tests.helpers.live import LiveServer, start_daphne, stop_daphne
+from tests.helpers.production import HOST, PROXIED, manage, production_env, run_python
 
 SHOW_SETTINGS = """
 import json, django
@@ -216,15 +144,6 @@ def test_production_serves_the_demo_model_only_when_asked():
 # --- static files ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def collected(tmp_path_factory) -> Path:
-    """collectstatic's output with the production storage, into a fresh STATIC_ROOT."""
-    root = tmp_path_factory.mktemp("static")
-    result = manage("collectstatic", "--noinput", env=production_env(DJANGO_STATIC_ROOT=str(root)))
-    assert result.returncode == 0, result.stderr
-    return root
-
-
 def hashed_name(root: Path, original: str) -> str:
     return json.loads((root / "staticfiles.json").read_text())["paths"][original]
 
@@ -339,8 +258,6 @@ def test_static_layer_refuses_to_start_without_collectstatic(tmp_path):
 
 
 # --- a production daphne behind a pretend proxy --------------------------------------------
-
-PROXIED = {"Host": HOST, "X-Forwarded-Proto": "https"}
 
 
 @pytest.fixture(scope="module")

@@ -9,26 +9,24 @@ import sys
 import time
 from datetime import timedelta
 
-import httpx
 import pytest
 from django.utils import timezone
 
 from assistant import processes
 from assistant.models import Message, ServerProcess
-from tests.browser.helpers import wait_until
-from tests.conftest import live_env, session_client, start_daphne, stop_daphne
-from tests.sse import answer_events, parse_sse, sse_lines
-from tests.test_streaming import (
+from tests.helpers.chat import (
     create_conversation,
     fake,
-    following,
     last_answer_request,
+    read_until_text,
     send,
     stop_mid_answer,
     stream_answer,
     text_of,
     wait_for_final,
 )
+from tests.helpers.live import live_env, session_client, start_daphne, stop_daphne, wait_until
+from tests.helpers.sse import answer_events, parse_sse, sse_lines
 
 pytestmark = pytest.mark.live
 
@@ -94,17 +92,6 @@ def short_lease_server(django_db_setup, fake_upstream):
     for server in servers:
         if server.process.poll() is None:
             stop_daphne(server)
-
-
-def read_until_text(client: httpx.Client, conversation: dict, sent: dict, chars: int) -> tuple[str, str]:
-    """Follow an answer until it has at least `chars` characters; return (text, last event id)."""
-    seen = []
-    with following(client, conversation, sent) as events:
-        for event in events:
-            seen.append(event)
-            if len(text_of(seen)) >= chars:
-                return text_of(seen), event.id
-    raise AssertionError("the answer ended early")
 
 
 def test_a_process_of_this_host_is_crashed_only_when_its_pid_is_gone():

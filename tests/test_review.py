@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from assistant import review
 from assistant.models import AccessLog, Conversation, Message
-from tests.conftest import logged_in
+from tests.helpers.live import logged_in
 
 REASON = {"purpose": "support", "details": "Ticket 4711: alice asked for help"}
 

@@ -11,21 +11,7 @@ from django.test import AsyncClient, Client, RequestFactory
 from django.urls import reverse
 
 from assistant.middleware import SecurityHeadersMiddleware
-
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
-
-def assert_security_headers(response) -> None:
-    assert response["Content-Security-Policy"] == CSP
-    assert "unsafe" not in response["Content-Security-Policy"]
-    assert response["Permissions-Policy"] == "camera=(), microphone=(), geolocation=()"
-    assert response["Cross-Origin-Opener-Policy"] == "same-origin"
-    assert response["X-Frame-Options"] == "DENY"
-    assert response["X-Content-Type-Options"] == "nosniff"
-    assert response["Referrer-Policy"] == "same-origin"
+from tests.helpers.http import CSP, assert_security_headers
 
 
 def test_security_headers_on_pages(alice):

@@ -20,8 +20,9 @@ from django.test import Client
 
 from assistant import sso
 from assistant.models import Conversation
-from tests.conftest import LiveServer, live_env, start_daphne, stop_daphne
-from tests.test_production import clean_env, run_python
+from tests.helpers.http import asgi_get_scope
+from tests.helpers.live import LiveServer, live_env, start_daphne, stop_daphne
+from tests.helpers.production import clean_env, run_python
 
 User = get_user_model()
 
@@ -198,24 +199,6 @@ def test_sso_middleware_is_not_loaded_when_off(settings):
 
 
 # --- async, through Django's ASGI handler ------------------------------------------------
-
-
-def asgi_get_scope(path: str, headers: list[tuple[bytes, bytes]], peer: tuple[str, int] | None) -> dict:
-    """The scope of a GET as daphne makes it, from `peer` (None: a Unix socket)."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": list(peer) if peer else None,
-        "server": ("testserver", 80),
-    }
 
 
 async def asgi_get(

@@ -7,75 +7,35 @@ itself, where its listeners and its ending can be seen.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from channels.routing import URLRouter
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
-from django.test import Client
 from django_eventstream.views import get_listener_manager
 
 from assistant import stream_endpoint
 from assistant.models import Conversation, Message
-from tests.conftest import LiveServer, session_client
-from tests.sse import SSEEvent, parse_sse, sse_lines
-from tests.test_security_headers import assert_security_headers
-from tests.test_sso import asgi_get_scope
-from tests.test_streaming import create_conversation, fake, send, text_of
+from tests.helpers.chat import create_conversation, fake, send, text_of
+from tests.helpers.http import asgi_get_scope, assert_security_headers
+from tests.helpers.live import descriptors_of, memory_of, session_client, session_cookie, threads_of
+from tests.helpers.sse import parse_sse, sse_lines
+from tests.helpers.streams import (
+    dechunked,
+    events_url,
+    open_raw_stream,
+    open_then,
+    streams_of_several_users,
+    until_closed,
+)
 
 User = get_user_model()
-
-
-def events_url(conversation: Conversation) -> str:
-    return f"/api/conversations/{conversation.pk}/events/"
-
-
-def session_cookie(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
-
-
-def streams_of_several_users(count: int) -> list[tuple[str, str]]:
-    """(events path, session cookie) for `count` streams, spread over as many users as
-    the per-user cap (ASSISTANT_MAX_STREAMS_PER_USER) needs to leave them all open."""
-    per_user = settings.ASSISTANT_MAX_STREAMS_PER_USER
-    users = [
-        get_user_model().objects.create_user(f"streamer-{n}")
-        for n in range((count + per_user - 1) // per_user)
-    ]
-    owned = [
-        (events_url(Conversation.objects.create(owner=user, model="fake-model")), session_cookie(user))
-        for user in users
-    ]
-    return [owned[n // per_user] for n in range(count)]
-
-
-def until_closed(response: httpx.Response, deadline: float = 10) -> Iterator[SSEEvent]:
-    """The events of a stream until the server closes it; fails after `deadline` seconds
-    (keep-alives every 3 s make sure the check runs)."""
-    give_up = time.monotonic() + deadline
-    for event in parse_sse(sse_lines(response)):
-        yield event
-        if time.monotonic() > give_up:
-            raise AssertionError(f"the stream was still open after {deadline} s")
-
-
-def open_then(client: httpx.Client, url: str, action) -> list[SSEEvent]:
-    """Open a stream, `action()` once it is open, then every event until the server closes it."""
-    with client.stream("GET", url) as response:
-        assert response.status_code == 200
-        events = until_closed(response)
-        assert next(events).event == "stream-open"
-        action()
-        return list(events)
 
 
 # --- what the endpoint answers ------------------------------------------------------------------
@@ -234,41 +194,6 @@ def test_account_deactivated_or_deleted_elsewhere_ends_its_streams(live, alice, 
 # --- what an open stream costs ----------------------------------------------------------------
 
 
-async def open_raw_stream(live: LiveServer, path: str, cookie: str) -> tuple:
-    """A bare HTTP/1.1 connection whose stream has opened (it sent `stream-open`)."""
-    host = live.url.removeprefix("http://")
-    name, port = host.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(name, int(port))
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
-        f"Cookie: {settings.SESSION_COOKIE_NAME}={cookie}\r\n\r\n".encode()
-    )
-    received = b""
-    while b"stream-open" not in received:
-        chunk = await asyncio.wait_for(reader.read(4096), 30)
-        assert chunk, received
-        received += chunk
-    assert received.startswith(b"HTTP/1.1 200 "), received
-    return reader, writer
-
-
-def threads_of(live: LiveServer) -> int:
-    return len(os.listdir(f"/proc/{live.process.pid}/task"))
-
-
-def descriptors_of(live: LiveServer) -> int:
-    return len(os.listdir(f"/proc/{live.process.pid}/fd"))
-
-
-def memory_of(live: LiveServer) -> int:
-    """The server's resident memory in bytes."""
-    with open(f"/proc/{live.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 # Issue 7's target: a thousand idle streams on one process, no thread each, < 100 MB in all.
 STREAMS = 1000
 STREAMS_MEMORY_MAX = 100 * 1024 * 1024
@@ -335,17 +260,6 @@ def test_a_client_that_reads_slowly_still_gets_every_event_once(live, alice, ali
     assert text_of(seen) == " ".join(f"tok{i}" for i in range(400))
 
 
-def dechunked(body: bytes) -> bytes:
-    """An HTTP/1.1 chunked body's content (the last chunk may be cut short)."""
-    content = b""
-    while body:
-        size, _, body = body.partition(b"\r\n")
-        length = int(size, 16)
-        content += body[:length]
-        body = body[length + 2 :]
-    return content
-
-
 # --- in process: the ASGI app itself ------------------------------------------------------------
 
 
@@ -368,7 +282,7 @@ class Connection:
 
 
 async def open_in_process(conversation: Conversation, cookie: str) -> tuple[Connection, asyncio.Task]:
-    endpoint = stream_endpoint.EventStreamEndpoint(ASGIHandler())
+    endpoint = URLRouter([stream_endpoint.route(ASGIHandler())])
     connection = Connection()
     headers = [(b"host", b"testserver"), (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode())]
     scope = asgi_get_scope(events_url(conversation), headers, ("127.0.0.1", 5000))
@@ -423,9 +337,9 @@ def test_deactivation_in_the_same_process_ends_the_stream_at_once(transactional_
 
 def test_every_middleware_of_the_settings_is_handled_for_event_streams(settings):
     assert list(stream_endpoint.MIDDLEWARE_HANDLED) == list(settings.MIDDLEWARE)
-    stream_endpoint.EventStreamEndpoint(ASGIHandler())  # starts with the settings as they are
+    stream_endpoint.StreamHooks(ASGIHandler())  # starts with the settings as they are
 
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"]
 
     with pytest.raises(ImproperlyConfigured, match="GZipMiddleware"):
-        stream_endpoint.EventStreamEndpoint(ASGIHandler())
+        stream_endpoint.StreamHooks(ASGIHandler())

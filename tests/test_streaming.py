@@ -3,91 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import httpx
 import pytest
 
 from assistant import generation
+from assistant.events.log import Published
 from assistant.models import Message
-from tests.conftest import live_env, session_client, start_daphne, stop_daphne
-from tests.sse import RecordingResponse, SSEEvent, answer_events
+from tests.helpers.chat import (
+    create_conversation,
+    fake,
+    following,
+    last_answer_request,
+    send,
+    stop_mid_answer,
+    stream_answer,
+    text_of,
+    wait_for_final,
+)
+from tests.helpers.live import live_env, session_client, start_daphne, stop_daphne
 
 pytestmark = pytest.mark.live
 
 GREETING = "Grüße aus Köln! Straße, Maß, Öl — 👩‍💻🇩🇪 “Anführungszeichen” 你好 שלום\nZeile zwei."
-
-
-def fake(**behaviour) -> str:
-    """A question that tells the fake upstream how to answer it."""
-    return "Frage FAKE" + json.dumps(behaviour, ensure_ascii=False)
-
-
-def create_conversation(client: httpx.Client, **body) -> dict:
-    response = client.post("/api/conversations/", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def send(client: httpx.Client, conversation: dict, content: str, **body) -> dict:
-    response = client.post(
-        f"/api/conversations/{conversation['id']}/messages/", json={"content": content, **body}
-    )
-    assert response.status_code == 202, response.text
-    return response.json()
-
-
-def stream_answer(
-    client: httpx.Client, conversation: dict, sent: dict, raw: bytearray | None = None
-) -> list[SSEEvent]:
-    """Every event of the answer, from the position the POST returned to done or error
-    (and the bytes that carried them added to `raw`)."""
-    answer = sent["assistant_message"]
-    with client.stream(
-        "GET",
-        conversation["events_url"],
-        headers={"Last-Event-ID": answer["last_event_id"]},
-        timeout=httpx.Timeout(30, read=30),
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        return list(
-            answer_events(response if raw is None else RecordingResponse(response, raw), answer["id"])
-        )
-
-
-@contextmanager
-def following(client: httpx.Client, conversation: dict, sent: dict) -> Iterator[Iterator[SSEEvent]]:
-    """The answer's events as they arrive, from the position the POST returned."""
-    answer = sent["assistant_message"]
-    with client.stream(
-        "GET", conversation["events_url"], headers={"Last-Event-ID": answer["last_event_id"]}
-    ) as response:
-        yield answer_events(response, answer["id"])
-
-
-def last_answer_request(upstream) -> dict:
-    """The latest streamed request: a conversation's first answer is followed by a
-    non-streamed title request, which may reach the upstream at any moment after it."""
-    return [r for r in upstream.requests if r["body"].get("stream")][-1]
-
-
-def text_of(events: list[SSEEvent]) -> str:
-    return "".join(e.json()["text"] for e in events if e.event == "delta")
-
-
-def wait_for_final(message_id: int, timeout: float = 15) -> Message:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = Message.objects.get(pk=message_id)
-        if message.status != Message.Status.STREAMING:
-            return message
-        time.sleep(0.05)
-    raise AssertionError(f"message {message_id} still streaming")
 
 
 def test_stream_delivers_the_exact_text_and_stores_it(alice_http, upstream):
@@ -217,31 +156,6 @@ def test_second_message_while_streaming_is_409(alice_http, upstream):
     assert Message.objects.filter(conversation_id=conversation["id"]).count() == 2
     alice_http.post(f"/api/messages/{sent['assistant_message']['id']}/cancel/")
     wait_for_final(sent["assistant_message"]["id"])
-
-
-def stop_mid_answer(client: httpx.Client, stopper: httpx.Client, conversation: dict, sent: dict) -> float:
-    """Follow a never-ending answer, stop it through `stopper` after some text, and check
-    that it ended as cancelled with the text the client saw. Returns the seconds it took."""
-    answer_id = sent["assistant_message"]["id"]
-    seen: list[SSEEvent] = []
-    stopped_at = None
-    with client.stream(
-        "GET",
-        conversation["events_url"],
-        headers={"Last-Event-ID": sent["assistant_message"]["last_event_id"]},
-    ) as response:
-        for event in answer_events(response, answer_id):
-            seen.append(event)
-            if stopped_at is None and event.event == "delta" and len(text_of(seen)) > 20:
-                stopped_at = time.monotonic()
-                assert stopper.post(f"/api/messages/{answer_id}/cancel/").status_code == 202
-    elapsed = time.monotonic() - stopped_at
-    assert seen[-1].event == "done"
-    assert seen[-1].json()["finish_reason"] == "cancelled"
-    message = Message.objects.get(pk=answer_id)
-    assert message.status == "cancelled"
-    assert message.content == text_of(seen)
-    return elapsed
 
 
 def test_cancel_stops_the_answer_and_keeps_the_text(alice_http, upstream):
@@ -382,9 +296,9 @@ def test_reads_follow_the_flushes_so_a_window_that_grew_holds_text_back_once(mon
 
         def publish_batch(channel, batch):
             flushed.set()
-            return generation.events.Published([1], 0)
+            return Published([1], 0)
 
-        monkeypatch.setattr(generation.events, "publish_batch", publish_batch)
+        monkeypatch.setattr(generation, "publish_batch", publish_batch)
         answer = generation._Answer(message=Message(pk=1), channel="conversation-x", start_event={})
         held = []
         for step in range(12):

@@ -12,8 +12,8 @@ from assistant.llm import DemoProvider, OpenAIProvider, ProviderError
 from assistant.models import Conversation, Message
 from assistant.services import title_from
 from assistant.titles import TITLE_PROMPT, title_clean, title_messages
-from tests.sse import SSEEvent, parse_sse, sse_lines
-from tests.test_streaming import create_conversation, fake, last_answer_request, send, stream_answer, text_of
+from tests.helpers.chat import create_conversation, fake, last_answer_request, send, stream_answer, text_of
+from tests.helpers.sse import SSEEvent, parse_sse, sse_lines
 
 LONG_TITLE = (
     "„Die lange Reise von Köln nach München über Frankfurt, Würzburg und Nürnberg, mit Umwegen“"

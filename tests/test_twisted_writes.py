@@ -32,7 +32,7 @@ def test_the_app_installs_the_writes_where_the_switch_allows():
 def without_tokens(page: bytes) -> bytes:
     """The page without its CSRF tokens, which are masked anew for every response, and
     without its stream position, which for a conversation with no recent events is the
-    server's clock (events.py: ids are counted per conversation)."""
+    server's clock (assistant/events/log.py: ids are counted per conversation)."""
     page = re.sub(rb'(csrfmiddlewaretoken" value=")[^"]+', rb"\1", page)
     return re.sub(rb"(conversation-[0-9a-f-]{36}:)[0-9]+", rb"\1", page)
 

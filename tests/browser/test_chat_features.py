@@ -14,20 +14,19 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from assistant.models import Conversation, Message
-from tests.browser.conftest import screenshot
-from tests.browser.helpers import (
+from tests.helpers.browser import (
     EVENT_LOG,
-    fake,
     last_assistant,
     message_id,
     only_conversation,
+    screenshot,
     send,
     text_of,
     wait_for_text,
     wait_status,
-    wait_stored,
-    wait_until,
 )
+from tests.helpers.chat import fake, wait_for_final
+from tests.helpers.live import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -154,7 +153,7 @@ def test_markdown_renders_live_and_identically_after_reload(pages, alice):
     assert copy.count() == 1
     assert copy.is_visible()
 
-    stored = wait_stored(message_id(answer))
+    stored = wait_for_final(message_id(answer))
     assert stored.content == MARKDOWN_ANSWER
     live_html = normalised_html(text)
 
@@ -226,7 +225,7 @@ def test_hostile_model_output_is_inert_in_the_page(pages, alice, live):
     screenshot(page, "features-hostile-live")
     page.wait_for_timeout(300)  # a late image load or handler would show by now
 
-    stored = wait_stored(answer_id)
+    stored = wait_for_final(answer_id)
     assert stored.status == Message.Status.DONE
     assert stored.content == HOSTILE_ANSWER
     assert_inert(page, answer_id)
@@ -525,7 +524,7 @@ def test_edit_last_question_resends_and_supersedes_the_old_exchange(pages, alice
     stored_old_answer = Message.objects.get(pk=old_answer_id)
     assert stored_old_question.superseded
     assert stored_old_answer.superseded
-    new_stored = wait_stored(new_answer_id)
+    new_stored = wait_for_final(new_answer_id)
     assert new_stored.status == Message.Status.DONE
     assert new_stored.content == "Eine neue Antwort auf die bessere Frage."
     assert not new_stored.superseded
@@ -594,7 +593,7 @@ def test_status_details_show_waiting_time_then_tokens_and_duration(pages, alice)
 
     answer = wait_status(page, "done")
     assert page.locator(".waiting").count() == 0
-    stored = wait_stored(message_id(answer))
+    stored = wait_for_final(message_id(answer))
     details = answer.locator(".details").text_content()
     screenshot(page, "features-status-details")
     assert f"{stored.prompt_tokens} → 5 tokens" in details, details
@@ -618,7 +617,7 @@ def test_status_details_in_german_use_german_numbers_and_words(pages, alice):
     shown = details.text_content()
     assert re.search(r"· \d+(?:,\d)? s ·", shown), shown  # the duration, a decimal comma if any
     assert not re.search(r"\d\.\d s", shown), shown
-    assert wait_stored(message_id(answer)).completion_tokens == 1200
+    assert wait_for_final(message_id(answer)).completion_tokens == 1200
 
 
 # --- copy ------------------------------------------------------------------------------------

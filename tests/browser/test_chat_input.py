@@ -9,14 +9,8 @@ import uuid
 import pytest
 
 from assistant.models import Message
-from tests.browser.conftest import screenshot
-from tests.browser.helpers import (
-    fake,
-    message_id,
-    text_of,
-    wait_status,
-    wait_stored,
-)
+from tests.helpers.browser import message_id, screenshot, text_of, wait_status
+from tests.helpers.chat import fake, wait_for_final
 
 pytestmark = pytest.mark.browser
 
@@ -92,7 +86,7 @@ def test_keyboard_only_send_newline_and_stop(pages, alice):
     assert indicator["visible"], f"the focused Stop button shows no focus ring: {indicator}"
     page.keyboard.press("Enter")
     page.locator(f'[data-message-id="{message_id(answer)}"][data-status="cancelled"]').wait_for(timeout=1500)
-    assert wait_stored(message_id(answer)).status == Message.Status.CANCELLED
+    assert wait_for_final(message_id(answer)).status == Message.Status.CANCELLED
 
     # Space activates Stop as well.
     page.focus("#composer-input")

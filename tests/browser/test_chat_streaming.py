@@ -10,20 +10,19 @@ import uuid
 import pytest
 
 from assistant.models import Message
-from tests.browser.conftest import screenshot
-from tests.browser.helpers import (
+from tests.helpers.browser import (
     RECORDER,
     DroppingProxy,
-    fake,
     last_assistant,
     message_id,
     only_conversation,
+    screenshot,
     send,
     text_of,
     wait_for_text,
     wait_status,
-    wait_stored,
 )
+from tests.helpers.chat import fake, wait_for_final
 
 pytestmark = pytest.mark.browser
 
@@ -106,7 +105,7 @@ def test_stop_ends_a_never_ending_answer_within_a_second(pages, alice):
     assert text_of(answer) == shown, "the text kept growing after Stop"
     screenshot(page, "stop-after")
 
-    stored = wait_stored(message_id(answer))
+    stored = wait_for_final(message_id(answer))
     assert stored.status == Message.Status.CANCELLED
     assert stored.content == shown.strip()
     assert answer.get_attribute("data-status") == "cancelled"
@@ -121,7 +120,7 @@ def test_retry_after_upstream_error_streams_a_new_answer(pages, alice, live):
 
     failed = wait_status(page, "error")
     failed_id = message_id(failed)
-    stored = wait_stored(failed_id)
+    stored = wait_for_final(failed_id)
     assert stored.status == Message.Status.ERROR
     assert stored.error_type == "upstream_unavailable"
     error = failed.locator(".message-error")
@@ -141,7 +140,7 @@ def test_retry_after_upstream_error_streams_a_new_answer(pages, alice, live):
     new = answers.last
     new_id = message_id(new)
     assert new_id != failed_id
-    new_stored = wait_stored(new_id)
+    new_stored = wait_for_final(new_id)
     assert new_stored.status == Message.Status.DONE
     assert new_stored.content == text_of(new).strip()
     assert new_stored.content  # the fake's default answer: "tok0 tok1 ..."
@@ -169,7 +168,7 @@ def test_error_midway_keeps_the_partial_text(pages, alice):
 
     failed = wait_status(page, "error")
     screenshot(page, "error-midway-partial-text")
-    stored = wait_stored(message_id(failed))
+    stored = wait_for_final(message_id(failed))
     assert stored.status == Message.Status.ERROR
     assert stored.content == "tok0 tok1 tok2 tok3 tok4"
     assert text_of(failed).strip() == stored.content

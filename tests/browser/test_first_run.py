@@ -7,7 +7,7 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.browser.conftest import screenshot
+from tests.helpers.browser import screenshot
 
 pytestmark = pytest.mark.browser
 

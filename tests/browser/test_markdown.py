@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from assistant.rendering import render_markdown, sanitize_html
-from tests.test_rendering import HOSTILE, RAW_HTML, WELL_FORMED, assert_inert, structure
+from tests.helpers.markup import HOSTILE, RAW_HTML, WELL_FORMED, assert_inert, structure
 
 pytestmark = pytest.mark.browser
 

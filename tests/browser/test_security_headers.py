@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from assistant.models import Conversation, Message
-from tests.browser.conftest import login_context
+from tests.helpers.browser import login_context
 
 pytestmark = pytest.mark.browser
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from assistant.models import Conversation
-from tests.browser.conftest import screenshot
-from tests.browser.helpers import fake, only_conversation, send, wait_status
+from tests.helpers.browser import only_conversation, screenshot, send, wait_status
+from tests.helpers.chat import fake
 
 pytestmark = pytest.mark.browser
 

@@ -9,8 +9,8 @@ import pytest
 from django.conf import settings
 
 from assistant.models import Conversation
-from tests.conftest import session_client
-from tests.test_streaming import fake, send
+from tests.helpers.chat import fake, send
+from tests.helpers.live import session_client
 
 pytestmark = pytest.mark.browser
 

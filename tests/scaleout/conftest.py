@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 
-from assistant import events
-from tests.conftest import LiveServer, database_url, live_env, session_client, start_daphne, stop_daphne
+from assistant.events.publish import replay_log
+from tests.helpers.live import LiveServer, database_url, live_env, session_client, start_daphne, stop_daphne
 
 HERE = Path(__file__).resolve().parent
 HOW = "make test-scaleout (.ci/run runs it when PostgreSQL and Redis answer)"
@@ -129,7 +129,7 @@ def redis_client(one_run_at_a_time):
     client.flushdb()
     yield client
     client.close()
-    events.replay_log.close()  # this test process's own, used by the services it calls
+    replay_log.close()  # this test process's own, used by the services it calls
 
 
 def scaleout_env(fake_upstream, **extra: str) -> dict[str, str]:

@@ -11,9 +11,9 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from assistant.models import Conversation
-from tests.conftest import session_client
-from tests.security.conftest import PASSWORD, with_password
-from tests.test_stream_endpoint import (
+from tests.helpers.live import session_client
+from tests.helpers.servers import PASSWORD, with_password
+from tests.helpers.streams import (
     events_url,
     open_raw_stream,
     open_then,

@@ -22,11 +22,17 @@ import pytest
 from django.conf import settings
 
 from assistant.models import Message
-from tests.conftest import LiveServer, session_client
-from tests.scaleout.tcp_proxy import TcpProxy
-from tests.sse import SSEEvent
-from tests.test_recovery import read_until_text
-from tests.test_resume import (
+from tests.helpers.chat import (
+    create_conversation,
+    fake,
+    read_until_text,
+    send,
+    stop_mid_answer,
+    text_of,
+    wait_for_final,
+)
+from tests.helpers.live import LiveServer, session_client
+from tests.helpers.resume import (
     ANSWER_EVENTS,
     FINAL_EVENTS,
     SEED,
@@ -42,7 +48,8 @@ from tests.test_resume import (
     snapshot_from_page,
     words,
 )
-from tests.test_streaming import create_conversation, fake, send, stop_mid_answer, text_of, wait_for_final
+from tests.helpers.sse import SSEEvent
+from tests.scaleout.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.live
 

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.utils import timezone
 
 from assistant import review
 from assistant.models import Conversation, Message, ServerProcess
-from tests.browser.conftest import browser, pages  # noqa: F401 - fixtures for the browser attacks
-from tests.conftest import LiveServer, session_client, start_daphne, stop_daphne
-from tests.security.servers import FormSession, RecordingServer, form_login
-from tests.test_production import collected, production_env  # noqa: F401 - `collected` is a fixture
-from tests.test_streaming import create_conversation, fake, send, wait_for_final
+from tests.helpers.browser import chromium
+from tests.helpers.chat import create_conversation, fake, send, wait_for_final
+from tests.helpers.live import LiveServer, session_client, start_daphne, stop_daphne
+from tests.helpers.production import production_env
+from tests.helpers.routes import Victim
+from tests.helpers.servers import PASSWORD, FormSession, RecordingServer, form_login, with_password
 
 REVIEWERS_MIGRATION = importlib.import_module("assistant.migrations.0006_reviewers_group")
 
@@ -41,21 +40,6 @@ def rita(db):
 def rita_http(live, rita) -> Iterator[httpx.Client]:
     with session_client(live, rita) as client:
         yield client
-
-
-@dataclass
-class Victim:
-    """Alice's data: a finished exchange, and a question whose answer is streaming."""
-
-    done: Conversation
-    streaming: Conversation
-    answer: Message
-    streaming_answer: Message
-
-    def targets(self) -> Iterator[tuple[Conversation, Message]]:
-        for conversation in (self.done, self.streaming):
-            for message in conversation.messages.all():
-                yield conversation, message
 
 
 @pytest.fixture
@@ -81,6 +65,13 @@ def victim(alice_http, upstream, rita) -> Victim:
     )
 
 
+@pytest.fixture(scope="package")
+def browser(django_db_setup):
+    """Chromium for the browser attacks, closed when the attack suite ends."""
+    with chromium() as browser:
+        yield browser
+
+
 @pytest.fixture
 def anonymous_http(live) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live.url, timeout=10) as client:
@@ -98,7 +89,7 @@ def attacker() -> Iterator[RecordingServer]:
 
 
 @pytest.fixture(scope="module")
-def production(django_db_setup, django_db_blocker, collected, fake_upstream) -> Iterator[LiveServer]:  # noqa: F811
+def production(django_db_setup, django_db_blocker, collected, fake_upstream) -> Iterator[LiveServer]:
     """A daphne with DJANGO_DEBUG=0 and the documented environment, on the fake upstream."""
     env = production_env(
         DJANGO_STATIC_ROOT=str(collected),
@@ -110,17 +101,6 @@ def production(django_db_setup, django_db_blocker, collected, fake_upstream) -> 
     server = start_daphne(env, "daphne-security-production")
     yield server
     stop_daphne(server)
-
-
-PASSWORD = "correct-horse-battery-7"
-
-
-def with_password(user):
-    """`user` with a password the server can check: the tests' fast MD5 hasher is unknown
-    to a daphne, which runs with Django's default hashers."""
-    user.password = make_password(PASSWORD, hasher=PBKDF2PasswordHasher())
-    user.save(update_fields=["password"])
-    return user
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from assistant.models import Conversation, Message
-from tests.conftest import CSRF_TOKEN
-from tests.security.routes import (
+from tests.helpers.chat import create_conversation, fake, send, wait_for_final
+from tests.helpers.live import CSRF_TOKEN
+from tests.helpers.routes import (
     LOGOUT,
     METHODS,
     PUBLIC,
@@ -28,8 +29,7 @@ from tests.security.routes import (
     leaked,
     route_values,
 )
-from tests.sse import parse_sse
-from tests.test_streaming import create_conversation, fake, send, wait_for_final
+from tests.helpers.sse import parse_sse
 
 pytestmark = pytest.mark.live
 

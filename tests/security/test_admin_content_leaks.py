@@ -19,8 +19,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from assistant.models import AccessLog, Conversation, Message
-from tests.conftest import session_client
-from tests.security.conftest import Victim
+from tests.helpers.live import session_client
+from tests.helpers.routes import Victim
 
 pytestmark = pytest.mark.live
 

@@ -23,11 +23,13 @@ import pytest
 from django.db.models import QuerySet
 from django.test import AsyncClient
 
-from assistant import events, generation, llm
+from assistant import generation, llm
+from assistant.events.publish import replay_log
+from assistant.events.wire import channel_for, position_from
 from assistant.models import Message
-from tests.conftest import LIVE_MODELS
-from tests.sse import SSEEvent, parse_sse
-from tests.test_streaming import fake
+from tests.helpers.chat import fake
+from tests.helpers.live import LIVE_MODELS
+from tests.helpers.sse import SSEEvent, parse_sse
 
 TEXT = "eins zwei drei vier fünf sechs"
 
@@ -89,11 +91,9 @@ async def ended(answer_id: int, seconds: float = 15) -> Message:
 
 def logged_events(conversation: dict, sent: dict) -> list[SSEEvent]:
     """The answer's events in the replay log, from the position its POST returned."""
-    channel = events.channel_for(conversation["id"])
-    position = events.position_from(channel, sent["assistant_message"]["last_event_id"])
-    lines = [
-        line for logged in events.replay_log.since(channel, position) for line in logged.frame.split("\n")
-    ]
+    channel = channel_for(conversation["id"])
+    position = position_from(channel, sent["assistant_message"]["last_event_id"])
+    lines = [line for logged in replay_log.since(channel, position) for line in logged.frame.split("\n")]
     answer_id = sent["assistant_message"]["id"]
     return [event for event in parse_sse(lines) if event.json().get("message") == answer_id]
 
@@ -160,9 +160,9 @@ SCENARIOS = {
     # The partial writer fails every time: the final write stores everything.
     "partial_writer": Scenario(lambda: [(generation, "_store_partials", raising)], "done", "done"),
     # Publishing deltas fails: the answer goes on, the final publication replays its text.
-    "delta_publisher": Scenario(lambda: [(events, "publish_batch", raising)], "done", "done"),
+    "delta_publisher": Scenario(lambda: [(generation, "publish_batch", raising)], "done", "done"),
     # Publishing the end fails: the end is stored, the task ends all the same.
-    "final_publisher": Scenario(lambda: [(events, "apublish_or_defer", araising)], "done", None),
+    "final_publisher": Scenario(lambda: [(generation, "apublish_or_defer", araising)], "done", None),
 }
 
 

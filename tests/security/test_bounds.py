@@ -19,9 +19,9 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.conftest import session_client
-from tests.security.routes import LOGOUT, db_fingerprint, every_route, route_values
-from tests.sse import parse_sse
+from tests.helpers.live import session_client
+from tests.helpers.routes import LOGOUT, db_fingerprint, every_route, route_values
+from tests.helpers.sse import parse_sse
 
 pytestmark = pytest.mark.live
 

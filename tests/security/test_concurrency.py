@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from assistant.models import Message
-from tests.conftest import session_client
-from tests.sse import parse_sse, sse_lines
-from tests.test_streaming import create_conversation, fake, send, wait_for_final
+from tests.helpers.chat import create_conversation, fake, send, wait_for_final
+from tests.helpers.live import session_client
+from tests.helpers.sse import parse_sse, sse_lines
 
 pytestmark = pytest.mark.live
 

@@ -20,11 +20,10 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from assistant.models import Conversation, Message
-from tests.conftest import LIVE_MODELS, LiveServer, _free_port, start_daphne, stop_daphne
-from tests.security.conftest import PASSWORD, with_password
-from tests.security.servers import Answer, Recorded, RecordingServer, form_login
-from tests.test_production import PROXIED, production_env
-from tests.test_streaming import create_conversation, fake, send, stream_answer, wait_for_final
+from tests.helpers.chat import create_conversation, fake, send, stream_answer, wait_for_final
+from tests.helpers.live import LIVE_MODELS, LiveServer, free_port, start_daphne, stop_daphne
+from tests.helpers.production import PROXIED, production_env
+from tests.helpers.servers import PASSWORD, Answer, Recorded, RecordingServer, form_login, with_password
 
 pytestmark = pytest.mark.live
 
@@ -116,7 +115,7 @@ def test_only_configured_models_are_accepted(live, alice_http, attacker, upstrea
 
 
 def closed_port() -> int:
-    return _free_port()  # free a moment ago: nothing listens there
+    return free_port()  # free a moment ago: nothing listens there
 
 
 def quoting_key(request: Recorded) -> bytes:

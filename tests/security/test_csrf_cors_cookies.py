@@ -14,19 +14,10 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from assistant.models import Conversation, Message
-from tests.conftest import CSRF_TOKEN, session_client
-from tests.security.conftest import PASSWORD, with_password
-from tests.security.routes import (
-    LOGOUT,
-    UNSAFE_METHODS,
-    Route,
-    db_fingerprint,
-    every_route,
-    hit,
-    route_values,
-)
-from tests.security.servers import ORIGIN, form_login
-from tests.test_production import PROXIED
+from tests.helpers.live import CSRF_TOKEN, session_client
+from tests.helpers.production import PROXIED
+from tests.helpers.routes import LOGOUT, UNSAFE_METHODS, Route, db_fingerprint, every_route, hit, route_values
+from tests.helpers.servers import ORIGIN, PASSWORD, form_login, with_password
 
 pytestmark = pytest.mark.live
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.conftest import session_client
-from tests.security.routes import every_route, hit, route_values
-from tests.test_security_headers import assert_security_headers
+from tests.helpers.http import assert_security_headers
+from tests.helpers.live import session_client
+from tests.helpers.routes import every_route, hit, route_values
 
 pytestmark = pytest.mark.live
 

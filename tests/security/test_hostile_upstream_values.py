@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from assistant.models import Message
-from tests.fake_upstream import chunk
-from tests.sse import SSEEvent, parse_sse, sse_lines
-from tests.test_streaming import create_conversation, fake, send, wait_for_final
+from tests.helpers.chat import create_conversation, fake, send, wait_for_final
+from tests.helpers.sse import SSEEvent, parse_sse, sse_lines
+from tests.helpers.upstream import chunk
 
 pytestmark = pytest.mark.live
 

@@ -21,8 +21,8 @@ import pytest
 from django.conf import settings
 
 from assistant.models import Message
-from tests.security.routes import db_fingerprint
-from tests.test_streaming import create_conversation, send, stream_answer, text_of, wait_for_final
+from tests.helpers.chat import create_conversation, send, stream_answer, text_of, wait_for_final
+from tests.helpers.routes import db_fingerprint
 
 pytestmark = pytest.mark.live
 

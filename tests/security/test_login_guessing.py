@@ -24,13 +24,13 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from tests.conftest import (
+from tests.helpers.live import (
     ARTIFACTS,
     CSRF_TOKEN,
     DIE_WITH_PARENT,
     ROOT,
     LiveServer,
-    _free_port,
+    free_port,
     live_env,
     stop_daphne,
 )
@@ -74,7 +74,7 @@ class LoginServer(LiveServer):
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker, fake_upstream, tmp_path_factory) -> Iterator[LoginServer]:
     socket = tmp_path_factory.mktemp("login") / "daphne.sock"
-    port = _free_port()
+    port = free_port()
     env = live_env(
         fake_upstream,
         DJANGO_SETTINGS_MODULE="tests.security.login_settings",

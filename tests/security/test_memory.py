@@ -21,11 +21,11 @@ import pytest
 from django.conf import settings
 
 from assistant.models import Message
-from tests.conftest import LiveServer
-from tests.security.routes import db_fingerprint
-from tests.sse import parse_sse
-from tests.test_stream_endpoint import dechunked
-from tests.test_streaming import create_conversation, send, text_of, wait_for_final
+from tests.helpers.chat import create_conversation, send, text_of, wait_for_final
+from tests.helpers.live import LiveServer
+from tests.helpers.routes import db_fingerprint
+from tests.helpers.sse import parse_sse
+from tests.helpers.streams import dechunked
 
 LIMIT = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 GIGABYTE = 1_000_000_000

@@ -20,12 +20,12 @@ import pytest
 
 from assistant.llm import model_text
 from assistant.models import Conversation, Message
-from tests.browser.helpers import EVENT_LOG, send, wait_status, wait_until
-from tests.conftest import session_client
-from tests.security.servers import RecordingServer
-from tests.sse import SSEEvent, parse_sse
-from tests.test_rendering import HOSTILE, assert_inert
-from tests.test_streaming import create_conversation, stream_answer, wait_for_final
+from tests.helpers.browser import EVENT_LOG, send, wait_status
+from tests.helpers.chat import create_conversation, stream_answer, wait_for_final
+from tests.helpers.live import session_client, wait_until
+from tests.helpers.markup import HOSTILE, assert_inert
+from tests.helpers.servers import RecordingServer
+from tests.helpers.sse import SSEEvent, parse_sse
 
 pytestmark = pytest.mark.live
 

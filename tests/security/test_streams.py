@@ -15,10 +15,10 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from tests.conftest import session_client
-from tests.security.conftest import PASSWORD, with_password
-from tests.sse import parse_sse, sse_lines
-from tests.test_streaming import create_conversation, fake, send, wait_for_final
+from tests.helpers.chat import create_conversation, fake, send, wait_for_final
+from tests.helpers.live import session_client
+from tests.helpers.servers import PASSWORD, with_password
+from tests.helpers.sse import parse_sse, sse_lines
 
 NEW_PASSWORD = "a-new-password-7319"
 

@@ -23,11 +23,11 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from assistant.models import Message
-from bench.counting_asgi import COUNTERS_PATH
-from tests.conftest import LiveServer, live_env, session_client, start_daphne, stop_daphne
-from tests.fake_upstream import FakeUpstream
-from tests.sse import SSEEvent
-from tests.test_streaming import create_conversation, fake, send, stream_answer, text_of
+from tests.helpers.chat import create_conversation, fake, send, stream_answer, text_of
+from tests.helpers.counting_asgi import COUNTERS_PATH
+from tests.helpers.live import LiveServer, live_env, session_client, start_daphne, stop_daphne
+from tests.helpers.sse import SSEEvent
+from tests.helpers.upstream import FakeUpstream
 
 pytestmark = pytest.mark.live
 
@@ -152,7 +152,9 @@ def server(django_db_setup, django_db_blocker) -> Iterator[Server]:
             OPENAI_TIMEOUT=str(READ_TIMEOUT_SECONDS),
             ASSISTANT_MAX_ANSWER_SECONDS=str(MAX_ANSWER_SECONDS),
         )
-        live = start_daphne(env, "daphne-security-faults", application="bench.counting_asgi:application")
+        live = start_daphne(
+            env, "daphne-security-faults", application="tests.helpers.counting_asgi:application"
+        )
         try:
             with django_db_blocker.unblock():
                 user = get_user_model().objects.create_user("warm-up")

@@ -18,9 +18,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from assistant.models import Conversation, Message, UsageRecord
-from tests.browser.helpers import wait_until
-from tests.conftest import LiveServer, live_env, session_client, start_daphne, stop_daphne
-from tests.test_streaming import create_conversation, fake, send, wait_for_final
+from tests.helpers.chat import create_conversation, fake, send, wait_for_final
+from tests.helpers.live import LiveServer, live_env, session_client, start_daphne, stop_daphne, wait_until
 
 pytestmark = pytest.mark.live
 

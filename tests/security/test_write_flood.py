@@ -10,7 +10,7 @@ import httpx
 from django.conf import settings
 
 from assistant.models import Conversation, Message
-from tests.test_streaming import create_conversation, fake, send, wait_for_final
+from tests.helpers.chat import create_conversation, fake, send, wait_for_final
 
 CONVERSATIONS = settings.ASSISTANT_CONVERSATIONS_PER_MINUTE
 WRITES = settings.ASSISTANT_WRITES_PER_MINUTE

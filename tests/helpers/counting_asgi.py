@@ -7,7 +7,7 @@ counts statements, and is remembered, to count how many hold an open connection 
 ``GET /__bench__/counters`` answers the counts as JSON, handled here before Django so
 that reading them neither runs middleware nor touches the database.
 
-Serve it with ``daphne bench.counting_asgi:application``; bench/run.py does.
+Serve it with ``daphne tests.helpers.counting_asgi:application``; bench/run.py does.
 """
 
 from __future__ import annotations

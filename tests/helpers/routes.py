@@ -1,5 +1,5 @@
-"""Every URL the app answers as concrete paths, one request to any of them, and a
-fingerprint of everything stored.
+"""Every URL the app answers as concrete paths, one request to any of them, alice's data
+they are aimed at, and a fingerprint of everything stored.
 
 The attack tests walk the URL resolver instead of listing endpoints by hand, so a new
 endpoint is attacked the day it is added. A route with a URL parameter this module does
@@ -9,6 +9,7 @@ not know how to fill fails the suite until someone teaches it here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -92,7 +93,7 @@ class Route:
         """The concrete path, with `values` filling the parameters."""
         missing = [name for name in self.parameters if name not in values]
         if missing:
-            raise AssertionError(f"{self.route}: no value for {missing}; teach tests/security/routes.py")
+            raise AssertionError(f"{self.route}: no value for {missing}; teach tests/helpers/routes.py")
         path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m[1]]), self.route)
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(values[m[1]]), path)
         return "/" + path.replace("^", "").replace("$", "")
@@ -160,3 +161,18 @@ def db_fingerprint() -> dict[str, list[tuple]]:
         for model in apps.get_models()
         if model is not ServerProcess
     }
+
+
+@dataclass
+class Victim:
+    """Alice's data: a finished exchange, and a question whose answer is streaming."""
+
+    done: Conversation
+    streaming: Conversation
+    answer: Message
+    streaming_answer: Message
+
+    def targets(self) -> Iterator[tuple[Conversation, Message]]:
+        for conversation in (self.done, self.streaming):
+            for message in conversation.messages.all():
+                yield conversation, message

@@ -1,42 +1,32 @@
-"""Shared helpers for the browser tests: pages that fail on JS errors or dialogs, DB polling."""
+"""Debian's chromium driven by playwright: launching it, logged-in pages that fail on JS
+errors or dialogs, the page's chat as a user sees it, a network that can be cut."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import shutil
 import socket
 import struct
 import threading
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
 from django.conf import settings
-from django.test import Client
 
-from assistant.models import Conversation, Message
+from assistant.models import Conversation
+from tests.helpers.live import ARTIFACTS, session_cookie
 
 # How long a test waits for a short answer to finish (the fake answers in well under a second).
 ANSWER_TIMEOUT_MS = 15_000
 
 
-def fake(text_before: str = "Frage", **behaviour) -> str:
-    """A question that tells the fake upstream how to answer it (see tests/fake_upstream.py)."""
-    return f"{text_before} FAKE" + json.dumps(behaviour, ensure_ascii=False)
-
-
 def login_context(browser, live, user, **context_options):
     """A browser context with `user`'s session cookie for the live server."""
-    django_client = Client()
-    django_client.force_login(user)
     context = browser.new_context(**context_options)
     context.add_cookies(
-        [
-            {
-                "name": settings.SESSION_COOKIE_NAME,
-                "value": django_client.cookies[settings.SESSION_COOKIE_NAME].value,
-                "url": live.url,
-            }
-        ]
+        [{"name": settings.SESSION_COOKIE_NAME, "value": session_cookie(user), "url": live.url}]
     )
     return context
 
@@ -104,16 +94,6 @@ def wait_status(page, status: str, timeout: float = ANSWER_TIMEOUT_MS):
 
 def message_id(locator) -> int:
     return int(locator.get_attribute("data-message-id"))
-
-
-def wait_stored(message_pk: int, timeout: float = 10) -> Message:
-    """The stored message once it no longer streams."""
-    deadline = time.monotonic() + timeout
-    while True:
-        message = Message.objects.get(pk=message_pk)
-        if message.status != Message.Status.STREAMING or time.monotonic() > deadline:
-            return message
-        time.sleep(0.05)
 
 
 def only_conversation(user) -> Conversation:
@@ -226,17 +206,6 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
 
 
-def wait_until(check, timeout: float = 10, interval: float = 0.05):
-    """The first truthy result of `check()`, polled (the server stores things asynchronously);
-    the last result if none came within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
-
-
 # An init script (context.add_init_script): records every event the page's EventSources
 # receive, as {type, data, id} in window.__events, so a test sees the stream as the page does.
 EVENT_LOG = """
@@ -272,3 +241,42 @@ def wait_for_text(page, fragment: str, timeout: float = 10_000) -> None:
         arg=fragment,
         timeout=timeout,
     )
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def screenshot(page, name: str) -> None:
+    """Keep a picture of a state as a test artifact (not in git)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Chromium driven by playwright, closed at the end of the block.
+
+    Playwright's sync API keeps an asyncio loop running in this thread, so Django takes
+    every ORM call here for one from async code (SynchronousOnlyOperation). The tests'
+    ORM calls are synchronous all the same: allowed while the browser lives. The daphne
+    under test never sees the variable (its environment drops DJANGO_*).
+    """
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()

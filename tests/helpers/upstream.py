@@ -12,7 +12,7 @@ server (request line, headers, Content-Length or chunked request bodies, keep-al
 ``text/event-stream`` responses. Designed to pace hundreds of concurrent streams cheaply: one
 timer per token per stream, pre-encoded chunk prefixes/suffixes, one ``write`` per token.
 
-CLI: ``python -m tests.fake_upstream --port 8001 --ttft 0.2 --tps 30 --tokens 300``.
+CLI: ``python -m tests.helpers.upstream --port 8001 --ttft 0.2 --tps 30 --tokens 300``.
 """
 
 from __future__ import annotations
@@ -937,7 +937,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_upstream", description="Fake OpenAI-compatible upstream."
+        prog="python -m tests.helpers.upstream", description="Fake OpenAI-compatible upstream."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)

@@ -1,5 +1,6 @@
 """Servers the attack tests need besides the app: a recording "attacker" HTTP server, and
-a browser-like session on a production daphne (behind a pretend TLS proxy)."""
+a browser-like session on a production daphne (behind a pretend TLS proxy), logged in
+with a password that daphne can check."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from types import TracebackType
 from typing import Self
 
 import httpx
+from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 
-from tests.conftest import LiveServer
-from tests.test_production import HOST, PROXIED
+from tests.helpers.live import LiveServer
+from tests.helpers.production import HOST, PROXIED
 
 ORIGIN = f"https://{HOST}"
 
@@ -133,3 +135,14 @@ def form_login(
         timeout=10,
     )
     return FormSession(client, cookies, csrf)
+
+
+PASSWORD = "correct-horse-battery-7"
+
+
+def with_password(user):
+    """`user` with a password the server can check: the tests' fast MD5 hasher is unknown
+    to a daphne, which runs with Django's default hashers."""
+    user.password = make_password(PASSWORD, hasher=PBKDF2PasswordHasher())
+    user.save(update_fields=["password"])
+    return user
