@@ -24,7 +24,16 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone, translation
 
-from assistant import events, titles
+from assistant import titles
+from assistant.events.log import RETRY_MAX_SECONDS, RETRY_MIN_SECONDS, EventsUnavailable, Published
+from assistant.events.publish import (
+    apublish_batch,
+    apublish_or_defer,
+    publish_batch,
+    publish_or_defer,
+    replay_log,
+)
+from assistant.events.wire import channel_for
 from assistant.llm import (
     RETRYABLE_TYPES,
     Finish,
@@ -233,14 +242,14 @@ class _Answer:
             self.pending.clear()
             self.last_flush = time.monotonic()
         if self.sending is None and (self.replay or self.sent < len(self.parts)):
-            if events.replay_log.shared:
+            if replay_log.shared:
                 self.sending = asyncio.get_running_loop().create_task(self._send())
             else:
                 # The in-process log publishes without waiting: no task and no extra turn
                 # of the loop per event.
                 upto, replay, batch = self._batch()
                 try:
-                    published = events.publish_batch(self.channel, batch)
+                    published = publish_batch(self.channel, batch)
                 except Exception:
                     self._unpublished()
                 else:
@@ -267,7 +276,7 @@ class _Answer:
             batch.append(("delta", {"message": self.message.pk, "text": text}))
         return upto, self.replay, batch
 
-    def _published(self, upto: int, replay: bool, published: events.Published) -> None:
+    def _published(self, upto: int, replay: bool, published: Published) -> None:
         # Events of this answer before this one are gone from the log: replay it.
         lost = published.floor > self.event_id
         self.sent, self.event_id = upto, published.ids[-1]
@@ -277,13 +286,13 @@ class _Answer:
 
     async def _send(self) -> None:
         """Publish what is not on the wire yet, one event (or replay) at a time."""
-        delay = events.RETRY_MIN_SECONDS
+        delay = RETRY_MIN_SECONDS
         try:
             while self.replay or self.sent < len(self.parts):
                 upto, replay, batch = self._batch()
                 try:
-                    published = await events.apublish_batch(self.channel, batch)
-                except events.EventsUnavailable as exc:
+                    published = await apublish_batch(self.channel, batch)
+                except EventsUnavailable as exc:
                     if not self.replay:
                         logger.warning(
                             "Redis unavailable (%s): answer %s goes on and is replayed when it is back",
@@ -294,13 +303,13 @@ class _Answer:
                 except Exception:
                     self._unpublished()
                 else:
-                    delay = events.RETRY_MIN_SECONDS
+                    delay = RETRY_MIN_SECONDS
                     self._published(upto, replay, published)
                     continue
                 if self.finishing:
                     return  # the final publication carries the replay
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, events.RETRY_MAX_SECONDS)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
         finally:
             self.sending = None
         _partials.add(self)
@@ -460,7 +469,7 @@ class _Answer:
             if self.content:
                 batch.append(("delta", {"message": self.message.pk, "text": self.content}))
         batch.append((event_type, payload))
-        await events.apublish_or_defer(self.channel, batch)
+        await apublish_or_defer(self.channel, batch)
 
 
 class _PartialWriter:
@@ -643,7 +652,7 @@ async def _generate(
 ) -> None:
     answer = _Answer(
         message=message,
-        channel=events.channel_for(message.conversation_id),
+        channel=channel_for(message.conversation_id),
         start_event=start_event,
         event_id=message.event_id if start_id is None else start_id,
         replay=start_id is None,
@@ -721,7 +730,7 @@ async def ensure_supervisor() -> None:
         background_task(_watch_cancel_requests())
         _on_server_shutdown(shutdown)
     # With Redis: wake-ups of streams and stop requests from the other processes.
-    events.replay_log.start_fanout(on_cancel=cancel)
+    replay_log.start_fanout(on_cancel=cancel)
     await asyncio.shield(_first_heartbeat)
 
 
@@ -764,11 +773,11 @@ def cancel_anywhere(message_id: int) -> None:
     answer = Message.objects.filter(pk=message_id, status=Status.STREAMING)
     if not answer.update(cancel_requested=True):
         return
-    events.replay_log.request_cancel(message_id)
+    replay_log.request_cancel(message_id)
     if _orphans(answer).update(status=Status.CANCELLED, finish_reason="cancelled"):
         message = Message.objects.get(pk=message_id)
-        events.publish_or_defer(
-            events.channel_for(message.conversation_id),
+        publish_or_defer(
+            channel_for(message.conversation_id),
             "done",
             {"message": message_id, "finish_reason": "cancelled", "usage": _usage(message)},
         )
@@ -816,8 +825,8 @@ async def _supervise(first_heartbeat: asyncio.Future) -> None:
         try:
             orphans = await sync_to_async(heartbeat_and_recover)()
             for message_id, conversation_id in orphans:
-                await events.apublish_or_defer(
-                    events.channel_for(conversation_id),
+                await apublish_or_defer(
+                    channel_for(conversation_id),
                     [("error", error_payload(message_id, interrupted_error()))],
                 )
         except Exception:

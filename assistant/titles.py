@@ -11,7 +11,8 @@ import asyncio
 import logging
 import uuid
 
-from assistant import events
+from assistant.events.publish import apublish_or_defer
+from assistant.events.wire import channel_for
 from assistant.llm import error_from_exception, get_provider
 from assistant.models import Conversation, Message
 
@@ -79,7 +80,7 @@ async def conversation_title(
     # The condition holds against a rename that landed while the model was writing.
     named = await Conversation.objects.filter(pk=conversation_id, title_chosen=False).aupdate(title=title)
     if named:
-        await events.apublish_or_defer(
-            events.channel_for(conversation_id),
+        await apublish_or_defer(
+            channel_for(conversation_id),
             [("title", {"conversation": str(conversation_id), "title": title})],
         )

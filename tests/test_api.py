@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from assistant import events
+from assistant.events.publish import replay_log
 from assistant.models import Conversation, Message, ServerProcess
 
 
@@ -184,7 +184,7 @@ def test_cancel_of_another_users_message_is_404(bob, conversation):
 
 def test_conversation_detail_lists_messages_and_position(alice_client, conversation):
     Message.objects.create(conversation=conversation, role="user", content="Hallo")
-    position = events.replay_log.current_id(conversation.channel)
+    position = replay_log.current_id(conversation.channel)
     answer = Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", content="Hal", event_id=position
     )
@@ -200,9 +200,9 @@ def test_conversation_detail_lists_messages_and_position(alice_client, conversat
 def test_conversation_detail_waits_from_now_for_an_answer_streamed_elsewhere(alice_client, conversation):
     """A streaming answer whose events this process never had (a restart, another process)."""
     Message.objects.create(conversation=conversation, role="assistant", status="streaming", event_id=42)
-    before = events.replay_log.current_id(conversation.channel)
+    before = replay_log.current_id(conversation.channel)
     data = alice_client.get(reverse("api_conversation", args=[conversation.pk])).json()
-    after = events.replay_log.current_id(conversation.channel)
+    after = replay_log.current_id(conversation.channel)
     # A channel without events: its current position is the clock.
     channel, _, position = data["last_event_id"].rpartition(":")
     assert channel == conversation.channel

@@ -7,16 +7,20 @@ import time
 
 import pytest
 
-from assistant import events
+from assistant.events import publish, subscriber
+from assistant.events.log import LoggedEvent, PositionUnknown, Pushed
+from assistant.events.memory_log import ReplayLog
+from assistant.events.redis_fanout import parse_wake
+from assistant.events.wire import KEEP_ALIVE, STREAM_OPEN, encode_data, position_from
 
 
-def data_of(event: events.LoggedEvent) -> str:
+def data_of(event: LoggedEvent) -> str:
     return event.frame.split("data: ", 1)[1].strip()
 
 
 @pytest.fixture
-def log() -> events.ReplayLog:
-    return events.ReplayLog()
+def log() -> ReplayLog:
+    return ReplayLog()
 
 
 def test_since_returns_exactly_the_events_after_a_position(log):
@@ -45,32 +49,32 @@ def test_since_honours_the_limit(log):
 def test_since_resets_a_position_from_before_this_process(log):
     """Ids of an earlier process are older than this log's first id: a restart resets."""
     log.append("conversation-a", "delta", "x")
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         log.since("conversation-a", log._base - 5, 100)
 
 
 def test_since_resets_a_position_never_handed_out(log):
     log.append("conversation-a", "delta", "x")
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         log.since("conversation-a", log.current_id("conversation-a") + 1, 100)
 
 
-def test_since_resets_once_events_were_dropped(log, monkeypatch):
-    monkeypatch.setattr(events, "REPLAY_EVENTS_PER_CHANNEL", 3)
+def test_since_resets_once_events_were_dropped():
+    log = ReplayLog(events_per_channel=3)
     start = log.current_id("conversation-a")
     ids = [log.append("conversation-a", "delta", str(n)) for n in range(5)]
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         log.since("conversation-a", start, 100)
     assert [data_of(e) for e in log.since("conversation-a", ids[1], 100)] == ["2", "3", "4"]
 
 
-def test_forgotten_channels_reset_old_positions(log, monkeypatch):
-    monkeypatch.setattr(events, "REPLAY_IDLE_SECONDS", 0)
+def test_forgotten_channels_reset_old_positions():
+    log = ReplayLog(idle_seconds=0)
     before = log.current_id("conversation-a")
     log.append("conversation-a", "delta", "old")
     log._next_sweep = 0
     log.append("conversation-b", "delta", "sweeps a")
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         log.since("conversation-a", before, 100)
 
 
@@ -80,14 +84,14 @@ def test_forget_drops_a_channel_and_resets_its_positions(log):
     log.append("conversation-a", "delta", "deleted text")
     kept = log.append("conversation-b", "delta", "kept")
     log.forget("conversation-a")
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         log.since("conversation-a", before, 100)
     assert [data_of(e) for e in log.since("conversation-b", kept - 1, 100)] == ["kept"]
     log.forget("conversation-never-seen")  # nothing to forget: no error
 
 
 def test_encode_data_keeps_utf8_as_is():
-    assert events.encode_data({"text": "Grüße 👩‍💻"}) == '{"text":"Grüße 👩‍💻"}'
+    assert encode_data({"text": "Grüße 👩‍💻"}) == '{"text":"Grüße 👩‍💻"}'
 
 
 @pytest.mark.parametrize(
@@ -100,7 +104,7 @@ def test_encode_data_keeps_utf8_as_is():
     ],
 )
 def test_encode_data_is_compact_json_on_one_line(payload):
-    encoded = events.encode_data(payload)
+    encoded = encode_data(payload)
     assert encoded == json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     assert "\n" not in encoded
     assert "\r" not in encoded
@@ -114,35 +118,35 @@ def test_frames_are_sse_events_with_resumable_ids(log):
 
 @pytest.mark.parametrize("token", ["conversation-b:5", "conversation-a:", "conversation-a:x", "5", "", None])
 def test_position_from_rejects_foreign_or_malformed_tokens(token):
-    assert events.position_from("conversation-a", token) is None
+    assert position_from("conversation-a", token) is None
 
 
 def test_position_from_reads_own_tokens():
-    assert events.position_from("conversation-a", "conversation-a:1234") == 1234
+    assert position_from("conversation-a", "conversation-a:1234") == 1234
 
 
-def pushed(previous: int, first: int, last: int) -> events.Pushed:
-    return events.Pushed(previous, first, last, f"<{first}-{last}>")
+def pushed(previous: int, first: int, last: int) -> Pushed:
+    return Pushed(previous, first, last, f"<{first}-{last}>")
 
 
 def test_frames_pushed_with_wake_ups_are_sent_only_when_they_continue_the_position():
     """With Redis, wake-ups carry their frames; a gap or a plain wake-up means: read the log."""
     chain = [pushed(10, 11, 11), pushed(11, 12, 13), pushed(13, 14, 14)]
-    assert events._continue(chain, False, 10) == ("<11-11><12-13><14-14>", 14)
+    assert subscriber._continue(chain, False, 10) == ("<11-11><12-13><14-14>", 14)
     # Frames up to the position were sent already (by a read that saw them too).
-    assert events._continue(chain, False, 13) == ("<14-14>", 14)
-    assert events._continue(chain, False, 14) == ("", 14)
+    assert subscriber._continue(chain, False, 13) == ("<14-14>", 14)
+    assert subscriber._continue(chain, False, 14) == ("", 14)
     # An idle stream's position moved past the channel's newest event: still continuous.
-    assert events._continue([pushed(10, 20, 20)], False, 15) == ("<20-20>", 20)
-    assert events._continue([pushed(12, 13, 13)], False, 10) is None  # 11 and 12 missing
-    assert events._continue([pushed(10, 11, 12)], False, 11) is None  # half a batch
-    assert events._continue([*chain[:1], None], False, 10) is None  # a plain wake-up
-    assert events._continue([11], False, 10) is None  # not frames: read the log
-    assert events._continue(chain, True, 10) is None  # some wake-ups were dropped
-    assert events._continue(None, False, 10) == ("", 10)
+    assert subscriber._continue([pushed(10, 20, 20)], False, 15) == ("<20-20>", 20)
+    assert subscriber._continue([pushed(12, 13, 13)], False, 10) is None  # 11 and 12 missing
+    assert subscriber._continue([pushed(10, 11, 12)], False, 11) is None  # half a batch
+    assert subscriber._continue([*chain[:1], None], False, 10) is None  # a plain wake-up
+    assert subscriber._continue([11], False, 10) is None  # not frames: read the log
+    assert subscriber._continue(chain, True, 10) is None  # some wake-ups were dropped
+    assert subscriber._continue(None, False, 10) == ("", 10)
     message = b"conversation-a\n10\n11\n12\nevent: delta\nid: x\ndata: \xc3\xbc\n\n"
     frames = "event: delta\nid: x\ndata: ü\n\n"
-    assert events.Pushed.parse(message) == ("conversation-a", events.Pushed(10, 11, 12, frames))
+    assert parse_wake(message) == ("conversation-a", Pushed(10, 11, 12, frames))
 
 
 def test_an_in_process_stream_that_keeps_up_gets_its_frames_with_the_wake_ups(monkeypatch, settings):
@@ -150,11 +154,11 @@ def test_an_in_process_stream_that_keeps_up_gets_its_frames_with_the_wake_ups(mo
     first read on connecting, no read of the log and no trip through the loop's self-pipe."""
     import asyncio
 
-    log = events.ReplayLog()
-    monkeypatch.setattr(events, "replay_log", log)
+    log = ReplayLog()
+    monkeypatch.setattr(publish, "replay_log", log)
     reads = []
     monkeypatch.setattr(
-        log, "read", lambda *args, **kw: reads.append(args) or events.ReplayLog.read(log, *args, **kw)
+        log, "read", lambda *args, **kw: reads.append(args) or ReplayLog.read(log, *args, **kw)
     )
 
     async def scenario():
@@ -164,13 +168,13 @@ def test_an_in_process_stream_that_keeps_up_gets_its_frames_with_the_wake_ups(mo
         monkeypatch.setattr(
             loop, "call_soon_threadsafe", lambda *a, **kw: threadsafe.append(a) or original(*a, **kw)
         )
-        body = events.stream("conversation-a", log.current_id("conversation-a"))
-        assert await anext(body) == events.STREAM_OPEN
+        body = subscriber.stream("conversation-a", log.current_id("conversation-a"))
+        assert await anext(body) == STREAM_OPEN
         received = []
         for n in range(5):
             reading = asyncio.ensure_future(anext(body))
             await asyncio.sleep(0)
-            events.publish("conversation-a", "delta", {"n": n})
+            publish.publish("conversation-a", "delta", {"n": n})
             received.append(await asyncio.wait_for(reading, 1))
         await body.aclose()
         return received, threadsafe
@@ -187,26 +191,26 @@ def test_a_stream_arms_one_keep_alive_timer_per_quiet_interval_not_one_per_event
     import asyncio
 
     settings.ASSISTANT_KEEPALIVE_SECONDS = 0.3
-    log = events.ReplayLog()
-    monkeypatch.setattr(events, "replay_log", log)
+    log = ReplayLog()
+    monkeypatch.setattr(publish, "replay_log", log)
 
     async def scenario():
         loop = asyncio.get_running_loop()
         timers = []
         original = loop.call_at
         monkeypatch.setattr(loop, "call_at", lambda *a, **kw: timers.append(a) or original(*a, **kw))
-        body = events.stream("conversation-a", log.current_id("conversation-a"))
-        assert await anext(body) == events.STREAM_OPEN
+        body = subscriber.stream("conversation-a", log.current_id("conversation-a"))
+        assert await anext(body) == STREAM_OPEN
         for n in range(20):
             reading = asyncio.ensure_future(anext(body))
             await asyncio.sleep(0)  # the stream waits
             # 0.4 s of events in all, longer than the interval; blocking, so the test arms no timer
             time.sleep(0.02)  # noqa: ASYNC251
-            events.publish("conversation-a", "delta", {"n": n})
+            publish.publish("conversation-a", "delta", {"n": n})
             assert '"n":' in await reading
         last_event = loop.time()
         timers_while_busy = len(timers)
-        assert await asyncio.wait_for(anext(body), 1) == events.KEEP_ALIVE
+        assert await asyncio.wait_for(anext(body), 1) == KEEP_ALIVE
         quiet_for = loop.time() - last_event
         await body.aclose()
         return timers_while_busy, quiet_for
@@ -235,15 +239,15 @@ def test_a_position_taken_before_a_channels_first_event_resumes_it(log):
     assert [data_of(e) for e in log.since("conversation-a", start)] == ["mine"]
 
 
-def test_a_read_channel_keeps_its_position_when_its_events_are_forgotten(log, monkeypatch):
+def test_a_read_channel_keeps_its_position_when_its_events_are_forgotten(log):
     """Idle channels lose their events; one a stream still reads keeps its newest position."""
     start = log.current_id("conversation-a")
     last = log.append("conversation-a", "delta", "old")
-    monkeypatch.setattr(events, "REPLAY_IDLE_SECONDS", 0)
+    log.idle_seconds = 0
     log._channels["conversation-a"].read = time.monotonic() + 60  # a stream reads it
     log._next_sweep = 0
     log.append("conversation-b", "delta", "sweeps a")
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         log.since("conversation-a", start)
     assert log.read("conversation-a", last) == ([], last)
     assert log.append("conversation-a", "delta", "new") == last + 1

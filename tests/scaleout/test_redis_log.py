@@ -13,10 +13,13 @@ import uuid
 import pytest
 from django.conf import settings
 
-from assistant import events
+from assistant.events import publish, subscriber
+from assistant.events.log import LoggedEvent, PositionUnknown
+from assistant.events.redis_log import RedisReplayLog
+from assistant.events.wire import KEEP_ALIVE, STREAM_OPEN, encode_data
 
 
-def data_of(event: events.LoggedEvent) -> str:
+def data_of(event: LoggedEvent) -> str:
     return event.frame.split("data: ", 1)[1].strip()
 
 
@@ -31,14 +34,14 @@ def prefix(redis_client):
 
 @pytest.fixture
 def process_a(prefix):
-    log = events.RedisReplayLog(settings.REDIS_URL, prefix)
+    log = RedisReplayLog(settings.REDIS_URL, prefix)
     yield log
     log.close()
 
 
 @pytest.fixture
 def process_b(prefix):
-    log = events.RedisReplayLog(settings.REDIS_URL, prefix)
+    log = RedisReplayLog(settings.REDIS_URL, prefix)
     yield log
     log.close()
 
@@ -83,15 +86,15 @@ def test_a_channels_ids_count_only_its_own_events(process_a, process_b):
 def test_unknown_positions_reset(process_a):
     process_a.append("conversation-a", "delta", "x")
     for position in (0, 1, process_a.current_id("conversation-a") + 1, 99999999999999999999):
-        with pytest.raises(events.PositionUnknown):
+        with pytest.raises(PositionUnknown):
             process_a.since("conversation-a", position)
 
 
 def test_trimmed_events_reset_older_positions(process_a, monkeypatch):
-    monkeypatch.setattr(events, "REPLAY_EVENTS_PER_CHANNEL", 3)
+    monkeypatch.setattr(process_a, "events_per_channel", 3)
     start = process_a.current_id("conversation-a")
     ids = [process_a.append("conversation-a", "delta", str(n)) for n in range(5)]
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         process_a.since("conversation-a", start)
     assert [data_of(e) for e in process_a.since("conversation-a", ids[1])] == ["2", "3", "4"]
     assert process_a.window("conversation-a") == (ids[1], ids[-1])
@@ -102,19 +105,19 @@ def test_forget_drops_a_channel_everywhere(process_a, process_b):
     process_a.append("conversation-a", "delta", "deleted text")
     kept = process_a.append("conversation-b", "delta", "kept")
     process_b.forget("conversation-a")
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         process_a.since("conversation-a", before)
     assert [data_of(e) for e in process_a.since("conversation-b", kept - 1)] == ["kept"]
 
 
 def test_idle_channels_expire_and_only_recent_positions_survive(process_a, redis_client, prefix, monkeypatch):
-    monkeypatch.setattr(events, "REPLAY_IDLE_SECONDS", 1)
+    monkeypatch.setattr(process_a, "idle_seconds", 1)
     old = process_a.current_id("conversation-a")
     process_a.append("conversation-a", "delta", "x")
     time.sleep(1.2)
     # What the keys' TTL does after the idle time (plus a minute of slack for clocks).
     redis_client.delete(f"{prefix}:events:ch:conversation-a", f"{prefix}:events:chpos:conversation-a")
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         process_a.since("conversation-a", old)
     # A channel without state: its current position is the clock, which can be resumed.
     assert process_a.since("conversation-a", process_a.current_id("conversation-a")) == []
@@ -126,7 +129,7 @@ def test_a_read_stream_keeps_its_position_after_the_channels_events_expire(proce
     last = process_a.append("conversation-a", "delta", "x")
     assert process_a.since("conversation-a", last) == []  # a stream's read: keeps the state
     redis_client.delete(f"{prefix}:events:ch:conversation-a")  # what the events' TTL does
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         process_a.since("conversation-a", start)
     assert process_a.read("conversation-a", last) == ([], last)
     assert process_a.append("conversation-a", "delta", "y") == last + 1
@@ -138,7 +141,7 @@ def test_a_lost_log_resets_older_positions_and_ids_keep_rising(process_a, proces
     last = process_a.append("conversation-a", "delta", "x")
     for key in redis_client.scan_iter(f"{prefix}:*"):
         redis_client.delete(key)
-    with pytest.raises(events.PositionUnknown):
+    with pytest.raises(PositionUnknown):
         process_b.since("conversation-a", start)
     published = process_b.append_batch("conversation-a", [("delta", "y")])
     assert published.ids[0] > last
@@ -156,8 +159,8 @@ def test_a_retried_batch_is_stored_once(process_a, process_b):
 
 def test_frames_are_encoded_once_with_utf8_as_is(process_a):
     start = process_a.current_id("conversation-a")
-    event_id = events.RedisReplayLog.append(
-        process_a, "conversation-a", "delta", events.encode_data({"text": "Grüße 👩‍💻\u2028"})
+    event_id = RedisReplayLog.append(
+        process_a, "conversation-a", "delta", encode_data({"text": "Grüße 👩‍💻\u2028"})
     )
     (event,) = process_a.since("conversation-a", start)
     assert (
@@ -173,7 +176,7 @@ def test_streams_are_woken_across_processes_and_after_the_pubsub_connection_drop
     process_a, process_b, redis_client, prefix, monkeypatch
 ):
     """Keep-alives are 15 s here: every delivery within a second came from a wake-up."""
-    monkeypatch.setattr(events, "replay_log", process_a)
+    monkeypatch.setattr(publish, "replay_log", process_a)
     cancels: list[int] = []
 
     async def main() -> list[tuple[str, float]]:
@@ -185,8 +188,8 @@ def test_streams_are_woken_across_processes_and_after_the_pubsub_connection_drop
 
         process_a.start_fanout(on_cancel=on_cancel)
         position = process_a.current_id("conversation-a")
-        body = events.stream("conversation-a", position)
-        assert await anext(body) == events.STREAM_OPEN
+        body = subscriber.stream("conversation-a", position)
+        assert await anext(body) == STREAM_OPEN
         received: list[tuple[str, float]] = []
 
         async def next_frame() -> str:
@@ -196,7 +199,7 @@ def test_streams_are_woken_across_processes_and_after_the_pubsub_connection_drop
 
         async def connected(expected: bool) -> None:
             async with asyncio.timeout(5):
-                while process_a.connected != expected or (  # noqa: ASYNC110 - a flag, polled
+                while process_a.fanout.connected != expected or (  # noqa: ASYNC110 - a flag, polled
                     expected and not fanout_connections(redis_client, prefix)
                 ):
                     await asyncio.sleep(0.01)
@@ -238,13 +241,13 @@ def test_streams_keep_their_connection_while_redis_is_unreachable(prefix, monkey
     monkeypatch.setattr(settings, "ASSISTANT_KEEPALIVE_SECONDS", 1)
     with TcpProxy("127.0.0.1", 6379) as proxy:
         url = settings.REDIS_URL.replace(":6379", f":{proxy.port}")
-        behind = events.RedisReplayLog(url, prefix)
-        writer = events.RedisReplayLog(settings.REDIS_URL, prefix)
-        monkeypatch.setattr(events, "replay_log", behind)
+        behind = RedisReplayLog(url, prefix)
+        writer = RedisReplayLog(settings.REDIS_URL, prefix)
+        monkeypatch.setattr(publish, "replay_log", behind)
         position = writer.current_id("conversation-a")
 
         async def main() -> list[str]:
-            body = events.stream("conversation-a", position)
+            body = subscriber.stream("conversation-a", position)
             frames = [await anext(body)]
             proxy.down()
             writer.append("conversation-a", "delta", '"while down"')
@@ -260,6 +263,6 @@ def test_streams_keep_their_connection_while_redis_is_unreachable(prefix, monkey
         finally:
             behind.close()
             writer.close()
-    assert frames[0] == events.STREAM_OPEN
-    assert frames[1] == events.KEEP_ALIVE
+    assert frames[0] == STREAM_OPEN
+    assert frames[1] == KEEP_ALIVE
     assert '"while down"' in frames[2]
