@@ -1,0 +1,23 @@
+"""Review UI: conversations, feedback and the access log; content shows only for a reason.
+
+    lookups.py        the allowlist of query-string lookups (metadata only)
+    content_view.py   the reason form; the content view of the lists, logged
+    conversations.py  the conversation list, transcripts, the export, deletion
+    messages.py       the message list and the feedback review
+    access_log.py     the access log, append-only, exportable as CSV
+
+Importing the package registers the three admins and names the site.
+"""
+
+from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
+
+from assistant.admin import access_log, conversations, messages  # noqa: F401 - registers the admins
+from assistant.forms import AdminLoginForm
+
+# The admin's login counts and limits failed logins like the login page (assistant.throttle).
+admin.site.login_form = AdminLoginForm
+# No page of the admin, its login included, announces the software behind it.
+admin.site.site_header = _("Assistant administration")
+admin.site.site_title = _("Assistant administration")
+admin.site.index_title = _("Administration")
