@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from functools import cache
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpx2
 import openai
 import orjson
-from aiohttp.client_proto import ResponseHandler
 from django.conf import settings
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
+
+from config.fastpaths import aiohttp as fast_aiohttp
 
 logger = logging.getLogger(__name__)
 
@@ -225,165 +225,29 @@ def _unpaced() -> float:
     return 0.0
 
 
-def _aiohttp_response(response: httpx2.Response) -> aiohttp.ClientResponse | None:
-    """The aiohttp response under the SDK's, or None (another HTTP transport).
-
-    Through private attributes of httpx2 and of the SDK's aiohttp transport (both pinned,
-    with the SDK): tests/test_llm.py fails when this no longer finds it.
-    """
-    return getattr(getattr(response.stream, "_stream", None), "_aiohttp_response", None)
-
-
-# At most this much per read: as much as the SDK's transport asks aiohttp for.
-_READ_BYTES = 16 * 1024
-
-
-class _ReadDeadline:
-    """The read timeout of a streamed body (OPENAI_TIMEOUT: at most so long without a
-    byte), with one timer per timeout rather than one per read.
-
-    aiohttp cancels and sets its own timer on every piece of data it receives: a third of
-    the timer work of every window of every answer. Here aiohttp's is switched off (its
-    public `read_timeout`, as aiohttp itself does for websockets), the body's reads note
-    when they brought bytes (`progressed`), and one timer, due a timeout after that, looks
-    when it fires: a read since sets it again for a timeout after that read; none, and
-    no byte received either, ends the body with aiohttp's own timeout error, as aiohttp's
-    timer would (its private `_on_read_timeout`, pinned: tests/test_llm.py fails when it
-    changes). Bytes are read within a coalescing window of their arrival, so the timeout
-    runs out that much late at most, never early.
-    """
-
-    def __init__(self, protocol: ResponseHandler, content: aiohttp.StreamReader) -> None:
-        self._protocol, self._content = protocol, content
-        self._seconds = protocol.read_timeout
-        protocol.read_timeout = None  # aiohttp drops its timer at the next data
-        self._loop = asyncio.get_running_loop()
-        self._read_at = self._loop.time()
-        self._received = content.total_bytes
-        self._handle = self._loop.call_at(self._read_at + self._seconds, self._look)
-
-    def progressed(self) -> None:
-        """A read brought bytes."""
-        self._read_at = self._loop.time()
-
-    def _look(self) -> None:
-        if self._content.is_eof():
-            return  # the body is complete: its connection may be serving another request
-        now, due = self._loop.time(), self._read_at + self._seconds
-        if due <= now and self._content.total_bytes == self._received:
-            self._protocol._on_read_timeout()
-            return
-        self._received = self._content.total_bytes
-        self._handle = self._loop.call_at(due if due > now else now + self._seconds, self._look)
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-
-class _Held:
-    """The connection under a streamed answer, not read by the event loop between two
-    paced reads (see `_paced`).
-
-    Held by aiohttp's own hold for a buffer it cannot drain yet: its flow control, which
-    resumes the transport on every read of the body, leaves the transport alone while
-    it is held. When the body is read from aiohttp's reader (`direct`) and the transport
-    is asyncio's own socket transport, what came meanwhile is received after each wait
-    with the call the event loop makes for a readable socket, and the connection stays
-    held for the next wait: an upstream that sends a token per window or more costs no
-    selector change and no wake-up per window. Only a wait after which nothing had come
-    lets the event loop read again (the next read waits for the upstream). A TLS or
-    uvloop transport, or a body read through httpx2, is let go after each wait.
-
-    Through private attributes of aiohttp and asyncio (pinned, with the SDK):
-    tests/test_llm.py fails when this no longer holds.
-    """
-
-    def __init__(self, raw: aiohttp.ClientResponse | None, *, direct: bool) -> None:
-        connection = raw.connection if raw is not None else None
-        # None once the body is complete (the connection is back in the pool).
-        self._protocol = connection.protocol if connection is not None else None
-        self._receive = getattr(connection.transport, "_read_ready", None) if direct and connection else None
-        self._content = raw.content if raw is not None else None
-        self._held = False
-        # Bytes of the body read from aiohttp's reader (direct only).
-        self.consumed = 0
-        self._deadline: _ReadDeadline | None = None
-        if direct and self._protocol is not None and self._protocol.read_timeout:
-            self._deadline = _ReadDeadline(self._protocol, self._content)
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body from aiohttp's reader, as it arrives (`direct`).
-
-        read(n), not readany(): that one leaves what its own flow control refills while
-        it drains, so every other paced read would bring a single token.
-        """
-        deadline = self._deadline
-        while chunk := await self._content.read(_READ_BYTES):
-            self.consumed += len(chunk)
-            if deadline is not None:
-                deadline.progressed()
-            yield chunk
-
-    def close(self) -> None:
-        self.release()
-        if self._deadline is not None:
-            self._deadline.cancel()
-
-    async def wait(self, seconds: float) -> None:
-        if self._protocol is None:
-            await asyncio.sleep(seconds)
-            return
-        if not self._held:
-            self._protocol._pause_reading_for_buffer()
-            self._held = True
-        await asyncio.sleep(seconds)
-        if self._receive is None:
-            self.release()
-            return
-        content = self._content
-        if content.total_bytes == self.consumed:
-            self._receive()  # what came meanwhile, now, in one receive
-        # Nothing came (the next read waits for the upstream), or the body is complete
-        # (the connection is back in the pool): the event loop reads it again.
-        if content.total_bytes == self.consumed or content.is_eof():
-            self.release()
-
-    def release(self) -> None:
-        """Let the event loop read the connection again."""
-        if self._held:
-            self._held = False
-            self._protocol._resume_reading_for_buffer()
-
-
-async def _paced(response: httpx2.Response, pace: Callable[[], float]) -> AsyncIterator[bytes]:
+def _paced(response: httpx2.Response, pace: Callable[[], float]) -> AsyncIterator[bytes]:
     """The body's chunks, read at most once per `pace()` seconds.
 
-    Between two reads the connection is not read from at all (`_Held`): what the
-    upstream writes meanwhile, a token at a time, waits in the socket and comes in one
-    receive, one chunk through the HTTP client's layers instead of one per token. The
-    answer's coalescing window holds text back as long anyway.
-
-    A body without content encoding comes from aiohttp's reader itself (`raw`, the
-    aiohttp response under the SDK's): the same bytes as through httpx2 (aiohttp undoes
-    the chunking; the SDK's transport leaves decoding to httpx2, hence identity only),
-    without the four layers of async iterators httpx2 and the transport add to every
-    read. Errors are aiohttp's own then, which `error_from_exception` maps as it maps
-    theirs. A gzipped body (a proxy in front of the model may compress) goes through
-    httpx2, which decodes it.
+    What the upstream writes between two reads, a token at a time, comes in one read, one
+    chunk through the HTTP client's layers and the line parser instead of one per token:
+    the answer's coalescing window holds text back as long anyway. Through the fast path
+    `aiohttp` (config/fastpaths/aiohttp.py) when it is installed and the SDK's aiohttp
+    transport carries the response; otherwise through httpx2's public `aiter_bytes()`.
     """
-    raw = _aiohttp_response(response)
-    direct = raw is not None and response.headers.get("content-encoding", "identity") == "identity"
-    held = _Held(raw, direct=direct)
-    try:
-        async for chunk in held.chunks() if direct else response.aiter_bytes():
-            yield chunk
-            wait = pace()
-            if wait > 0:
-                await held.wait(wait)
-            else:
-                held.release()  # the next read may have to wait for the upstream
-    finally:
-        held.close()
+    raw = fast_aiohttp.aiohttp_response(response) if fast_aiohttp.installed() else None
+    if raw is not None:
+        return fast_aiohttp.paced(response, raw, pace)
+    return _read_paced(response, pace)
+
+
+async def _read_paced(response: httpx2.Response, pace: Callable[[], float]) -> AsyncIterator[bytes]:
+    """`_paced` on public ground: the HTTP client keeps receiving while we wait, and each
+    read brings all it has."""
+    async for chunk in response.aiter_bytes():
+        yield chunk
+        wait = pace()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 def _chunk(data: bytes) -> dict:
