@@ -87,7 +87,7 @@ def reason_compose(*, purpose: str, details: str) -> str:
 
 def access_record(*, reviewer, conversation: Conversation, reason: str) -> AccessLog:
     """Append one access to the log: who read whose conversation, and why."""
-    entry = _access_of(reviewer, conversation, reason)
+    entry = conversation_access_entry(conversation, reviewer=reviewer, reason=reason)
     entry.save()
     return entry
 
@@ -107,10 +107,14 @@ def access_entry(
     )
 
 
-def _access_of(reviewer, conversation: Conversation, reason: str) -> AccessLog:
+def conversation_access_entry(
+    conversation: Conversation, *, reviewer, reason: str, reviewer_username: str | None = None
+) -> AccessLog:
+    """`access_entry` for a read of `conversation` (its owner loaded). `reviewer_username`
+    names a reader without an account (the shell's exports); else the reviewer's name."""
     return access_entry(
         reviewer=reviewer,
-        reviewer_username=reviewer.get_username(),
+        reviewer_username=reviewer.get_username() if reviewer_username is None else reviewer_username,
         conversation_id=conversation.pk,
         owner_id=conversation.owner_id,
         owner_username=conversation.owner.get_username(),

@@ -22,7 +22,7 @@ from django.db.models import Prefetch, Q, QuerySet
 
 from assistant import spreadsheet
 from assistant.models import AccessLog, Conversation, Message
-from assistant.review import REASON_MAX_CHARS, REASON_MIN_CHARS, access_entry
+from assistant.review import REASON_MAX_CHARS, REASON_MIN_CHARS, conversation_access_entry
 from assistant.staff.common import Period, StaffError
 
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -131,22 +131,20 @@ def conversations_stream(
 
 
 def conversations_logged(
-    conversations: QuerySet[Conversation], *, reviewer, reviewer_username: str, reason: str
+    conversations: QuerySet[Conversation], *, reviewer, reason: str, reviewer_username: str | None = None
 ) -> Iterator[list[Conversation]]:
     """`conversations_stream` a chunk at a time, each chunk on the access log first.
 
-    Every conversation gets a row "export: <reason>" by `reviewer` (None from the shell,
-    which has no reviewer account) named `reviewer_username`, so its owner sees the export.
+    Every conversation gets a row "export: <reason>" by `reviewer`, or for the shell, which
+    has no reviewer account, by None named `reviewer_username`; so its owner sees the export.
     """
     stream = conversations_stream(conversations, chunk_size=EXPORT_CHUNK)
     while batch := list(islice(stream, EXPORT_CHUNK)):
         AccessLog.objects.bulk_create(
-            access_entry(
+            conversation_access_entry(
+                conversation,
                 reviewer=reviewer,
                 reviewer_username=reviewer_username,
-                conversation_id=conversation.pk,
-                owner_id=conversation.owner_id,
-                owner_username=conversation.owner.get_username(),
                 reason=f"export: {reason}",
             )
             for conversation in batch
@@ -250,9 +248,7 @@ async def conversations_jsonl_stream(
     An async iterator: under ASGI Django collects a synchronous one into memory before
     sending anything. Each chunk is read and logged in one trip to the request's thread.
     """
-    batches = conversations_logged(
-        conversations, reviewer=reviewer, reviewer_username=reviewer.get_username(), reason=reason
-    )
+    batches = conversations_logged(conversations, reviewer=reviewer, reason=reason)
     next_batch = sync_to_async(next, thread_sensitive=True)
     try:
         while (batch := await next_batch(batches, None)) is not None:
