@@ -5,14 +5,13 @@ The reads are in assistant/selectors.py; both raise `errors.ServiceError`.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -26,7 +25,7 @@ from assistant.events.publish import publish, publish_or_defer, replay_log
 from assistant.events.wire import channel_for
 from assistant.models import Conversation, Message
 from assistant.processes import PROCESS_ID
-from assistant.selectors import aconversation_get, conversation_get, local_midnight, usage_get
+from assistant.selectors import conversation_get, local_midnight, usage_get
 from assistant.usage import usage_answer_add, usage_oldest_since
 
 TITLE_WORDS_CHARS = 60
@@ -100,22 +99,19 @@ def conversation_update(
     return conversation
 
 
-async def conversation_delete(*, user, conversation_id: uuid.UUID | str) -> None:
+def conversation_delete(*, user, conversation_id: uuid.UUID | str) -> None:
     """Delete a conversation with its messages; an answer still streaming is stopped first.
 
-    Shielded, like sending: a client that disconnects midway must not leave an answer
-    stopped but its conversation kept, or the other way round.
+    In the request's thread, which a client that disconnects midway does not stop: an
+    answer is never left stopped but its conversation kept, or the other way round.
     """
-    await sync_to_async(_writes_allow)(user, throttle.writes_limit())
-
-    async def delete() -> None:
-        conversation = await aconversation_get(user=user, conversation_id=conversation_id)
-        streaming = conversation.messages.filter(status=Message.Status.STREAMING)
-        async for message_id in streaming.values_list("pk", flat=True):
-            await generation.stop(message_id)
-        await conversation.adelete()
-
-    await asyncio.shield(delete())
+    _writes_allow(user, throttle.writes_limit())
+    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    streaming = conversation.messages.filter(status=Message.Status.STREAMING)
+    for message_id in list(streaming.values_list("pk", flat=True)):
+        # On the event loop, where an answer generating in this process runs.
+        async_to_sync(generation.stop)(message_id)
+    conversation.delete()
 
 
 @dataclass(frozen=True)
@@ -367,12 +363,17 @@ def message_feedback(*, user, message_id: int, rating: int | None, comment: str 
     return message
 
 
-async def message_cancel(*, user, message_id: int) -> Message:
+def message_cancel(*, user, message_id: int) -> Message:
     """Stop generating an answer. Stopping one that already ended changes nothing."""
-    await sync_to_async(_writes_allow)(user, throttle.writes_limit())
-    message = await sync_to_async(_message_get)(user=user, message_id=message_id)
+    _writes_allow(user, throttle.writes_limit())
+    message = _message_get(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
         raise not_found()
-    if message.is_streaming and not generation.cancel(message.pk):
-        await sync_to_async(generation.cancel_anywhere)(message.pk)
+    if message.is_streaming and not async_to_sync(_cancel_here)(message.pk):
+        generation.cancel_anywhere(message.pk)
     return message
+
+
+async def _cancel_here(message_id: int) -> bool:
+    # On the event loop: the task of an answer generating in this process is there.
+    return generation.cancel(message_id)

@@ -10,7 +10,6 @@ import functools
 import uuid
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
@@ -69,26 +68,8 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return django_csrf_failure(request, reason)
 
 
-def _is_authenticated(request: HttpRequest) -> bool:
-    return request.user.is_authenticated
-
-
 def api_view(view):
     """JSON API conventions: logged-in users only, ServiceError -> JSON error answer."""
-    if iscoroutinefunction(view):
-
-        @functools.wraps(view)
-        async def async_wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            # Session and user in one trip to the request's thread; the view then passes
-            # the resolved `request.user` on (its database work is one trip more).
-            if not await sync_to_async(_is_authenticated)(request):
-                return not_authenticated()
-            try:
-                return await view(request, *args, **kwargs)
-            except errors.ServiceError as error:
-                return api_error(error)
-
-        return markcoroutinefunction(async_wrapper)
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -365,8 +346,8 @@ def message_retry(request: HttpRequest, message_id: int) -> JsonResponse:
 
 @require_POST
 @api_view
-async def message_cancel(request: HttpRequest, message_id: int) -> JsonResponse:
-    message = await services.message_cancel(user=request.user, message_id=message_id)
+def message_cancel(request: HttpRequest, message_id: int) -> JsonResponse:
+    message = services.message_cancel(user=request.user, message_id=message_id)
     return JsonResponse({"id": message.pk, "status": message.status}, status=202)
 
 
@@ -392,12 +373,12 @@ def conversations_api(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "PATCH", "DELETE"])
-async def conversation_api(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+def conversation_api(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """`/api/conversations/<id>/`: read (GET), rename or archive (PATCH), delete (DELETE)."""
     if request.method == "DELETE":
-        return await conversation_delete(request, conversation_id)
+        return conversation_delete(request, conversation_id)
     view = conversation_update if request.method == "PATCH" else conversation_detail
-    return await sync_to_async(view)(request, conversation_id)
+    return view(request, conversation_id)
 
 
 def conversation_summary_json(conversation: Conversation) -> dict[str, Any]:
@@ -430,8 +411,8 @@ def conversation_update(request: HttpRequest, conversation_id: uuid.UUID) -> Jso
 
 
 @api_view
-async def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    await services.conversation_delete(user=request.user, conversation_id=conversation_id)
+def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    services.conversation_delete(user=request.user, conversation_id=conversation_id)
     return HttpResponse(status=204)
 
 
@@ -483,7 +464,7 @@ def access_log(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-async def healthz(request: HttpRequest) -> JsonResponse:
+def healthz(request: HttpRequest) -> JsonResponse:
     """The process is alive and answering; touches nothing else."""
     response = JsonResponse({"status": "ok"})
     response["Cache-Control"] = "no-store"
@@ -492,7 +473,10 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready for traffic: database and event delivery; the upstream too with `?llm=1`."""
+    """Ready for traffic: database and event delivery; the upstream too with `?llm=1`.
+
+    The one async view: its checks run on the event loop together, each with a timeout.
+    """
     checks = await health.readiness(check_llm=request.GET.get("llm") == "1")
     ready = health.is_ready(checks)
     response = JsonResponse(
