@@ -61,13 +61,14 @@ from django.utils.cache import patch_vary_headers
 from django.utils.crypto import constant_time_compare
 from django.utils.log import log_response
 
-from assistant import errors, generation, selectors, views
+from assistant import errors, generation, selectors
 from assistant.events import subscriber
 from assistant.events.publish import replay_log
 from assistant.events.wire import encode_data, position_from
 from assistant.middleware import add_security_headers
 from assistant.models import Conversation
 from assistant.sso import ProxyHeaderLoginMiddleware
+from assistant.views import api
 from config.send_backlog import bounded_send
 
 logger = logging.getLogger(__name__)
@@ -227,12 +228,12 @@ class EventStreamConsumer(AsyncHttpConsumer):
         conversation = None
         user = request.user
         if response is None and not user.is_authenticated:
-            response = views.not_authenticated()
+            response = api.not_authenticated()
         elif response is None:
             try:
                 conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
             except errors.ServiceError as error:
-                response = views.api_error(error)
+                response = api.api_error(error)
             else:
                 response = StreamingHttpResponse(
                     content_type="text/event-stream; charset=utf-8",

@@ -219,7 +219,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 # The API answers a CSRF refusal in its own error shape (JSON), pages with Django's page.
-CSRF_FAILURE_VIEW = "assistant.views.csrf_failure"
+CSRF_FAILURE_VIEW = "assistant.views.api.csrf_failure"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, register_converter
 
-from assistant import views
+from assistant.views import api, health_checks, pages
 
 
 class IdConverter:
@@ -30,34 +30,34 @@ ID_MAX = 2**63 - 1
 register_converter(IdConverter, "id")
 
 urlpatterns = [
-    path("", views.chat, name="chat"),
-    path("c/<uuid:conversation_id>/", views.conversation, name="conversation"),
-    path("setup/", views.setup, name="setup"),
-    path("access-log/", views.access_log, name="access_log"),
-    path("accounts/login/", views.AssistantLoginView.as_view(), name="login"),
+    path("", pages.chat, name="chat"),
+    path("c/<uuid:conversation_id>/", pages.conversation, name="conversation"),
+    path("setup/", pages.setup, name="setup"),
+    path("access-log/", pages.access_log, name="access_log"),
+    path("accounts/login/", pages.AssistantLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/conversations/", views.conversations_api, name="api_conversations"),
+    path("api/conversations/", api.conversations_api, name="api_conversations"),
     path(
         "api/conversations/<uuid:conversation_id>/",
-        views.conversation_api,
+        api.conversation_api,
         name="api_conversation",
     ),
     path(
         "api/conversations/<uuid:conversation_id>/messages/",
-        views.messages,
+        api.messages,
         name="api_messages",
     ),
     path(
         "api/conversations/<uuid:conversation_id>/events/",
-        views.conversation_events,
+        api.conversation_events,
         name="conversation_events",
     ),
-    path("api/messages/<id:message_id>/cancel/", views.message_cancel, name="api_message_cancel"),
-    path("api/messages/<id:message_id>/retry/", views.message_retry, name="api_message_retry"),
-    path("api/messages/<id:message_id>/edit/", views.message_edit, name="api_message_edit"),
-    path("api/messages/<id:message_id>/feedback/", views.message_feedback, name="api_message_feedback"),
-    path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
+    path("api/messages/<id:message_id>/cancel/", api.message_cancel, name="api_message_cancel"),
+    path("api/messages/<id:message_id>/retry/", api.message_retry, name="api_message_retry"),
+    path("api/messages/<id:message_id>/edit/", api.message_edit, name="api_message_edit"),
+    path("api/messages/<id:message_id>/feedback/", api.message_feedback, name="api_message_feedback"),
+    path("healthz", health_checks.healthz, name="healthz"),
+    path("readyz", health_checks.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
 ]

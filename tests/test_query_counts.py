@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant.models import Conversation, Message
-from assistant.views import SIDEBAR_CONVERSATIONS
+from assistant.views.pages import SIDEBAR_CONVERSATIONS
 
 # An answer with what answers have: a list, a link, a code block, a table, a quote.
 ANSWER = """Here is a **plan** with `code`:

@@ -1,4 +1,4 @@
-"""Pages (plain sync views) and the JSON API.
+"""The JSON API: conversations, messages, feedback; its conventions and its error shape.
 
 Errors that exist before a stream starts (not logged in, not yours) are non-200 answers,
 so a browser's EventSource stops retrying; after the 200, errors are events.
@@ -10,32 +10,22 @@ import functools
 import uuid
 from typing import Any
 
-from django.conf import settings
-from django.contrib.auth import get_user_model, login
-from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import LoginView
 from django.core.exceptions import ImproperlyConfigured
-from django.core.paginator import Paginator
-from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from assistant import errors, health, review, selectors, services
+from assistant import errors, selectors, services
 from assistant.events.wire import channel_for, position_token
 from assistant.forms import (
     ConversationForm,
     ConversationSearchForm,
     ConversationUpdateForm,
     FeedbackForm,
-    LoginForm,
     MessageForm,
-    SetupForm,
     json_body,
 )
 from assistant.llm import RETRYABLE_TYPES
@@ -123,151 +113,6 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
         "updated_at": conversation.updated_at.isoformat(),
         "archived": conversation.archived,
     }
-
-
-# --- pages --------------------------------------------------------------------------------
-
-
-class AssistantLoginView(LoginView):
-    """Django's login view; before the first user exists it leads to the setup form.
-
-    Its form refuses logins over the limits of assistant.throttle before any password is
-    hashed: 429 with Retry-After (too many failures, or too many checks at once).
-    """
-
-    form_class = LoginForm
-
-    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not get_user_model().objects.exists():
-            return redirect("setup")
-        return super().dispatch(request, *args, **kwargs)
-
-    def form_invalid(self, form: LoginForm) -> HttpResponse:
-        response = super().form_invalid(form)
-        if form.refusal is not None:
-            response.status_code = form.refusal.status
-            response["Retry-After"] = str(form.refusal.retry_after)
-        return response
-
-
-@require_http_methods(["GET", "POST"])
-def setup(request: HttpRequest) -> HttpResponse:
-    """One-time creation of the first administrator; gone once any user exists."""
-    User = get_user_model()
-    if User.objects.exists():
-        raise Http404
-    form = SetupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            if User.objects.select_for_update().exists():
-                raise Http404
-            user = User.objects.create_superuser(
-                username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
-            )
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("chat")
-    return render(request, "registration/setup.html", {"form": form})
-
-
-# The sidebar shows the most recent ones; older ones come from the list API on request.
-SIDEBAR_CONVERSATIONS = 50
-
-
-def _page_context(request: HttpRequest, state: selectors.ConversationState | None) -> dict[str, Any]:
-    page_data: dict[str, Any] = {
-        "models": settings.ASSISTANT_MODELS,
-        "create_url": reverse("api_conversations"),
-        "home_url": reverse("chat"),
-        # The client puts the message id in place of the 0.
-        "cancel_url": reverse("api_message_cancel", args=[0]),
-        "retry_url": reverse("api_message_retry", args=[0]),
-        "edit_url": reverse("api_message_edit", args=[0]),
-        "feedback_url": reverse("api_message_feedback", args=[0]),
-        "retryable_types": sorted(RETRYABLE_TYPES),
-        "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
-        "login_url": reverse("login"),
-    }
-    if state is not None:
-        page_data.update(
-            conversation=conversation_json(state.conversation),
-            last_event_id=state.last_event_id,
-            # Raw text of answers still streaming: the page appends deltas to it.
-            streaming={m.pk: m.content for m in state.messages if m.is_streaming},
-        )
-    query = request.GET.get("q", "").strip()[:200]
-    archived = request.GET.get("archived") == "1"
-    listed = selectors.conversations_list(
-        user=request.user, query=query, archived=archived, limit=SIDEBAR_CONVERSATIONS
-    )
-    today = timezone.localdate()
-    # "Show more" continues the list from the API, sorting what it gets into the same sections.
-    page_data["sidebar"] = {
-        "list_url": reverse("api_conversations"),
-        "query": query,
-        "archived": archived,
-        "next": listed.next,
-        "groups": [
-            {"label": label, "start": start and start.isoformat()}
-            for label, start in selectors.recency_groups(today=today)
-        ],
-    }
-    return {
-        "conversation_groups": selectors.group_by_recency(listed.conversations, today=today),
-        "more_conversations": listed.next is not None,
-        "usage": selectors.usage_get(user=request.user) if settings.ASSISTANT_DAILY_TOKEN_QUOTA else None,
-        "query": query,
-        "archived": archived,
-        "state": state,
-        "page_data": page_data,
-        "models": settings.ASSISTANT_MODELS,
-        "demo_mode": settings.ASSISTANT_DEMO_MODE,
-        "i18n": {
-            "reconnecting": _("Connection lost, reconnecting…"),
-            "resumed": _("Connected again; the answer continues."),
-            "signed_out": _("You are signed out."),
-            "sign_in_again": _("Sign in again"),
-            "too_many_streams": _(
-                "This conversation stopped updating here: it is open in too many other tabs "
-                "(at most %(limit)s)."
-            ),
-            "reconnect": _("Reconnect"),
-            "offline": _("You are offline. Your message is kept; send it again when you are back online."),
-            "send_failed": _("Sending failed. Your message is kept; try again."),
-            "untitled": _("Untitled"),
-            "retry": _("Retry"),
-            "copy": _("Copy"),
-            "copied": _("Copied"),
-            "waiting": _("Waiting for the first word… %(seconds)s s"),
-            "answer_ready": _("The answer is complete."),
-            "tokens": _("%(prompt)s → %(completion)s tokens"),
-            "seconds": _("%(seconds)s s"),
-            "edit": _("Edit"),
-            "save_send": _("Save and send"),
-            "cancel": _("Cancel"),
-            "good": _("Good answer"),
-            "bad": _("Bad answer"),
-            "feedback_comment": _("What was wrong? (optional)"),
-            "feedback_send": _("Send feedback"),
-            "feedback_thanks": _("Thank you for the feedback."),
-            "today": _("Today"),
-        },
-    }
-
-
-@require_GET
-@login_required
-def chat(request: HttpRequest) -> HttpResponse:
-    return render(request, "assistant/chat.html", _page_context(request, None))
-
-
-@require_GET
-@login_required
-def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    try:
-        state = selectors.conversation_state(user=request.user, conversation_id=conversation_id)
-    except errors.ServiceError:
-        raise Http404 from None
-    return render(request, "assistant/chat.html", _page_context(request, state))
 
 
 # --- JSON API -----------------------------------------------------------------------------
@@ -444,43 +289,3 @@ def message_edit(request: HttpRequest, message_id: int) -> JsonResponse:
         language=get_language(),
     )
     return _accepted_answer(exchange)
-
-
-# --- who read my conversations --------------------------------------------------------------
-
-ACCESS_LOG_PAGE_SIZE = 50
-
-
-@require_GET
-@login_required
-def access_log(request: HttpRequest) -> HttpResponse:
-    """The transcript access log of the user's own conversations: who, when, which, why."""
-    entries = review.access_log_for_owner(user=request.user)
-    page = Paginator(entries, ACCESS_LOG_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "assistant/access_log.html", {"page": page})
-
-
-# --- health checks: public, JSON, no secrets or addresses ---------------------------------
-
-
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """The process is alive and answering; touches nothing else."""
-    response = JsonResponse({"status": "ok"})
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-@require_GET
-async def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready for traffic: database and event delivery; the upstream too with `?llm=1`.
-
-    The one async view: its checks run on the event loop together, each with a timeout.
-    """
-    checks = await health.readiness(check_llm=request.GET.get("llm") == "1")
-    ready = health.is_ready(checks)
-    response = JsonResponse(
-        {"status": "ok" if ready else "error", "checks": checks}, status=200 if ready else 503
-    )
-    response["Cache-Control"] = "no-store"
-    return response

@@ -1,0 +1,180 @@
+"""Pages: the chat, a conversation, the login and first-run setup, the owner's access log."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods
+
+from assistant import errors, review, selectors
+from assistant.forms import LoginForm, SetupForm
+from assistant.llm import RETRYABLE_TYPES
+from assistant.views.api import conversation_json
+
+
+class AssistantLoginView(LoginView):
+    """Django's login view; before the first user exists it leads to the setup form.
+
+    Its form refuses logins over the limits of assistant.throttle before any password is
+    hashed: 429 with Retry-After (too many failures, or too many checks at once).
+    """
+
+    form_class = LoginForm
+
+    def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not get_user_model().objects.exists():
+            return redirect("setup")
+        return super().dispatch(request, *args, **kwargs)
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.refusal is not None:
+            response.status_code = form.refusal.status
+            response["Retry-After"] = str(form.refusal.retry_after)
+        return response
+
+
+@require_http_methods(["GET", "POST"])
+def setup(request: HttpRequest) -> HttpResponse:
+    """One-time creation of the first administrator; gone once any user exists."""
+    User = get_user_model()
+    if User.objects.exists():
+        raise Http404
+    form = SetupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            if User.objects.select_for_update().exists():
+                raise Http404
+            user = User.objects.create_superuser(
+                username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+            )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("chat")
+    return render(request, "registration/setup.html", {"form": form})
+
+
+# The sidebar shows the most recent ones; older ones come from the list API on request.
+SIDEBAR_CONVERSATIONS = 50
+
+
+def _page_context(request: HttpRequest, state: selectors.ConversationState | None) -> dict[str, Any]:
+    page_data: dict[str, Any] = {
+        "models": settings.ASSISTANT_MODELS,
+        "create_url": reverse("api_conversations"),
+        "home_url": reverse("chat"),
+        # The client puts the message id in place of the 0.
+        "cancel_url": reverse("api_message_cancel", args=[0]),
+        "retry_url": reverse("api_message_retry", args=[0]),
+        "edit_url": reverse("api_message_edit", args=[0]),
+        "feedback_url": reverse("api_message_feedback", args=[0]),
+        "retryable_types": sorted(RETRYABLE_TYPES),
+        "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
+        "login_url": reverse("login"),
+    }
+    if state is not None:
+        page_data.update(
+            conversation=conversation_json(state.conversation),
+            last_event_id=state.last_event_id,
+            # Raw text of answers still streaming: the page appends deltas to it.
+            streaming={m.pk: m.content for m in state.messages if m.is_streaming},
+        )
+    query = request.GET.get("q", "").strip()[:200]
+    archived = request.GET.get("archived") == "1"
+    listed = selectors.conversations_list(
+        user=request.user, query=query, archived=archived, limit=SIDEBAR_CONVERSATIONS
+    )
+    today = timezone.localdate()
+    # "Show more" continues the list from the API, sorting what it gets into the same sections.
+    page_data["sidebar"] = {
+        "list_url": reverse("api_conversations"),
+        "query": query,
+        "archived": archived,
+        "next": listed.next,
+        "groups": [
+            {"label": label, "start": start and start.isoformat()}
+            for label, start in selectors.recency_groups(today=today)
+        ],
+    }
+    return {
+        "conversation_groups": selectors.group_by_recency(listed.conversations, today=today),
+        "more_conversations": listed.next is not None,
+        "usage": selectors.usage_get(user=request.user) if settings.ASSISTANT_DAILY_TOKEN_QUOTA else None,
+        "query": query,
+        "archived": archived,
+        "state": state,
+        "page_data": page_data,
+        "models": settings.ASSISTANT_MODELS,
+        "demo_mode": settings.ASSISTANT_DEMO_MODE,
+        "i18n": {
+            "reconnecting": _("Connection lost, reconnecting…"),
+            "resumed": _("Connected again; the answer continues."),
+            "signed_out": _("You are signed out."),
+            "sign_in_again": _("Sign in again"),
+            "too_many_streams": _(
+                "This conversation stopped updating here: it is open in too many other tabs "
+                "(at most %(limit)s)."
+            ),
+            "reconnect": _("Reconnect"),
+            "offline": _("You are offline. Your message is kept; send it again when you are back online."),
+            "send_failed": _("Sending failed. Your message is kept; try again."),
+            "untitled": _("Untitled"),
+            "retry": _("Retry"),
+            "copy": _("Copy"),
+            "copied": _("Copied"),
+            "waiting": _("Waiting for the first word… %(seconds)s s"),
+            "answer_ready": _("The answer is complete."),
+            "tokens": _("%(prompt)s → %(completion)s tokens"),
+            "seconds": _("%(seconds)s s"),
+            "edit": _("Edit"),
+            "save_send": _("Save and send"),
+            "cancel": _("Cancel"),
+            "good": _("Good answer"),
+            "bad": _("Bad answer"),
+            "feedback_comment": _("What was wrong? (optional)"),
+            "feedback_send": _("Send feedback"),
+            "feedback_thanks": _("Thank you for the feedback."),
+            "today": _("Today"),
+        },
+    }
+
+
+@require_GET
+@login_required
+def chat(request: HttpRequest) -> HttpResponse:
+    return render(request, "assistant/chat.html", _page_context(request, None))
+
+
+@require_GET
+@login_required
+def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    try:
+        state = selectors.conversation_state(user=request.user, conversation_id=conversation_id)
+    except errors.ServiceError:
+        raise Http404 from None
+    return render(request, "assistant/chat.html", _page_context(request, state))
+
+
+# --- who read my conversations --------------------------------------------------------------
+
+ACCESS_LOG_PAGE_SIZE = 50
+
+
+@require_GET
+@login_required
+def access_log(request: HttpRequest) -> HttpResponse:
+    """The transcript access log of the user's own conversations: who, when, which, why."""
+    entries = review.access_log_for_owner(user=request.user)
+    page = Paginator(entries, ACCESS_LOG_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "assistant/access_log.html", {"page": page})
