@@ -244,21 +244,32 @@ def test_keep_alive_reuses_one_connection(fake: FakeUpstream) -> None:
 
 
 def test_concurrent_streams_many_paced(fake: FakeUpstream) -> None:
+    """200 paced answers (0.27 s each) are answered side by side, not one after another."""
     fake.set(tps=30, tokens=8)
 
-    async def run() -> list[str]:
+    async def run() -> tuple[list[str], int]:
+        most = 0
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, fake.responses_in_progress)
+                await asyncio.sleep(0.005)
+
         async with make_client(fake) as client:
 
             async def one() -> str:
                 stream = await client.chat.completions.create(model=MODEL, messages=user("x"), stream=True)
                 return text_of([c async for c in stream])
 
-            return await asyncio.gather(*(one() for _ in range(200)))
+            watching = asyncio.create_task(watch())
+            results = await asyncio.gather(*(one() for _ in range(200)))
+            watching.cancel()
+            return results, most
 
-    started = time.monotonic()
-    results = asyncio.run(run())
+    results, most_at_once = asyncio.run(run())
     assert set(results) == {" ".join(f"tok{i}" for i in range(8))}
-    assert time.monotonic() - started < 5
+    assert most_at_once >= 20
 
 
 # --------------------------------------------------------------------------- errors
@@ -357,12 +368,14 @@ def test_error_after_raises_api_error(fake: FakeUpstream) -> None:
 
 
 def test_stall_after_read_timeout_raises_timeout(fake: FakeUpstream) -> None:
+    """The stall holds the response open (the client's read timer ends it: its ReadTimeout),
+    for at least that timeout."""
     started = time.monotonic()
     contents, exc = asyncio.run(collect_until_error(fake, fake_msg(tokens=10, stall_after=2), timeout=0.5))
     assert contents == ["tok0", " tok1"]
     assert type(exc) is openai.APITimeoutError
     assert isinstance(exc.__cause__, httpx2.ReadTimeout)
-    assert 0.45 < time.monotonic() - started < 2
+    assert time.monotonic() - started > 0.45
 
 
 def test_header_delay_read_timeout_raises_on_create(fake: FakeUpstream) -> None:
@@ -515,8 +528,11 @@ def test_responses_in_progress_count_open_answers_not_idle_connections(fake: Fak
     assert (after, open_after) == (0, 1)
 
 
-def test_stop_returns_quickly_with_never_end_stream(fake: FakeUpstream) -> None:
-    async def run() -> tuple[float, BaseException | None]:
+def test_stop_returns_quickly_with_never_end_stream(fake: FakeUpstream, caplog) -> None:
+    """stop() ends an endless and a stalled response instead of waiting for them (it would
+    give up after 5 s, saying so)."""
+
+    async def run() -> BaseException | None:
         async with make_client(fake) as client:
             endless = await client.chat.completions.create(
                 model=MODEL, messages=fake_msg(never_end=True, tps=100), stream=True
@@ -527,18 +543,16 @@ def test_stop_returns_quickly_with_never_end_stream(fake: FakeUpstream) -> None:
             for _ in range(3):
                 await endless.__anext__()
             await stalled.__anext__()
-            started = time.monotonic()
             await asyncio.to_thread(fake.stop)
-            elapsed = time.monotonic() - started
             try:
                 async for _ in endless:
                     pass
             except openai.APIConnectionError as exc:
-                return elapsed, exc
-            return elapsed, None
+                return exc
+            return None
 
-    elapsed, exc = asyncio.run(run())
-    assert elapsed < 2
+    exc = asyncio.run(run())
+    assert "shutdown timed out" not in caplog.text
     assert isinstance(exc, openai.APIConnectionError)
     assert fake.active_connections == 0
 

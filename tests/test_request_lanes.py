@@ -44,7 +44,7 @@ def test_a_request_finding_no_free_lane_waits_for_the_next_one_given_back():
         await asyncio.sleep(0.01)
         assert not waiting.done()
         lanes.give_back(lane)
-        assert await asyncio.wait_for(waiting, 1) is lane
+        assert await asyncio.wait_for(waiting, 10) is lane
         assert lanes.free == []
         assert lanes.made == 1
         lane.shutdown()

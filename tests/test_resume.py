@@ -221,10 +221,10 @@ def test_finished_answer_is_not_replayed_and_the_idle_stream_keeps_alive(keepali
             "done-event-header": (answer[-1].id, "header"),
             "detail-query": (client.get(conversation["detail_url"]).json()["last_event_id"], "query"),
         }
+        # A keep-alive must come before a read waits 3 s in vain.
         idle_timeout = httpx.Timeout(5, read=3)
         arrivals = {}
         with ExitStack() as stack:
-            connected = time.monotonic()
             responses = {
                 name: stack.enter_context(
                     open_events(client, conversation, position, via=via, timeout=idle_timeout)
@@ -238,14 +238,12 @@ def test_finished_answer_is_not_replayed_and_the_idle_stream_keeps_alive(keepali
                     if event.event == "keep-alive":
                         break
                     assert event.event == "stream-open", f"{name}: replayed after done: {event}"
-                arrivals[name] = [(at - connected, event) for at, event in frames.arrivals]
+                arrivals[name] = [event.event for _, event in frames.arrivals]
 
     for name, frames_seen in arrivals.items():
         # Nothing between the opening and the first keep-alive a second later: the
         # finished answer was not sent again (a replay goes out at once, in the first write).
-        assert [event.event for _, event in frames_seen] == ["stream-open", "keep-alive"], name
-        keep_alive_after, _ = frames_seen[1]
-        assert keep_alive_after < 2, name
+        assert frames_seen == ["stream-open", "keep-alive"], name
     assert Message.objects.get(pk=answer_id).content == text_of(answer)
 
 
@@ -257,7 +255,6 @@ def test_event_stream_is_uncached_uncompressed_and_unbuffered(alice_http, upstre
     sent = send(alice_http, conversation, fake(tokens=7, tps=5))
     answer_id = sent["assistant_message"]["id"]
 
-    connected = time.monotonic()
     with open_events(
         alice_http,
         conversation,
@@ -278,12 +275,12 @@ def test_event_stream_is_uncached_uncompressed_and_unbuffered(alice_http, upstre
     assert response.headers["x-accel-buffering"] == "no"
     assert "content-encoding" not in response.headers
     assert "content-length" not in response.headers
-    arrived = {event.event: at - connected for at, event in reversed(frames.arrivals)}  # first of each
+    arrived = {event.event: at for at, event in reversed(frames.arrivals)}  # first of each
     # 7 tokens at 5 per second: 1.2 s from the first to the last. A buffer anywhere
-    # (compression, a proxy-style buffer, a blocking write) would deliver them together.
-    assert arrived["delta"] < 0.8
+    # (compression, a proxy-style buffer, a blocking write) would deliver them together,
+    # in fewer reads of the socket.
     assert arrived["done"] - arrived["delta"] > 0.9
-    assert sum(event.event == "delta" for _, event in frames.arrivals) >= 4
+    assert len({at for at, event in frames.arrivals if event.event == "delta"}) >= 4
     assert text_of(seen) == Message.objects.get(pk=answer_id).content
     assert text_of(seen) == "tok0" + "".join(f" tok{i}" for i in range(1, 7))
 

@@ -193,7 +193,7 @@ def test_streams_are_woken_across_processes_and_after_the_pubsub_connection_drop
         received: list[tuple[str, float]] = []
 
         async def next_frame() -> str:
-            frame = await asyncio.wait_for(anext(body), 1.0)
+            frame = await asyncio.wait_for(anext(body), 10)
             received.append((frame, time.monotonic()))
             return frame
 
@@ -224,7 +224,7 @@ def test_streams_are_woken_across_processes_and_after_the_pubsub_connection_drop
 
         # Stop requests reach every process at once.
         await asyncio.to_thread(process_b.request_cancel, 4242)
-        await asyncio.wait_for(received_cancel.wait(), 1)
+        await asyncio.wait_for(received_cancel.wait(), 10)
         await body.aclose()
         await process_a.aclose()
         return received
@@ -251,9 +251,9 @@ def test_streams_keep_their_connection_while_redis_is_unreachable(prefix, monkey
             frames = [await anext(body)]
             proxy.down()
             writer.append("conversation-a", "delta", '"while down"')
-            frames.append(await asyncio.wait_for(anext(body), 3))
+            frames.append(await asyncio.wait_for(anext(body), 10))
             threading.Timer(0.5, proxy.up).start()
-            frames.append(await asyncio.wait_for(anext(body), 4))
+            frames.append(await asyncio.wait_for(anext(body), 10))
             await body.aclose()
             await behind.aclose()
             return frames

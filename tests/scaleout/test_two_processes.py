@@ -144,14 +144,15 @@ def test_reload_on_the_other_process_continues_exactly(pair, alice, clients):
     assert Message.objects.get(pk=answer_id).content == expected
 
 
-def test_stop_sent_to_the_other_process_stops_the_answer_within_a_second(pair, clients):
-    """The database poll runs every 30 s here: a stop this fast came through Redis."""
+def test_stop_sent_to_the_other_process_stops_the_answer_through_redis(pair, clients):
+    """The database poll runs every 30 s here: a stop that ends the answer within 10 s
+    (ample for one that takes a fraction of a second) came through Redis."""
     on_a, on_b = clients
     for generating, other in ((on_a, on_b), (on_b, on_a)):
         conversation = create_conversation(generating)
         sent = send(generating, conversation, fake(never_end=True, tps=50))
         # Followed and stopped on the process that does not generate it.
-        assert stop_mid_answer(other, other, conversation, sent) < 1.0
+        stop_mid_answer(other, other, conversation, sent, deadline=10)
 
 
 def test_sends_to_one_conversation_on_both_processes_at_once_one_wins(pair, clients):
@@ -194,17 +195,15 @@ def test_killed_process_leaves_its_answer_interrupted_and_every_client_informed(
             time.sleep(0.7)  # at least one partial write
             doomed.process.send_signal(signal.SIGKILL)
             doomed.process.wait()
-            killed_at = time.monotonic()
             # The doomed process's client reconnects, to B, from its last event: resumed.
             reconnected = follow(on_b, conversation, last_id, answer["id"])
             followed_on_b = on_b_events.result(timeout=20)
 
+    # Swept after the lease (2 s here) by a surviving process, which told both clients.
     for events in (reconnected, followed_on_b):
         assert events[-1].event == "error"
         error = events[-1].json()
         assert (error["type"], error["code"], error["retryable"]) == ("interrupted", 503, True)
-    # Swept after the lease (2 s here), by a surviving process.
-    assert time.monotonic() - killed_at < 10
     message = Message.objects.get(pk=answer["id"])
     assert message.status == "interrupted"
     assert message.content
@@ -224,7 +223,8 @@ def redis_connections(redis_client, *names: str) -> list[dict]:
 def follow_recording(
     client: httpx.Client, conversation: dict, position: str, answer_id: int, deadline: float = 30
 ):
-    """`follow`, keeping each event's arrival time; fails after `deadline` seconds."""
+    """`follow`, and every frame from the answer's first delta on as (arrival time, event
+    name); fails after `deadline` seconds."""
     give_up = time.monotonic() + deadline
     with open_events(client, conversation, position) as response:
         frames = Frames(response)
@@ -235,7 +235,9 @@ def follow_recording(
             if event.event in ANSWER_EVENTS and event.json()["message"] == answer_id:
                 seen.append(event)
                 if event.event in FINAL_EVENTS:
-                    return seen, [at for at, e in frames.arrivals if e.event == "delta"]
+                    arrivals = [(at, e.event) for at, e in frames.arrivals]
+                    first_delta = [name for _, name in arrivals].index("delta")
+                    return seen, arrivals[first_delta:]
     raise AssertionError("the stream ended before the answer did")
 
 
@@ -259,8 +261,8 @@ def test_redis_connections_killed_mid_answer_lose_and_repeat_nothing(pair, clien
         seen, arrivals = following.result(timeout=30)
 
     assert_exactly_once_in_order(seen, expected, answer["id"])
-    # Delivery went on within a moment (keep-alives are 5 s apart: no waiting for them).
-    assert max(b - a for a, b in itertools.pairwise(arrivals)) < 2.0
+    # Delivery went on without waiting for a keep-alive (one comes after 5 s of quiet).
+    assert "keep-alive" not in [name for _, name in arrivals]
     for server in (pair.a, pair.b):
         log = server.log_text()
         assert "event wake-ups from Redis lost" in log
@@ -324,8 +326,9 @@ def test_redis_unreachable_for_a_while_then_back(pair, behind_proxy, alice, upst
     # Streaming behind the outage: everything once, in order, soon after Redis is back.
     assert generated_by(pair.a, answer_1["id"])
     assert_exactly_once_in_order(seen_1, expected_1, answer_1["id"])
-    assert [at for at in arrivals_1 if down_at + 0.5 < at < up_at] == []
-    assert min(at for at in arrivals_1 if at > up_at) - up_at < 3.0
+    assert [at for at, name in arrivals_1 if name == "delta" and down_at + 0.5 < at < up_at] == []
+    # Caught up once Redis was back, not at the re-read of a keep-alive (after 5 s of quiet).
+    assert "keep-alive" not in [name for _, name in arrivals_1]
 
     # Generating behind the outage: replayed whole, then continued.
     assert generated_by(behind, answer_2["id"])
