@@ -21,8 +21,8 @@ from django.test import Client
 from assistant import sso
 from assistant.models import Conversation
 from tests.helpers.http import asgi_get_scope
-from tests.helpers.live import LiveServer, live_env, start_daphne, stop_daphne
-from tests.helpers.production import clean_env, run_python
+from tests.helpers.live import LiveServer, clean_env, live_env, start_daphne, stop_daphne
+from tests.helpers.production import run_python
 
 User = get_user_model()
 

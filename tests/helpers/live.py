@@ -109,29 +109,40 @@ def database_url() -> str:
     return f"sqlite:///{db['NAME']}"
 
 
-def live_env(fake_upstream: FakeUpstream, **extra: str) -> dict[str, str]:
+def clean_env(**overrides: str | None) -> dict[str, str]:
+    """This process's environment without the app's variables, plus `overrides` (None deletes)."""
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OPENAI_", "ASSISTANT_", "DJANGO_", "DATABASE_"))
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("OPENAI_", "ASSISTANT_", "DJANGO_", "DATABASE_", "REDIS_"))
     }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=database_url(),
-        OPENAI_BASE_URL=fake_upstream.url,
-        OPENAI_API_KEY="test-key-abc123",
-        OPENAI_MAX_RETRIES="0",
-        OPENAI_TIMEOUT="2",
-        ASSISTANT_MODELS=LIVE_MODELS,
-        ASSISTANT_MAX_ANSWER_SECONDS="20",
-        # Keep-alives end a read that waits in vain, so deadlines in tests are checked.
-        ASSISTANT_KEEPALIVE_SECONDS="3",
-        # Tests send many answers a minute; the limits have their own tests.
-        ASSISTANT_RATE_LIMIT_PER_MINUTE="0",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1")
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
+
+
+def live_env(fake_upstream: FakeUpstream, **extra: str | None) -> dict[str, str]:
+    """The environment of a daphne over the test database and the fake upstream."""
+    return clean_env(
+        **{
+            "DATABASE_URL": database_url(),
+            "OPENAI_BASE_URL": fake_upstream.url,
+            "OPENAI_API_KEY": "test-key-abc123",
+            "OPENAI_MAX_RETRIES": "0",
+            "OPENAI_TIMEOUT": "2",
+            "ASSISTANT_MODELS": LIVE_MODELS,
+            "ASSISTANT_MAX_ANSWER_SECONDS": "20",
+            # Keep-alives end a read that waits in vain, so deadlines in tests are checked.
+            "ASSISTANT_KEEPALIVE_SECONDS": "3",
+            # Tests send many answers a minute; the limits have their own tests.
+            "ASSISTANT_RATE_LIMIT_PER_MINUTE": "0",
+            **extra,
+        }
+    )
 
 
 def session_cookie(user) -> str:

@@ -3,12 +3,11 @@ are read once per process. HOST is the public name; PROXIED, the headers of the 
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
 
-from tests.helpers.live import ROOT, database_url
+from tests.helpers.live import ROOT, clean_env, database_url
 
 ENV_FILE_MARKER = "# /etc/assistant/assistant.env"
 HOST = "assistant.example.com"
@@ -23,22 +22,6 @@ def documented_environment() -> dict[str, str]:
         line = line.strip()
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
-            env[name] = value
-    return env
-
-
-def clean_env(**overrides: str | None) -> dict[str, str]:
-    """This process's environment without the app's variables, plus `overrides` (None deletes)."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("OPENAI_", "ASSISTANT_", "DJANGO_", "DATABASE_", "REDIS_"))
-    }
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1")
-    for name, value in overrides.items():
-        if value is None:
-            env.pop(name, None)
-        else:
             env[name] = value
     return env
 
