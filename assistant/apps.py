@@ -9,7 +9,7 @@ class AssistantConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Signal receivers: stream_endpoint's end the event streams of deactivated, deleted
+        # Signal receivers: open_streams' end the event streams of deactivated, deleted
         # and logged-out users, in every process (commands included, so that other
         # processes hear of it); throttle's counts and logs every failed login.
-        from assistant import stream_endpoint, throttle  # noqa: F401
+        from assistant import open_streams, throttle  # noqa: F401

@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
 from django_eventstream.views import get_listener_manager
 
-from assistant import stream_endpoint
+from assistant import open_streams, stream_endpoint
 from assistant.models import Conversation, Message
 from tests.helpers.chat import create_conversation, fake, send, text_of
 from tests.helpers.http import asgi_get_scope, assert_security_headers
@@ -313,7 +313,7 @@ def test_disconnect_ends_the_stream_and_removes_its_listener(transactional_db, a
 
 def test_deactivation_in_the_same_process_ends_the_stream_at_once(transactional_db, alice, monkeypatch):
     # No poll: only the signal can end it.
-    monkeypatch.setattr(stream_endpoint, "ACCOUNT_POLL_SECONDS", 3600)
+    monkeypatch.setattr(open_streams, "ACCOUNT_POLL_SECONDS", 3600)
     conversation = Conversation.objects.create(owner=alice, model="fake-model")
 
     def deactivate() -> None:

@@ -1,20 +1,36 @@
-"""The replay log in Redis, shared by every server process (`REDIS_URL`).
+"""The replay log in Redis Streams, shared by every server process (`REDIS_URL`).
 
-A position taken from any process can be resumed on any other. Appending, trimming and
-waking happen in one Lua script, so a reader never sees a later id of a channel before
-an earlier one; the wake-ups reach each process through its pub/sub connection
-(`redis_fanout`). docs/architecture.md, "Scale-out", describes the keys and what users
-see while Redis is down.
+One stream per channel, `<p>:events:ch:<channel>`. An entry is one appended batch: its
+id is `<first event id>-0`, its field `f` the batch's SSE frames (each one line of
+data, ended by a blank line, so the frames of an entry split on "\\n\\n"). The first
+entry of a stream also carries `floor`, the position below which the channel's events
+predate the stream. Event ids are contiguous within a stream: the next batch starts
+right after the newest entry's last event.
+
+Appends need no script. A process remembers where each channel it wrote or read ends,
+and adds the next batch with `XADD … NOMKSTREAM MAXLEN` at exactly that id: Redis
+refuses an id that is not above the stream's top, so two writers (or a retried command)
+never store a batch twice or out of order; the writer that was refused reads where the
+stream ends, finds its own batch there if a lost reply hid its success, and otherwise
+appends after it. A stream that is gone (expired, forgotten, Redis restarted empty)
+starts again above the Redis clock in µs, and `<p>:events:floor` (written when found
+missing) tells positions from before Redis lost its data. The event loop's appends of
+one turn go to Redis in one pipeline, and their wake-ups in one message
+(`redis_fanout`). docs/architecture.md, "Scale-out", describes what users see while
+Redis is down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from django_eventstream.views import get_listener_manager
 
 from assistant.events.log import (
     CATCH_UP_BATCH,
@@ -28,160 +44,25 @@ from assistant.events.log import (
     LoggedEvent,
     PositionUnknown,
     Published,
+    Pushed,
 )
-from assistant.events.redis_fanout import Fanout
+from assistant.events.redis_fanout import Fanout, wake_message
+from assistant.events.wire import frame
 
 logger = logging.getLogger(__name__)
 
-# KEYS: 1 clock, 2 global floor, 3 the channel's events (sorted set, score = id),
-#       4 the channel's state (hash: floor, last), 5 the batch's dedup key.
-# ARGV: 1 channel, 2 wake-up pub/sub channel, 3 events kept per channel, 4 key TTL (s),
-#       5 idle time (µs), 6 dedup TTL (s), then (type, data) pairs.
-# Returns {floor before the append, id, id, ...}.
-#
-# Ids count per channel: a channel's first id is one above the Redis clock in µs when
-# its state is created, then +1 per event, so a channel's ids say nothing about other
-# channels. The clock key keeps the clock from going back; without it Redis lost its
-# data (it keeps nothing on disk here), and the global floor moves up to now: every older
-# position resets. Numbers go to Redis as "%d" strings, never as Lua numbers (which
-# Redis would print with 14 digits).
-_LUA_COMMON = """
-local function fmt(n) return string.format('%d', n) end
-local function clock()
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local seen = redis.call('GET', KEYS[1])
-  if not seen then
-    redis.call('SET', KEYS[2], fmt(now))
-  elseif tonumber(seen) >= now then
-    return tonumber(seen)
-  end
-  redis.call('SET', KEYS[1], fmt(now))
-  return now
-end
--- floor, newest id, and whether the channel has a state. Without one (never used, idle
--- past its expiry, lost) its newest position is the clock, and it resumes positions
--- from the last idle time only (older ids of it may have expired unseen).
-local function state_of(idle)
-  local state = redis.call('HMGET', KEYS[4], 'floor', 'last')
-  if state[1] and state[2] then
-    local floor, last = tonumber(state[1]), tonumber(state[2])
-    -- Its events expired (no new one for the idle time): only its newest position is safe.
-    if redis.call('EXISTS', KEYS[3]) == 0 then floor = math.max(floor, last) end
-    return floor, last, true
-  end
-  local now = clock()
-  local floor = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now - idle)
-  -- Events left without their state (evicted): their ids are taken.
-  local left = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-  if left[2] then floor = math.max(floor, tonumber(left[2])) end
-  return floor, math.max(now, floor), false
-end
-"""
-
-_APPEND_LUA = (
-    _LUA_COMMON
-    + """
-if KEYS[5] ~= '' then
-  local done = redis.call('GET', KEYS[5])
-  if done then
-    local answer = cjson.decode(done)
-    return answer
-  end
-end
-local ttl = tonumber(ARGV[4])
-local floor, last, known = state_of(tonumber(ARGV[5]))
--- Nothing of the channel lies between `previous` and this batch.
-local previous = floor
-if not known then
-  redis.call('DEL', KEYS[3])
-elseif redis.call('EXISTS', KEYS[3]) == 1 then
-  previous = last
-end
-local answer = {floor}
-local frames = {}
-for i = 7, #ARGV, 2 do
-  last = last + 1
-  local id = fmt(last)
-  local frame = 'event: ' .. ARGV[i] .. '\\nid: ' .. ARGV[1] .. ':' .. id
-    .. '\\ndata: ' .. ARGV[i + 1] .. '\\n\\n'
-  redis.call('ZADD', KEYS[3], id, frame)
-  frames[#frames + 1] = frame
-  answer[#answer + 1] = last
-end
-local cap = tonumber(ARGV[3])
-local count = redis.call('ZCARD', KEYS[3])
-if count > cap then
-  local dropped = redis.call('ZRANGE', KEYS[3], count - cap - 1, count - cap - 1, 'WITHSCORES')
-  floor = tonumber(dropped[2])
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, count - cap - 1)
-end
-redis.call('HSET', KEYS[4], 'floor', fmt(floor), 'last', fmt(last))
-redis.call('EXPIRE', KEYS[3], ttl)
-redis.call('EXPIRE', KEYS[4], ttl)
-if KEYS[5] ~= '' then
-  local ids = {}
-  for i = 1, #answer do ids[i] = fmt(answer[i]) end
-  redis.call('SET', KEYS[5], '[' .. table.concat(ids, ',') .. ']', 'EX', tonumber(ARGV[6]))
-end
--- The wake-up carries the frames: a stream whose position is at least `previous` sends
--- them without reading the log.
-redis.call('PUBLISH', ARGV[2], ARGV[1] .. '\\n' .. fmt(previous) .. '\\n' .. fmt(answer[2]) .. '\\n'
-  .. fmt(last) .. '\\n' .. table.concat(frames))
-return answer
-"""
-)
-
-# KEYS: 1 clock, 2 global floor, 3 the channel's events, 4 the channel's state.
-# ARGV: 1 position (digits, or '' for none), 2 limit, 3 idle time (µs), 4 key TTL (s).
-# Returns {resumable 1|0, newest id, floor, frame, id, frame, id, ...}. Reading from a
-# position (a stream does at least once per keep-alive interval) keeps the channel's
-# state alive, so an open stream's position never ages out; its events still expire
-# after the idle time without a new one.
-_READ_LUA = (
-    _LUA_COMMON
-    + """
-local floor, newest, known = state_of(tonumber(ARGV[3]))
-local answer = {1, newest, floor}
-if ARGV[1] == '' then return answer end
-if known then redis.call('EXPIRE', KEYS[4], tonumber(ARGV[4])) end
-local position = tonumber(ARGV[1])
-if position < floor or position > newest then
-  answer[1] = 0
-  return answer
-end
-local limit = tonumber(ARGV[2])
-if limit == 0 then return answer end
-local found = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], fmt(newest),
-  'WITHSCORES', 'LIMIT', 0, limit)
-for i = 1, #found, 2 do
-  answer[#answer + 1] = found[i]
-  answer[#answer + 1] = tonumber(found[i + 1])
-end
-return answer
-"""
-)
-
-# KEYS: 1 clock, 2 global floor, 3 the channel's events, 4 the channel's state.
-# ARGV: 1 TTL (s), 2 idle time (µs).
-_FORGET_LUA = (
-    _LUA_COMMON
-    + """
-local floor, last = state_of(tonumber(ARGV[2]))
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[4], 'floor', fmt(last), 'last', fmt(last))
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[1]))
-return last
-"""
-)
-
 # Redis connections per process and kind (sync, async), besides the pub/sub one.
 POOL_CONNECTIONS = 32
-# Slack for clocks: a channel's key lives this much longer than the idle time after
+# Slack for clocks: a channel's stream lives this much longer than the idle time after
 # which positions from before its last event are no longer trusted.
 _EXPIRY_SLACK_SECONDS = 60
-# Appends remembered by their token, so a retried batch is stored once.
-_DEDUP_SECONDS = 600
+# Channels whose end this process remembers, at most.
+_KNOWN_CHANNELS_MAX = 20_000
+# Attempts at an append that others' appends to the same channel keep overtaking.
+_APPEND_ATTEMPTS = 5
+
+# A step of an append or read: commands for one pipeline, as (method name, args, kwargs).
+Command = tuple[str, tuple, dict]
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -190,22 +71,69 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     return (redis.RedisError, OSError)
 
 
+def _unavailable(exc: BaseException) -> EventsUnavailable:
+    return EventsUnavailable(f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(slots=True)
+class _End:
+    """Where a channel's stream ends, as this process last saw it."""
+
+    next: int  # the id its next event gets
+    floor: int  # positions from here on can be resumed (as far as this process knows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    first: int
+    frames: str
+    floor: int | None  # only on a stream's first entry
+
+    @classmethod
+    def of(cls, raw: tuple[bytes, dict[bytes, bytes]]) -> _Entry:
+        entry_id, fields = raw
+        floor = fields.get(b"floor")
+        return cls(
+            int(entry_id.split(b"-", 1)[0]),
+            fields.get(b"f", b"").decode(),
+            None if floor is None else int(floor),
+        )
+
+    @property
+    def count(self) -> int:
+        return self.frames.count("\n\n")
+
+    @property
+    def last(self) -> int:
+        """The entry's last event; an entry without events (a forgotten channel's) stands
+        for its id."""
+        return self.first + max(self.count - 1, 0)
+
+    def events(self) -> list[LoggedEvent]:
+        return [
+            LoggedEvent(self.first + n, text + "\n\n")
+            for n, text in enumerate(self.frames.split("\n\n")[:-1])
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Appended:
+    published: Published
+    pushed: Pushed
+
+
 class RedisReplayLog:
-    """The replay log in Redis, shared by every server process.
+    """The replay log in Redis Streams, shared by every server process.
 
     Keys (prefix `ASSISTANT_REDIS_PREFIX`, default `assistant`):
 
-        <p>:events:clock              the Redis clock in µs as last used, never going back
-        <p>:events:floor              positions below it predate what Redis remembers
-        <p>:events:ch:<channel>       the channel's frames, sorted set scored by id,
-                                      at most `events_per_channel`, expiring when idle
-        <p>:events:chpos:<channel>    hash: `last`, the channel's newest id, and `floor`,
-                                      below which it lost events; expires when neither
-                                      written nor read by a stream for the idle time
-        <p>:events:sent:<token>       ids of an appended batch, so a retry stores it once
-        <p>:events:wake               pub/sub: a channel name, published with every append
-        <p>:cancel                    pub/sub: an answer's id, a stop request for its process
-        <p>:revoke                    pub/sub: a user's or session's key, whose streams end
+        <p>:events:ch:<channel>   stream: one entry per appended batch, at most
+                                  `events_per_channel` entries; expires when neither
+                                  written nor read for the idle time (plus a minute)
+        <p>:events:floor          the Redis clock in µs when this prefix's data was
+                                  first found missing: older positions predate it
+        <p>:events:wake           pub/sub: the frames of appended batches (redis_fanout)
+        <p>:cancel, <p>:revoke    pub/sub: stop requests and stream revocations
     """
 
     shared = True
@@ -228,11 +156,10 @@ class RedisReplayLog:
         self.prefix = prefix
         self.events_per_channel = events_per_channel
         self.idle_seconds = idle_seconds
-        self.clock_key = f"{prefix}:events:clock"
         self.floor_key = f"{prefix}:events:floor"
         self.fanout = Fanout(url, prefix)
-        # Each command is retried twice on a dropped connection; appends carry a token,
-        # so a retry after a lost reply does not store a batch twice. At most
+        # Each command is retried twice on a dropped connection: an append retried after
+        # a lost reply finds its own batch (see the module docstring). At most
         # POOL_CONNECTIONS connections per pool: past that, a command waits for one.
         self._options = {
             "socket_connect_timeout": 2,
@@ -245,125 +172,202 @@ class RedisReplayLog:
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
         pool = redis.BlockingConnectionPool.from_url(url, retry=retry, **self._options)
         self._sync = redis.Redis(connection_pool=pool, retry=retry)
-        self._sync_append = self._sync.register_script(_APPEND_LUA)
-        self._sync_read = self._sync.register_script(_READ_LUA)
-        self._sync_forget = self._sync.register_script(_FORGET_LUA)
-        self._async: tuple[asyncio.AbstractEventLoop, Any, Any, Any] | None = None
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._lock = threading.Lock()
+        self._ends: dict[str, _End] = {}
+        # The event loop's appends waiting for the next pipeline, and the task sending it.
+        self._queued: list[tuple[str, list[tuple[str, str]], asyncio.Future]] = []
+        self._sender: asyncio.Task | None = None
         self._deferred: set[asyncio.Task] = set()
 
-    # keys and arguments
+    # --- what both sides share: the steps, as commands and the reading of their results
 
-    def _keys(self, channel: str) -> list[str]:
-        return [
-            self.clock_key,
-            self.floor_key,
-            f"{self.prefix}:events:ch:{channel}",
-            f"{self.prefix}:events:chpos:{channel}",
-        ]
+    def _key(self, channel: str) -> str:
+        return f"{self.prefix}:events:ch:{channel}"
+
+    def _ttl_ms(self) -> int:
+        return int((self.idle_seconds + _EXPIRY_SLACK_SECONDS) * 1000)
 
     def _idle_us(self) -> int:
         return int(self.idle_seconds * 1_000_000)
 
-    def _ttl(self) -> int:
-        return int(self.idle_seconds) + _EXPIRY_SLACK_SECONDS
+    def _remember(self, channel: str, end: _End) -> None:
+        with self._lock:
+            if channel not in self._ends and len(self._ends) >= _KNOWN_CHANNELS_MAX:
+                self._ends.pop(next(iter(self._ends)))  # the longest known
+            self._ends[channel] = end
 
-    def _append_args(self, channel: str, items: Items, token: str | None):
-        keys = [*self._keys(channel), f"{self.prefix}:events:sent:{token}" if token else ""]
-        args: list[Any] = [
-            channel,
-            self.fanout.wake_channel,
-            self.events_per_channel,
-            self._ttl(),
-            self._idle_us(),
-            _DEDUP_SECONDS,
+    def _xadd(self, channel: str, first: int, frames: str, floor: int | None, *, new: bool) -> list[Command]:
+        fields = {"f": frames} if floor is None else {"f": frames, "floor": str(floor)}
+        options = {"id": f"{first}-0", "maxlen": self.events_per_channel, "approximate": False}
+        if not new:
+            options["nomkstream"] = True  # a stream that is gone is not silently started again
+        return [
+            ("xadd", (self._key(channel), fields), options),
+            ("pexpire", (self._key(channel), self._ttl_ms()), {}),
         ]
-        for event_type, data in items:
-            args += [event_type, data]
-        return keys, args
 
-    def _read_args(self, channel: str, position: int | None, limit: int):
-        position_arg = "" if position is None else str(position)
-        return self._keys(channel), [position_arg, limit, self._idle_us(), self._ttl()]
+    def _fast_append(self, channel: str, items: Items) -> tuple[list[Command], list[str], int] | None:
+        """The commands for appending where this process last saw the channel end, or
+        None when it does not know the end."""
+        with self._lock:
+            end = self._ends.get(channel)
+        if end is None:
+            return None
+        frames = [frame(channel, kind, end.next + n, data) for n, (kind, data) in enumerate(items)]
+        return self._xadd(channel, end.next, "".join(frames), None, new=False), frames, end.next
+
+    def _state_commands(self, channel: str) -> list[Command]:
+        key = self._key(channel)
+        return [
+            ("xrevrange", (key, "+", "-"), {"count": 1}),  # the newest entry
+            ("xrange", (key, "-", "+"), {"count": 1}),  # the oldest
+            ("time", (), {}),
+            # Set only when missing: when Redis lost its data, this process's clock then.
+            ("set", (self.floor_key, str(time.time_ns() // 1000)), {"nx": True, "get": True}),
+        ]
+
+    def _append_steps(self, channel: str, items: Items) -> Generator[list[Command], list, _Appended]:
+        """Append `items` as one entry; yields pipelines and takes their results."""
+        fast = self._fast_append(channel, items)
+        for _attempt in range(_APPEND_ATTEMPTS):
+            if fast is not None:
+                commands, frames, first = fast
+                added = (yield commands)[0]
+                if isinstance(added, bytes):
+                    # The stream was there and ended right before `first` (an id below its
+                    # top is refused, and a stream that starts again starts above the
+                    # clock): nothing of it was lost since this process saw its end.
+                    with self._lock:
+                        known = self._ends.get(channel)
+                    floor = known.floor if known is not None else first - 1
+                    self._remember(channel, _End(first + len(items), floor))
+                    return self._appended(first, len(items), floor, first - 1, "".join(frames))
+                if isinstance(added, Exception) and not _is_stale(added):
+                    raise added
+            # Where does the stream end? (Gone, or overtaken by another writer.)
+            state = _State.of((yield self._state_commands(channel)), self._idle_us())
+            if fast is not None and state.exists and fast[2] <= state.newest:
+                found = (yield [("xrange", (self._key(channel), f"{fast[2]}-0", f"{fast[2]}-0"), {})])[0]
+                if found and _Entry.of(found[0]).frames == "".join(fast[1]):
+                    # A command retried after a lost reply: its first try had stored the batch.
+                    self._remember(channel, _End(state.next, state.floor))
+                    return self._appended(fast[2], len(items), state.floor, fast[2] - 1, "".join(fast[1]))
+            if state.exists:
+                self._remember(channel, _End(state.next, state.floor))
+                fast = self._fast_append(channel, items)
+                continue
+            # A new stream: above the clock, above anything this channel had.
+            first = state.next
+            frames = [frame(channel, kind, first + n, data) for n, (kind, data) in enumerate(items)]
+            added = (yield self._xadd(channel, first, "".join(frames), state.floor, new=True))[0]
+            if isinstance(added, bytes):
+                self._remember(channel, _End(first + len(items), state.floor))
+                # Nothing of the channel lies between its floor and this first event.
+                return self._appended(first, len(items), state.floor, state.floor, "".join(frames))
+            if isinstance(added, Exception) and not _is_stale(added):
+                raise added
+            fast = None  # someone else started it meanwhile
+        raise EventsUnavailable(f"appending to {channel} lost to other writers {_APPEND_ATTEMPTS} times")
 
     @staticmethod
-    def _published(answer: list) -> Published:
-        return Published([int(n) for n in answer[1:]], int(answer[0]))
+    def _appended(first: int, count: int, floor: int, previous: int, frames: str) -> _Appended:
+        ids = list(range(first, first + count))
+        return _Appended(Published(ids, floor), Pushed(previous, first, ids[-1], frames))
 
-    @staticmethod
-    def _events(answer: list, position: int) -> tuple[list[LoggedEvent], int]:
-        if not answer[0]:
+    def _read_steps(
+        self, channel: str, position: int | None, limit: int
+    ) -> Generator[list[Command], list, tuple[_State, list[LoggedEvent]]]:
+        """The channel's state and, from a position, the events after it (at most
+        `limit`); a read keeps the channel's stream from expiring while a page is open."""
+        key = self._key(channel)
+        commands = self._state_commands(channel)
+        if position is not None:
+            commands += [
+                ("xrevrange", (key, f"{position}-0", "-"), {"count": 1}),  # the entry holding it
+                ("xrange", (key, f"{position + 1}-0", "+"), {"count": limit}),
+                ("pexpire", (key, self._ttl_ms()), {}),
+            ]
+        results = yield commands
+        state = _State.of(results[:4], self._idle_us())
+        if state.exists:
+            self._remember(channel, _End(state.next, state.floor))
+        if position is None:
+            return state, []
+        if not state.floor <= position <= state.newest:
             raise PositionUnknown(position)
-        found = [LoggedEvent(int(answer[i + 1]), answer[i].decode()) for i in range(3, len(answer), 2)]
-        return found, (found[-1].id if found else max(position, int(answer[1])))
+        found = [event for raw in [*results[4], *results[5]] for event in _Entry.of(raw).events()]
+        found = [event for event in found if event.id > position][:limit]
+        return state, found
 
-    def _client(self):
-        """This event loop's async client and scripts (a client is bound to one loop)."""
-        loop = asyncio.get_running_loop()
-        if self._async is None or self._async[0] is not loop:
-            import redis.asyncio as aredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import ExponentialBackoff
+    # --- the sync side: views, commands, threads
 
-            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
-            pool = aredis.BlockingConnectionPool.from_url(self.url, retry=retry, **self._options)
-            client = aredis.Redis(connection_pool=pool, retry=retry)
-            self._async = (
-                loop,
-                client,
-                client.register_script(_APPEND_LUA),
-                client.register_script(_READ_LUA),
-            )
-        return self._async
-
-    # the sync side: views, commands, threads
+    def _run_sync(self, steps: Generator) -> Any:
+        try:
+            commands = next(steps)
+            while True:
+                pipe = self._sync.pipeline(transaction=_reads(commands))
+                for name, args, kwargs in commands:
+                    getattr(pipe, name)(*args, **kwargs)
+                commands = steps.send(pipe.execute(raise_on_error=False))
+        except StopIteration as done:
+            return done.value
+        except _redis_errors() as exc:
+            raise _unavailable(exc) from exc
 
     def append(self, channel: str, event_type: str, data: str) -> int:
         return self.append_batch(channel, [(event_type, data)]).ids[0]
 
-    def append_batch(self, channel: str, items: Items, token: str | None = None) -> Published:
-        keys, args = self._append_args(channel, items, token or uuid.uuid4().hex)
-        try:
-            return self._published(self._sync_append(keys=keys, args=args))
-        except _redis_errors() as exc:
-            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    def append_batch(self, channel: str, items: Items) -> Published:
+        return self.publish_batch(channel, items)
 
-    publish_batch = append_batch  # the script publishes the wake-up itself
-
-    def _read_sync(self, channel: str, position: int | None, limit: int) -> list:
-        keys, args = self._read_args(channel, position, limit)
+    def publish_batch(self, channel: str, items: Items) -> Published:
+        appended = self._run_sync(self._append_steps(channel, list(items)))
+        self._wake_local(channel, appended.pushed)
         try:
-            return self._sync_read(keys=keys, args=args)
+            self._sync.publish(
+                self.fanout.wake_channel, wake_message(self.fanout.origin, [(channel, appended.pushed)])
+            )
         except _redis_errors() as exc:
-            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            # Stored: other processes' streams find it at their next read.
+            logger.warning("wake-up for %s not sent (%s)", channel, type(exc).__name__)
+        return appended.published
 
     def read(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> tuple[list[LoggedEvent], int]:
-        return self._events(self._read_sync(channel, position, limit), position)
+        state, found = self._run_sync(self._read_steps(channel, position, limit))
+        return found, (found[-1].id if found else max(position, state.newest))
 
     def since(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> list[LoggedEvent]:
         return self.read(channel, position, limit)[0]
 
     def can_resume(self, channel: str, position: int) -> bool:
-        return bool(self._read_sync(channel, position, 0)[0])
+        floor, newest = self.window(channel)
+        return floor <= position <= newest
 
     def window(self, channel: str) -> tuple[int, int]:
-        answer = self._read_sync(channel, None, 0)
-        return int(answer[2]), int(answer[1])
+        state = self._run_sync(self._read_steps(channel, None, 0))[0]
+        return state.floor, state.newest
 
     def current_id(self, channel: str) -> int:
-        return int(self._read_sync(channel, None, 0)[1])
+        return self.window(channel)[1]
 
     def forget(self, channel: str) -> None:
-        """Drop a channel's events now; with Redis unreachable they expire when idle."""
+        """Drop a channel's events now, keeping its position (old positions reset); with
+        Redis unreachable they expire when idle."""
         try:
-            self._sync_forget(
-                keys=self._keys(channel),
-                args=[self._ttl(), self._idle_us()],
-            )
-        except _redis_errors() as exc:
+            state = self._run_sync(self._read_steps(channel, None, 0))[0]
+            pipe = self._sync.pipeline(transaction=True)
+            pipe.delete(self._key(channel))
+            # An entry without events at the channel's position, which is also its floor.
+            pipe.xadd(self._key(channel), {"f": "", "floor": str(state.newest)}, id=f"{state.newest}-0")
+            pipe.pexpire(self._key(channel), self._ttl_ms())
+            pipe.execute()
+            self._remember(channel, _End(state.newest + 1, state.newest))
+        except (EventsUnavailable, *_redis_errors()) as exc:
             logger.warning(
                 "Redis unavailable: events of %s expire within %d s instead of now (%s)",
                 channel,
-                self._ttl(),
+                self._ttl_ms() // 1000,
                 type(exc).__name__,
             )
 
@@ -375,38 +379,119 @@ class RedisReplayLog:
             logger.warning("stop request %s not sent through Redis; the database poll carries it", message_id)
 
     def request_revoke(self, key: str) -> None:
-        """Tell every process to end the streams under `key` (assistant.stream_endpoint)."""
+        """Tell every process to end the streams under `key` (assistant.open_streams)."""
         try:
             self._sync.publish(self.fanout.revoke_channel, key)
         except _redis_errors():
             logger.warning("stream revocation not sent through Redis; the account poll carries deactivations")
 
-    # the async side: streams and generations on the event loop
+    # --- the async side: streams and generations on the event loop
+
+    def _client(self):
+        """This event loop's async client (a client is bound to one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            import redis.asyncio as aredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
+
+            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+            pool = aredis.BlockingConnectionPool.from_url(self.url, retry=retry, **self._options)
+            self._async = (loop, aredis.Redis(connection_pool=pool, retry=retry))
+        return self._async[1]
+
+    async def _execute(self, commands: list[Command], *, transaction: bool | None = None) -> list:
+        pipe = self._client().pipeline(transaction=_reads(commands) if transaction is None else transaction)
+        for name, args, kwargs in commands:
+            getattr(pipe, name)(*args, **kwargs)
+        try:
+            return await pipe.execute(raise_on_error=False)
+        except _redis_errors() as exc:
+            raise _unavailable(exc) from exc
+
+    async def _run_async(self, steps: Generator, results: list | None = None) -> Any:
+        try:
+            commands = next(steps) if results is None else steps.send(results)
+            while True:
+                commands = steps.send(await self._execute(commands))
+        except StopIteration as done:
+            return done.value
 
     async def aread(self, channel: str, position: int, limit: int = CATCH_UP_BATCH):
-        _, _, _, read = self._client()
-        keys, args = self._read_args(channel, position, limit)
-        try:
-            answer = await read(keys=keys, args=args)
-        except _redis_errors() as exc:
-            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return self._events(answer, position)
+        state, found = await self._run_async(self._read_steps(channel, position, limit))
+        return found, (found[-1].id if found else max(position, state.newest))
 
     async def acurrent_id(self, channel: str) -> int:
-        _, _, _, read = self._client()
-        keys, args = self._read_args(channel, None, 0)
-        try:
-            return int((await read(keys=keys, args=args))[1])
-        except _redis_errors() as exc:
-            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        state = (await self._run_async(self._read_steps(channel, None, 0)))[0]
+        return state.newest
 
-    async def apublish_batch(self, channel: str, items: Items, token: str | None = None) -> Published:
-        _, _, append, _ = self._client()
-        keys, args = self._append_args(channel, items, token or uuid.uuid4().hex)
+    async def apublish_batch(self, channel: str, items: Items) -> Published:
+        """Append on the next pipeline of this loop: the appends of one turn of the
+        event loop go to Redis together, their wake-ups in one message."""
+        future = asyncio.get_running_loop().create_future()
+        self._queued.append((channel, list(items), future))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_queued())
+        return await future
+
+    async def _send_queued(self) -> None:
         try:
-            return self._published(await append(keys=keys, args=args))
-        except _redis_errors() as exc:
-            raise EventsUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            while self._queued:
+                await asyncio.sleep(0)  # the rest of this turn's appends join
+                queued, self._queued = self._queued, []
+                await self._send(queued)
+        finally:
+            self._sender = None
+
+    async def _send(self, queued: list[tuple[str, list[tuple[str, str]], asyncio.Future]]) -> None:
+        """One pipeline for the first step of every queued append, the rest one by one."""
+        steps = [self._append_steps(channel, items) for channel, items, _ in queued]
+        firsts = []
+        for step in steps:
+            try:
+                firsts.append(next(step))
+            except Exception as exc:
+                firsts.append(exc)
+        batched = [commands for commands in firsts if isinstance(commands, list)]
+        try:
+            results = await self._execute(
+                [command for commands in batched for command in commands], transaction=False
+            )
+        except EventsUnavailable as exc:
+            for _, _, future in queued:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        woken = []
+        offset = 0
+        for (channel, _, future), step, commands in zip(queued, steps, firsts, strict=True):
+            if not isinstance(commands, list):
+                future.set_exception(commands)
+                continue
+            mine = results[offset : offset + len(commands)]
+            offset += len(commands)
+            try:
+                appended = await self._run_async(step, mine)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, EventsUnavailable) else _unavailable(exc))
+                continue
+            self._wake_local(channel, appended.pushed)
+            woken.append((channel, appended.pushed))
+            if not future.done():
+                future.set_result(appended.published)
+        if woken:
+            try:
+                await self._client().publish(
+                    self.fanout.wake_channel, wake_message(self.fanout.origin, woken)
+                )
+            except _redis_errors() as exc:
+                logger.warning("wake-ups of %d appends not sent (%s)", len(woken), type(exc).__name__)
+
+    @staticmethod
+    def _wake_local(channel: str, pushed: Pushed) -> None:
+        # This process's streams get the frames at once; the others through the fan-out.
+        get_listener_manager().add_to_queues(channel, pushed)
 
     def defer(self, channel: str, items: Items) -> None:
         """Publish `items` once Redis answers again, retrying in the background for a while."""
@@ -431,13 +516,12 @@ class RedisReplayLog:
             loop.call_soon_threadsafe(schedule)
 
     async def _publish_eventually(self, channel: str, items: Items) -> None:
-        token = uuid.uuid4().hex  # one token for every attempt: stored once
         deadline = time.monotonic() + DEFER_SECONDS
         delay = RETRY_MIN_SECONDS
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.apublish_batch(channel, items, token)
+                await self.apublish_batch(channel, items)
             except EventsUnavailable:
                 if time.monotonic() > deadline:
                     logger.error(
@@ -448,6 +532,14 @@ class RedisReplayLog:
                 continue
             logger.info("published %d delayed events for %s", len(items), channel)
             return
+
+    def start_fanout(
+        self,
+        on_cancel: Callable[[int], object] | None = None,
+        on_revoke: Callable[[str], object] | None = None,
+    ) -> None:
+        """Start this loop's pub/sub listener once (idempotent); it runs until the loop ends."""
+        self.fanout.start(on_cancel, on_revoke)
 
     def close(self) -> None:
         """Close the sync connections (the async ones: `aclose`, on their loop)."""
@@ -465,10 +557,42 @@ class RedisReplayLog:
             await self._async[1].connection_pool.disconnect()
         self._async = None
 
-    def start_fanout(
-        self,
-        on_cancel: Callable[[int], object] | None = None,
-        on_revoke: Callable[[str], object] | None = None,
-    ) -> None:
-        """Start this loop's pub/sub listener once (idempotent); it runs until the loop ends."""
-        self.fanout.start(on_cancel, on_revoke)
+
+def _reads(commands: list[Command]) -> bool:
+    """Whether a pipeline reads a stream's state: then in a transaction, one snapshot.
+    Appends go without: each XADD stands alone, and Redis runs them in order anyway."""
+    return any(name != "xadd" and name != "pexpire" for name, _, _ in commands)
+
+
+def _is_stale(error: Exception) -> bool:
+    """XADD refused the id: the stream's top is at or above it (another writer, or a retry)."""
+    return "equal or smaller" in str(error)
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """A channel's stream as one read saw it."""
+
+    exists: bool
+    floor: int  # positions from here on can be resumed
+    newest: int  # the channel's newest position (its last event, or the clock)
+    next: int  # the id its next event gets
+
+    @classmethod
+    def of(cls, results: Sequence, idle_us: int) -> _State:
+        newest_raw, oldest_raw, (seconds, micros), lost_at = results[:4]
+        for result in (newest_raw, oldest_raw):
+            if isinstance(result, Exception):
+                raise result
+        now = int(seconds) * 1_000_000 + int(micros)
+        # Redis lost its data when this key was missing (just set to the clock).
+        gone_before = int(lost_at) if lost_at is not None else now
+        if newest_raw:
+            newest, oldest = _Entry.of(newest_raw[0]), _Entry.of(oldest_raw[0])
+            floor = oldest.floor if oldest.floor is not None else oldest.first - 1
+            return cls(True, floor, newest.last, newest.last + 1)
+        # No stream (never used, expired, lost): its position is the clock, and it resumes
+        # positions from the last idle time only, never from before Redis lost its data.
+        floor = max(gone_before, now - idle_us)
+        newest = max(now, floor)
+        return cls(False, floor, newest, newest + 1)
