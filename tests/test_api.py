@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from asgiref.sync import iscoroutinefunction
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
+from django.urls import URLPattern, get_resolver, reverse
 from django.utils import timezone
 
 from assistant.events.publish import replay_log
@@ -215,3 +216,14 @@ def test_get_never_changes_state(alice_client, conversation):
     assert alice_client.get(reverse("api_conversations")).status_code == 200
     assert Conversation.objects.count() == 1
     assert not Message.objects.exists()
+
+
+def test_views_are_sync_but_readyz():
+    # Django's middleware chain is sync: an async view behind it costs a trip to the
+    # event loop and back. readyz runs its checks together on the loop, with timeouts.
+    async_views = {
+        pattern.name
+        for pattern in get_resolver().url_patterns
+        if isinstance(pattern, URLPattern) and iscoroutinefunction(pattern.callback)
+    }
+    assert async_views == {"readyz"}
