@@ -38,7 +38,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import response_for_exception
-from django.http import HttpRequest, HttpResponseBase, HttpResponseNotAllowed, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.locale import LocaleMiddleware
@@ -145,6 +145,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
         await super().__call__(scope, receive, send)
 
     async def handle(self, body: bytes) -> None:
+        if self.scope["method"] != "GET":
+            # Django's: its CSRF check, then the view's 405.
+            await self.hooks.django(self.scope, _replayed(body, self.receive), self.send)
+            return
         opened = await self._answer(body)
         if opened is not None:
             # A client that stops reading: closed once its backlog passes the bound, it
@@ -180,8 +184,6 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self, request: HttpRequest, conversation_id: uuid.UUID
     ) -> tuple[HttpResponseBase, tuple[open_streams.OpenStream, str, int | None] | None]:
         """The response head and, when the stream may open, what `_stream` needs."""
-        if request.method != "GET":
-            return HttpResponseNotAllowed(["GET"]), None
         refusal = self.hooks.refusal(request)
         if refusal is not None:
             return refusal, None
@@ -220,6 +222,16 @@ class EventStreamConsumer(AsyncHttpConsumer):
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
         return response, conversation, (user.pk, open_streams.credentials(getattr(user, "password", "")))
+
+
+def _replayed(body: bytes, receive):
+    """`receive` for an app that reads the request again: its body, then the rest."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> dict:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def route(django: ASGIHandler) -> URLPattern:

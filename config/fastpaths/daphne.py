@@ -29,8 +29,9 @@ hands it to the Request; and HTTPChannel.headerReceived, wrapped per channel so 
 Content-Length too long for `int()` (over 4,300 digits: Twisted dropped the connection
 with no answer) is read as over the limit. This is a guard, not a fast path: the switch
 ASSISTANT_FAST_PATHS leaves it on. With other daphne or Twisted versions or other shapes
-(config/fastpaths) it installs nothing and logs that once: config/body_limits.py still applies its limit in front of the
-application, after daphne has read the body, and slow readers' backlogs are not bounded.
+(config/fastpaths) it installs nothing and logs that once: config/body_limits.py still
+applies its limit in front of the application, after daphne has read the body, and slow
+readers' backlogs are not bounded.
 """
 
 from __future__ import annotations
