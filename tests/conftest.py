@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client
+from django.utils import translation
 
 from assistant import review
 from tests.helpers.browser import Pages
@@ -50,6 +51,14 @@ def django_db_setup(django_db_setup, django_db_blocker):
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_language_from_earlier_tests() -> Iterator[None]:
+    """A request in German leaves German active in the test's thread (LocaleMiddleware
+    activates it and nothing deactivates it): a later test would read German messages."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(autouse=True)
