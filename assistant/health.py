@@ -14,8 +14,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from assistant import generation
-from assistant.llm import DemoProvider, OpenAIProvider, ProviderError
+from assistant.generation.running import background_task
+from assistant.providers.demo import DemoProvider
+from assistant.providers.errors import ProviderError
+from assistant.providers.openai_compatible import OpenAIProvider
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +55,7 @@ def _database_ping() -> None:
 async def database_status() -> str:
     try:
         # Outside the request's context: the shared thread, not one of the request's own.
-        await asyncio.wait_for(
-            generation.background_task(sync_to_async(_database_ping)()), CHECK_TIMEOUT_SECONDS
-        )
+        await asyncio.wait_for(background_task(sync_to_async(_database_ping)()), CHECK_TIMEOUT_SECONDS)
     except Exception as exc:
         logger.warning("readiness: database check failed: %s", type(exc).__name__)
         return _error(exc)
@@ -115,7 +115,7 @@ async def llm_status() -> str:
     if not stale and _llm_task.done() and time.monotonic() - _llm_started > LLM_RESULT_SECONDS:
         stale = True
     if stale:
-        _llm_task = generation.background_task(_llm_probe())
+        _llm_task = background_task(_llm_probe())
         _llm_started = time.monotonic()
     # Shielded: a prober that hangs up does not cancel the check the others wait for.
     return await asyncio.shield(_llm_task)

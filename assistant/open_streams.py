@@ -26,8 +26,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils.crypto import constant_time_compare
 
-from assistant import generation
 from assistant.events.publish import replay_log
+from assistant.generation.running import background_task
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def register(opened: OpenStream) -> None:
     replay_log.start_fanout(on_revoke=_end_local)
     if _account_poll is None or _account_poll.done() or _account_poll.get_loop() is not _loop:
         _check_now = asyncio.Event()
-        _account_poll = generation.background_task(_poll_accounts(_check_now))
+        _account_poll = background_task(_poll_accounts(_check_now))
 
 
 def _cap(user_key: str) -> None:

@@ -18,11 +18,12 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
-from assistant import generation, throttle
+from assistant import throttle
 from assistant.errors import ServiceError, found_or_404, not_found
 from assistant.events.log import EventsUnavailable
 from assistant.events.publish import publish, publish_or_defer, replay_log
 from assistant.events.wire import channel_for
+from assistant.generation import leases, running, task
 from assistant.models import Conversation, Message
 from assistant.processes import PROCESS_ID
 from assistant.selectors import conversation_get, local_midnight, usage_get
@@ -110,7 +111,7 @@ def conversation_delete(*, user, conversation_id: uuid.UUID | str) -> None:
     streaming = conversation.messages.filter(status=Message.Status.STREAMING)
     for message_id in list(streaming.values_list("pk", flat=True)):
         # On the event loop, where an answer generating in this process runs.
-        async_to_sync(generation.stop)(message_id)
+        async_to_sync(task.stop)(message_id)
     conversation.delete()
 
 
@@ -278,7 +279,7 @@ def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language
         start_id = publish(channel_for(answer.conversation_id), "start", start)
     except EventsUnavailable:
         start_id = None  # the answer publishes its start with its first text
-    generation.start_from_thread(
+    task.start_from_thread(
         message=answer, history=history, language=language, start_event=start, start_id=start_id
     )
 
@@ -294,10 +295,10 @@ def _exchange_start(
     disconnects meanwhile does not stop a thread, so no stored answer is left that no
     task generates.
     """
-    generation.supervise_from_thread()
+    leases.supervise_from_thread()
     exchange = create()
     if history is None:
-        history = generation.history_before(exchange.assistant_message)
+        history = task.history_before(exchange.assistant_message)
     _answer_start(exchange, history, language=language)
     return exchange
 
@@ -370,10 +371,10 @@ def message_cancel(*, user, message_id: int) -> Message:
     if message.role != Message.Role.ASSISTANT:
         raise not_found()
     if message.is_streaming and not async_to_sync(_cancel_here)(message.pk):
-        generation.cancel_anywhere(message.pk)
+        leases.cancel_anywhere(message.pk)
     return message
 
 
 async def _cancel_here(message_id: int) -> bool:
     # On the event loop: the task of an answer generating in this process is there.
-    return generation.cancel(message_id)
+    return running.cancel(message_id)

@@ -36,7 +36,7 @@ from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponseBase, HttpResponseForbidden
 from django.utils.translation import gettext as _
 
-from assistant import generation
+from assistant.generation.running import background_task
 from assistant.middleware import GetResponse, SyncAndAsyncMiddleware
 
 logger = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ class ProxyHeaderLoginMiddleware(SyncAndAsyncMiddleware):
         assertion = self.assertion(request)
         if assertion is not None:
             # Outside the request's context, so that the database work does not pin a thread
-            # to a request that lasts (an event stream); see generation.background_task.
-            refusal = await generation.background_task(self._aapply(request, assertion))
+            # to a request that lasts (an event stream); see generation/running.py.
+            refusal = await background_task(self._aapply(request, assertion))
             if refusal is not None:
                 return refusal
         return await self.get_response(request)  # type: ignore[misc]

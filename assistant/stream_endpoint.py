@@ -47,9 +47,10 @@ from django.urls import URLPattern, get_resolver, path
 from django.utils.cache import patch_vary_headers
 from django.utils.log import log_response
 
-from assistant import errors, generation, open_streams, selectors
+from assistant import errors, open_streams, selectors
 from assistant.events import subscriber
 from assistant.events.wire import encode_data, position_from
+from assistant.generation.leases import ensure_supervisor
 from assistant.middleware import add_security_headers
 from assistant.models import Conversation
 from assistant.sso import ProxyHeaderLoginMiddleware
@@ -192,7 +193,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         response, conversation, account = await sync_to_async(self._authorize)(request, conversation_id)
         if conversation is None:
             return response, None
-        await generation.ensure_supervisor()
+        await ensure_supervisor()
         channel = conversation.channel
         token = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
         position = position_from(channel, token)

@@ -13,8 +13,9 @@ import uuid
 
 from assistant.events.publish import apublish_or_defer
 from assistant.events.wire import channel_for
-from assistant.llm import error_from_exception, get_provider
 from assistant.models import Conversation, Message
+from assistant.providers.configured import get_provider
+from assistant.providers.openai_compatible import error_from_exception
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 from assistant.models import UsageRecord, sql_names
 
 if TYPE_CHECKING:
-    from assistant.llm import Finish
+    from assistant.providers.values import Finish
 
 INSERTED = ("user", "model", "created_at", "answers", "prompt_tokens", "completion_tokens", "message_id")
 

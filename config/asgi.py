@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -24,7 +26,8 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from assistant import generation, stream_endpoint  # noqa: E402
+from assistant import stream_endpoint  # noqa: E402
+from assistant.generation import leases, running  # noqa: E402
 from config.body_limits import RequestBodyLimit  # noqa: E402
 from config.fastpaths import daphne as daphne_requests  # noqa: E402
 from config.fastpaths import twisted as twisted_writes  # noqa: E402
@@ -62,9 +65,17 @@ daphne_requests.install()
 # (config/fastpaths/twisted.py).
 twisted_writes.install()
 
-# Heartbeat and restart recovery from the moment daphne serves, not from the first chat
-# request: answers a crashed process left `streaming` are marked at once.
-generation.supervise_when_serving()
+# Under daphne's reactor: heartbeat and restart recovery from the moment it serves, not
+# from the first chat request (answers a crashed process left `streaming` are marked at
+# once); before it stops its event loop, which cancels what runs, this process's answers
+# store themselves `interrupted` and it gives up its lease (assistant/generation/leases.py).
+if "twisted.internet.reactor" in sys.modules:
+    from twisted.internet import defer, reactor
+
+    reactor.callWhenRunning(lambda: running.follow_up(leases.ensure_supervisor()))
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(leases.shutdown()))
+    )
 
 # The server's garbage collection (docs/architecture.md, "Garbage collection"): the objects
 # of start-up live as long as the process, out of the collector's sight; a young generation

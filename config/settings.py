@@ -313,7 +313,7 @@ ASSISTANT_TRUSTED_PROXIES = env_list(
 )
 check_proxies("ASSISTANT_TRUSTED_PROXIES", ASSISTANT_TRUSTED_PROXIES)
 
-# --- LLM access (assistant/llm.py is the only client) -------------------------------------
+# --- LLM access (assistant/providers/ is the only client) ---------------------------------
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 # Offline demo model when neither is set: the app stays usable with no network.

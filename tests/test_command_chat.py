@@ -14,9 +14,9 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from assistant import llm
 from assistant.models import Conversation, Message, ServerProcess
 from assistant.processes import PROCESS_ID
+from assistant.providers.configured import get_provider
 from tests.helpers.chat import fake
 from tests.helpers.commands import run
 from tests.helpers.live import ROOT, live_env
@@ -27,9 +27,9 @@ def demo(settings, transactional_db):
     settings.ASSISTANT_DEMO_MODE = True
     settings.ASSISTANT_MODELS = ["demo"]
     settings.ASSISTANT_DEMO_TOKENS_PER_SECOND = 0
-    llm.get_provider.cache_clear()
+    get_provider.cache_clear()
     yield settings
-    llm.get_provider.cache_clear()
+    get_provider.cache_clear()
 
 
 @pytest.fixture
@@ -41,9 +41,9 @@ def configured(settings, upstream, transactional_db):
     settings.OPENAI_TIMEOUT = 2
     settings.ASSISTANT_MODELS = ["fake-model", "other-model"]
     # The cached provider's connections belong to the event loop that made them.
-    llm.get_provider.cache_clear()
+    get_provider.cache_clear()
     yield settings
-    llm.get_provider.cache_clear()
+    get_provider.cache_clear()
 
 
 def test_chat_prints_the_answer_and_stores_the_exchange(demo, alice):

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError
 from django.utils import timezone
 
-from assistant import generation
+from assistant.generation import leases
 from assistant.models import AccessLog, Conversation, DeletionRecord, Message, UsageRecord
 from assistant.staff.common import Period
 from assistant.staff.usage_report import usage_report
@@ -169,13 +169,13 @@ def test_user_data_delete_stops_streaming_answers_first(alice_data, alice, monke
     streaming = conversation_with(alice, status="streaming")
     answer = streaming.messages.get(role="assistant")
     stopped = []
-    original = generation.cancel_anywhere
+    original = leases.cancel_anywhere
 
     def cancel_anywhere(message_id):
         stopped.append((message_id, Message.objects.filter(pk=message_id).exists()))
         original(message_id)
 
-    monkeypatch.setattr(generation, "cancel_anywhere", cancel_anywhere)
+    monkeypatch.setattr(leases, "cancel_anywhere", cancel_anywhere)
     run("user_data", "delete", "alice", "--yes")
 
     assert stopped == [(answer.pk, True)]  # asked to stop while the row still existed

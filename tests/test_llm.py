@@ -9,11 +9,15 @@ import time
 from collections.abc import Iterator
 
 import aiohttp
+import httpx2
 import pytest
 from aiohttp.client_proto import ResponseHandler
 
-from assistant import llm
-from assistant.llm import Finish, OpenAIProvider, ProviderError, sse_line_batches
+from assistant.providers import openai_compatible
+from assistant.providers.errors import ProviderError
+from assistant.providers.openai_compatible import OpenAIProvider
+from assistant.providers.sse import Completion, sse_line_batches
+from assistant.providers.values import Finish
 from config import fastpaths
 from config.fastpaths import aiohttp as fast_aiohttp
 from tests.helpers.upstream import chunk
@@ -236,9 +240,9 @@ def test_a_plain_body_is_read_from_aiohttp_and_a_gzipped_one_through_httpx2(
     provider_settings.OPENAI_BASE_URL = upstream.url
     text = fake_text(60)
     through_httpx2 = []
-    aiter_bytes = llm.httpx2.Response.aiter_bytes
+    aiter_bytes = httpx2.Response.aiter_bytes
     monkeypatch.setattr(
-        llm.httpx2.Response,
+        httpx2.Response,
         "aiter_bytes",
         lambda response, *args: through_httpx2.append(response) or aiter_bytes(response, *args),
     )
@@ -483,14 +487,14 @@ def test_sse_lines_split_on_cr_and_lf_only(chunks, lines):
     ],
 )
 def test_chunks_are_parsed_as_json_parses_them(content, text):
-    completion = llm._Completion()
+    completion = Completion()
     line = f'data: {{"choices":[{{"delta":{{"content":{content}}},"finish_reason":null}}]}}'.encode()
     assert completion.text([line]) == text
     assert completion.error is None
 
 
 def test_a_chunk_that_is_not_json_is_an_error_after_the_text_before_it():
-    completion = llm._Completion()
+    completion = Completion()
     lines = [b'data: {"choices":[{"delta":{"content":"ok"}}]}', b"data: {not json"]
     assert completion.text(lines) == "ok"
     assert completion.error is not None
@@ -564,7 +568,7 @@ def test_finish_reasons_are_known_short_names(said, reason):
     ],
 )
 def test_retry_after_is_seconds_up_to_an_hour_or_none(header, seconds):
-    assert llm._retry_after({"retry-after": header}) == seconds
+    assert openai_compatible._retry_after({"retry-after": header}) == seconds
 
 
 def items_until_error(provider: OpenAIProvider) -> tuple[list, ProviderError | None]:

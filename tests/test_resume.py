@@ -17,7 +17,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from assistant import generation
+from assistant.generation import leases
 from assistant.models import Message, ServerProcess
 from tests.helpers.chat import create_conversation, fake, send, text_of, wait_for_final
 from tests.helpers.live import live_env, session_client, start_daphne, stop_daphne
@@ -360,7 +360,7 @@ def test_bad_position_gets_a_reset_and_never_foreign_text(live, alice, alice_htt
 def test_answer_marked_interrupted_by_another_process_still_ends_its_stream(live, alice_http, upstream):
     """Another process that finds this one's lease expired marks its answer interrupted.
 
-    That is what `generation.heartbeat_and_recover` does in every process (here: a
+    That is what `leases.heartbeat_and_recover` does in every process (here: a
     process stalled past ASSISTANT_LEASE_SECONDS, or a lease row gone). The clients
     streaming from the generating process must still see the answer end, and what they
     assembled must be what is stored.
@@ -381,7 +381,7 @@ def test_answer_marked_interrupted_by_another_process_still_ends_its_stream(live
                 ServerProcess.objects.update_or_create(
                     pk=owner, defaults={"heartbeat_at": timezone.now() - timedelta(hours=1)}
                 )
-                marked = generation.heartbeat_and_recover(process_id="another-process")
+                marked = leases.heartbeat_and_recover(process_id="another-process")
                 assert (answer_id, conversation["id"]) in marked
             if event.event in FINAL_EVENTS:
                 break

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from assistant import generation
 from assistant.events.log import Published
+from assistant.generation import partials, running
+from assistant.generation.answer import Answer, coalesce_seconds
 from assistant.models import Message
 from tests.helpers.chat import (
     create_conversation,
@@ -270,15 +271,15 @@ def test_the_first_text_goes_out_as_it_comes_then_once_per_window(wide_window_se
 )
 def test_the_coalescing_window_grows_with_the_answers_generating(monkeypatch, answers, window):
     """A busy process joins more deltas per event: one base window more per 30 answers, capped."""
-    monkeypatch.setattr(generation, "_running", dict.fromkeys(range(answers)))
-    assert generation.coalesce_seconds() == pytest.approx(window)
+    monkeypatch.setattr(running, "answers", dict.fromkeys(range(answers)))
+    assert coalesce_seconds() == pytest.approx(window)
 
 
 def test_reads_follow_the_flushes_so_a_window_that_grew_holds_text_back_once(monkeypatch, settings):
     """Reads paced as the answer asks (`pace()`) while the window grows with the answers
     arriving: a read that finds its window open waits for it once; the next read comes a
     window after that flush, so its text goes out as it comes, not held back for good."""
-    monkeypatch.setattr(generation._partials, "add", lambda answer: None)  # no database here
+    monkeypatch.setattr(partials.writer, "add", lambda answer: None)  # no database here
     settings.ASSISTANT_COALESCE_MAX_SECONDS = 1
 
     async def reads() -> list[float]:
@@ -290,8 +291,8 @@ def test_reads_follow_the_flushes_so_a_window_that_grew_holds_text_back_once(mon
             flushed.set()
             return Published([1], 0)
 
-        monkeypatch.setattr(generation, "publish_batch", publish_batch)
-        answer = generation._Answer(message=Message(pk=1), channel="conversation-x", start_event={})
+        monkeypatch.setattr("assistant.generation.answer.publish_batch", publish_batch)
+        answer = Answer(message=Message(pk=1), channel="conversation-x", start_event={})
         held = []
         for step in range(12):
             # 30 ms growing by 20 ms a read up to 150 ms, as if answers kept arriving, then steady.

@@ -8,8 +8,10 @@ import time
 import httpx
 import pytest
 
-from assistant.llm import DemoProvider, OpenAIProvider, ProviderError
 from assistant.models import Conversation, Message
+from assistant.providers.demo import DemoProvider
+from assistant.providers.errors import ProviderError
+from assistant.providers.openai_compatible import OpenAIProvider
 from assistant.services import title_from
 from assistant.titles import TITLE_PROMPT, title_clean, title_messages
 from tests.helpers.chat import create_conversation, fake, last_answer_request, send, stream_answer, text_of

@@ -50,7 +50,7 @@ class Published:
 
     Every position from `floor` on could be resumed right before the append. An answer
     whose previous event is older than that lost events on the wire (Redis restarted
-    empty), and replays itself whole (see generation._Answer).
+    empty), and replays itself whole (see generation/answer.py).
     """
 
     ids: list[int]

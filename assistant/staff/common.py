@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
-from assistant import generation
+from assistant.generation import leases
 from assistant.models import Conversation, Message
 
 
@@ -166,5 +166,5 @@ def user_streams_end(*, user) -> int:
     streaming = Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
     ids = list(streaming.values_list("pk", flat=True))
     for message_id in ids:
-        generation.cancel_anywhere(message_id)
+        leases.cancel_anywhere(message_id)
     return len(ids)

@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from assistant import llm
+from assistant.providers.errors import ProviderError
+from assistant.providers.openai_compatible import error_from_exception
+from assistant.providers.values import Finish
 
 CHECK_PROMPT = [{"role": "user", "content": "Reply with the single word OK."}]
 CHECK_MAX_TOKENS = 5
@@ -23,7 +25,7 @@ class ModelCheck:
     complete_ms: int | None = None
     first_token_ms: int | None = None
     stream_ms: int | None = None
-    error: llm.ProviderError | None = None
+    error: ProviderError | None = None
     diagnosis: str = ""
 
 
@@ -52,7 +54,7 @@ def _reachable(url: str, timeout: float) -> str | None:
         return f"{parts.hostname}:{port}: {exc.strerror or exc}"
 
 
-def diagnose(error: llm.ProviderError, *, model: str) -> str:
+def diagnose(error: ProviderError, *, model: str) -> str:
     """What a failed check means, in the terms of the settings to look at. Never the key."""
     url = base_url_shown()
     if error.type == "auth_failed":
@@ -94,13 +96,13 @@ async def model_check(provider, *, model: str) -> ModelCheck:
         stream = provider.stream(model=model, messages=CHECK_PROMPT)
         try:
             async for item in stream:
-                if check.first_token_ms is None and not isinstance(item, llm.Finish):
+                if check.first_token_ms is None and not isinstance(item, Finish):
                     check.first_token_ms = _ms_since(started)
         finally:
             await stream.aclose()
         check.stream_ms = _ms_since(started)
     except Exception as exc:
-        check.error = llm.error_from_exception(exc)
+        check.error = error_from_exception(exc)
         check.diagnosis = await asyncio.to_thread(diagnose, check.error, model=model)
         return check
     check.ok = True

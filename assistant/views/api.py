@@ -28,8 +28,8 @@ from assistant.forms import (
     MessageForm,
     json_body,
 )
-from assistant.llm import RETRYABLE_TYPES
 from assistant.models import Conversation, Message
+from assistant.providers.errors import RETRYABLE_TYPES
 
 
 def api_error(error: errors.ServiceError) -> JsonResponse:

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from assistant import errors, review, selectors
 from assistant.forms import LoginForm, SetupForm
-from assistant.llm import RETRYABLE_TYPES
+from assistant.providers.errors import RETRYABLE_TYPES
 from assistant.views.api import conversation_json
 
 

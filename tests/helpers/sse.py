@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.llm import split_lines
+from assistant.providers.sse import split_lines
 
 
 @dataclass

@@ -23,10 +23,12 @@ import pytest
 from django.db.models import QuerySet
 from django.test import AsyncClient
 
-from assistant import generation, llm
 from assistant.events.publish import replay_log
 from assistant.events.wire import channel_for, position_from
+from assistant.generation import answer as answer_module
+from assistant.generation import leases, partials, running
 from assistant.models import Message
+from assistant.providers import configured
 from tests.helpers.chat import fake
 from tests.helpers.live import LIVE_MODELS
 from tests.helpers.sse import SSEEvent, parse_sse
@@ -49,9 +51,9 @@ def answering(settings, upstream, transactional_db):
     settings.ASSISTANT_MODELS = LIVE_MODELS.split(",")
     settings.ASSISTANT_RATE_LIMIT_PER_MINUTE = 0
     settings.ASSISTANT_PERSIST_SECONDS = 0.1
-    llm.get_provider.cache_clear()
+    configured.get_provider.cache_clear()
     yield
-    llm.get_provider.cache_clear()
+    configured.get_provider.cache_clear()
 
 
 def client_for(user) -> AsyncClient:
@@ -81,12 +83,10 @@ async def ended(answer_id: int, seconds: float = 15) -> Message:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         message = await Message.objects.aget(pk=answer_id)
-        if message.status != Message.Status.STREAMING and answer_id not in generation._running:
+        if message.status != Message.Status.STREAMING and answer_id not in running.answers:
             return message
         await asyncio.sleep(0.05)
-    raise AssertionError(
-        f"answer {answer_id} still streaming (task running: {answer_id in generation._running})"
-    )
+    raise AssertionError(f"answer {answer_id} still streaming (task running: {answer_id in running.answers})")
 
 
 def logged_events(conversation: dict, sent: dict) -> list[SSEEvent]:
@@ -158,11 +158,11 @@ SCENARIOS = {
         functools.partial(final_write, fallback_fails=1), "error", "error", "internal", content=None
     ),
     # The partial writer fails every time: the final write stores everything.
-    "partial_writer": Scenario(lambda: [(generation, "_store_partials", raising)], "done", "done"),
+    "partial_writer": Scenario(lambda: [(partials, "store_partials", raising)], "done", "done"),
     # Publishing deltas fails: the answer goes on, the final publication replays its text.
-    "delta_publisher": Scenario(lambda: [(generation, "publish_batch", raising)], "done", "done"),
+    "delta_publisher": Scenario(lambda: [(answer_module, "publish_batch", raising)], "done", "done"),
     # Publishing the end fails: the end is stored, the task ends all the same.
-    "final_publisher": Scenario(lambda: [(generation, "apublish_or_defer", araising)], "done", None),
+    "final_publisher": Scenario(lambda: [(answer_module, "apublish_or_defer", araising)], "done", None),
 }
 
 
@@ -172,7 +172,7 @@ def test_a_failing_step_still_ends_the_answer_and_leaves_the_conversation_usable
     client = client_for(alice)
 
     async def run() -> tuple[dict, dict, Message]:
-        await generation.ensure_supervisor()
+        await leases.ensure_supervisor()
         try:
             conversation = await conversation_new(client)
             with pytest.MonkeyPatch.context() as patch:
@@ -183,7 +183,7 @@ def test_a_failing_step_still_ends_the_answer_and_leaves_the_conversation_usable
             await assert_usable(client, conversation)
             return conversation, sent, message
         finally:
-            await llm.provider_close()
+            await configured.provider_close()
 
     conversation, sent, message = asyncio.run(run())
 
@@ -223,17 +223,17 @@ def test_a_partial_write_the_database_refuses_costs_only_its_own_answer(answerin
     """One answer's partial write fails every time; the other answers' are stored."""
     client = client_for(alice)
     refused: list[int] = []
-    store = generation._store_partials
+    store = partials.store_partials
 
     def store_partials(rows):
         if any(row[0] in refused for row in rows):
             raise Fault("the database refused a row")
         store(rows)
 
-    monkeypatch.setattr(generation, "_store_partials", store_partials)
+    monkeypatch.setattr(partials, "store_partials", store_partials)
 
     async def run() -> list[Message]:
-        await generation.ensure_supervisor()
+        await leases.ensure_supervisor()
         try:
             poisoned, healthy = await conversation_new(client), await conversation_new(client)
             sent = await ask(client, poisoned, fake(never_end=True, tps=20))
@@ -249,7 +249,7 @@ def test_a_partial_write_the_database_refuses_costs_only_its_own_answer(answerin
                 await assert_usable(client, conversation)
             return answers
         finally:
-            await llm.provider_close()
+            await configured.provider_close()
 
     answers = asyncio.run(run())
     assert [answer.status for answer in answers] == [Message.Status.CANCELLED] * 2

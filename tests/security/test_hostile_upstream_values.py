@@ -26,7 +26,7 @@ from tests.helpers.upstream import chunk
 
 pytestmark = pytest.mark.live
 
-# What the columns hold (assistant/llm.py): spelled out here, so that this file also runs
+# What the columns hold (assistant/providers/values.py): spelled out here, so that this file also runs
 # against code from before they were named.
 TOKENS_MAX = 10**9
 OTHER_FINISH_REASON = "other"

@@ -18,8 +18,8 @@ import re
 import httpx
 import pytest
 
-from assistant.llm import model_text
 from assistant.models import Conversation, Message
+from assistant.providers.values import model_text
 from tests.helpers.browser import EVENT_LOG, send, wait_status
 from tests.helpers.chat import create_conversation, stream_answer, wait_for_final
 from tests.helpers.live import session_client, wait_until

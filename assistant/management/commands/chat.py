@@ -19,9 +19,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from assistant import errors, generation, selectors, services, titles
+from assistant import errors, selectors, services, titles
 from assistant.events import subscriber
 from assistant.forms import MessageForm
+from assistant.generation import leases, running, task
 
 
 def sse_events(chunk: str) -> list[tuple[str, dict]]:
@@ -104,8 +105,8 @@ class Command(BaseCommand):
                 send = services.conversation_start
             try:
                 # Its lease first, on this loop: the send runs in the shared thread, which
-                # the supervisor's first heartbeat needs (generation.supervise_from_thread).
-                await generation.ensure_supervisor()
+                # the supervisor's first heartbeat needs (leases.supervise_from_thread).
+                await leases.ensure_supervisor()
                 exchange = await sync_to_async(send)(
                     user=user, content=content, model=model, language=language
                 )
@@ -115,13 +116,13 @@ class Command(BaseCommand):
                 await self._follow(conversation.channel, exchange.assistant_message, verbosity)
                 # The automatic title of a new conversation is asked for after its first
                 # answer; let it land (bounded by its own timeout) before the loop closes.
-                follow_ups = list(generation._follow_ups)
+                follow_ups = list(running.follow_ups)
                 if follow_ups:
                     await asyncio.wait(follow_ups, timeout=titles.TITLE_TIMEOUT_SECONDS + 1)
             finally:
                 # Give up this process's lease (no answer of it is left streaming) and
                 # close its model connections, which belong to this command's event loop.
-                await generation.shutdown()
+                await leases.shutdown()
         except errors.ServiceError as error:
             if error.code == "not_found":
                 raise CommandError(f"{username} has no conversation {conversation_id}.") from None
@@ -159,7 +160,7 @@ class Command(BaseCommand):
                         )
         except asyncio.CancelledError:
             # Ctrl-C: stop the answer; it stores itself as cancelled before this returns.
-            await generation.stop(answer.pk)
+            await task.stop(answer.pk)
             raise
         finally:
             await stream.aclose()

@@ -14,7 +14,7 @@ import asyncio
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from assistant import llm
+from assistant.providers.openai_compatible import OpenAIProvider
 from assistant.staff import model_check
 
 
@@ -68,7 +68,7 @@ class Command(BaseCommand):
 
     async def _check(self, models: list[str]) -> list[model_check.ModelCheck]:
         # A provider of its own, closed at the end: its connections belong to this event loop.
-        provider = llm.OpenAIProvider()
+        provider = OpenAIProvider()
         try:
             return [await model_check.model_check(provider, model=model) for model in models]
         finally:

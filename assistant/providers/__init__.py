@@ -1,0 +1,9 @@
+"""The model service behind an answer, along the data flow of its stream.
+
+values.py             what a provider yields: text, then one Finish, as the columns hold it
+errors.py             ProviderError: every failure upstream, in terms safe to show the user
+sse.py                the data lines of a streamed chat completion, parsed and checked
+openai_compatible.py  the only importer of openai: any OpenAI-compatible server
+demo.py               the offline demo model
+configured.py         the provider this process uses, built on first use
+"""
