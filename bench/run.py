@@ -81,6 +81,8 @@ class Workload:
     streams_per_user: int
     slack: float
     server_env: dict[str, str]
+    # --scaleout: Assistant on PostgreSQL and Redis (their URLs) instead of SQLite and memory.
+    scaleout: tuple[str, str] | None = None
 
     def question(self) -> str:
         behaviour = {"tokens": self.tokens, "tps": self.tps, "ttft": self.ttft, "stamp": True}
@@ -204,8 +206,59 @@ def _inherited_env() -> dict[str, str]:
     }
 
 
-def server_env(database: Path, upstream_url: str, secret_key: str, extra: dict[str, str]) -> dict[str, str]:
-    """Production settings (DEBUG off) against the fake upstream and a fresh SQLite file."""
+@dataclass(frozen=True)
+class Database:
+    """A round's fresh database: a SQLite file, or (--scaleout) a PostgreSQL database of
+    its own with a Redis key prefix of its own."""
+
+    url: str
+    folder: Path  # for static files
+    file: Path | None  # the SQLite file, whose descriptors the idle step counts
+    env: dict[str, str]
+
+    def stored_answers(self) -> dict[int, tuple[str, str]]:
+        """Status and content of every assistant message in the database, by id."""
+        query = "SELECT id, status, content FROM assistant_message WHERE role = 'assistant'"
+        if self.file is not None:
+            with contextlib.closing(sqlite3.connect(f"file:{self.file}?mode=ro", uri=True)) as db:
+                return {row[0]: (row[1], row[2]) for row in db.execute(query)}
+        import psycopg
+
+        with psycopg.connect(self.url) as db:
+            return {row[0]: (row[1], row[2]) for row in db.execute(query)}
+
+
+@contextlib.contextmanager
+def fresh_database(workdir: Path, workload: Workload) -> Iterator[Database]:
+    """A database nobody used; with --scaleout created on the server and dropped after."""
+    folder = Path(tempfile.mkdtemp(dir=workdir))
+    if workload.scaleout is None:
+        file = folder / "bench.sqlite3"
+        yield Database(f"sqlite:///{file}", folder, file, {})
+        return
+    import psycopg
+    import redis
+
+    server_url, redis_url = workload.scaleout
+    name = f"bench_{secrets.token_hex(6)}"
+    prefix = f"bench-{name}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = server_url.rsplit("/", 1)[0] + f"/{name}"
+        yield Database(url, folder, None, {"REDIS_URL": redis_url, "ASSISTANT_REDIS_PREFIX": prefix})
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+            for key in client.scan_iter(f"{prefix}:*"):
+                client.delete(key)
+
+
+def server_env(
+    database: Database, upstream_url: str, secret_key: str, extra: dict[str, str]
+) -> dict[str, str]:
+    """Production settings (DEBUG off) against the fake upstream and a fresh database."""
     env = _inherited_env()
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
@@ -214,14 +267,15 @@ def server_env(database: Path, upstream_url: str, secret_key: str, extra: dict[s
         DJANGO_ALLOWED_HOSTS=HOST,
         # Plain HTTP on the loopback, no TLS proxy in front; bench.prepare collects static files.
         DJANGO_SECURE_SSL_REDIRECT="0",
-        DJANGO_STATIC_ROOT=str(database.parent / "static"),
-        DATABASE_URL=f"sqlite:///{database}",
+        DJANGO_STATIC_ROOT=str(database.folder / "static"),
+        DATABASE_URL=database.url,
         OPENAI_BASE_URL=upstream_url,
         OPENAI_API_KEY=API_KEY,
         OPENAI_MAX_RETRIES="0",  # a failing upstream shows as an error, not as hidden latency
         ASSISTANT_MODELS=MODEL,
         PYTHONUNBUFFERED="1",
     )
+    env.update(database.env)
     env.update(extra)
     return env
 
@@ -441,13 +495,6 @@ async def measure(n: int, workload: Workload, target: Target, upstream_pid: int)
     return Round(results, before, after, cpu, others_cpu, seconds, rss_idle, rss_peak)
 
 
-def stored_answers(database: Path) -> dict[int, tuple[str, str]]:
-    """Status and content of every assistant message in the database, by id."""
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-        rows = db.execute("SELECT id, status, content FROM assistant_message WHERE role = 'assistant'")
-        return {row[0]: (row[1], row[2]) for row in rows}
-
-
 def percentiles(values: list[float]) -> dict[str, float | None]:
     """p50, p99 (nearest rank) and max."""
     if not values:
@@ -553,13 +600,13 @@ def summarise(
 
 def assistant_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: Path) -> dict:
     """One round through Assistant, with a fresh database and a fresh daphne."""
-    database = Path(tempfile.mkdtemp(dir=workdir)) / "bench.sqlite3"
-    env = server_env(database, upstream[0], secrets.token_urlsafe(40), workload.server_env)
-    logins = prepare(env, math.ceil(n / workload.streams_per_user))
-    log = ARTIFACTS / f"bench-daphne-{n}.log"
-    with serve(daphne_command, env, log) as (server, process):
-        run = asyncio.run(measure(n, workload, assistant_target(server, process, logins), upstream[1]))
-    return summarise(n, workload, run, stored_answers(database), log)
+    with fresh_database(workdir, workload) as database:
+        env = server_env(database, upstream[0], secrets.token_urlsafe(40), workload.server_env)
+        logins = prepare(env, math.ceil(n / workload.streams_per_user))
+        log = ARTIFACTS / f"bench-daphne-{n}.log"
+        with serve(daphne_command, env, log) as (server, process):
+            run = asyncio.run(measure(n, workload, assistant_target(server, process, logins), upstream[1]))
+        return summarise(n, workload, run, database.stored_answers(), log)
 
 
 def proxy_round(n: int, workload: Workload, upstream: tuple[str, int]) -> dict:
@@ -573,7 +620,7 @@ def proxy_round(n: int, workload: Workload, upstream: tuple[str, int]) -> dict:
 # --------------------------------------------------------------------------- idle streams
 
 
-async def process_figures(target: Target, database: Path) -> dict[str, float]:
+async def process_figures(target: Target, database: Database) -> dict[str, float]:
     """What a server process holds: OS threads, open files, database connections, memory.
 
     Database connections as Django sees them (tests/helpers/counting_asgi.py), and as the kernel
@@ -587,7 +634,7 @@ async def process_figures(target: Target, database: Path) -> dict[str, float]:
         "threads": thread_count(target.server.pid),
         "open_files": len(files),
         "db_connections": (await target.counters())["db_connections"],
-        "db_file_descriptors": files.count(str(database)),
+        "db_file_descriptors": files.count(str(database.file)),
         "rss_mb": round(memory_mb(target.server.pid, "VmRSS"), 1),
     }
 
@@ -609,7 +656,7 @@ async def open_idle_stream(server: Server, login: Login, events_url: str) -> Res
     return response
 
 
-async def hold_idle_streams(n: int, target: Target, logins: list[Login], database: Path) -> dict:
+async def hold_idle_streams(n: int, target: Target, logins: list[Login], database: Database) -> dict:
     """Open n event streams on n conversations that are not answering, then measure."""
     await warm_up(target)  # the stream and its code paths are loaded before the baseline
     server, limit = target.server, asyncio.Semaphore(IDLE_CONCURRENCY)
@@ -653,13 +700,13 @@ async def hold_idle_streams(n: int, target: Target, logins: list[Login], databas
 
 def idle_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: Path) -> dict:
     """n idle event streams on one fresh daphne, over users as in the rounds."""
-    database = Path(tempfile.mkdtemp(dir=workdir)) / "bench.sqlite3"
-    env = server_env(database, upstream[0], secrets.token_urlsafe(40), workload.server_env)
-    logins = prepare(env, math.ceil(n / workload.streams_per_user))
-    log = ARTIFACTS / "bench-daphne-idle.log"
-    with serve(daphne_command, env, log) as (server, process):
-        target = assistant_target(server, process, logins)
-        figures = asyncio.run(hold_idle_streams(n, target, logins, database))
+    with fresh_database(workdir, workload) as database:
+        env = server_env(database, upstream[0], secrets.token_urlsafe(40), workload.server_env)
+        logins = prepare(env, math.ceil(n / workload.streams_per_user))
+        log = ARTIFACTS / "bench-daphne-idle.log"
+        with serve(daphne_command, env, log) as (server, process):
+            target = assistant_target(server, process, logins)
+            figures = asyncio.run(hold_idle_streams(n, target, logins, database))
     return {**figures, "server_log_problems": log_problems(log)}
 
 
@@ -871,8 +918,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment for daphne, e.g. ASSISTANT_PERSIST_SECONDS=1 (repeatable)",
     )
+    parser.add_argument(
+        "--scaleout",
+        nargs=2,
+        metavar=("POSTGRES_URL", "REDIS_URL"),
+        help="Assistant on PostgreSQL and Redis (the scale-out profile), e.g. "
+        "postgres://postgres@127.0.0.1:5432/test redis://127.0.0.1:6379/5: each round gets a "
+        "database of its own on that server (created and dropped) and a Redis key prefix of its own",
+    )
     parser.add_argument("--json", type=Path, default=ARTIFACTS / "bench-latest.json", help="results file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.scaleout:
+        postgres, redis = args.scaleout
+        if not postgres.startswith(("postgres://", "postgresql://")) or not redis.startswith("redis://"):
+            parser.error("--scaleout takes a postgres:// URL, then a redis:// URL")
+        if args.idle:
+            parser.error("--scaleout measures the answer rounds only: add --idle 0")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -886,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
         streams_per_user=args.streams_per_user,
         slack=args.slack,
         server_env=dict(args.server_env),
+        scaleout=tuple(args.scaleout) if args.scaleout else None,
     )
     public_workload = dataclasses.replace(workload, server_env={**workload.server_env, **FAST_PATHS_OFF})
     raise_open_files_limit(max(args.streams, default=0) + args.idle + 1024)

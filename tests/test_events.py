@@ -10,7 +10,7 @@ import pytest
 from assistant.events import publish, subscriber
 from assistant.events.log import LoggedEvent, PositionUnknown, Pushed
 from assistant.events.memory_log import ReplayLog
-from assistant.events.redis_fanout import parse_wake
+from assistant.events.redis_fanout import parse_wake, wake_message
 from assistant.events.wire import KEEP_ALIVE, STREAM_OPEN, encode_data, position_from
 
 
@@ -144,9 +144,16 @@ def test_frames_pushed_with_wake_ups_are_sent_only_when_they_continue_the_positi
     assert subscriber._continue([11], False, 10) is None  # not frames: read the log
     assert subscriber._continue(chain, True, 10) is None  # some wake-ups were dropped
     assert subscriber._continue(None, False, 10) == ("", 10)
-    message = b"conversation-a\n10\n11\n12\nevent: delta\nid: x\ndata: \xc3\xbc\n\n"
-    frames = "event: delta\nid: x\ndata: ü\n\n"
-    assert parse_wake(message) == ("conversation-a", Pushed(10, 11, 12, frames))
+
+
+def test_a_wake_up_carries_the_frames_of_several_channels_and_names_its_origin():
+    woken = [
+        ("conversation-a", Pushed(10, 11, 12, "event: delta\nid: x\ndata: ü\n\nevent: done\ndata: 2\n\n")),
+        ("conversation-b", Pushed(4, 7, 7, "event: title\ndata: \u2028 \n\n")),
+    ]
+    origin, parsed = parse_wake(wake_message(b"process-1", woken))
+    assert origin == b"process-1"
+    assert list(parsed) == woken
 
 
 def test_an_in_process_stream_that_keeps_up_gets_its_frames_with_the_wake_ups(monkeypatch, settings):

@@ -194,7 +194,7 @@ class ReplayLog:
         get_listener_manager().add_to_queues(channel, pushed)
         return published
 
-    async def apublish_batch(self, channel: str, items: Items, token: str | None = None) -> Published:
+    async def apublish_batch(self, channel: str, items: Items) -> Published:
         return self.publish_batch(channel, items)
 
     def defer(self, channel: str, items: Items) -> None:  # pragma: no cover - memory never fails

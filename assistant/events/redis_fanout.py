@@ -1,8 +1,9 @@
 """The wake-ups of the Redis replay log: one pub/sub connection per process.
 
-Every append to the shared log publishes a wake-up with the appended frames on
-`<p>:events:wake`; this process's connection hands it to django-eventstream's listener
-manager, which wakes the local streams of that channel. The same connection carries
+The appends of one pipeline publish one wake-up with their frames on `<p>:events:wake`;
+every other process's connection hands them to django-eventstream's listener manager,
+which wakes the local streams of their channels (the appending process woke its own at
+once, and skips its own wake-ups). The same connection carries
 stop requests (`<p>:cancel`) and stream revocations (`<p>:revoke`). It pings, and after
 an error or a silence reconnects and wakes every local stream to read the log again:
 the log is the source of truth, so a wake-up lost meanwhile changes only latency.
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 
 from django_eventstream.views import get_listener_manager
 
@@ -26,10 +28,31 @@ PING_SECONDS = 5.0
 SILENCE_SECONDS = 15.0
 
 
-def parse_wake(message: bytes) -> tuple[str, Pushed]:
-    """A wake-up as the append script publishes it: the channel, the ids, the frames."""
-    channel, previous, first, last, frames = message.split(b"\n", 4)
-    return channel.decode(), Pushed(int(previous), int(first), int(last), frames.decode())
+def wake_message(origin: bytes, woken: Sequence[tuple[str, Pushed]]) -> bytes:
+    """One wake-up for appends of several channels: the origin's line, then per channel a
+    line `channel previous first last length` and `length` bytes of frames."""
+    parts = [origin, b"\n"]
+    for channel, pushed in woken:
+        frames = pushed.frames.encode()
+        parts.append(f"{channel} {pushed.previous} {pushed.first} {pushed.last} {len(frames)}\n".encode())
+        parts.append(frames)
+    return b"".join(parts)
+
+
+def parse_wake(message: bytes) -> tuple[bytes, Iterator[tuple[str, Pushed]]]:
+    """The origin of a wake-up and its (channel, frames) pairs."""
+    origin, _, rest = message.partition(b"\n")
+
+    def sections() -> Iterator[tuple[str, Pushed]]:
+        at = 0
+        while at < len(rest):
+            end = rest.index(b"\n", at)
+            channel, previous, first, last, length = rest[at:end].split(b" ")
+            at = end + 1 + int(length)
+            frames = rest[end + 1 : at].decode()
+            yield channel.decode(), Pushed(int(previous), int(first), int(last), frames)
+
+    return origin, sections()
 
 
 def wake_all() -> None:
@@ -50,6 +73,8 @@ class Fanout:
         self.wake_channel = f"{prefix}:events:wake"
         self.cancel_channel = f"{prefix}:cancel"
         self.revoke_channel = f"{prefix}:revoke"
+        # Names this process in its wake-ups, which it skips: it woke its streams itself.
+        self.origin = uuid.uuid4().hex.encode()
         self.on_cancel: Callable[[int], object] | None = None
         self.on_revoke: Callable[[str], object] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -138,7 +163,10 @@ class Fanout:
                 heard = now
                 if message["type"] == "message":
                     if message["channel"] == wake:
-                        manager.add_to_queues(*parse_wake(message["data"]))
+                        origin, woken = parse_wake(message["data"])
+                        if origin != self.origin:
+                            for channel, pushed in woken:
+                                manager.add_to_queues(channel, pushed)
                     elif message["channel"] == revoke:
                         if self.on_revoke is not None:
                             self.on_revoke(message["data"].decode())

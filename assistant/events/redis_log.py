@@ -58,6 +58,10 @@ POOL_CONNECTIONS = 32
 _EXPIRY_SLACK_SECONDS = 60
 # Channels whose end this process remembers, at most.
 _KNOWN_CHANNELS_MAX = 20_000
+# An append sets the stream's expiry again when this process last did so this long ago
+# (less than the slack of the expiry: a stream lives on for the idle time after its
+# last event at least).
+_EXPIRY_REFRESH_SECONDS = 30
 # Attempts at an append that others' appends to the same channel keep overtaking.
 _APPEND_ATTEMPTS = 5
 
@@ -81,6 +85,8 @@ class _End:
 
     next: int  # the id its next event gets
     floor: int  # positions from here on can be resumed (as far as this process knows)
+    # When its expiry is due for a refresh (time.monotonic()); 0: with the next append.
+    refresh_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +178,7 @@ class RedisReplayLog:
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
         pool = redis.BlockingConnectionPool.from_url(url, retry=retry, **self._options)
         self._sync = redis.Redis(connection_pool=pool, retry=retry)
-        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._async: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
         self._lock = threading.Lock()
         self._ends: dict[str, _End] = {}
         # The event loop's appends waiting for the next pipeline, and the task sending it.
@@ -197,15 +203,17 @@ class RedisReplayLog:
                 self._ends.pop(next(iter(self._ends)))  # the longest known
             self._ends[channel] = end
 
-    def _xadd(self, channel: str, first: int, frames: str, floor: int | None, *, new: bool) -> list[Command]:
+    def _xadd(
+        self, channel: str, first: int, frames: str, floor: int | None, *, new: bool, expire: bool = True
+    ) -> list[Command]:
         fields = {"f": frames} if floor is None else {"f": frames, "floor": str(floor)}
         options = {"id": f"{first}-0", "maxlen": self.events_per_channel, "approximate": False}
         if not new:
             options["nomkstream"] = True  # a stream that is gone is not silently started again
-        return [
-            ("xadd", (self._key(channel), fields), options),
-            ("pexpire", (self._key(channel), self._ttl_ms()), {}),
-        ]
+        commands: list[Command] = [("xadd", (self._key(channel), fields), options)]
+        if expire:
+            commands.append(("pexpire", (self._key(channel), self._ttl_ms()), {}))
+        return commands
 
     def _fast_append(self, channel: str, items: Items) -> tuple[list[Command], list[str], int] | None:
         """The commands for appending where this process last saw the channel end, or
@@ -215,7 +223,9 @@ class RedisReplayLog:
         if end is None:
             return None
         frames = [frame(channel, kind, end.next + n, data) for n, (kind, data) in enumerate(items)]
-        return self._xadd(channel, end.next, "".join(frames), None, new=False), frames, end.next
+        expire = time.monotonic() >= end.refresh_at
+        commands = self._xadd(channel, end.next, "".join(frames), None, new=False, expire=expire)
+        return commands, frames, end.next
 
     def _state_commands(self, channel: str) -> list[Command]:
         key = self._key(channel)
@@ -241,7 +251,10 @@ class RedisReplayLog:
                     with self._lock:
                         known = self._ends.get(channel)
                     floor = known.floor if known is not None else first - 1
-                    self._remember(channel, _End(first + len(items), floor))
+                    refresh_at = known.refresh_at if known is not None else 0.0
+                    if len(commands) > 1:  # the expiry went with it
+                        refresh_at = time.monotonic() + _EXPIRY_REFRESH_SECONDS
+                    self._remember(channel, _End(first + len(items), floor, refresh_at))
                     return self._appended(first, len(items), floor, first - 1, "".join(frames))
                 if isinstance(added, Exception) and not _is_stale(added):
                     raise added
@@ -262,7 +275,8 @@ class RedisReplayLog:
             frames = [frame(channel, kind, first + n, data) for n, (kind, data) in enumerate(items)]
             added = (yield self._xadd(channel, first, "".join(frames), state.floor, new=True))[0]
             if isinstance(added, bytes):
-                self._remember(channel, _End(first + len(items), state.floor))
+                refresh_at = time.monotonic() + _EXPIRY_REFRESH_SECONDS
+                self._remember(channel, _End(first + len(items), state.floor, refresh_at))
                 # Nothing of the channel lies between its floor and this first event.
                 return self._appended(first, len(items), state.floor, state.floor, "".join(frames))
             if isinstance(added, Exception) and not _is_stale(added):
@@ -387,21 +401,31 @@ class RedisReplayLog:
 
     # --- the async side: streams and generations on the event loop
 
-    def _client(self):
-        """This event loop's async client (a client is bound to one loop)."""
+    def _client(self, *, appends: bool = False):
+        """This event loop's async client for reads, or for the appends (a client is bound
+        to one loop). The appends have a connection of their own: streams reading at once
+        cannot keep them waiting for one, and a wait would fail them (a replay)."""
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
             import redis.asyncio as aredis
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialBackoff
 
-            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
-            pool = aredis.BlockingConnectionPool.from_url(self.url, retry=retry, **self._options)
-            self._async = (loop, aredis.Redis(connection_pool=pool, retry=retry))
-        return self._async[1]
+            def client(connections: int):
+                retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+                options = {**self._options, "max_connections": connections}
+                pool = aredis.BlockingConnectionPool.from_url(self.url, retry=retry, **options)
+                return aredis.Redis(connection_pool=pool, retry=retry)
 
-    async def _execute(self, commands: list[Command], *, transaction: bool | None = None) -> list:
-        pipe = self._client().pipeline(transaction=_reads(commands) if transaction is None else transaction)
+            # One pipeline of appends at a time, and its wake-up.
+            self._async = (loop, client(POOL_CONNECTIONS), client(1))
+        return self._async[2 if appends else 1]
+
+    async def _execute(
+        self, commands: list[Command], *, transaction: bool | None = None, appends: bool = False
+    ) -> list:
+        client = self._client(appends=appends)
+        pipe = client.pipeline(transaction=_reads(commands) if transaction is None else transaction)
         for name, args, kwargs in commands:
             getattr(pipe, name)(*args, **kwargs)
         try:
@@ -409,11 +433,13 @@ class RedisReplayLog:
         except _redis_errors() as exc:
             raise _unavailable(exc) from exc
 
-    async def _run_async(self, steps: Generator, results: list | None = None) -> Any:
+    async def _run_async(
+        self, steps: Generator, results: list | None = None, *, appends: bool = False
+    ) -> Any:
         try:
             commands = next(steps) if results is None else steps.send(results)
             while True:
-                commands = steps.send(await self._execute(commands))
+                commands = steps.send(await self._execute(commands, appends=appends))
         except StopIteration as done:
             return done.value
 
@@ -435,16 +461,39 @@ class RedisReplayLog:
         return await future
 
     async def _send_queued(self) -> None:
+        """Started for the first append of a turn of the event loop, it runs on the next
+        one: every append of this turn is queued by then. The wake-up of a pipeline's
+        appends goes with the next pipeline, or alone when no append came meanwhile."""
+        wake: bytes | None = None
         try:
-            while self._queued:
-                await asyncio.sleep(0)  # the rest of this turn's appends join
-                queued, self._queued = self._queued, []
-                await self._send(queued)
+            # It ends only with nothing queued and no await after that check: an append
+            # queued while it awaits anything is sent by it.
+            while self._queued or wake is not None:
+                if self._queued:
+                    queued, self._queued = self._queued, []
+                    try:
+                        wake = await self._send(queued, wake)
+                    except Exception as exc:  # a fault here must not leave an answer waiting
+                        logger.exception("appending %d batches failed", len(queued))
+                        for _, _, future in queued:
+                            if not future.done():
+                                future.set_exception(_unavailable(exc))
+                        wake = None
+                    continue
+                message, wake = wake, None
+                try:
+                    await self._execute([_publish(self.fanout.wake_channel, message)], appends=True)
+                except EventsUnavailable as exc:
+                    # Stored: the other processes' streams find them at their next read.
+                    logger.warning("wake-ups of appends not sent (%s)", exc)
         finally:
             self._sender = None
 
-    async def _send(self, queued: list[tuple[str, list[tuple[str, str]], asyncio.Future]]) -> None:
-        """One pipeline for the first step of every queued append, the rest one by one."""
+    async def _send(
+        self, queued: list[tuple[str, list[tuple[str, str]], asyncio.Future]], wake: bytes | None
+    ) -> bytes | None:
+        """One pipeline for the first step of every queued append (and the wake-up of the
+        pipeline before), the rest one by one; returns the wake-up of these appends."""
         steps = [self._append_steps(channel, items) for channel, items, _ in queued]
         firsts = []
         for step in steps:
@@ -453,17 +502,19 @@ class RedisReplayLog:
             except Exception as exc:
                 firsts.append(exc)
         batched = [commands for commands in firsts if isinstance(commands, list)]
+        if wake is not None:
+            batched.insert(0, [_publish(self.fanout.wake_channel, wake)])
         try:
             results = await self._execute(
-                [command for commands in batched for command in commands], transaction=False
+                [command for commands in batched for command in commands], transaction=False, appends=True
             )
         except EventsUnavailable as exc:
             for _, _, future in queued:
                 if not future.done():
                     future.set_exception(exc)
-            return
+            return None
         woken = []
-        offset = 0
+        offset = 0 if wake is None else 1
         for (channel, _, future), step, commands in zip(queued, steps, firsts, strict=True):
             if not isinstance(commands, list):
                 future.set_exception(commands)
@@ -471,7 +522,7 @@ class RedisReplayLog:
             mine = results[offset : offset + len(commands)]
             offset += len(commands)
             try:
-                appended = await self._run_async(step, mine)
+                appended = await self._run_async(step, mine, appends=True)
             except Exception as exc:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, EventsUnavailable) else _unavailable(exc))
@@ -480,13 +531,7 @@ class RedisReplayLog:
             woken.append((channel, appended.pushed))
             if not future.done():
                 future.set_result(appended.published)
-        if woken:
-            try:
-                await self._client().publish(
-                    self.fanout.wake_channel, wake_message(self.fanout.origin, woken)
-                )
-            except _redis_errors() as exc:
-                logger.warning("wake-ups of %d appends not sent (%s)", len(woken), type(exc).__name__)
+        return wake_message(self.fanout.origin, woken) if woken else None
 
     @staticmethod
     def _wake_local(channel: str, pushed: Pushed) -> None:
@@ -553,15 +598,20 @@ class RedisReplayLog:
         await asyncio.gather(*self._deferred, return_exceptions=True)
         await self.fanout.stop()
         if self._async is not None and self._async[0] is asyncio.get_running_loop():
-            await self._async[1].aclose()
-            await self._async[1].connection_pool.disconnect()
+            for client in self._async[1:]:
+                await client.aclose()
+                await client.connection_pool.disconnect()
         self._async = None
+
+
+def _publish(channel: str, message: bytes) -> Command:
+    return ("publish", (channel, message), {})
 
 
 def _reads(commands: list[Command]) -> bool:
     """Whether a pipeline reads a stream's state: then in a transaction, one snapshot.
     Appends go without: each XADD stands alone, and Redis runs them in order anyway."""
-    return any(name != "xadd" and name != "pexpire" for name, _, _ in commands)
+    return any(name not in ("xadd", "pexpire", "publish") for name, _, _ in commands)
 
 
 def _is_stale(error: Exception) -> bool:

@@ -115,23 +115,22 @@ def test_idle_channels_expire_and_only_recent_positions_survive(process_a, redis
     old = process_a.current_id("conversation-a")
     process_a.append("conversation-a", "delta", "x")
     time.sleep(1.2)
-    # What the keys' TTL does after the idle time (plus a minute of slack for clocks).
-    redis_client.delete(f"{prefix}:events:ch:conversation-a", f"{prefix}:events:chpos:conversation-a")
+    # What the stream's TTL does after the idle time (plus a minute of slack for clocks).
+    redis_client.delete(f"{prefix}:events:ch:conversation-a")
     with pytest.raises(PositionUnknown):
         process_a.since("conversation-a", old)
     # A channel without state: its current position is the clock, which can be resumed.
     assert process_a.since("conversation-a", process_a.current_id("conversation-a")) == []
 
 
-def test_a_read_stream_keeps_its_position_after_the_channels_events_expire(process_a, redis_client, prefix):
-    """Reads keep a channel's state; its events expire after the idle time without a new one."""
-    start = process_a.current_id("conversation-a")
+def test_a_read_stream_keeps_its_channel_from_expiring(process_a, redis_client, prefix):
+    """A stream reads at least once per keep-alive interval: an open page's position never
+    ages out of the log, however long the conversation stays quiet."""
+    key = f"{prefix}:events:ch:conversation-a"
     last = process_a.append("conversation-a", "delta", "x")
-    assert process_a.since("conversation-a", last) == []  # a stream's read: keeps the state
-    redis_client.delete(f"{prefix}:events:ch:conversation-a")  # what the events' TTL does
-    with pytest.raises(PositionUnknown):
-        process_a.since("conversation-a", start)
+    redis_client.pexpire(key, 1000)  # as if the channel had been idle for almost its TTL
     assert process_a.read("conversation-a", last) == ([], last)
+    assert redis_client.pttl(key) > (process_a.idle_seconds + 59) * 1000
     assert process_a.append("conversation-a", "delta", "y") == last + 1
 
 
@@ -150,11 +149,30 @@ def test_a_lost_log_resets_older_positions_and_ids_keep_rising(process_a, proces
 
 
 def test_a_retried_batch_is_stored_once(process_a, process_b):
+    """A command retried after its reply was lost finds its batch stored at its ids."""
     start = process_a.current_id("conversation-a")
-    first = process_a.append_batch("conversation-a", [("delta", "a"), ("done", "b")], token="same")
-    again = process_b.append_batch("conversation-a", [("delta", "a"), ("done", "b")], token="same")
-    assert first == again
-    assert [data_of(e) for e in process_a.since("conversation-a", start)] == ["a", "b"]
+    process_a.append("conversation-a", "delta", "before")
+    known = dict(process_a._ends)  # where the channel ends, as the lost reply left it
+    first = process_a.append_batch("conversation-a", [("delta", "a"), ("done", "b")])
+    process_a._ends = known
+    again = process_a.append_batch("conversation-a", [("delta", "a"), ("done", "b")])
+    assert again.ids == first.ids
+    assert [data_of(e) for e in process_b.since("conversation-a", start)] == ["before", "a", "b"]
+
+
+def test_writers_that_overtake_each_other_keep_ids_contiguous_and_batches_whole(process_a, process_b):
+    """Each process appends where it last saw the channel end; Redis refuses the stale
+    one, which reads the end and appends after it, never inside another's batch."""
+    start = process_a.current_id("conversation-a")
+    process_a.append("conversation-a", "delta", "a0")
+    process_b.append("conversation-a", "delta", "b0")  # process_b knew nothing: reads the end
+    process_a.append_batch("conversation-a", [("delta", "a1"), ("delta", "a2")])  # stale: retries
+    process_b.append_batch("conversation-a", [("delta", "b1"), ("delta", "b2")])  # stale: retries
+    found = process_a.since("conversation-a", start)
+    assert [data_of(e) for e in found] == ["a0", "b0", "a1", "a2", "b1", "b2"]
+    assert [e.id for e in found] == list(range(found[0].id, found[0].id + 6))
+    # From inside a batch: the rest of it, then what follows.
+    assert [data_of(e) for e in process_b.since("conversation-a", found[2].id)] == ["a2", "b1", "b2"]
 
 
 def test_frames_are_encoded_once_with_utf8_as_is(process_a):
