@@ -183,7 +183,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
 
     async def _open(
         self, request: HttpRequest, conversation_id: uuid.UUID
-    ) -> tuple[HttpResponseBase, tuple[open_streams.OpenStream, str, int | None] | None]:
+    ) -> tuple[HttpResponseBase, tuple[open_streams.OpenStream, str, int] | None]:
         """The response head and, when the stream may open, what `_stream` needs."""
         refusal = self.hooks.refusal(request)
         if refusal is not None:
@@ -199,6 +199,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
         position = position_from(channel, token)
         if token and position is None:
             position = 0  # outside every log: answered with a reset
+        elif position is None:
+            # From now, fixed before the 200: an event published once the client has it is sent.
+            position = await subscriber.position_now(channel)
         opened = open_streams.OpenStream.of(*account, request.session.session_key)
         return response, (opened, channel, position)
 
@@ -265,11 +268,11 @@ class _Opened(NamedTuple):
     start: dict  # the http.response.start message
     stream: open_streams.OpenStream
     channel: str
-    position: int | None
+    position: int
 
 
 async def _stream(
-    receive, send, start: dict, opened: open_streams.OpenStream, channel: str, position: int | None
+    receive, send, start: dict, opened: open_streams.OpenStream, channel: str, position: int
 ) -> None:
     """Send the events of `channel` from `position` until the client leaves or the
     stream's authorisation ends (then an `unauthorized` event, and the end)."""

@@ -93,8 +93,18 @@ def _continue(pushed: list | None, overflow: bool, position: int) -> tuple[str, 
     return "".join(frames), position
 
 
-async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
-    """The SSE body of one subscriber, from `position` (None: from now) until it leaves.
+async def position_now(channel: str) -> int:
+    """The position of a stream whose client gave none: the channel's current one, taken
+    before the stream's 200 goes out, so that every event published once the client has
+    its 200 is sent. While Redis cannot be reached, 0: a reset once it is back."""
+    try:
+        return await publish.replay_log.acurrent_id(channel)
+    except EventsUnavailable:
+        return 0
+
+
+async def stream(channel: str, position: int) -> AsyncIterator[str]:
+    """The SSE body of one subscriber, from `position` until it leaves.
 
     It reads the log on connecting, on a plain wake-up, after a keep-alive and whenever
     the frames that came with wake-ups (Redis) do not continue its position exactly; so
@@ -126,9 +136,8 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                 listener.overflow = False
                 listener.aevent.clear()
             try:
-                if position is None:
-                    position = await log.acurrent_id(channel)
                 if reset:
+                    position = await log.acurrent_id(channel)
                     reset = False
                     keep_alive.wrote()
                     yield reset_frame(channel, position)
@@ -151,7 +160,7 @@ async def stream(channel: str, position: int | None) -> AsyncIterator[str]:
                         yield "".join(event.frame for event in found)
                         continue
             except PositionUnknown:
-                position, reset, read = None, True, True
+                reset, read = True, True
                 continue
             except EventsUnavailable:
                 retry = RETRY_MIN_SECONDS if retry is None else min(retry * 2, RETRY_MAX_SECONDS)

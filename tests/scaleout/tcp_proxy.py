@@ -2,7 +2,9 @@
 
 Standard library only: one asyncio loop in a daemon thread. `down()` cuts every open
 connection and refuses new ones (the port is closed); `up()` listens again on the same
-port. The real Redis behind it is never touched.
+port. `slow(seconds)` holds every reply that long (Redis answering late, as on a
+loaded machine), `stall()` holds all traffic until `resume()`: connections stay open
+and nothing is lost. The real Redis behind it is never touched.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.delay = 0.0  # seconds every chunk from the target waits before it is passed on
+        self._flowing = asyncio.Event()  # used on the proxy's loop only
+        self._flowing.set()
 
     def __enter__(self) -> TcpProxy:
         self._thread.start()
@@ -43,6 +48,15 @@ class TcpProxy:
 
     def down(self) -> None:
         self._run(self._down())
+
+    def slow(self, seconds: float) -> None:
+        self.delay = seconds
+
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     async def _up(self) -> None:
         if self._server is None:
@@ -67,12 +81,17 @@ class TcpProxy:
         self._writers.update((writer, upstream_writer))
         await asyncio.gather(
             self._pipe(reader, upstream_writer),
-            self._pipe(upstream_reader, writer),
+            self._pipe(upstream_reader, writer, replies=True),
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool = False
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if replies and self.delay:
+                    await asyncio.sleep(self.delay)
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

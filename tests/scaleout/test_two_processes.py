@@ -21,7 +21,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from assistant.models import Message
+from assistant.models import Conversation, Message
 from tests.helpers.chat import (
     create_conversation,
     fake,
@@ -395,3 +395,75 @@ def test_redis_losing_its_data_mid_answer_resets_clients_and_replays_the_answer(
     assert shown == expected
     assert Message.objects.get(pk=answer["id"]).content == expected
     assert "the event log lost part of answer" in pair.a.log_text()
+
+
+def answer_from_the_start(response: httpx.Response, answer_id: int, deadline: float = 20) -> list[SSEEvent]:
+    """The answer's events on a stream, until its end; no reset allowed."""
+    seen = []
+    give_up = time.monotonic() + deadline  # a stream that missed it gets keep-alives only
+    for event in Frames(response):
+        assert time.monotonic() < give_up, f"the answer did not arrive; its events: {seen}"
+        assert event.event != "stream-reset"
+        if event.event in ANSWER_EVENTS and event.json()["message"] == answer_id:
+            seen.append(event)
+            if event.event in FINAL_EVENTS:
+                return seen
+    raise AssertionError(f"the stream ended before answer {answer_id} did")
+
+
+def test_a_stream_without_a_position_gets_every_event_after_its_200(pair, behind_proxy, alice):
+    """A live-feed client connects with no position, and asks once it has the 200. The
+    stream's position was fixed before the 200, so the answer arrives whole, `start`
+    first, also from a process whose Redis answers 0.3 s late (behind the proxy)."""
+    behind, proxy = behind_proxy
+    expected = words(seeded(SEED + 107), 40)
+    with session_client(behind, alice) as on_behind, session_client(pair.a, alice) as on_a:
+        conversation = create_conversation(on_a)
+        proxy.slow(0.3)
+        with on_behind.stream("GET", conversation["events_url"], timeout=httpx.Timeout(30)) as response:
+            assert response.status_code == 200
+            sent = send(on_a, conversation, fake(text=expected, tps=100))
+            seen = answer_from_the_start(response, sent["assistant_message"]["id"])
+    assert_exactly_once_in_order(seen, expected, sent["assistant_message"]["id"])
+
+
+def test_redis_answering_late_replays_no_answer(pair, behind_proxy, alice):
+    """Redis answers a process generating 40 answers 6 s late (as when its event loop is
+    too busy to read the replies): slow, never gone, nothing lost. No answer repeats its
+    `start` and its text, which the protocol keeps for Redis lost or unreachable."""
+    behind, proxy = behind_proxy
+    count = 40
+    rng = seeded(SEED + 108)
+    plans = [words(rng, 150) for _ in range(count)]
+    # Stored directly: more conversations than a user may start in a minute.
+    owned = Conversation.objects.bulk_create(
+        Conversation(owner=alice, model=settings.ASSISTANT_MODELS[0]) for _ in range(count)
+    )
+    conversations = [{"id": str(c.pk), "events_url": f"/api/conversations/{c.pk}/events/"} for c in owned]
+    with ExitStack() as stack, ThreadPoolExecutor(count) as pool:
+        on_behind = stack.enter_context(session_client(behind, alice))
+        # Followed on A and B: a user's streams per process are capped at 20.
+        readers = [stack.enter_context(session_client(server, alice)) for server in (pair.a, pair.b)]
+        sent = [
+            send(on_behind, conversation, fake(text=expected, tps=20))
+            for conversation, expected in zip(conversations, plans, strict=True)
+        ]
+        following = [
+            pool.submit(
+                follow,
+                readers[i % 2],
+                c,
+                s["assistant_message"]["last_event_id"],
+                s["assistant_message"]["id"],
+            )
+            for i, (c, s) in enumerate(zip(conversations, sent, strict=True))
+        ]
+        time.sleep(1.0)
+        proxy.stall()
+        time.sleep(6.0)
+        proxy.resume()
+        results = [f.result(timeout=60) for f in following]
+    for seen, expected, s in zip(results, plans, sent, strict=True):
+        assert [e.event for e in seen].count("start") == 1, "the answer was replayed"
+        assert_exactly_once_in_order(seen, expected, s["assistant_message"]["id"])
+    assert "replayed" not in behind.log_text()
