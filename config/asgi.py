@@ -29,6 +29,7 @@ from django.urls import re_path  # noqa: E402
 from assistant import stream_endpoint  # noqa: E402
 from assistant.generation import leases, running  # noqa: E402
 from config.body_limits import RequestBodyLimit  # noqa: E402
+from config.fastpaths import aiohttp as fast_aiohttp  # noqa: E402
 from config.fastpaths import daphne as daphne_requests  # noqa: E402
 from config.fastpaths import twisted as twisted_writes  # noqa: E402
 from config.head_requests import HeadResponses  # noqa: E402
@@ -65,14 +66,19 @@ daphne_requests.install()
 # (config/fastpaths/twisted.py).
 twisted_writes.install()
 
-# Under daphne's reactor: heartbeat and restart recovery from the moment it serves, not
+# Answers read from aiohttp itself, their connection held between paced reads, where the
+# fast path is allowed (config/fastpaths/aiohttp.py): decided now, so the log says so at start.
+fast_aiohttp.installed()
+
+# Under daphne's reactor: heartbeat and restart recovery from the loop's first turn, not
 # from the first chat request (answers a crashed process left `streaming` are marked at
-# once); before it stops its event loop, which cancels what runs, this process's answers
-# store themselves `interrupted` and it gives up its lease (assistant/generation/leases.py).
+# once; not callWhenRunning, whose callbacks run before the asyncio loop does); before it
+# stops its event loop, which cancels what runs, this process's answers store themselves
+# `interrupted` and it gives up its lease (assistant/generation/leases.py).
 if "twisted.internet.reactor" in sys.modules:
     from twisted.internet import defer, reactor
 
-    reactor.callWhenRunning(lambda: running.follow_up(leases.ensure_supervisor()))
+    reactor.callLater(0, lambda: running.follow_up(leases.ensure_supervisor()))
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(leases.shutdown()))
     )

@@ -47,7 +47,8 @@ _READ_BYTES = 16 * 1024
 @cache
 def installed() -> bool:
     """Whether this process reads streamed answers through this fast path: decided once,
-    at the first answer (the switch, and the installed versions against WRITTEN_FOR)."""
+    at start-up (config/asgi.py) or else at the first answer, by the switch and the
+    installed versions against WRITTEN_FOR."""
     return fastpaths.allowed("aiohttp", WRITTEN_FOR)
 
 
