@@ -46,13 +46,13 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import URLPattern, get_resolver, path
 from django.utils.cache import patch_vary_headers
 from django.utils.log import log_response
+from django_eventstream.utils import get_channelmanager
 
-from assistant import errors, open_streams, selectors
+from assistant import errors, open_streams
 from assistant.events import subscriber
-from assistant.events.wire import encode_data, position_from
+from assistant.events.wire import channel_for, encode_data, position_from
 from assistant.generation.leases import ensure_supervisor
 from assistant.middleware import add_security_headers
-from assistant.models import Conversation
 from assistant.sso import ProxyHeaderLoginMiddleware
 from assistant.views import api
 from config.send_backlog import bounded_send
@@ -190,11 +190,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
             return refusal, None
         # One call into the process's shared thread for the database work left (this
         # request runs in no ThreadSensitiveContext, so no thread of its own is made).
-        response, conversation, account = await sync_to_async(self._authorize)(request, conversation_id)
-        if conversation is None:
+        response, channel, account = await sync_to_async(self._authorize)(request, conversation_id)
+        if channel is None:
             return response, None
         await ensure_supervisor()
-        channel = conversation.channel
         token = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
         position = position_from(channel, token)
         if token and position is None:
@@ -207,25 +206,25 @@ class EventStreamConsumer(AsyncHttpConsumer):
 
     def _authorize(
         self, request: HttpRequest, conversation_id: uuid.UUID
-    ) -> tuple[HttpResponseBase, Conversation | None, tuple[object, bytes]]:
-        """Sync, in the shared thread: the proxy's sign-on, then the conversation; with
-        the user's id and credentials (see open_streams.credentials)."""
+    ) -> tuple[HttpResponseBase, str | None, tuple[object, bytes]]:
+        """Sync, in the shared thread: the proxy's sign-on, then the conversation's channel
+        if django-eventstream's channel manager lets the user read it (else 404); with the
+        user's id and credentials (see open_streams.credentials)."""
         response = self.hooks.sso.sign_on(request) if self.hooks.sso is not None else None
-        conversation = None
+        channel = None
         user = request.user
         if response is None and not user.is_authenticated:
             response = api.not_authenticated()
         elif response is None:
-            try:
-                conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
-            except errors.ServiceError as error:
-                response = api.api_error(error)
+            if not get_channelmanager().can_read_channel(user, channel_for(conversation_id)):
+                response = api.api_error(errors.not_found())
             else:
+                channel = channel_for(conversation_id)
                 response = StreamingHttpResponse(
                     content_type="text/event-stream; charset=utf-8",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-        return response, conversation, (user.pk, open_streams.credentials(getattr(user, "password", "")))
+        return response, channel, (user.pk, open_streams.credentials(getattr(user, "password", "")))
 
 
 def _replayed(body: bytes, receive):

@@ -423,6 +423,11 @@ REDIS_URL = env_str("REDIS_URL")
 # database need different prefixes.
 ASSISTANT_REDIS_PREFIX = env_str("ASSISTANT_REDIS_PREFIX", "assistant")
 
+# django_eventstream.send_event(channel, ...) from any Django code goes into the replay
+# log and reaches the conversation's open streams; its owner alone may read it.
+EVENTSTREAM_STORAGE_CLASS = "assistant.events.eventstream.ReplayLogStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "assistant.events.eventstream.ConversationChannels"
+
 if not REDIS_URL:
     # One process: sessions are read from its memory and written through to the database
     # (Django's cached_db). Every request reads its session; a hit costs a fraction of the

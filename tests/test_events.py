@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
+from django_eventstream import send_event
+from django_eventstream.storage import EventDoesNotExist
 
 from assistant.events import publish, subscriber
+from assistant.events.eventstream import ConversationChannels, ReplayLogStorage
 from assistant.events.log import LoggedEvent, PositionUnknown, Pushed
 from assistant.events.memory_log import ReplayLog
 from assistant.events.redis_fanout import parse_wake, wake_message
-from assistant.events.wire import KEEP_ALIVE, STREAM_OPEN, encode_data, position_from
+from assistant.events.wire import KEEP_ALIVE, STREAM_OPEN, channel_for, encode_data, position_from
+from assistant.models import Conversation
 
 
 def data_of(event: LoggedEvent) -> str:
@@ -265,3 +270,58 @@ def test_a_read_channel_keeps_its_position_when_its_events_are_forgotten(log):
         log.since("conversation-a", start)
     assert log.read("conversation-a", last) == ([], last)
     assert log.append("conversation-a", "delta", "new") == last + 1
+
+
+# --- django-eventstream's API: send_event into the replay log, reads by the owner only
+
+
+@pytest.fixture
+def library_log(monkeypatch) -> ReplayLog:
+    log = ReplayLog()
+    monkeypatch.setattr(publish, "replay_log", log)
+    return log
+
+
+def test_send_event_goes_into_the_replay_log_as_our_events_do(library_log):
+    channel = channel_for(uuid.uuid4())
+    start = library_log.current_id(channel)
+    send_event(channel, "title", {"conversation": "c", "title": "Grüße\n"})
+    (event,) = library_log.since(channel, start)
+    assert (
+        event.frame
+        == f'event: title\nid: {channel}:{event.id}\ndata: {{"conversation":"c","title":"Grüße\\n"}}\n\n'
+    )
+    storage = ReplayLogStorage()
+    (read,) = storage.get_events(channel, start)
+    assert (read.type, read.data, read.id) == ("title", {"conversation": "c", "title": "Grüße\n"}, event.id)
+    assert storage.get_current_id(channel) == event.id
+    with pytest.raises(EventDoesNotExist) as unknown:
+        storage.get_events(channel, 5)
+    assert unknown.value.current_id == event.id
+
+
+@pytest.mark.parametrize(
+    ("channel", "event_type", "data", "message"),
+    [
+        ("news", "title", {}, "not a conversation's channel"),
+        (channel_for(uuid.UUID(int=1)).upper(), "title", {}, "not a conversation's channel"),
+        (channel_for(uuid.UUID(int=1)), "title\nid: 9", {}, "not an event type"),
+        (channel_for(uuid.UUID(int=1)), "title", "not json", "must be JSON"),
+    ],
+)
+def test_send_event_refuses_what_the_wire_cannot_carry(library_log, channel, event_type, data, message):
+    with pytest.raises(ValueError, match=message):
+        send_event(channel, event_type, data, json_encode=False)
+
+
+@pytest.mark.django_db
+def test_only_the_owner_may_read_a_conversations_channel(django_user_model):
+    owner = django_user_model.objects.create_user("owner")
+    other = django_user_model.objects.create_user("other")
+    conversation = Conversation.objects.create(owner=owner, model="m")
+    channels = ConversationChannels()
+    assert channels.can_read_channel(owner, conversation.channel)
+    assert not channels.can_read_channel(other, conversation.channel)
+    assert not channels.can_read_channel(None, conversation.channel)
+    assert not channels.can_read_channel(owner, channel_for(uuid.uuid4()))
+    assert not channels.can_read_channel(owner, "conversation-not-a-uuid")

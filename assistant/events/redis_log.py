@@ -1,33 +1,19 @@
 """The replay log in Redis Streams, shared by every server process (`REDIS_URL`).
 
-One stream per channel, `<p>:events:ch:<channel>`. An entry is one appended batch: its
-id is `<first event id>-0`, its field `f` the batch's SSE frames (each one line of
-data, ended by a blank line, so the frames of an entry split on "\\n\\n"). The first
-entry of a stream also carries `floor`, the position below which the channel's events
-predate the stream. Event ids are contiguous within a stream: the next batch starts
-right after the newest entry's last event.
-
-Appends need no script. A process remembers where each channel it wrote or read ends,
-and adds the next batch with `XADD … NOMKSTREAM MAXLEN` at exactly that id: Redis
-refuses an id that is not above the stream's top, so two writers (or a retried command)
-never store a batch twice or out of order; the writer that was refused reads where the
-stream ends, finds its own batch there if a lost reply hid its success, and otherwise
-appends after it. A stream that is gone (expired, forgotten, Redis restarted empty)
-starts again above the Redis clock in µs, and `<p>:events:floor` (written when found
-missing) tells positions from before Redis lost its data. The event loop's appends of
-one turn go to Redis in one pipeline, and their wake-ups in one message
-(`redis_fanout`). docs/architecture.md, "Scale-out", describes what users see while
-Redis is down.
+A position taken from any process can be resumed on any other. `redis_stream` says what
+goes to Redis (the streams, the appends without a script); this module runs it: on a
+sync client for views, commands and threads, on async clients for the event loop, where
+the appends of one turn go to Redis in one pipeline on a connection of their own and
+their wake-ups in one message (`redis_fanout`). docs/architecture.md, "Scale-out",
+describes what users see while Redis is down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
 from typing import Any
 
 from django_eventstream.views import get_listener_manager
@@ -42,31 +28,16 @@ from assistant.events.log import (
     EventsUnavailable,
     Items,
     LoggedEvent,
-    PositionUnknown,
     Published,
     Pushed,
 )
 from assistant.events.redis_fanout import Fanout, wake_message
-from assistant.events.wire import frame
+from assistant.events.redis_stream import Command, StreamSteps, publish_command, reads
 
 logger = logging.getLogger(__name__)
 
 # Redis connections per process and kind (sync, async), besides the pub/sub one.
 POOL_CONNECTIONS = 32
-# Slack for clocks: a channel's stream lives this much longer than the idle time after
-# which positions from before its last event are no longer trusted.
-_EXPIRY_SLACK_SECONDS = 60
-# Channels whose end this process remembers, at most.
-_KNOWN_CHANNELS_MAX = 20_000
-# An append sets the stream's expiry again when this process last did so this long ago
-# (less than the slack of the expiry: a stream lives on for the idle time after its
-# last event at least).
-_EXPIRY_REFRESH_SECONDS = 30
-# Attempts at an append that others' appends to the same channel keep overtaking.
-_APPEND_ATTEMPTS = 5
-
-# A step of an append or read: commands for one pipeline, as (method name, args, kwargs).
-Command = tuple[str, tuple, dict]
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -77,55 +48,6 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
 
 def _unavailable(exc: BaseException) -> EventsUnavailable:
     return EventsUnavailable(f"{type(exc).__name__}: {exc}")
-
-
-@dataclass(slots=True)
-class _End:
-    """Where a channel's stream ends, as this process last saw it."""
-
-    next: int  # the id its next event gets
-    floor: int  # positions from here on can be resumed (as far as this process knows)
-    # When its expiry is due for a refresh (time.monotonic()); 0: with the next append.
-    refresh_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    first: int
-    frames: str
-    floor: int | None  # only on a stream's first entry
-
-    @classmethod
-    def of(cls, raw: tuple[bytes, dict[bytes, bytes]]) -> _Entry:
-        entry_id, fields = raw
-        floor = fields.get(b"floor")
-        return cls(
-            int(entry_id.split(b"-", 1)[0]),
-            fields.get(b"f", b"").decode(),
-            None if floor is None else int(floor),
-        )
-
-    @property
-    def count(self) -> int:
-        return self.frames.count("\n\n")
-
-    @property
-    def last(self) -> int:
-        """The entry's last event; an entry without events (a forgotten channel's) stands
-        for its id."""
-        return self.first + max(self.count - 1, 0)
-
-    def events(self) -> list[LoggedEvent]:
-        return [
-            LoggedEvent(self.first + n, text + "\n\n")
-            for n, text in enumerate(self.frames.split("\n\n")[:-1])
-        ]
-
-
-@dataclass(frozen=True, slots=True)
-class _Appended:
-    published: Published
-    pushed: Pushed
 
 
 class RedisReplayLog:
@@ -156,16 +78,11 @@ class RedisReplayLog:
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
-        if events_per_channel < 1 or idle_seconds < 0:
-            raise ValueError("a replay log keeps at least one event, for no negative time")
         self.url = url
-        self.prefix = prefix
-        self.events_per_channel = events_per_channel
-        self.idle_seconds = idle_seconds
-        self.floor_key = f"{prefix}:events:floor"
+        self.steps = StreamSteps(prefix, events_per_channel=events_per_channel, idle_seconds=idle_seconds)
         self.fanout = Fanout(url, prefix)
         # Each command is retried twice on a dropped connection: an append retried after
-        # a lost reply finds its own batch (see the module docstring). At most
+        # a lost reply finds its own batch (redis_stream). At most
         # POOL_CONNECTIONS connections per pool: past that, a command waits for one.
         self._options = {
             "socket_connect_timeout": 2,
@@ -179,140 +96,10 @@ class RedisReplayLog:
         pool = redis.BlockingConnectionPool.from_url(url, retry=retry, **self._options)
         self._sync = redis.Redis(connection_pool=pool, retry=retry)
         self._async: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
-        self._lock = threading.Lock()
-        self._ends: dict[str, _End] = {}
         # The event loop's appends waiting for the next pipeline, and the task sending it.
         self._queued: list[tuple[str, list[tuple[str, str]], asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
         self._deferred: set[asyncio.Task] = set()
-
-    # --- what both sides share: the steps, as commands and the reading of their results
-
-    def _key(self, channel: str) -> str:
-        return f"{self.prefix}:events:ch:{channel}"
-
-    def _ttl_ms(self) -> int:
-        return int((self.idle_seconds + _EXPIRY_SLACK_SECONDS) * 1000)
-
-    def _idle_us(self) -> int:
-        return int(self.idle_seconds * 1_000_000)
-
-    def _remember(self, channel: str, end: _End) -> None:
-        with self._lock:
-            if channel not in self._ends and len(self._ends) >= _KNOWN_CHANNELS_MAX:
-                self._ends.pop(next(iter(self._ends)))  # the longest known
-            self._ends[channel] = end
-
-    def _xadd(
-        self, channel: str, first: int, frames: str, floor: int | None, *, new: bool, expire: bool = True
-    ) -> list[Command]:
-        fields = {"f": frames} if floor is None else {"f": frames, "floor": str(floor)}
-        options = {"id": f"{first}-0", "maxlen": self.events_per_channel, "approximate": False}
-        if not new:
-            options["nomkstream"] = True  # a stream that is gone is not silently started again
-        commands: list[Command] = [("xadd", (self._key(channel), fields), options)]
-        if expire:
-            commands.append(("pexpire", (self._key(channel), self._ttl_ms()), {}))
-        return commands
-
-    def _fast_append(self, channel: str, items: Items) -> tuple[list[Command], list[str], int] | None:
-        """The commands for appending where this process last saw the channel end, or
-        None when it does not know the end."""
-        with self._lock:
-            end = self._ends.get(channel)
-        if end is None:
-            return None
-        frames = [frame(channel, kind, end.next + n, data) for n, (kind, data) in enumerate(items)]
-        expire = time.monotonic() >= end.refresh_at
-        commands = self._xadd(channel, end.next, "".join(frames), None, new=False, expire=expire)
-        return commands, frames, end.next
-
-    def _state_commands(self, channel: str) -> list[Command]:
-        key = self._key(channel)
-        return [
-            ("xrevrange", (key, "+", "-"), {"count": 1}),  # the newest entry
-            ("xrange", (key, "-", "+"), {"count": 1}),  # the oldest
-            ("time", (), {}),
-            # Set only when missing: when Redis lost its data, this process's clock then.
-            ("set", (self.floor_key, str(time.time_ns() // 1000)), {"nx": True, "get": True}),
-        ]
-
-    def _append_steps(self, channel: str, items: Items) -> Generator[list[Command], list, _Appended]:
-        """Append `items` as one entry; yields pipelines and takes their results."""
-        fast = self._fast_append(channel, items)
-        for _attempt in range(_APPEND_ATTEMPTS):
-            if fast is not None:
-                commands, frames, first = fast
-                added = (yield commands)[0]
-                if isinstance(added, bytes):
-                    # The stream was there and ended right before `first` (an id below its
-                    # top is refused, and a stream that starts again starts above the
-                    # clock): nothing of it was lost since this process saw its end.
-                    with self._lock:
-                        known = self._ends.get(channel)
-                    floor = known.floor if known is not None else first - 1
-                    refresh_at = known.refresh_at if known is not None else 0.0
-                    if len(commands) > 1:  # the expiry went with it
-                        refresh_at = time.monotonic() + _EXPIRY_REFRESH_SECONDS
-                    self._remember(channel, _End(first + len(items), floor, refresh_at))
-                    return self._appended(first, len(items), floor, first - 1, "".join(frames))
-                if isinstance(added, Exception) and not _is_stale(added):
-                    raise added
-            # Where does the stream end? (Gone, or overtaken by another writer.)
-            state = _State.of((yield self._state_commands(channel)), self._idle_us())
-            if fast is not None and state.exists and fast[2] <= state.newest:
-                found = (yield [("xrange", (self._key(channel), f"{fast[2]}-0", f"{fast[2]}-0"), {})])[0]
-                if found and _Entry.of(found[0]).frames == "".join(fast[1]):
-                    # A command retried after a lost reply: its first try had stored the batch.
-                    self._remember(channel, _End(state.next, state.floor))
-                    return self._appended(fast[2], len(items), state.floor, fast[2] - 1, "".join(fast[1]))
-            if state.exists:
-                self._remember(channel, _End(state.next, state.floor))
-                fast = self._fast_append(channel, items)
-                continue
-            # A new stream: above the clock, above anything this channel had.
-            first = state.next
-            frames = [frame(channel, kind, first + n, data) for n, (kind, data) in enumerate(items)]
-            added = (yield self._xadd(channel, first, "".join(frames), state.floor, new=True))[0]
-            if isinstance(added, bytes):
-                refresh_at = time.monotonic() + _EXPIRY_REFRESH_SECONDS
-                self._remember(channel, _End(first + len(items), state.floor, refresh_at))
-                # Nothing of the channel lies between its floor and this first event.
-                return self._appended(first, len(items), state.floor, state.floor, "".join(frames))
-            if isinstance(added, Exception) and not _is_stale(added):
-                raise added
-            fast = None  # someone else started it meanwhile
-        raise EventsUnavailable(f"appending to {channel} lost to other writers {_APPEND_ATTEMPTS} times")
-
-    @staticmethod
-    def _appended(first: int, count: int, floor: int, previous: int, frames: str) -> _Appended:
-        ids = list(range(first, first + count))
-        return _Appended(Published(ids, floor), Pushed(previous, first, ids[-1], frames))
-
-    def _read_steps(
-        self, channel: str, position: int | None, limit: int
-    ) -> Generator[list[Command], list, tuple[_State, list[LoggedEvent]]]:
-        """The channel's state and, from a position, the events after it (at most
-        `limit`); a read keeps the channel's stream from expiring while a page is open."""
-        key = self._key(channel)
-        commands = self._state_commands(channel)
-        if position is not None:
-            commands += [
-                ("xrevrange", (key, f"{position}-0", "-"), {"count": 1}),  # the entry holding it
-                ("xrange", (key, f"{position + 1}-0", "+"), {"count": limit}),
-                ("pexpire", (key, self._ttl_ms()), {}),
-            ]
-        results = yield commands
-        state = _State.of(results[:4], self._idle_us())
-        if state.exists:
-            self._remember(channel, _End(state.next, state.floor))
-        if position is None:
-            return state, []
-        if not state.floor <= position <= state.newest:
-            raise PositionUnknown(position)
-        found = [event for raw in [*results[4], *results[5]] for event in _Entry.of(raw).events()]
-        found = [event for event in found if event.id > position][:limit]
-        return state, found
 
     # --- the sync side: views, commands, threads
 
@@ -320,7 +107,7 @@ class RedisReplayLog:
         try:
             commands = next(steps)
             while True:
-                pipe = self._sync.pipeline(transaction=_reads(commands))
+                pipe = self._sync.pipeline(transaction=reads(commands))
                 for name, args, kwargs in commands:
                     getattr(pipe, name)(*args, **kwargs)
                 commands = steps.send(pipe.execute(raise_on_error=False))
@@ -336,7 +123,7 @@ class RedisReplayLog:
         return self.publish_batch(channel, items)
 
     def publish_batch(self, channel: str, items: Items) -> Published:
-        appended = self._run_sync(self._append_steps(channel, list(items)))
+        appended = self._run_sync(self.steps.append_steps(channel, list(items)))
         self._wake_local(channel, appended.pushed)
         try:
             self._sync.publish(
@@ -348,7 +135,7 @@ class RedisReplayLog:
         return appended.published
 
     def read(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> tuple[list[LoggedEvent], int]:
-        state, found = self._run_sync(self._read_steps(channel, position, limit))
+        state, found = self._run_sync(self.steps.read_steps(channel, position, limit))
         return found, (found[-1].id if found else max(position, state.newest))
 
     def since(self, channel: str, position: int, limit: int = CATCH_UP_BATCH) -> list[LoggedEvent]:
@@ -359,7 +146,7 @@ class RedisReplayLog:
         return floor <= position <= newest
 
     def window(self, channel: str) -> tuple[int, int]:
-        state = self._run_sync(self._read_steps(channel, None, 0))[0]
+        state = self._run_sync(self.steps.read_steps(channel, None, 0))[0]
         return state.floor, state.newest
 
     def current_id(self, channel: str) -> int:
@@ -369,19 +156,12 @@ class RedisReplayLog:
         """Drop a channel's events now, keeping its position (old positions reset); with
         Redis unreachable they expire when idle."""
         try:
-            state = self._run_sync(self._read_steps(channel, None, 0))[0]
-            pipe = self._sync.pipeline(transaction=True)
-            pipe.delete(self._key(channel))
-            # An entry without events at the channel's position, which is also its floor.
-            pipe.xadd(self._key(channel), {"f": "", "floor": str(state.newest)}, id=f"{state.newest}-0")
-            pipe.pexpire(self._key(channel), self._ttl_ms())
-            pipe.execute()
-            self._remember(channel, _End(state.newest + 1, state.newest))
+            self._run_sync(self.steps.forget_steps(channel))
         except (EventsUnavailable, *_redis_errors()) as exc:
             logger.warning(
                 "Redis unavailable: events of %s expire within %d s instead of now (%s)",
                 channel,
-                self._ttl_ms() // 1000,
+                self.steps.ttl_ms() // 1000,
                 type(exc).__name__,
             )
 
@@ -425,7 +205,7 @@ class RedisReplayLog:
         self, commands: list[Command], *, transaction: bool | None = None, appends: bool = False
     ) -> list:
         client = self._client(appends=appends)
-        pipe = client.pipeline(transaction=_reads(commands) if transaction is None else transaction)
+        pipe = client.pipeline(transaction=reads(commands) if transaction is None else transaction)
         for name, args, kwargs in commands:
             getattr(pipe, name)(*args, **kwargs)
         try:
@@ -444,11 +224,11 @@ class RedisReplayLog:
             return done.value
 
     async def aread(self, channel: str, position: int, limit: int = CATCH_UP_BATCH):
-        state, found = await self._run_async(self._read_steps(channel, position, limit))
+        state, found = await self._run_async(self.steps.read_steps(channel, position, limit))
         return found, (found[-1].id if found else max(position, state.newest))
 
     async def acurrent_id(self, channel: str) -> int:
-        state = (await self._run_async(self._read_steps(channel, None, 0)))[0]
+        state = (await self._run_async(self.steps.read_steps(channel, None, 0)))[0]
         return state.newest
 
     async def apublish_batch(self, channel: str, items: Items) -> Published:
@@ -482,7 +262,7 @@ class RedisReplayLog:
                     continue
                 message, wake = wake, None
                 try:
-                    await self._execute([_publish(self.fanout.wake_channel, message)], appends=True)
+                    await self._execute([publish_command(self.fanout.wake_channel, message)], appends=True)
                 except EventsUnavailable as exc:
                     # Stored: the other processes' streams find them at their next read.
                     logger.warning("wake-ups of appends not sent (%s)", exc)
@@ -494,7 +274,7 @@ class RedisReplayLog:
     ) -> bytes | None:
         """One pipeline for the first step of every queued append (and the wake-up of the
         pipeline before), the rest one by one; returns the wake-up of these appends."""
-        steps = [self._append_steps(channel, items) for channel, items, _ in queued]
+        steps = [self.steps.append_steps(channel, items) for channel, items, _ in queued]
         firsts = []
         for step in steps:
             try:
@@ -503,7 +283,7 @@ class RedisReplayLog:
                 firsts.append(exc)
         batched = [commands for commands in firsts if isinstance(commands, list)]
         if wake is not None:
-            batched.insert(0, [_publish(self.fanout.wake_channel, wake)])
+            batched.insert(0, [publish_command(self.fanout.wake_channel, wake)])
         try:
             results = await self._execute(
                 [command for commands in batched for command in commands], transaction=False, appends=True
@@ -602,47 +382,3 @@ class RedisReplayLog:
                 await client.aclose()
                 await client.connection_pool.disconnect()
         self._async = None
-
-
-def _publish(channel: str, message: bytes) -> Command:
-    return ("publish", (channel, message), {})
-
-
-def _reads(commands: list[Command]) -> bool:
-    """Whether a pipeline reads a stream's state: then in a transaction, one snapshot.
-    Appends go without: each XADD stands alone, and Redis runs them in order anyway."""
-    return any(name not in ("xadd", "pexpire", "publish") for name, _, _ in commands)
-
-
-def _is_stale(error: Exception) -> bool:
-    """XADD refused the id: the stream's top is at or above it (another writer, or a retry)."""
-    return "equal or smaller" in str(error)
-
-
-@dataclass(frozen=True, slots=True)
-class _State:
-    """A channel's stream as one read saw it."""
-
-    exists: bool
-    floor: int  # positions from here on can be resumed
-    newest: int  # the channel's newest position (its last event, or the clock)
-    next: int  # the id its next event gets
-
-    @classmethod
-    def of(cls, results: Sequence, idle_us: int) -> _State:
-        newest_raw, oldest_raw, (seconds, micros), lost_at = results[:4]
-        for result in (newest_raw, oldest_raw):
-            if isinstance(result, Exception):
-                raise result
-        now = int(seconds) * 1_000_000 + int(micros)
-        # Redis lost its data when this key was missing (just set to the clock).
-        gone_before = int(lost_at) if lost_at is not None else now
-        if newest_raw:
-            newest, oldest = _Entry.of(newest_raw[0]), _Entry.of(oldest_raw[0])
-            floor = oldest.floor if oldest.floor is not None else oldest.first - 1
-            return cls(True, floor, newest.last, newest.last + 1)
-        # No stream (never used, expired, lost): its position is the clock, and it resumes
-        # positions from the last idle time only, never from before Redis lost its data.
-        floor = max(gone_before, now - idle_us)
-        newest = max(now, floor)
-        return cls(False, floor, newest, newest + 1)

@@ -91,7 +91,7 @@ def test_unknown_positions_reset(process_a):
 
 
 def test_trimmed_events_reset_older_positions(process_a, monkeypatch):
-    monkeypatch.setattr(process_a, "events_per_channel", 3)
+    monkeypatch.setattr(process_a.steps, "events_per_channel", 3)
     start = process_a.current_id("conversation-a")
     ids = [process_a.append("conversation-a", "delta", str(n)) for n in range(5)]
     with pytest.raises(PositionUnknown):
@@ -111,7 +111,7 @@ def test_forget_drops_a_channel_everywhere(process_a, process_b):
 
 
 def test_idle_channels_expire_and_only_recent_positions_survive(process_a, redis_client, prefix, monkeypatch):
-    monkeypatch.setattr(process_a, "idle_seconds", 1)
+    monkeypatch.setattr(process_a.steps, "idle_seconds", 1)
     old = process_a.current_id("conversation-a")
     process_a.append("conversation-a", "delta", "x")
     time.sleep(1.2)
@@ -130,7 +130,7 @@ def test_a_read_stream_keeps_its_channel_from_expiring(process_a, redis_client, 
     last = process_a.append("conversation-a", "delta", "x")
     redis_client.pexpire(key, 1000)  # as if the channel had been idle for almost its TTL
     assert process_a.read("conversation-a", last) == ([], last)
-    assert redis_client.pttl(key) > (process_a.idle_seconds + 59) * 1000
+    assert redis_client.pttl(key) > (process_a.steps.idle_seconds + 59) * 1000
     assert process_a.append("conversation-a", "delta", "y") == last + 1
 
 
@@ -152,9 +152,9 @@ def test_a_retried_batch_is_stored_once(process_a, process_b):
     """A command retried after its reply was lost finds its batch stored at its ids."""
     start = process_a.current_id("conversation-a")
     process_a.append("conversation-a", "delta", "before")
-    known = dict(process_a._ends)  # where the channel ends, as the lost reply left it
+    known = dict(process_a.steps._ends)  # where the channel ends, as the lost reply left it
     first = process_a.append_batch("conversation-a", [("delta", "a"), ("done", "b")])
-    process_a._ends = known
+    process_a.steps._ends = known
     again = process_a.append_batch("conversation-a", [("delta", "a"), ("done", "b")])
     assert again.ids == first.ids
     assert [data_of(e) for e in process_b.since("conversation-a", start)] == ["before", "a", "b"]

@@ -20,7 +20,9 @@ from contextlib import ExitStack
 import httpx
 import pytest
 from django.conf import settings
+from django_eventstream import send_event
 
+from assistant.events.wire import channel_for
 from assistant.models import Conversation, Message
 from tests.helpers.chat import (
     create_conversation,
@@ -467,3 +469,18 @@ def test_redis_answering_late_replays_no_answer(pair, behind_proxy, alice):
         assert [e.event for e in seen].count("start") == 1, "the answer was replayed"
         assert_exactly_once_in_order(seen, expected, s["assistant_message"]["id"])
     assert "replayed" not in behind.log_text()
+
+
+def test_send_event_from_any_django_code_reaches_an_open_stream(pair, clients):
+    """django-eventstream's ordinary API, called in another process (this test's, as a
+    management command's would be), reaches the page's stream on B over HTTP."""
+    _, on_b = clients
+    conversation = create_conversation(on_b)
+    with on_b.stream("GET", conversation["events_url"], timeout=httpx.Timeout(30)) as response:
+        assert response.status_code == 200
+        payload = {"conversation": conversation["id"], "title": "Grüße"}
+        send_event(channel_for(conversation["id"]), "title", payload)
+        title = next(event for event in Frames(response) if event.event == "title")
+    assert title.json() == payload
+    assert '"title":"Grüße"' in title.data  # UTF-8 as is, as every event of the stream
+    assert title.id.startswith(f"{channel_for(conversation['id'])}:")
