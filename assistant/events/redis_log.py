@@ -55,13 +55,13 @@ class RedisReplayLog:
 
     Keys (prefix `ASSISTANT_REDIS_PREFIX`, default `assistant`):
 
-        <p>:events:ch:<channel>   stream: one entry per appended batch, at most
-                                  `events_per_channel` entries; expires when neither
-                                  written nor read for the idle time (plus a minute)
-        <p>:events:floor          the Redis clock in µs when this prefix's data was
-                                  first found missing: older positions predate it
-        <p>:events:wake           pub/sub: the frames of appended batches (redis_fanout)
-        <p>:cancel, <p>:revoke    pub/sub: stop requests and stream revocations
+        <p>:events:stream:<channel>   stream: one entry per appended batch, at most
+                                      `events_per_channel` entries; expires when neither
+                                      written nor read for the idle time (plus a minute)
+        <p>:events:start              the clock in µs when this prefix's log was first
+                                      used or found lost: older positions predate it
+        <p>:events:wake               pub/sub: the frames of appended batches (redis_fanout)
+        <p>:cancel, <p>:revoke        pub/sub: stop requests and stream revocations
     """
 
     shared = True

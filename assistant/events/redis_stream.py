@@ -1,6 +1,6 @@
 """The Redis replay log's streams: what goes to Redis, and how its answers read.
 
-One stream per channel, `<p>:events:ch:<channel>`. An entry is one appended batch: its
+One stream per channel, `<p>:events:stream:<channel>`. An entry is one appended batch: its
 id is `<first event id>-0`, its field `f` the batch's SSE frames (each one line of
 data, ended by a blank line, so the frames of an entry split on "\\n\\n"). The first
 entry of a stream also carries `floor`, the position below which the channel's events
@@ -13,7 +13,7 @@ refuses an id that is not above the stream's top, so two writers (or a retried c
 never store a batch twice or out of order; the writer that was refused reads where the
 stream ends, finds its own batch there if a lost reply hid its success, and otherwise
 appends after it. A stream that is gone (expired, forgotten, Redis restarted empty)
-starts again above the Redis clock in µs, and `<p>:events:floor` (written when found
+starts again above the Redis clock in µs, and `<p>:events:start` (written when found
 missing) tells positions from before Redis lost its data.
 
 No I/O here: an append or a read is a generator that yields the commands of one
@@ -108,12 +108,12 @@ class StreamSteps:
         self.prefix = prefix
         self.events_per_channel = events_per_channel
         self.idle_seconds = idle_seconds
-        self.floor_key = f"{prefix}:events:floor"
+        self.start_key = f"{prefix}:events:start"
         self._lock = threading.Lock()
         self._ends: dict[str, _End] = {}
 
     def key(self, channel: str) -> str:
-        return f"{self.prefix}:events:ch:{channel}"
+        return f"{self.prefix}:events:stream:{channel}"
 
     def ttl_ms(self) -> int:
         return int((self.idle_seconds + _EXPIRY_SLACK_SECONDS) * 1000)
@@ -158,7 +158,7 @@ class StreamSteps:
             ("xrange", (key, "-", "+"), {"count": 1}),  # the oldest
             ("time", (), {}),
             # Set only when missing: when Redis lost its data, this process's clock then.
-            ("set", (self.floor_key, str(time.time_ns() // 1000)), {"nx": True, "get": True}),
+            ("set", (self.start_key, str(time.time_ns() // 1000)), {"nx": True, "get": True}),
         ]
 
     def append_steps(self, channel: str, items: Items) -> Generator[list[Command], list, Appended]:

@@ -116,7 +116,7 @@ def test_idle_channels_expire_and_only_recent_positions_survive(process_a, redis
     process_a.append("conversation-a", "delta", "x")
     time.sleep(1.2)
     # What the stream's TTL does after the idle time (plus a minute of slack for clocks).
-    redis_client.delete(f"{prefix}:events:ch:conversation-a")
+    redis_client.delete(f"{prefix}:events:stream:conversation-a")
     with pytest.raises(PositionUnknown):
         process_a.since("conversation-a", old)
     # A channel without state: its current position is the clock, which can be resumed.
@@ -126,7 +126,7 @@ def test_idle_channels_expire_and_only_recent_positions_survive(process_a, redis
 def test_a_read_stream_keeps_its_channel_from_expiring(process_a, redis_client, prefix):
     """A stream reads at least once per keep-alive interval: an open page's position never
     ages out of the log, however long the conversation stays quiet."""
-    key = f"{prefix}:events:ch:conversation-a"
+    key = f"{prefix}:events:stream:conversation-a"
     last = process_a.append("conversation-a", "delta", "x")
     redis_client.pexpire(key, 1000)  # as if the channel had been idle for almost its TTL
     assert process_a.read("conversation-a", last) == ([], last)
