@@ -61,5 +61,9 @@ $(VENV)/.bench: requirements.txt requirements-bench.txt | $(BIN)/python
 
 STREAMS ?= 10 50 100 150 200
 IDLE ?= 1000
+# make bench SCALEOUT=1: Assistant on PostgreSQL and Redis (the scale-out profile; a
+# database and a key prefix of its own per round), no idle step.
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/6
 bench: $(VENV)/.bench
-	$(BIN)/python -m bench.run --streams $(STREAMS) --idle $(IDLE)
+	$(BIN)/python -m bench.run --streams $(STREAMS) --idle $(if $(SCALEOUT),0 --scaleout \
+		$(SCALEOUT_DATABASE_URL) $(BENCH_REDIS_URL),$(IDLE))
