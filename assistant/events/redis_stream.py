@@ -45,9 +45,6 @@ _APPEND_ATTEMPTS = 5
 # A step of an append or read: commands for one pipeline, as (method name, args, kwargs).
 Command = tuple[str, tuple, dict]
 
-# A step of an append or read: commands for one pipeline, as (method name, args, kwargs).
-Command = tuple[str, tuple, dict]
-
 
 @dataclass(slots=True)
 class _End:
@@ -112,16 +109,16 @@ class StreamSteps:
         self._lock = threading.Lock()
         self._ends: dict[str, _End] = {}
 
-    def key(self, channel: str) -> str:
+    def _key(self, channel: str) -> str:
         return f"{self.prefix}:events:stream:{channel}"
 
     def ttl_ms(self) -> int:
         return int((self.idle_seconds + _EXPIRY_SLACK_SECONDS) * 1000)
 
-    def idle_us(self) -> int:
+    def _idle_us(self) -> int:
         return int(self.idle_seconds * 1_000_000)
 
-    def remember(self, channel: str, end: _End) -> None:
+    def _remember(self, channel: str, end: _End) -> None:
         with self._lock:
             if channel not in self._ends and len(self._ends) >= _KNOWN_CHANNELS_MAX:
                 self._ends.pop(next(iter(self._ends)))  # the longest known
@@ -134,9 +131,9 @@ class StreamSteps:
         options = {"id": f"{first}-0", "maxlen": self.events_per_channel, "approximate": False}
         if not new:
             options["nomkstream"] = True  # a stream that is gone is not silently started again
-        commands: list[Command] = [("xadd", (self.key(channel), fields), options)]
+        commands: list[Command] = [("xadd", (self._key(channel), fields), options)]
         if expire:
-            commands.append(("pexpire", (self.key(channel), self.ttl_ms()), {}))
+            commands.append(("pexpire", (self._key(channel), self.ttl_ms()), {}))
         return commands
 
     def _fast_append(self, channel: str, items: Items) -> tuple[list[Command], list[str], int] | None:
@@ -151,8 +148,8 @@ class StreamSteps:
         commands = self._xadd(channel, end.next, "".join(frames), None, new=False, expire=expire)
         return commands, frames, end.next
 
-    def state_commands(self, channel: str) -> list[Command]:
-        key = self.key(channel)
+    def _state_commands(self, channel: str) -> list[Command]:
+        key = self._key(channel)
         return [
             ("xrevrange", (key, "+", "-"), {"count": 1}),  # the newest entry
             ("xrange", (key, "-", "+"), {"count": 1}),  # the oldest
@@ -178,20 +175,20 @@ class StreamSteps:
                     refresh_at = known.refresh_at if known is not None else 0.0
                     if len(commands) > 1:  # the expiry went with it
                         refresh_at = time.monotonic() + _EXPIRY_REFRESH_SECONDS
-                    self.remember(channel, _End(first + len(items), floor, refresh_at))
-                    return self.appended(first, len(items), floor, first - 1, "".join(frames))
+                    self._remember(channel, _End(first + len(items), floor, refresh_at))
+                    return self._appended(first, len(items), floor, first - 1, "".join(frames))
                 if isinstance(added, Exception) and not is_stale(added):
                     raise added
             # Where does the stream end? (Gone, or overtaken by another writer.)
-            state = State.of((yield self.state_commands(channel)), self.idle_us())
+            state = State.of((yield self._state_commands(channel)), self._idle_us())
             if fast is not None and state.exists and fast[2] <= state.newest:
-                found = (yield [("xrange", (self.key(channel), f"{fast[2]}-0", f"{fast[2]}-0"), {})])[0]
+                found = (yield [("xrange", (self._key(channel), f"{fast[2]}-0", f"{fast[2]}-0"), {})])[0]
                 if found and _Entry.of(found[0]).frames == "".join(fast[1]):
                     # A command retried after a lost reply: its first try had stored the batch.
-                    self.remember(channel, _End(state.next, state.floor))
-                    return self.appended(fast[2], len(items), state.floor, fast[2] - 1, "".join(fast[1]))
+                    self._remember(channel, _End(state.next, state.floor))
+                    return self._appended(fast[2], len(items), state.floor, fast[2] - 1, "".join(fast[1]))
             if state.exists:
-                self.remember(channel, _End(state.next, state.floor))
+                self._remember(channel, _End(state.next, state.floor))
                 fast = self._fast_append(channel, items)
                 continue
             # A new stream: above the clock, above anything this channel had.
@@ -200,23 +197,23 @@ class StreamSteps:
             added = (yield self._xadd(channel, first, "".join(frames), state.floor, new=True))[0]
             if isinstance(added, bytes):
                 refresh_at = time.monotonic() + _EXPIRY_REFRESH_SECONDS
-                self.remember(channel, _End(first + len(items), state.floor, refresh_at))
+                self._remember(channel, _End(first + len(items), state.floor, refresh_at))
                 # Nothing of the channel lies between its floor and this first event.
-                return self.appended(first, len(items), state.floor, state.floor, "".join(frames))
+                return self._appended(first, len(items), state.floor, state.floor, "".join(frames))
             if isinstance(added, Exception) and not is_stale(added):
                 raise added
             fast = None  # someone else started it meanwhile
         raise EventsUnavailable(f"appending to {channel} lost to other writers {_APPEND_ATTEMPTS} times")
 
     @staticmethod
-    def appended(first: int, count: int, floor: int, previous: int, frames: str) -> Appended:
+    def _appended(first: int, count: int, floor: int, previous: int, frames: str) -> Appended:
         ids = list(range(first, first + count))
         return Appended(Published(ids, floor), Pushed(previous, first, ids[-1], frames))
 
     def forget_steps(self, channel: str) -> Generator[list[Command], list, None]:
         """Drop a channel's events, keeping its position: old positions reset."""
-        state = State.of((yield self.state_commands(channel)), self.idle_us())
-        key = self.key(channel)
+        state = State.of((yield self._state_commands(channel)), self._idle_us())
+        key = self._key(channel)
         # One transaction: an entry without events at the channel's position, its floor.
         results = yield [
             ("delete", (key,), {}),
@@ -226,15 +223,15 @@ class StreamSteps:
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        self.remember(channel, _End(state.newest + 1, state.newest))
+        self._remember(channel, _End(state.newest + 1, state.newest))
 
     def read_steps(
         self, channel: str, position: int | None, limit: int
     ) -> Generator[list[Command], list, tuple[State, list[LoggedEvent]]]:
         """The channel's state and, from a position, the events after it (at most
         `limit`); a read keeps the channel's stream from expiring while a page is open."""
-        key = self.key(channel)
-        commands = self.state_commands(channel)
+        key = self._key(channel)
+        commands = self._state_commands(channel)
         if position is not None:
             commands += [
                 ("xrevrange", (key, f"{position}-0", "-"), {"count": 1}),  # the entry holding it
@@ -242,9 +239,9 @@ class StreamSteps:
                 ("pexpire", (key, self.ttl_ms()), {}),
             ]
         results = yield commands
-        state = State.of(results[:4], self.idle_us())
+        state = State.of(results[:4], self._idle_us())
         if state.exists:
-            self.remember(channel, _End(state.next, state.floor))
+            self._remember(channel, _End(state.next, state.floor))
         if position is None:
             return state, []
         if not state.floor <= position <= state.newest:
