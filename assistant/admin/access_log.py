@@ -17,11 +17,12 @@ from django.utils.translation import gettext_lazy as _
 
 from assistant import review
 from assistant.admin.lookups import MetadataLookupsOnly, date_lookups, value_lookups
+from assistant.admin.records import ReadOnlyRecords
 from assistant.models import AccessLog
 
 
 @admin.register(AccessLog)
-class AccessLogAdmin(MetadataLookupsOnly):
+class AccessLogAdmin(ReadOnlyRecords, MetadataLookupsOnly):
     """Append-only: readable (and exportable) with the view permission, changeable by nobody."""
 
     list_display = ["accessed_at", "reviewer_username", "owner_username", "conversation", "short_reason"]
@@ -56,15 +57,6 @@ class AccessLogAdmin(MetadataLookupsOnly):
     @admin.display(description=_("reason"))
     def short_reason(self, obj: AccessLog) -> str:
         return Truncator(obj.reason).chars(200)
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         export_view = self.admin_site.admin_view(self.export_view)

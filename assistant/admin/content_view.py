@@ -30,6 +30,7 @@ from django.utils.translation import gettext_lazy as _
 
 from assistant import review
 from assistant.admin.lookups import MetadataLookupsOnly
+from assistant.admin.records import ReadOnlyRecords
 from assistant.models import Conversation, Message
 
 
@@ -114,7 +115,7 @@ def content_view_target(next_url: str) -> tuple[type, str]:
     return lists[parts.path], f"{parts.path}?{query.urlencode()}"
 
 
-class ContentViewAdmin(MetadataLookupsOnly):
+class ContentViewAdmin(ReadOnlyRecords, MetadataLookupsOnly):
     """A list of metadata; for a reviewer who states a reason, its content view.
 
     The reason opens the content view of both review lists for `review.GRANT_SECONDS`

@@ -220,13 +220,7 @@ class ConversationAdmin(ContentViewAdmin):
     def has_error(self, obj: Conversation) -> bool:
         return obj.has_error
 
-    # Transcripts are records: nobody adds or edits them here; only superusers delete.
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
+    # Transcripts are records (ReadOnlyRecords); only superusers delete them.
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return request.user.is_active and request.user.is_superuser

@@ -174,15 +174,6 @@ class MessageAdmin(ContentViewAdmin):
             '<a href="{}">{}</a>', transcript_url(obj.conversation_id, obj.pk), _("transcript")
         )
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # A message's text is part of a transcript: shown there, after a reason.
         message = self.get_object(request, unquote(object_id))
