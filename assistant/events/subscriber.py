@@ -34,7 +34,11 @@ class _StreamListener(Listener):
     event. Publishers in other threads still go through it."""
 
     def wake_threadsafe(self) -> None:
-        if asyncio._get_running_loop() is self.loop:
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:  # a thread without a loop: a request's, a command's
+            here = None
+        if here is self.loop:
             self.aevent.set()
         else:
             super().wake_threadsafe()
