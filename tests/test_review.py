@@ -245,9 +245,12 @@ def test_superuser_also_needs_a_reason(root_client, root, conversation):
     assert "deletelink" in page  # superusers may delete, through the confirmation page
 
 
-def test_unknown_conversation_redirects_without_logging(reviewer_client):
-    url = reverse("admin:assistant_conversation_review", args=["00000000-0000-0000-0000-000000000000"])
-    assert reviewer_client.post(url, REASON).status_code == 302
+def test_unknown_conversation_is_404_without_logging(reviewer_client):
+    missing = "00000000-0000-0000-0000-000000000000"
+    review = reverse("admin:assistant_conversation_review", args=[missing])
+    transcript = reverse("admin:assistant_conversation_change", args=[missing])
+    assert reviewer_client.post(review, REASON).status_code == 404
+    assert reviewer_client.get(transcript).status_code == 404
     assert not AccessLog.objects.exists()
 
 

@@ -20,7 +20,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -257,7 +257,7 @@ class ConversationAdmin(ContentViewAdmin):
             raise PermissionDenied
         conversation = self._reviewable(request, object_id)
         if conversation is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            raise Http404
         expires = review.transcript_granted(session=request.session, conversation_id=conversation.pk)
         if expires is None:
             url = reverse("admin:assistant_conversation_review", args=[quote(conversation.pk)])
@@ -286,7 +286,7 @@ class ConversationAdmin(ContentViewAdmin):
             raise PermissionDenied
         conversation = self._reviewable(request, object_id)
         if conversation is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            raise Http404
         form = ReviewReasonForm(request.POST if request.method == "POST" else None)
         if form.is_bound and form.is_valid():
             review.transcript_open(

@@ -7,7 +7,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
@@ -178,7 +178,7 @@ class MessageAdmin(ContentViewAdmin):
         # A message's text is part of a transcript: shown there, after a reason.
         message = self.get_object(request, unquote(object_id))
         if message is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            raise Http404
         if not self.has_view_permission(request, message):
             raise PermissionDenied
         return HttpResponseRedirect(transcript_url(message.conversation_id, message.pk))
