@@ -14,8 +14,8 @@ import pytest
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from assistant.processes import PROCESS_ID
 from assistant.models import ServerProcess
+from assistant.processes import PROCESS_ID
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),  # each thread has its own connection
