@@ -414,3 +414,78 @@ def test_content_view_query_count_is_constant(reviewer_client, alice, django_ass
         reviewer_client.get(reverse(CHANGELIST), {"content_view": "1"})
     with django_assert_num_queries(MESSAGE_LIST_QUERIES + 1):
         reviewer_client.get(reverse(MESSAGES), {"content_view": "1"})  # logged already: no writes
+
+
+# --- content columns, the search notice, the site's name ----------------------------------------
+
+HIDDEN = "— (content: state a reason to review)"
+
+
+def column_headers(response) -> list[str]:
+    return [header["text"] for header in response.context["result_headers"]][1:]  # after the checkbox
+
+
+def test_titles_and_comments_show_a_placeholder_outside_the_content_view(reviewer_client, alice):
+    commented = conversation_with_messages(alice, "Gehaltsverhandlung", feedback=-1)
+    answer = commented.messages.get(role="assistant")
+    Message.objects.filter(pk=answer.pk).update(feedback_comment="Zahl stimmt nicht")
+    conversation_with_messages(alice, "Urlaub")
+    lists = [(reverse(CHANGELIST), "Gehaltsverhandlung"), (reverse(MESSAGES), "Zahl stimmt nicht")]
+    plain = {url: reviewer_client.get(url) for url, _ in lists}
+    for url, content in lists:
+        page = plain[url].content.decode()
+        assert content not in page
+        assert "Urlaub" not in page
+        assert HIDDEN in page
+    # A comment's place says only that there is one: 4 messages, 1 comment, 4 titles.
+    messages_page = plain[reverse(MESSAGES)].content.decode()
+    assert messages_page.count(f'<td class="field-comment_hidden">{HIDDEN}</td>') == 1
+    assert messages_page.count(f'<td class="field-conversation_title_hidden">{HIDDEN}</td>') == 4
+    open_content_view(reviewer_client)
+    for url, content in lists:
+        shown = reviewer_client.get(url, {"content_view": "1"})
+        page = shown.content.decode()
+        assert content in page
+        assert "Urlaub" in page
+        assert HIDDEN not in page
+        # The same columns in the same places: `?o=` sorts by the same column in both views.
+        assert column_headers(shown) == column_headers(plain[url])
+
+
+def test_conversation_list_has_nine_narrow_columns(reviewer_client, conversation):
+    # These and the filters fit 1440 px (tests/browser/test_admin_layout.py measures it);
+    # the label names the owner.
+    response = reviewer_client.get(reverse(CHANGELIST))
+    assert column_headers(response) == [
+        "conversation",
+        "title",
+        "model",
+        "messages",
+        "tokens",
+        "last activity",
+        "negative feedback",
+        "errors",
+        "archived",
+    ]
+
+
+def test_a_search_by_staff_without_the_review_permission_names_no_way_to_content(alice, conversation):
+    clerk = get_user_model().objects.create_user("clerk", password="clerk-password-1", is_staff=True)
+    clerk.user_permissions.add(
+        *Group.objects.get(name=review.REVIEWERS_GROUP).permissions.exclude(codename="review_conversation")
+    )
+    response = logged_in(clerk).get(reverse(CHANGELIST), {"q": "Teilantwort"})
+    page = response.content.decode()
+    assert list(response.context["cl"].result_list) == []
+    assert "Only owners' usernames and conversation ids were searched." in page
+    assert reverse("admin:assistant_conversation_content") not in page
+
+
+@pytest.mark.parametrize("url", ["admin:index", "admin:login", CHANGELIST])
+def test_the_admin_is_branded_assistant(admin_client_, url):
+    client = Client() if url == "admin:login" else admin_client_
+    page = client.get(reverse(url)).content.decode()
+    assert re.search(r"<title>[^<]*\| Assistant administration</title>", page)
+    assert "Django" not in page
+    if url != "admin:login":
+        assert re.search(r'<div id="site-name"><a href="[^"]*">Assistant administration</a></div>', page)

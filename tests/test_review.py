@@ -525,3 +525,47 @@ def test_feedback_review_lists_thumbs_down_with_comments_and_links_to_context(
     assert response.url == f"{reason_url(conversation)}?message={answer.pk}"
     assert len(reviewer_client.get(url, {"feedback_review": "down"}).context["cl"].result_list) == 2
     assert "Feedback review" in reviewer_client.get(url).content.decode()
+
+
+# --- searching content -----------------------------------------------------------------------------
+
+
+def test_content_search_without_a_reason_is_refused_and_offers_the_reason_form(
+    reviewer_client, rita, alice, conversation
+):
+    url = reverse("admin:assistant_message_changelist")
+    response = reviewer_client.get(url, {"q": "Falsche Zahl"})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []
+    assert "Only owners' usernames and conversation ids were searched." in page
+    assert not AccessLog.objects.exists()
+    # The way in keeps the search: state a reason, land on the search in the content view.
+    asked = response.context["content_view_on_url"]
+    assert asked in page
+    assert "q%3DFalsche%2BZahl" in asked
+    back = reviewer_client.post(asked, REASON)
+    assert back.url == f"{url}?q=Falsche+Zahl&content_view=1"
+    found = reviewer_client.get(back.url)
+    assert [m.feedback_comment for m in found.context["cl"].result_list] == ["Falsche Zahl <i>im</i> Text"]
+    assert "content-search-refused" not in found.content.decode()
+    entry = AccessLog.objects.get()
+    assert (entry.reviewer, entry.owner, entry.conversation_id) == (rita, alice, conversation.pk)
+    assert entry.reason == "search “Falsche Zahl”: User support request: Ticket 4711: alice asked for help"
+    # The owner reads it: who, which conversation, the search and the reason.
+    owners_page = logged_in(alice).get(reverse("access_log")).content.decode()
+    assert "search “Falsche Zahl”: User support request: Ticket 4711" in owners_page
+    assert "rita" in owners_page
+    assert reverse("conversation", args=[conversation.pk]) in owners_page
+
+
+def test_a_metadata_search_says_what_it_did_not_search_whatever_it_finds(reviewer_client, conversation):
+    url = reverse("admin:assistant_conversation_changelist")
+    found, not_found = (reviewer_client.get(url, {"q": q}) for q in ("alice", "Gehaltsfrage"))
+    assert [c.pk for c in found.context["cl"].result_list] == [conversation.pk]
+    assert list(not_found.context["cl"].result_list) == []
+    # The notice does not depend on whether the content would have matched.
+    assert found.context["content_search_refused"] is not_found.context["content_search_refused"] is True
+    assert "content-search-refused" in found.content.decode()
+    assert "content-search-refused" not in reviewer_client.get(url).content.decode()
+    assert not AccessLog.objects.exists()

@@ -21,3 +21,6 @@ admin.site.login_form = AdminLoginForm
 admin.site.site_header = _("Assistant administration")
 admin.site.site_title = _("Assistant administration")
 admin.site.index_title = _("Administration")
+# The breadcrumbs lead back to the index; the side bar's 290 px are the review lists' room
+# (the conversation list fits 1440 px, tests/browser/test_admin_layout.py).
+admin.site.enable_nav_sidebar = False

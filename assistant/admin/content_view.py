@@ -16,7 +16,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, QueryDict
@@ -67,6 +67,8 @@ def transcript_url(conversation_id: uuid.UUID, message_id: int | None = None) ->
 
 # `?content_view=1` asks a list for titles, comments and search in text (a stated reason).
 CONTENT_VIEW = "content_view"
+# What a column of content (a title, a comment) shows outside the content view.
+CONTENT_HIDDEN = _("— (content: state a reason to review)")
 
 
 class ContentViewFilter(admin.SimpleListFilter):
@@ -127,7 +129,10 @@ class ContentViewAdmin(ReadOnlyRecords, MetadataLookupsOnly):
 
     metadata_search_help_text = ""
     content_search_help_text = ""
-    content_list_display: list[str] = []
+    # Columns of content in `list_display`, each with the column that stands in for it
+    # outside the content view (same header, CONTENT_HIDDEN): the columns, and the
+    # positions `?o=` sorts by, are the same in both views.
+    content_columns: dict[str, str] = {}
 
     def content_grant(self, request: HttpRequest) -> review.ListContentGrant | None:
         """The grant this request shows content under, if it asks for the content view."""
@@ -136,7 +141,9 @@ class ContentViewAdmin(ReadOnlyRecords, MetadataLookupsOnly):
         return review.list_content_granted(session=request.session)
 
     def get_list_display(self, request):
-        return self.content_list_display if self.content_grant(request) else self.list_display
+        if self.content_grant(request):
+            return self.list_display
+        return [self.content_columns.get(column, column) for column in self.list_display]
 
     def get_list_filter(self, request):
         return [*self.list_filter, ContentViewFilter]
@@ -196,6 +203,10 @@ class ContentViewAdmin(ReadOnlyRecords, MetadataLookupsOnly):
         with_content[CONTENT_VIEW] = "1"
         context = {
             "content_view": grant is not None,
+            # A search outside the content view matches owners and ids only, and says so
+            # every time (whatever it finds: telling when text would have matched would
+            # answer the search).
+            "content_search_refused": grant is None and bool(request.GET.get(SEARCH_VAR, "").strip()),
             "content_view_ends": datetime.fromtimestamp(grant.expires, tz=UTC) if grant else None,
             "content_view_off_url": f"{request.path}?{without.urlencode()}" if without else request.path,
             "content_view_on_url": (

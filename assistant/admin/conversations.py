@@ -31,6 +31,7 @@ from django.utils.translation import gettext_lazy as _
 
 from assistant import review
 from assistant.admin.content_view import (
+    CONTENT_HIDDEN,
     CONTENT_VIEW,
     ContentViewAdmin,
     ReviewReasonForm,
@@ -114,7 +115,7 @@ def conversations_with_review_columns(queryset: QuerySet[Conversation]) -> Query
 class ConversationAdmin(ContentViewAdmin):
     list_display = [
         "label",
-        "owner",
+        "conversation_title",
         "model",
         "message_count",
         "total_tokens",
@@ -123,8 +124,7 @@ class ConversationAdmin(ContentViewAdmin):
         "has_error",
         "archived",
     ]
-    # The title after the neutral label: the positions of the figures stay put (`?o=4`).
-    content_list_display = [list_display[0], "conversation_title", *list_display[1:]]
+    content_columns = {"conversation_title": "title_hidden"}
     list_filter = [
         "created_at",
         "updated_at",
@@ -188,6 +188,7 @@ class ConversationAdmin(ContentViewAdmin):
             pk__in=[conversation.pk for conversation in changelist.result_list]
         )
 
+    # The label names the owner: no column of its own (the list fits 1440 px).
     @admin.display(description=_("conversation"), ordering="created_at")
     def label(self, obj: Conversation) -> str:
         return review.conversation_label(obj)
@@ -199,6 +200,10 @@ class ConversationAdmin(ContentViewAdmin):
     @admin.display(description=_("title"))
     def conversation_title(self, obj: Conversation) -> str:
         return obj.title or "—"
+
+    @admin.display(description=_("title"))
+    def title_hidden(self, obj: Conversation) -> str:
+        return CONTENT_HIDDEN
 
     @admin.display(description=_("messages"), ordering="message_count")
     def message_count(self, obj: Conversation) -> int:

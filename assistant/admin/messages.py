@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from assistant import review
 from assistant.admin.content_view import (
+    CONTENT_HIDDEN,
     CONTENT_VIEW,
     ContentViewAdmin,
     search_words,
@@ -64,19 +65,6 @@ class MessageAdmin(ContentViewAdmin):
         "pk",
         "created_at",
         "feedback",
-        "has_comment",
-        "context",
-        "conversation_label",
-        "owner",
-        "model",
-        "role",
-        "status",
-        "error_type",
-    ]
-    content_list_display = [
-        "pk",
-        "created_at",
-        "feedback",
         "comment",
         "context",
         "conversation_label",
@@ -87,6 +75,7 @@ class MessageAdmin(ContentViewAdmin):
         "status",
         "error_type",
     ]
+    content_columns = {"comment": "comment_hidden", "conversation_title": "conversation_title_hidden"}
     list_filter = [
         FeedbackFilter,
         "role",
@@ -149,13 +138,14 @@ class MessageAdmin(ContentViewAdmin):
     def owner(self, obj: Message) -> str:
         return obj.conversation.owner.get_username()
 
-    @admin.display(description=_("comment"), boolean=True)
-    def has_comment(self, obj: Message) -> bool:
-        return bool(obj.feedback_comment)
-
     @admin.display(description=_("feedback comment"))
-    def comment(self, obj: Message) -> str:
-        return Truncator(obj.feedback_comment).chars(200)
+    def comment(self, obj: Message) -> str | None:
+        return Truncator(obj.feedback_comment).chars(200) if obj.feedback_comment else None
+
+    # Whether there is a comment is metadata (the feedback review's filter says it too).
+    @admin.display(description=_("feedback comment"))
+    def comment_hidden(self, obj: Message) -> str | None:
+        return CONTENT_HIDDEN if obj.feedback_comment else None
 
     @admin.display(description=_("conversation"), ordering="conversation__created_at")
     def conversation_label(self, obj: Message) -> str:
@@ -167,6 +157,10 @@ class MessageAdmin(ContentViewAdmin):
     @admin.display(description=_("conversation title"))
     def conversation_title(self, obj: Message) -> str:
         return obj.conversation.title or "—"
+
+    @admin.display(description=_("conversation title"))
+    def conversation_title_hidden(self, obj: Message) -> str:
+        return CONTENT_HIDDEN
 
     @admin.display(description=_("context"))
     def context(self, obj: Message) -> str:
