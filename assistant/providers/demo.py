@@ -1,57 +1,129 @@
-"""The offline demo model: a labelled canned reply, so the app works with no network."""
+"""The offline demo model: prepared replies that show what the app can do, so it works
+with no network and no model configured.
+
+Deterministic: the question picks the reply (keywords in English and German: a table,
+code, a long answer, German, an answer cut at the length limit, else a help reply that
+lists these), and the language of the question picks its language; a question with no
+clear language is answered in the page's. The texts are in demo_replies.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
 from django.conf import settings
 from django.utils.translation import get_language
 
+from assistant.providers import demo_replies as replies
 from assistant.providers.values import Finish, unpaced
 
-DEMO_REPLY = {
-    "en": (
-        "This is the offline demo model. No language model is configured, so I cannot "
-        "really answer, but everything else works as it will with a real one: streaming, "
-        "history, stop, reload.\n\nYou wrote: “{question}”\n\nTo connect a real model, set "
-        "OPENAI_API_KEY (and OPENAI_BASE_URL for any OpenAI-compatible server) and restart."
-    ),
-    "de": (
-        "Dies ist das Offline-Demomodell. Es ist kein Sprachmodell eingerichtet, daher "
-        "kann ich nicht wirklich antworten – alles andere funktioniert aber wie mit einem "
-        "echten Modell: Streaming, Verlauf, Stopp, Neuladen.\n\nSie schrieben: „{question}“\n\n"
-        "Für ein echtes Modell OPENAI_API_KEY setzen (und OPENAI_BASE_URL für jeden "
-        "OpenAI-kompatiblen Server) und neu starten."
-    ),
-}
+# The first pattern the question matches picks the reply: a cut answer before the rest,
+# so "cut a long table" still shows the length limit.
+_KINDS = (
+    ("cut", r"cut|truncat\w*|limit\w*|abgeschnitten\w*|abschneiden|abbr(?:echen|uch\w*)|längengrenze"),
+    ("table", r"tables?|tabellen?\w*|compar\w*|vergleich\w*"),
+    ("code", r"code|python|javascript|program\w*|programm\w*|skript\w*|script\w*"),
+    ("long", r"long|lang|lange[nr]?|ausführlich\w*|explain\w*|erklär\w*"),
+    ("german", r"deutsch|german"),
+)
+_KIND_PATTERNS = tuple((kind, re.compile(rf"\b(?:{words})\b", re.IGNORECASE)) for kind, words in _KINDS)
+
+_GERMAN_WORDS = re.compile(
+    r"\b(?:der|die|das|und|ist|ich|nicht|wie|was|bitte|mir|mich|ein|eine|einen|zeig|zeige|"
+    r"mit|auf|für|über|warum|wer|wo|kannst|können|sie|du|es|schreib|schreibe|gib|hallo|danke|"
+    r"zwei|drei|antworte|vergleich\w*|erklär\w*|tabelle\w*|ausführlich|abgeschnitten)\b"
+    r"|[äöüß]",
+    re.IGNORECASE,
+)
+_ENGLISH_WORDS = re.compile(
+    r"\b(?:the|and|is|are|what|how|please|me|my|show|give|with|for|about|why|can|you|write|"
+    r"of|to|an|in|hello|thanks|two|three|answer|compar\w*|explain\w*|tables?|long|cut)\b",
+    re.IGNORECASE,
+)
+# Tokens as a model streams them: each carries the whitespace before it.
+_TOKENS = re.compile(r"\s*\S+|\s+")
+
+
+def _question(messages: list[dict[str, str]]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def reply_language(question: str) -> str:
+    """`de` or `en`: the question's language when its words say it, else the page's."""
+    if re.search(r"\bdeutsch\b", question, re.IGNORECASE):
+        return "de"
+    german = len(_GERMAN_WORDS.findall(question))
+    english = len(_ENGLISH_WORDS.findall(question))
+    if german != english:
+        return "de" if german > english else "en"
+    return "de" if (get_language() or "en")[:2] == "de" else "en"
+
+
+def reply_kind(question: str) -> str:
+    """Which prepared reply the question asks for: cut, table, code, long, german or help."""
+    for kind, pattern in _KIND_PATTERNS:
+        if pattern.search(question):
+            return kind
+    return "help"
+
+
+def demo_reply(messages: list[dict[str, str]]) -> tuple[str, str]:
+    """The reply to the last question, with its label, and its finish reason. A cut reply
+    is the first `CUT_WORDS` tokens of its text, ended for `length`."""
+    question = _question(messages)
+    kind = reply_kind(question)
+    language = "de" if kind == "german" else reply_language(question)
+    label = replies.LABEL[language]
+    if kind == "cut":
+        return label + "".join(_TOKENS.findall(replies.CUT[language])[: replies.CUT_WORDS]), "length"
+    if kind == "help":
+        shown = question if len(question) <= 200 else question[:200] + "…"
+        return label + replies.HELP[language].format(question=shown), "stop"
+    if kind == "german":
+        return label + replies.GERMAN[language], "stop"
+    texts = {"table": replies.TABLE, "code": replies.CODE, "long": replies.LONG}[kind]
+    return label + texts[language], "stop"
+
+
+def continuation(answer: str) -> str:
+    """The rest of a cut demo answer whose text so far is `answer`: what its full text has
+    beyond it; a short note for any other answer."""
+    for language, text in replies.CUT.items():
+        whole = replies.LABEL[language] + text
+        if answer.strip() and whole.startswith(answer.rstrip()):
+            return whole[len(answer.rstrip()) :]
+    language = reply_language(answer)
+    return replies.NOTHING_TO_CONTINUE[language]
 
 
 class DemoProvider:
-    """A labelled canned reply at a human reading pace, so the app works with no network."""
+    """Prepared replies at a human reading pace, so the app works with no network."""
 
     async def stream(
         self, *, model: str, messages: list[dict[str, str]], pace: Callable[[], float] = unpaced
     ) -> AsyncIterator[str | Finish]:
-        """The reply a word at a time at the demo pace; `pace` has nothing to batch here."""
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        if len(question) > 200:
-            question = question[:200] + "…"
-        language = (get_language() or "en")[:2]
-        reply = DEMO_REPLY.get(language, DEMO_REPLY["en"]).format(question=question)
-        words = reply.split(" ")
-        pace = settings.ASSISTANT_DEMO_TOKENS_PER_SECOND
+        """The reply a word at a time at the demo pace; `pace` has nothing to batch here.
+
+        When the last message is the assistant's (a Continue of a cut answer), the rest of
+        that answer, ended for `stop`."""
+        if messages and messages[-1]["role"] == "assistant":
+            reply, finish_reason = continuation(messages[-1]["content"]), "stop"
+        else:
+            reply, finish_reason = demo_reply(messages)
+        tokens = _TOKENS.findall(reply)
+        rate = settings.ASSISTANT_DEMO_TOKENS_PER_SECOND
         started = time.monotonic()
-        for index, word in enumerate(words):
-            if pace:
-                await asyncio.sleep(max(0.0, started + index / pace - time.monotonic()))
-            yield word if index == 0 else " " + word
+        for index, token in enumerate(tokens):
+            if rate:
+                await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
+            yield token
         prompt_chars = sum(len(m["content"]) for m in messages)
-        yield Finish("stop", max(1, prompt_chars // 4), len(words))
+        yield Finish(finish_reason, max(1, prompt_chars // 4), len(tokens))
 
     async def complete(self, *, model: str, messages: list[dict[str, str]], max_tokens: int) -> str:
         """The first words of the last question's first line: a title without a model."""
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        first_line = next((line for line in question.splitlines() if line.strip()), "")
+        first_line = next((line for line in _question(messages).splitlines() if line.strip()), "")
         return " ".join(first_line.split()[:6])
