@@ -23,7 +23,11 @@ class ServiceError(Exception):
 
 def not_found() -> ServiceError:
     # The same answer for "does not exist" and "is not yours".
-    return ServiceError(404, "not_found", _("Not found."))
+    return ServiceError(
+        404,
+        "not_found",
+        _("This conversation or message does not exist (it may have been deleted). Reload the page."),
+    )
 
 
 @contextmanager

@@ -16,9 +16,11 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx2
 import openai
 import orjson
+from aiohttp import http_exceptions
 from django.conf import settings
 
 from assistant.providers.errors import ProviderError, provider_error
@@ -69,6 +71,34 @@ def _causes(exc: BaseException | None) -> Iterator[BaseException]:
         exc = exc.__cause__
 
 
+# The connection broke off while the answer's body was read: the upstream (or a proxy on
+# the way) closed or reset it, or it ended before its length (chunked or Content-Length)
+# was complete. The SDK turns a failure before the response into an APIConnectionError
+# (upstream_unavailable); these come from reading the body, through httpx2 (the public
+# path and a gzipped body) or from aiohttp itself (the fast path).
+_CONNECTION_DROPS = (
+    ConnectionError,  # reset, aborted, broken pipe
+    aiohttp.ClientConnectionError,  # the server disconnected; an OSError under aiohttp
+    httpx2.ReadError,
+    httpx2.RemoteProtocolError,  # "peer closed connection without sending complete message body"
+    http_exceptions.TransferEncodingError,
+    http_exceptions.ContentLengthError,
+)
+# A body that arrived but cannot be decoded is a broken answer, not a dropped connection.
+_UNDECODABLE = (http_exceptions.ContentEncodingError, http_exceptions.DecompressSizeError)
+
+
+def _connection_dropped(exc: BaseException) -> bool:
+    """Whether `exc` says the connection broke off mid-body; a timer that ran out (aiohttp's
+    ServerTimeoutError is a ClientConnectionError too) is a timeout, not a drop."""
+    causes = list(_causes(exc))
+    if any(isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__ for cause in causes):
+        return False
+    return any(isinstance(cause, _CONNECTION_DROPS) for cause in causes) and not any(
+        isinstance(cause, _UNDECODABLE) for cause in causes
+    )
+
+
 def error_from_exception(exc: BaseException) -> ProviderError:
     """Map anything the SDK or its HTTP client raises to a ProviderError."""
     if isinstance(exc, ProviderError):
@@ -83,10 +113,13 @@ def error_from_exception(exc: BaseException) -> ProviderError:
         return provider_error("timeout", 504)
     if isinstance(exc, openai.APIConnectionError):
         return provider_error("upstream_unavailable", 503)
+    if _connection_dropped(exc):
+        return provider_error("connection_lost", 502)
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return provider_error("upstream_error", 502)
-    # An in-stream error object, or the HTTP client failing mid-body (reset, bad chunking):
-    # the SDK version decides which class it is, and all of them mean a broken answer.
+    # An in-stream error object, or the HTTP client failing mid-body some other way (bad
+    # chunking, a body it cannot decode): the SDK version decides which class it is, and
+    # all of them mean a broken answer.
     name = type(exc).__name__
     if "Timeout" in name:
         return provider_error("timeout", 504)
