@@ -21,7 +21,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.helpers.upstream import FakeUpstream, split_tokens
+from tests.helpers.upstream import BEHAVIOUR_DEFAULTS, BEHAVIOUR_HELP, FakeUpstream, split_tokens
 
 MODEL = "gpt-4o-mini"
 UNICODE_TEXT = "Grüße aus Köln 👩‍💻 — 你好 שלום"
@@ -570,6 +570,50 @@ def test_cli_prints_url_and_serves() -> None:
             raw = httpx.post(f"{url}/chat/completions", json=body).text
             assert '"content":" tok2"' in raw
             assert raw.endswith("data: [DONE]\n\n")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=5) == 0
+
+
+def test_cli_help_lists_every_switch_with_its_help() -> None:
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.helpers.upstream", "--help"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    switches = ["--host", "--port", "--api-key", "--set"]
+    switches += ["--" + key.replace("_", "-") for key in BEHAVIOUR_DEFAULTS]
+    for switch in switches:
+        assert f"  {switch}" in result.stdout, switch
+    words = " ".join(result.stdout.split())  # argparse wraps the help texts
+    for help_text in BEHAVIOUR_HELP.values():
+        assert " ".join(help_text.split()) in words, help_text
+    assert set(BEHAVIOUR_HELP) == set(BEHAVIOUR_DEFAULTS)
+
+
+def test_cli_switches_change_the_behaviour() -> None:
+    root = Path(__file__).resolve().parent.parent
+    command = [
+        sys.executable, "-m", "tests.helpers.upstream", "--port", "0",
+        "--text", "Hallo Welt", "--finish-reason", "length", "--status", "429",
+        "--retry-after", "7", "--status-times", "1", "--api-key", "k",
+    ]  # fmt: skip
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            body = {"model": MODEL, "messages": user("x"), "stream": True}
+            headers = {"Authorization": "Bearer k"}
+            assert httpx.post(f"{url}/chat/completions", json=body).status_code == 401
+            refused = httpx.post(f"{url}/chat/completions", json=body, headers=headers)
+            assert (refused.status_code, refused.headers["retry-after"]) == (429, "7")
+            raw = httpx.post(f"{url}/chat/completions", json=body, headers=headers).text
+            assert '"content":" Welt"' in raw
+            assert '"finish_reason":"length"' in raw
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=5) == 0

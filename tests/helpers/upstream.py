@@ -33,7 +33,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["BEHAVIOUR_DEFAULTS", "DEFAULT_MODELS", "FakeUpstream", "chunk", "split_tokens"]
+__all__ = ["BEHAVIOUR_DEFAULTS", "BEHAVIOUR_HELP", "DEFAULT_MODELS", "FakeUpstream", "chunk", "split_tokens"]
 
 _log = logging.getLogger(__name__)
 
@@ -935,39 +935,96 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+# Every behaviour key's command-line help; main() offers each as --<key> (underscores as
+# dashes), so the CLI reaches every behaviour that set(), the constructor and FAKE{...} do.
+BEHAVIOUR_HELP: dict[str, str] = {
+    "ttft": "seconds between the response headers and the first chunk",
+    "role_gap": "seconds between the first chunk (the role, no text) and the first token",
+    "header_delay": "seconds before sending the response headers at all",
+    "tps": "content tokens per second; 0 = as fast as possible",
+    "text": "the exact reply text (split into tokens); default: 'tok0 tok1 ...'",
+    "tokens": "number of generated tokens when --text is not given",
+    "status": "answer this HTTP error status instead of a completion",
+    "retry_after": "Retry-After header value of error responses",
+    "status_times": "only the first N requests per (status, tag) get the error status",
+    "reset_after": "abort the TCP connection after K content tokens",
+    "malformed_after": "send an invalid-JSON data line after K tokens, then end",
+    "error_after": 'send an in-stream {"error": ...} chunk after K tokens, then end',
+    "stall_after": "go silent after K tokens until the client leaves or the server stops",
+    "never_end": "stream tokens forever",
+    "finish_reason": "the finish_reason of the last chunk (JSON: a string, null, anything)",
+    "usage": "send the usage chunk when stream_options.include_usage is true",
+    "ascii_json": "encode JSON with ensure_ascii=True instead of raw UTF-8",
+    "models": "JSON list of accepted model ids (others get 404); default: accept any",
+    "tag": "label (JSON) for token_log and status_times",
+    "headers": "JSON object of extra response headers",
+    "stamp": "streamed token i is 'w<i>:<monotonic ns>', stamped as it is written",
+    "gzip": "stream with content-encoding: gzip, flushed after every chunk",
+    "chunks": "JSON list of data lines sent after the role chunk instead of the tokens (a string as is)",
+    "completion": "JSON body of the non-streamed answer instead of the completion object",
+}
+
+
+def _json_or_text(raw: str) -> Any:
+    """A command-line value: its JSON when it parses (3, 0.5, true, null, [..], {..}), else the text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.helpers.upstream", description="Fake OpenAI-compatible upstream."
+        prog="python -m tests.helpers.upstream",
+        description=(
+            "Fake OpenAI-compatible upstream. Each behaviour below is the default of every "
+            "request; a request's last user message can override it with FAKE{...} (JSON). "
+            "Values are JSON when they parse, else text."
+        ),
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--api-key", default=None)
-    parser.add_argument("--ttft", type=float, default=0.0)
-    parser.add_argument("--header-delay", type=float, default=0.0)
-    parser.add_argument("--tps", type=float, default=0.0)
-    parser.add_argument("--tokens", type=int, default=20)
-    parser.add_argument("--text", default=None)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8001, help="port to listen on; 0 = any free port")
+    parser.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (else 401); default: any"
+    )
+    behaviours = parser.add_argument_group("behaviour")
+    for key, default in BEHAVIOUR_DEFAULTS.items():
+        flag = isinstance(default, bool) and default is False
+        if flag:
+            behaviours.add_argument(
+                _option(key),
+                dest=key,
+                action="store_const",
+                const=True,
+                default=None,
+                help=BEHAVIOUR_HELP[key],
+            )
+        else:
+            shown = "" if default is None else f" (default: {json.dumps(default)})"
+            behaviours.add_argument(
+                _option(key), dest=key, type=_json_or_text, default=None, metavar="VALUE",
+                help=BEHAVIOUR_HELP[key] + shown,
+            )  # fmt: skip
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=JSON",
-        help="any other behaviour, e.g. --set finish_reason='\"length\"' --set never_end=true",
+        help="any behaviour by its key, e.g. --set finish_reason='\"length\"' --set never_end=true",
     )
     args = parser.parse_args(argv)
     behaviour: dict[str, Any] = {
-        "ttft": args.ttft,
-        "header_delay": args.header_delay,
-        "tps": args.tps,
-        "tokens": args.tokens,
-        "text": args.text,
+        key: getattr(args, key) for key in BEHAVIOUR_DEFAULTS if getattr(args, key) is not None
     }
+    if "text" in behaviour:
+        behaviour["text"] = args.text if isinstance(args.text, str) else json.dumps(args.text)
     for item in args.set:
         key, _, raw = item.partition("=")
-        try:
-            behaviour[key] = json.loads(raw)
-        except ValueError:
-            behaviour[key] = raw
+        behaviour[key] = _json_or_text(raw)
     fake = FakeUpstream(args.host, args.port, args.api_key, **behaviour)
     fake.start()
     print(fake.url, flush=True)
