@@ -226,3 +226,31 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model or '-'} {self.created_at:%Y-%m-%d}: {self.answers}"
+
+
+def starter_prompt_languages() -> list[tuple[str, str]]:
+    """Any language, or one the site speaks (settings.LANGUAGES)."""
+    return [("", _("any language")), *settings.LANGUAGES]
+
+
+class StarterPrompt(models.Model):
+    """An example prompt on a new chat's empty page, chosen by the administrators."""
+
+    text = models.CharField(_("text"), max_length=500)
+    position = models.PositiveSmallIntegerField(_("position"), default=0, help_text=_("Lower comes first."))
+    active = models.BooleanField(_("active"), default=True)
+    language = models.CharField(
+        _("language"),
+        max_length=10,
+        blank=True,
+        choices=starter_prompt_languages,
+        help_text=_("Shown to users of this language only; empty for everyone."),
+    )
+
+    class Meta:
+        ordering = ["position", "id"]
+        verbose_name = _("example prompt")
+        verbose_name_plural = _("example prompts")
+
+    def __str__(self) -> str:
+        return self.text

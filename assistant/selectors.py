@@ -6,13 +6,27 @@ The writes are in assistant/services.py; both raise `errors.ServiceError`.
 from __future__ import annotations
 
 import functools
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
+from django.db.models import (
+    BooleanField,
+    Case,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -20,7 +34,7 @@ from assistant.errors import ServiceError, found_or_404
 from assistant.events.log import EventsUnavailable
 from assistant.events.publish import replay_log
 from assistant.events.wire import channel_for, position_token
-from assistant.models import Conversation, Message, UsageRecord, sql_names
+from assistant.models import Conversation, Message, StarterPrompt, UsageRecord, sql_names
 
 
 def conversation_get(*, user, conversation_id: uuid.UUID | str) -> Conversation:
@@ -151,6 +165,8 @@ class ConversationPage:
 
     conversations: list[Conversation]
     next: str | None
+    # A search's snippet of each conversation's first matching message (`snippet_parts`), by id.
+    snippets: dict[uuid.UUID, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -170,21 +186,20 @@ def _cursor_parse(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 def conversations_list(
-    *, user, query: str = "", archived: bool = False, limit: int = 100, before: str = ""
+    *, user, query: str = "", archived: bool | None = False, limit: int = 100, before: str = ""
 ) -> ConversationPage:
-    """The user's conversations, newest first; `query` matches titles and message text.
+    """The user's conversations, newest first; with a `query`, the search's ranking instead.
 
-    `before` is a page's `next` cursor: the list continues after the last one shown,
-    however many conversations are there (no offset to count through).
+    `archived`: the archive (True), the rest (False) or both (None). `before` is a page's
+    `next` cursor: the list continues after the last one shown, however many
+    conversations are there (no offset to count through).
     """
-    conversations = Conversation.objects.filter(owner=user, archived=archived)
+    conversations = Conversation.objects.filter(owner=user)
+    if archived is not None:
+        conversations = conversations.filter(archived=archived)
     query = query.strip()
     if query:
-        # A subquery, not a join: a conversation with many matching messages is listed once.
-        matching = Message.objects.filter(conversation__owner=user, content__icontains=query)
-        conversations = conversations.filter(
-            Q(title__icontains=query) | Q(pk__in=matching.values("conversation_id"))
-        )
+        return _conversations_search(conversations, user=user, query=query, limit=limit, before=before)
     if before:
         moment, pk = _cursor_parse(before)
         conversations = conversations.filter(Q(updated_at__lte=moment) & ~Q(updated_at=moment, pk__gte=pk))
@@ -195,6 +210,134 @@ def conversations_list(
         ]
     )
     return ConversationPage(rows[:limit], conversation_cursor(rows[limit - 1]) if len(rows) > limit else None)
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+class GlobMatch(Func):
+    """`text GLOB pattern`: SQLite's case-sensitive match, the pattern's classes folding case."""
+
+    arg_joiner = " GLOB "
+    template = "(%(expressions)s)"
+    output_field = BooleanField()
+
+
+def _glob_pattern(query: str) -> str:
+    """`query` as a GLOB pattern for text that contains it in any case: "Öl*" -> "*[Öö][Ll][*]*"."""
+    pattern = []
+    for char in query:
+        cases = sorted({char, char.lower(), char.upper(), char.swapcase()} - {""})
+        cases = [case for case in cases if len(case) == 1]  # "ß".upper() is "SS"
+        pattern.append(char if cases == [char] and char not in "*?[" else f"[{''.join(cases)}]")
+    return f"*{''.join(pattern)}*"
+
+
+def text_matches(field_name: str, query: str) -> Q:
+    """`field_name` contains `query`, case ignored, umlauts included, on every database.
+
+    SQLite's LIKE (Django's `icontains`) folds the case of ASCII letters only, so there a
+    query with other letters is a GLOB with a class per letter; PostgreSQL's UPPER folds all.
+    """
+    if connection.vendor == "sqlite" and not query.isascii():
+        return Q(GlobMatch(F(field_name), Value(_glob_pattern(query))))
+    return Q(**{f"{field_name}__icontains": query})
+
+
+# The text of a snippet: from a little before the first match, about this many characters.
+SNIPPET_BEFORE = 60
+SNIPPET_CHARS = 200
+_SPACE = re.compile(r"\s+")
+
+
+def snippet_parts(text: str, query: str) -> list[dict[str, Any]]:
+    """The text around the first match of `query`, as parts `{"text", "match"}`, every match
+    in it marked: a client shows them as text, never as HTML. Whitespace runs become one
+    space; "…" stands for text left out. Empty when the text does not contain `query`."""
+    pattern = re.compile(re.escape(query), re.IGNORECASE)
+    first = pattern.search(text)
+    if first is None:
+        return []
+    start = max(0, first.start() - SNIPPET_BEFORE)
+    if start and (space := _SPACE.search(text, start, first.start())):
+        start = space.end()  # at a word's beginning
+    end = max(first.end(), min(len(text), start + SNIPPET_CHARS))
+    if end < len(text):
+        spaces = [match.start() for match in _SPACE.finditer(text, first.end(), end)]
+        end = spaces[-1] if spaces else end
+    pieces: list[tuple[str, bool]] = [("…", False)] if start else []
+    position = start
+    for match in pattern.finditer(text, start, end):
+        pieces += [(text[position : match.start()], False), (match.group(), True)]
+        position = match.end()
+    pieces += [(text[position:end], False), ("…" if end < len(text) else "", False)]
+    parts: list[dict[str, Any]] = []
+    for text_piece, is_match in pieces:
+        text_piece = _SPACE.sub(" ", text_piece)
+        if parts and not parts[-1]["match"] and not is_match:
+            parts[-1]["text"] += text_piece
+        elif text_piece:
+            parts.append({"text": text_piece, "match": is_match})
+    if parts and not parts[0]["match"]:
+        parts[0]["text"] = parts[0]["text"].lstrip()
+    if parts and not parts[-1]["match"]:
+        parts[-1]["text"] = parts[-1]["text"].rstrip()
+    return [part for part in parts if part["text"]]
+
+
+def _search_cursor(conversation: Conversation) -> str:
+    """The ranked list's position after `conversation`: its rank, then as `conversation_cursor`."""
+    return f"{conversation.title_match}.{conversation.hits}.{conversation_cursor(conversation)}"
+
+
+def _search_cursor_parse(cursor: str) -> tuple[int, int, datetime, uuid.UUID]:
+    try:
+        title_match, hits, position = cursor.split(".", 2)
+        return (int(title_match), int(hits), *_cursor_parse(position))
+    except ValueError:
+        raise ServiceError(400, "invalid", _("before: Not a position in the list.")) from None
+
+
+def _conversations_search(
+    conversations: QuerySet[Conversation], *, user, query: str, limit: int, before: str
+) -> ConversationPage:
+    """`conversations` whose title or messages contain `query`, ranked in one query: title
+    matches first, then more matching messages, then the more recent; with each one's
+    first matching message for its snippet (docs/architecture.md, "Search")."""
+    matching = Message.objects.filter(text_matches("content", query))
+    in_conversation = matching.filter(conversation=OuterRef("pk"))
+    conversations = conversations.filter(
+        # A subquery, not a join: a conversation with many matching messages is listed once.
+        text_matches("title", query)
+        | Q(pk__in=matching.filter(conversation__owner=user).values("conversation_id"))
+    ).annotate(
+        title_match=Case(
+            When(text_matches("title", query), then=Value(1)), default=Value(0), output_field=IntegerField()
+        ),
+        # COUNT without GROUP BY: 0, not NULL, for a conversation found by its title alone.
+        hits=Subquery(
+            in_conversation.order_by().annotate(count=Func(F("pk"), function="COUNT")).values("count")
+        ),
+        first_text=Subquery(in_conversation.order_by("pk").values("content")[:1]),
+    )
+    if before:
+        title_match, hits, moment, pk = _search_cursor_parse(before)
+        conversations = conversations.filter(
+            Q(title_match__lt=title_match)
+            | Q(title_match=title_match, hits__lt=hits)
+            | Q(title_match=title_match, hits=hits, updated_at__lt=moment)
+            | Q(title_match=title_match, hits=hits, updated_at=moment, pk__lt=pk)
+        )
+    rows = list(
+        conversations.order_by("-title_match", "-hits", "-updated_at", "-pk").only(
+            "id", "title", "updated_at", "archived"
+        )[: limit + 1]
+    )
+    return ConversationPage(
+        rows[:limit],
+        _search_cursor(rows[limit - 1]) if len(rows) > limit else None,
+        {row.pk: snippet_parts(row.first_text or "", query) for row in rows[:limit]},
+    )
 
 
 @dataclass(frozen=True)
@@ -223,3 +366,10 @@ def group_by_recency(conversations: list[Conversation], *, today: date) -> list[
         label = next(label for label, start in bounds if start is None or conversation.updated_at >= start)
         groups[label].append(conversation)
     return [ConversationGroup(label, items) for label, items in groups.items() if items]
+
+
+def starter_prompts(*, language: str) -> list[str]:
+    """The active example prompts for a new chat in `language` ("de", "de-at") and for any, in order."""
+    languages = {"", language, language.split("-")[0]}
+    prompts = StarterPrompt.objects.filter(active=True, language__in=languages)
+    return list(prompts.order_by("position", "pk").values_list("text", flat=True))

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, register_converter
 
-from assistant.views import api, health_checks, pages
+from assistant.views import api, exports, health_checks, pages
 
 
 class IdConverter:
@@ -32,6 +32,16 @@ register_converter(IdConverter, "id")
 urlpatterns = [
     path("", pages.chat, name="chat"),
     path("c/<uuid:conversation_id>/", pages.conversation, name="conversation"),
+    path(
+        "c/<uuid:conversation_id>/export.md",
+        exports.conversation_export_markdown,
+        name="conversation_export_markdown",
+    ),
+    path(
+        "c/<uuid:conversation_id>/export.json",
+        exports.conversation_export_json_file,
+        name="conversation_export_json",
+    ),
     path("setup/", pages.setup, name="setup"),
     path("access-log/", pages.access_log, name="access_log"),
     path("accounts/login/", pages.AssistantLoginView.as_view(), name="login"),

@@ -5,14 +5,15 @@
     conversations.py  the conversation list, transcripts, the export, deletion
     messages.py       the message list and the feedback review
     access_log.py     the access log, append-only, exportable as CSV
+    starters.py       the example prompts of a new chat, edited by administrators
 
-Importing the package registers the three admins and names the site.
+Importing the package registers the four admins and names the site.
 """
 
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from assistant.admin import access_log, conversations, messages  # noqa: F401 - registers the admins
+from assistant.admin import access_log, conversations, messages, starters  # noqa: F401 - registers the admins
 from assistant.forms import AdminLoginForm
 
 # The admin's login counts and limits failed logins like the login page (assistant.throttle).

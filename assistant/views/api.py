@@ -236,16 +236,29 @@ def conversation_summary_json(conversation: Conversation) -> dict[str, Any]:
     }
 
 
+def search_result_json(conversation: Conversation, snippet: list[dict[str, Any]]) -> dict[str, Any]:
+    """A conversation found by a search: its summary and the snippet of its first matching message."""
+    return {**conversation_summary_json(conversation), "snippet": snippet}
+
+
 @require_GET
 @api_view
 def conversation_list(request: HttpRequest) -> JsonResponse:
-    data = ConversationSearchForm.parse(request.GET.dict())
+    params = request.GET.dict()
+    # "archived=all": the archive and the rest together (a search as you type finds both).
+    everywhere = params.get("archived") == "all"
+    data = ConversationSearchForm.parse({**params, "archived": ""} if everywhere else params)
     listed = selectors.conversations_list(
-        user=request.user, query=data["q"], archived=data["archived"], before=data["before"]
+        user=request.user,
+        query=data["q"],
+        archived=None if everywhere else data["archived"],
+        before=data["before"],
     )
-    return JsonResponse(
-        {"conversations": [conversation_summary_json(c) for c in listed.conversations], "next": listed.next}
-    )
+    if data["q"].strip():
+        found = [search_result_json(c, listed.snippets[c.pk]) for c in listed.conversations]
+    else:
+        found = [conversation_summary_json(c) for c in listed.conversations]
+    return JsonResponse({"conversations": found, "next": listed.next})
 
 
 @api_view

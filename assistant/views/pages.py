@@ -15,13 +15,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from assistant import errors, review, selectors
 from assistant.forms import LoginForm, SetupForm
 from assistant.providers.errors import RETRYABLE_TYPES
-from assistant.views.api import conversation_json
+from assistant.views.api import conversation_json, search_result_json
 
 
 class AssistantLoginView(LoginView):
@@ -83,18 +84,31 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
         "login_url": reverse("login"),
     }
-    if state is not None:
+    if state is None:
+        # The empty new chat offers them (set by the administrators, assistant/admin/starters.py).
+        page_data["starter_prompts"] = selectors.starter_prompts(language=get_language())
+    else:
         page_data.update(
             conversation=conversation_json(state.conversation),
             last_event_id=state.last_event_id,
             # Raw text of answers still streaming: the page appends deltas to it.
             streaming={m.pk: m.content for m in state.messages if m.is_streaming},
+            # Downloads of this conversation (assistant/views/exports.py).
+            export_urls={
+                "markdown": reverse("conversation_export_markdown", args=[state.conversation.pk]),
+                "json": reverse("conversation_export_json", args=[state.conversation.pk]),
+            },
         )
     query = request.GET.get("q", "").strip()[:200]
     archived = request.GET.get("archived") == "1"
+    # A search finds archived conversations too (flagged), unless it searches the archive.
     listed = selectors.conversations_list(
-        user=request.user, query=query, archived=archived, limit=SIDEBAR_CONVERSATIONS
+        user=request.user,
+        query=query,
+        archived=True if archived else None if query else False,
+        limit=SIDEBAR_CONVERSATIONS,
     )
+    results = [search_result_json(c, listed.snippets[c.pk]) for c in listed.conversations] if query else []
     today = timezone.localdate()
     # "Show more" continues the list from the API, sorting what it gets into the same sections.
     page_data["sidebar"] = {
@@ -102,13 +116,22 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         "query": query,
         "archived": archived,
         "next": listed.next,
+        # The list API's "archived" for a search; a ranked list goes on in its order, not in sections.
+        "search": {"ranked": bool(query), "archived": "1" if archived else "all"},
+        "results": results,
         "groups": [
             {"label": label, "start": start and start.isoformat()}
             for label, start in selectors.recency_groups(today=today)
         ],
     }
     return {
-        "conversation_groups": selectors.group_by_recency(listed.conversations, today=today),
+        "conversation_groups": (
+            [selectors.ConversationGroup(_("Best matches"), listed.conversations)]
+            if query
+            else selectors.group_by_recency(listed.conversations, today=today)
+        ),
+        # A search's results in their order: the list API's items, snippets included.
+        "search_results": results,
         "more_conversations": listed.next is not None,
         "usage": selectors.usage_get(user=request.user) if settings.ASSISTANT_DAILY_TOKEN_QUOTA else None,
         "query": query,
