@@ -214,21 +214,29 @@ def test_paced_stream_reads_at_most_once_per_pace_and_loses_nothing(provider_set
     provider_settings.OPENAI_BASE_URL = upstream.url
     upstream.set(tokens=60, tps=200)
     unpaced, _ = paced_reads(0)
-    paced, times = paced_reads(0.1)
     text = fake_text(60)
+    assert text_of(unpaced) == text
+    assert len(unpaced) > 30  # about a read per token
+    # Each token stamped with when the upstream wrote it (tests/helpers/upstream.py).
+    upstream.set(tokens=60, tps=200, stamp=True)
+    paced, times = paced_reads(0.1)
+    assert [token.split(":")[0] for token in text_of(paced).split()] == [f"w{i}" for i in range(60)]
     for items in (unpaced, paced):
-        assert text_of(items) == text
         assert isinstance(items[-1], Finish)
         assert items[-1].completion_tokens == 60
-    assert len(unpaced) > 30  # about a read per token
-    # 0.3 s of tokens: the first read, then one per 0.1 s, each bringing all that came.
-    assert len(paced) <= 6
-    # Between reads (the Finish comes with the last one).
+    # 0.3 s of tokens: the first read, then one per 0.1 s (the Finish comes with the last).
     assert all(later - earlier >= 0.09 for earlier, later in itertools.pairwise(times[:-1]))
-    # Each read after the first brings all that came while it waited (about 20 tokens), not
-    # what happened to be buffered (one token, every other read, through aiohttp's readany).
-    texts = [item for item in paced if isinstance(item, str)]
-    assert all(len(text.split()) >= 10 for text in texts[1:-1]), [len(t.split()) for t in texts]
+    # Each read brings all that came while it waited, not what happened to be buffered
+    # (one token, every other read, through aiohttp's readany): a token written before
+    # the read before came with this read at the latest. Counted by the upstream's own
+    # stamps, so a slow machine (fewer tokens per pace) changes nothing.
+    reads = [
+        [int(token.split(":")[1]) / 1e9 for token in item.split()] for item in paced if isinstance(item, str)
+    ]
+    for number, (written, previous) in enumerate(zip(reads[1:], times, strict=False), start=1):
+        later = [stamp for batch in reads[number + 1 :] for stamp in batch]
+        assert all(stamp >= previous for stamp in later), (number, [len(batch) for batch in reads])
+        assert written
 
 
 def test_a_plain_body_is_read_from_aiohttp_and_a_gzipped_one_through_httpx2(

@@ -92,7 +92,7 @@ def test_two_sends_at_once_get_one_202_and_one_409(live, alice, upstream, double
         for round_ in range(ROUNDS):
             conversation = create_conversation(first, title="race")
             # The answer lasts longer than the race: the 409 is for an answer in progress.
-            questions = [fake(text=f"Antwort {round_}.", ttft=0.5), fake(text=f"Andere {round_}.", ttft=0.5)]
+            questions = [fake(text=f"Antwort {round_}.", ttft=5), fake(text=f"Andere {round_}.", ttft=5)]
             if double_submit:
                 questions[1] = questions[0]
             responses = at_once(
