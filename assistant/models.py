@@ -83,7 +83,15 @@ class Message(models.Model):
     generated_by = models.CharField(max_length=100, blank=True)
     # Stop asked for while another process generates it; that process polls for this.
     cancel_requested = models.BooleanField(default=False)
-    # A retried answer stays stored, out of the history sent upstream.
+    # The message before this one in its branch: a question's is the answer it follows
+    # (None for a first question), an answer's is its question. Messages with the same
+    # parent and role are versions of each other: edits of a question, regenerations of
+    # an answer. No constraint: messages go only with their whole conversation.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    # Not in the conversation's shown branch: an earlier (or later) version, or what
+    # follows one. Stored, shown in review and exports, never sent upstream.
     superseded = models.BooleanField(default=False)
     # Stream position of `content`: the id of the last event on the conversation's channel
     # whose text `content` includes. A page that renders `content` resumes from here.

@@ -110,12 +110,70 @@ def usage_get(*, user, now: datetime | None = None) -> Usage:
 
 
 @dataclass(frozen=True)
+class Versions:
+    """The versions of a message: the messages of its conversation with the same parent
+    and role (a question's edits, an answer's regenerations), oldest first."""
+
+    ids: tuple[int, ...]
+    index: int
+
+    def json(self) -> dict:
+        return {"index": self.index, "count": len(self.ids), "ids": list(self.ids)}
+
+
+def branch_parents(rows: list[tuple[int, int | None, str, bool]]) -> dict[int, int | None]:
+    """Each message's parent, from (id, parent id, role, superseded) of a whole
+    conversation in id order. A row stored without one (written by hand) gets the parent
+    it would have had: a question the shown answer before it, an answer the question
+    before it (as migration 0008 did for the messages stored before versions)."""
+    parents: dict[int, int | None] = {}
+    question = shown_answer = None
+    for pk, parent, role, superseded in rows:
+        if role == Message.Role.USER:
+            parents[pk] = parent if parent is not None else shown_answer
+            question = pk
+        else:
+            parents[pk] = parent if parent is not None else question
+            if not superseded:
+                shown_answer = pk
+    return parents
+
+
+def versions_of(rows: list[tuple[int, int | None, str, bool]]) -> dict[int, Versions]:
+    """The versions of every message of a conversation, rows as for `branch_parents`."""
+    parents = branch_parents(rows)
+    groups: dict[tuple[int | None, str], list[int]] = {}
+    for pk, _parent, role, _superseded in rows:
+        groups.setdefault((parents[pk], role), []).append(pk)
+    versions = {}
+    for ids in groups.values():
+        siblings = tuple(ids)
+        for index, pk in enumerate(siblings):
+            versions[pk] = Versions(siblings, index)
+    return versions
+
+
+def message_rows(messages: list[Message]) -> list[tuple[int, int | None, str, bool]]:
+    return [(m.pk, m.parent_id, m.role, m.superseded) for m in messages]
+
+
+def conversation_versions(*, conversation_id: uuid.UUID | str) -> dict[int, Versions]:
+    """`versions_of` a conversation, read in one query."""
+    rows = Message.objects.filter(conversation_id=conversation_id).order_by("pk")
+    return versions_of(list(rows.values_list("pk", "parent_id", "role", "superseded")))
+
+
+@dataclass(frozen=True)
 class ConversationState:
-    """What a page renders, and the stream position that continues exactly from it."""
+    """What a page renders, and the stream position that continues exactly from it.
+
+    `messages` is the shown branch; `versions` has every shown message's versions.
+    """
 
     conversation: Conversation
     messages: list[Message]
     last_event_id: str
+    versions: dict[int, Versions]
 
 
 def conversation_state(*, user, conversation_id: uuid.UUID | str) -> ConversationState:
@@ -131,22 +189,26 @@ def conversation_state(*, user, conversation_id: uuid.UUID | str) -> Conversatio
     except (EventsUnavailable, ValueError):
         position = None
     conversation = conversation_get(user=user, conversation_id=conversation_id)
-    messages = list(conversation.messages.order_by("pk"))
+    # Every version in the one read: the page shows the branch and counts the versions.
+    stored = list(conversation.messages.order_by("pk"))
+    versions = versions_of(message_rows(stored))
+    messages = [m for m in stored if not m.superseded]
+    shown = {m.pk: versions[m.pk] for m in messages}
     channel = conversation.channel
     if position is None:
         # Redis is down: a position outside every log, answered with a reset once it is back.
-        return ConversationState(conversation, messages, position_token(channel, 0))
+        return ConversationState(conversation, messages, position_token(channel, 0), shown)
     try:
         floor, newest = log.window(channel)
     except EventsUnavailable:
-        return ConversationState(conversation, messages, position_token(channel, 0))
+        return ConversationState(conversation, messages, position_token(channel, 0), shown)
 
     def resumable(event_id: int) -> bool:
         return floor <= event_id <= newest
 
-    ended = [m.event_id for m in messages if not m.is_streaming and resumable(m.event_id)]
+    ended = [m.event_id for m in stored if not m.is_streaming and resumable(m.event_id)]
     position = max([position, *ended])
-    streaming = [m.event_id for m in messages if m.is_streaming]
+    streaming = [m.event_id for m in stored if m.is_streaming]
     if streaming:
         if resumable(min(streaming)):
             position = min(streaming)
@@ -156,7 +218,7 @@ def conversation_state(*, user, conversation_id: uuid.UUID | str) -> Conversatio
             position = max([floor, *ended])
         # In-process: a position of another process or from before a restart. The page
         # waits from now on for the answer's end or its interruption.
-    return ConversationState(conversation, messages, position_token(channel, position))
+    return ConversationState(conversation, messages, position_token(channel, position), shown)
 
 
 @dataclass(frozen=True)

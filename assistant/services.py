@@ -5,10 +5,11 @@ The reads are in assistant/selectors.py; both raise `errors.ServiceError`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
@@ -21,12 +22,20 @@ from django.utils.translation import gettext as _
 from assistant import throttle
 from assistant.errors import ServiceError, found_or_404, not_found
 from assistant.events.log import EventsUnavailable
-from assistant.events.publish import publish, publish_or_defer, replay_log
+from assistant.events.publish import publish_batch, publish_or_defer, replay_log
 from assistant.events.wire import channel_for
 from assistant.generation import leases, running, task
-from assistant.models import Conversation, Message
+from assistant.generation.answer import Continuation
+from assistant.models import Conversation, Message, UsageRecord
 from assistant.processes import PROCESS_ID
-from assistant.selectors import conversation_get, local_midnight, usage_get
+from assistant.selectors import (
+    Versions,
+    branch_parents,
+    conversation_get,
+    conversation_versions,
+    local_midnight,
+    usage_get,
+)
 from assistant.usage import usage_answer_add, usage_oldest_since
 
 TITLE_WORDS_CHARS = 60
@@ -127,6 +136,10 @@ class Exchange:
     assistant_message: Message
     replaces: int | None = None
     replaces_question: int | None = None
+    # Set when the answer goes on from the text it has (`message_continue`).
+    continuation: Continuation | None = None
+    # The versions of the question and the answer (docs/protocol.md), once stored.
+    versions: dict[int, Versions] = field(default_factory=dict)
 
 
 def _limits_check(user_id: int) -> None:
@@ -156,26 +169,36 @@ def _limits_check(user_id: int) -> None:
         )
 
 
-def _answer_create(conversation: Conversation, model: str) -> Message:
-    """A streaming answer owned by this process; call inside the conversation's lock.
+def _none_streaming(conversation: Conversation) -> None:
+    """409 while an answer of `conversation` streams; call inside its lock."""
+    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
+        raise ServiceError(409, "answer_in_progress", _("An answer is still being generated."))
+
+
+def _answer_create(conversation: Conversation, model: str, *, question: Message) -> Message:
+    """A streaming answer to `question` owned by this process; call inside the
+    conversation's lock.
 
     Raising here rolls back the whole transaction, the question included.
     """
-    if conversation.messages.filter(status=Message.Status.STREAMING).exists():
-        raise ServiceError(409, "answer_in_progress", _("An answer is still being generated."))
-    return _answer_insert(conversation, model)
+    _none_streaming(conversation)
+    return _answer_insert(conversation, model, question=question)
 
 
-def _answer_insert(conversation: Conversation, model: str) -> Message:
-    """`_answer_create` for a conversation known to have no answer streaming."""
-    _limits_check(conversation.owner_id)
+def _position_now(conversation: Conversation) -> int:
+    """The channel's position: nothing of an answer starting now is on it before this."""
     try:
-        # Nothing of this answer is on the channel before this position.
-        position = replay_log.current_id(conversation.channel)
+        return replay_log.current_id(conversation.channel)
     except EventsUnavailable:
         raise ServiceError(
             503, "unavailable", _("Answers cannot be delivered right now. Try again in a moment.")
         ) from None
+
+
+def _answer_insert(conversation: Conversation, model: str, *, question: Message) -> Message:
+    """`_answer_create` for a conversation known to have no answer streaming."""
+    _limits_check(conversation.owner_id)
+    position = _position_now(conversation)
     answer = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -183,6 +206,7 @@ def _answer_insert(conversation: Conversation, model: str) -> Message:
         model=model,
         generated_by=PROCESS_ID,
         event_id=position,
+        parent=question,
     )
     # Counted with the answer, in its transaction: from now on, whatever is deleted.
     usage_answer_add(
@@ -197,18 +221,30 @@ def _conversation_locked(*, user, conversation_id) -> Conversation:
         return Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
 
 
+def _shown_tail(conversation: Conversation, *, before: int | None = None) -> int | None:
+    """The id of the last message of the shown branch (before the id `before`), if any."""
+    shown = conversation.messages.filter(superseded=False)
+    if before is not None:
+        shown = shown.filter(pk__lt=before)
+    return shown.order_by("-pk").values_list("pk", flat=True).first()
+
+
 def _question_create(
     conversation: Conversation,
     *,
     content: str,
     model: str | None,
+    parent: int | None,
     replaces: int | None = None,
     replaces_question: int | None = None,
 ) -> Exchange:
-    """A question with its streaming answer; call inside the conversation's lock."""
+    """A question after the message `parent` with its streaming answer; call inside the
+    conversation's lock."""
     model = model_validate(model) if model else conversation.model
-    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
-    assistant_message = _answer_create(conversation, model)
+    user_message = Message.objects.create(
+        conversation=conversation, role=Message.Role.USER, content=content, parent_id=parent
+    )
+    assistant_message = _answer_create(conversation, model, question=user_message)
     conversation.model = model
     if not conversation.title:
         conversation.title = title_from(content)
@@ -219,7 +255,7 @@ def _question_create(
 @transaction.atomic
 def _exchange_create(*, user, conversation_id, content: str, model: str | None) -> Exchange:
     conversation = _conversation_locked(user=user, conversation_id=conversation_id)
-    return _question_create(conversation, content=content, model=model)
+    return _question_create(conversation, content=content, model=model, parent=_shown_tail(conversation))
 
 
 @transaction.atomic
@@ -230,17 +266,25 @@ def _edit_create(*, user, message_id: int, content: str, model: str | None) -> E
     questions = conversation.messages.filter(role=Message.Role.USER, superseded=False)
     if questions.order_by("-pk").values_list("pk", flat=True).first() != previous.pk:
         raise ServiceError(409, "not_latest", _("Only the latest question can be edited."))
-    # Everything after the latest question is an answer to it (retries included).
-    answers = conversation.messages.filter(pk__gt=previous.pk)
-    shown = answers.filter(superseded=False).order_by("-pk").values_list("pk", flat=True).first()
-    answers.update(superseded=True, updated_at=timezone.now())
-    previous.superseded = True
-    previous.save(update_fields=["superseded", "updated_at"])
+    # The shown messages after the latest question are its answer (the version shown).
+    shown = _shown_tail(conversation)
+    parent = previous.parent_id
+    if parent is None:
+        parent = _shown_tail(conversation, before=previous.pk)  # None: the first question
+    # The question and its answers become earlier versions: out of the shown branch.
+    conversation.messages.filter(pk__gte=previous.pk, superseded=False).update(
+        superseded=True, updated_at=timezone.now()
+    )
     if not conversation.title_chosen and not questions.filter(pk__lt=previous.pk).exists():
         # The provisional title came from the question being replaced.
         conversation.title = ""
     return _question_create(
-        conversation, content=content, model=model, replaces=shown, replaces_question=previous.pk
+        conversation,
+        content=content,
+        model=model,
+        parent=parent,
+        replaces=shown if shown != previous.pk else None,
+        replaces_question=previous.pk,
     )
 
 
@@ -249,19 +293,103 @@ def _retry_create(*, user, message_id: int) -> tuple[Exchange, Message]:
     with found_or_404():
         previous = Message.objects.get(pk=message_id, conversation__owner=user, role=Message.Role.ASSISTANT)
     conversation = _conversation_locked(user=user, conversation_id=previous.conversation_id)
-    latest = conversation.messages.filter(superseded=False).order_by("-pk").first()
-    if latest is None or latest.pk != previous.pk:
+    _none_streaming(conversation)
+    if _shown_tail(conversation) != previous.pk:
         raise ServiceError(409, "not_latest", _("Only the latest answer can be regenerated."))
-    question = (
-        conversation.messages.filter(pk__lt=previous.pk, role=Message.Role.USER).order_by("-pk").first()
-    )
+    question = _question_of(conversation, previous)
     if question is None:
         raise ServiceError(409, "not_latest", _("Only the latest answer can be regenerated."))
     previous.superseded = True
     previous.save(update_fields=["superseded", "updated_at"])
-    answer = _answer_create(conversation, previous.model or conversation.model)
+    answer = _answer_insert(conversation, previous.model or conversation.model, question=question)
     conversation.save(update_fields=["updated_at"])
     return Exchange(question, answer, replaces=previous.pk)
+
+
+def _question_of(conversation: Conversation, answer: Message) -> Message | None:
+    """The question `answer` answers: its parent (or, for a row stored without one, the
+    latest question before it)."""
+    questions = conversation.messages.filter(role=Message.Role.USER)
+    if answer.parent_id is not None:
+        return questions.filter(pk=answer.parent_id).first()
+    return questions.filter(pk__lt=answer.pk).order_by("-pk").first()
+
+
+# An answer may go on when the model's length limit cut it or its user stopped it.
+CONTINUABLE = {(Message.Status.DONE, "length"), (Message.Status.CANCELLED, "cancelled")}
+
+
+@transaction.atomic
+def _continue_create(*, user, message_id: int) -> Exchange:
+    with found_or_404():
+        answer = Message.objects.get(pk=message_id, conversation__owner=user, role=Message.Role.ASSISTANT)
+    conversation = _conversation_locked(user=user, conversation_id=answer.conversation_id)
+    _none_streaming(conversation)
+    answer.refresh_from_db()  # as it ended, now that nothing streams
+    if _shown_tail(conversation) != answer.pk:
+        raise ServiceError(400, "not_continuable", _("Only the latest answer can be continued."))
+    if (answer.status, answer.finish_reason) not in CONTINUABLE or not answer.content:
+        raise ServiceError(
+            400,
+            "not_continuable",
+            _("Only an answer that was cut off at its length limit or stopped can be continued."),
+        )
+    question = _question_of(conversation, answer)
+    if question is None:
+        raise ServiceError(400, "not_continuable", _("Only the latest answer can be continued."))
+    _limits_check(conversation.owner_id)
+    counted = (
+        UsageRecord.objects.filter(message_id=answer.pk).values("prompt_tokens", "completion_tokens").first()
+    )
+    continuation = Continuation(
+        text=answer.content,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        counted=counted or {},
+    )
+    streaming = {
+        "status": Message.Status.STREAMING,
+        "finish_reason": "",
+        "error_code": None,
+        "error_type": "",
+        "error_detail": "",
+        "generated_by": PROCESS_ID,
+        "cancel_requested": False,
+        "event_id": _position_now(conversation),
+    }
+    for name, value in streaming.items():
+        setattr(answer, name, value)
+    answer.save(update_fields=[*streaming, "updated_at"])
+    conversation.save(update_fields=["updated_at"])
+    return Exchange(question, answer, continuation=continuation)
+
+
+@transaction.atomic
+def _show(*, user, message_id: int) -> Conversation:
+    with found_or_404():
+        target = Message.objects.get(pk=message_id, conversation__owner=user)
+    conversation = _conversation_locked(user=user, conversation_id=target.conversation_id)
+    _none_streaming(conversation)
+    rows = list(conversation.messages.order_by("pk").values_list("pk", "parent_id", "role", "superseded"))
+    parents = branch_parents(rows)
+    hidden = {pk for pk, _parent, _role, superseded in rows if superseded}
+    children: dict[int | None, list[int]] = {}
+    for pk in parents:
+        children.setdefault(parents[pk], []).append(pk)
+    branch, node = set(), target.pk
+    while node is not None and node not in branch:
+        branch.add(node)
+        node = parents.get(node)
+    node = target.pk
+    while children.get(node):
+        # Below it, the version shown there before, else the latest one.
+        shown = [pk for pk in children[node] if pk not in hidden]
+        node = shown[-1] if shown else children[node][-1]
+        branch.add(node)
+    now, messages = timezone.now(), conversation.messages
+    messages.filter(superseded=False).exclude(pk__in=branch).update(superseded=True, updated_at=now)
+    messages.filter(superseded=True, pk__in=branch).update(superseded=False, updated_at=now)
+    return conversation
 
 
 def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language: str) -> None:
@@ -275,12 +403,26 @@ def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language
         start["replaces"] = exchange.replaces
     if exchange.replaces_question is not None:
         start["replaces_question"] = exchange.replaces_question
+    if exchange.versions:
+        start["user_message"]["versions"] = exchange.versions[exchange.user_message.pk].json()
+        start["versions"] = exchange.versions[answer.pk].json()
+    events = [("start", start)]
+    if exchange.continuation is not None:
+        # Like a replay: the start, then the text so far in one delta, so a client that
+        # rebuilds the answer from its start (reconnecting, reloading) shows it once.
+        start["continues"] = True
+        events.append(("delta", {"message": answer.pk, "text": exchange.continuation.text}))
     try:
-        start_id = publish(channel_for(answer.conversation_id), "start", start)
+        start_id = publish_batch(channel_for(answer.conversation_id), events).ids[-1]
     except EventsUnavailable:
         start_id = None  # the answer publishes its start with its first text
     task.start_from_thread(
-        message=answer, history=history, language=language, start_event=start, start_id=start_id
+        message=answer,
+        history=history,
+        language=language,
+        start_event=start,
+        start_id=start_id,
+        continuation=exchange.continuation,
     )
 
 
@@ -298,6 +440,15 @@ def _exchange_start(
     leases.supervise_from_thread()
     exchange = create()
     if history is None:
+        versions = conversation_versions(conversation_id=exchange.assistant_message.conversation_id)
+    else:
+        # The caller knows the history: a first question, the only version of itself.
+        first = (exchange.user_message.pk, exchange.assistant_message.pk)
+        versions = {pk: Versions((pk,), 0) for pk in first}
+    exchange = dataclasses.replace(exchange, versions=versions)
+    if history is None and exchange.continuation is not None:
+        history = task.history_to_continue(exchange.assistant_message)
+    elif history is None:
         history = task.history_before(exchange.assistant_message)
     _answer_start(exchange, history, language=language)
     return exchange
@@ -318,7 +469,7 @@ def _first_exchange_create(*, user, title: str, content: str, model: str | None)
     and its title and model need no second write."""
     conversation = conversation_create(user=user, title=title, model=model, question=content)
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
-    return Exchange(user_message, _answer_insert(conversation, conversation.model))
+    return Exchange(user_message, _answer_insert(conversation, conversation.model, question=user_message))
 
 
 def message_send(
@@ -332,15 +483,39 @@ def message_send(
 
 
 def message_retry(*, user, message_id: int, language: str) -> Exchange:
-    """Generate the latest answer of a conversation again; the earlier one stays stored."""
+    """Generate the latest answer of a conversation again, whatever its end (a regeneration).
+
+    The earlier answer stays stored as an earlier version of the new one, out of the
+    shown branch and so out of the history sent upstream.
+    """
     create = functools.partial(_retry_create, user=user, message_id=message_id)
     return _exchange_start(create, language=language)
+
+
+def message_continue(*, user, message_id: int, language: str) -> Exchange:
+    """Let the latest answer go on where the length limit or its user stopped it.
+
+    The same answer: it streams again, its new text appended to the stored one, its
+    tokens added to what it cost before.
+    """
+    create = functools.partial(_continue_create, user=user, message_id=message_id)
+    return _exchange_start(create, language=language)
+
+
+def message_show(*, user, message_id: int) -> Conversation:
+    """Show the version `message_id` of a question or an answer, and what follows it.
+
+    The shown branch goes through it; below it each message shows the version shown there
+    before, else its latest one. Every other message is kept, out of the branch.
+    """
+    return _show(user=user, message_id=message_id)
 
 
 def message_edit(*, user, message_id: int, content: str, model: str | None, language: str) -> Exchange:
     """Ask the latest question again in new words; the old question and its answers stay stored.
 
-    Both are marked superseded, so they leave the history sent upstream.
+    The new question is a version of the old one; the old one and its answers leave the
+    shown branch, so the history sent upstream.
     """
     create = functools.partial(_edit_create, user=user, message_id=message_id, content=content, model=model)
     return _exchange_start(create, language=language)

@@ -64,6 +64,8 @@ urlpatterns = [
     ),
     path("api/messages/<id:message_id>/cancel/", api.message_cancel, name="api_message_cancel"),
     path("api/messages/<id:message_id>/retry/", api.message_retry, name="api_message_retry"),
+    path("api/messages/<id:message_id>/continue/", api.message_continue, name="api_message_continue"),
+    path("api/messages/<id:message_id>/show/", api.message_show, name="api_message_show"),
     path("api/messages/<id:message_id>/edit/", api.message_edit, name="api_message_edit"),
     path("api/messages/<id:message_id>/feedback/", api.message_feedback, name="api_message_feedback"),
     path("healthz", health_checks.healthz, name="healthz"),

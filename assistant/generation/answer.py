@@ -42,6 +42,21 @@ FAILED_END_RETRY_MIN_SECONDS = 0.1
 FAILED_END_RETRY_MAX_SECONDS = 10.0
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """What an answer that goes on (docs/protocol.md, "continue") had before: its text,
+    its tokens as the message showed them, and those its usage record counted."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    counted: dict[str, int] = field(default_factory=dict)
+
+
+def _tokens_sum(before: int | None, now: int | None) -> int | None:
+    return now if before is None else before if now is None else before + now
+
+
 @dataclass
 class Answer:
     """The state of one answer while it streams.
@@ -77,6 +92,8 @@ class Answer:
     # Characters of the history sent upstream: what the prompt cost, when the upstream
     # does not say (usage.usage_counted).
     prompt_chars: int = 0
+    # Set when the answer goes on from a text it had (its first part): its tokens add up.
+    continuation: Continuation | None = None
 
     def add(self, text: str) -> None:
         now = time.monotonic()
@@ -291,7 +308,14 @@ class Answer:
             fields["finish_reason"] = "cancelled"
         if error is not None:
             fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
-        usage = usage_counted(finish, prompt_chars=self.prompt_chars, completion_chars=len(self.content))
+        before = self.continuation
+        new_chars = len(self.content) - (len(before.text) if before else 0)
+        usage = usage_counted(finish, prompt_chars=self.prompt_chars, completion_chars=new_chars)
+        if before is not None:
+            # The answer's figures and its usage record cover every request it took.
+            for key in ("prompt_tokens", "completion_tokens"):
+                fields[key] = _tokens_sum(getattr(before, key), fields.get(key))
+                usage[key] += before.counted.get(key, 0)
         updated = await sync_to_async(store_final)(self.message.pk, fields, usage)
         if not updated:
             # Another process found this one's lease lapsed and marked the answer

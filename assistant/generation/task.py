@@ -13,7 +13,7 @@ from django.utils import translation
 from assistant import titles
 from assistant.events.wire import channel_for
 from assistant.generation import running
-from assistant.generation.answer import Answer
+from assistant.generation.answer import Answer, Continuation
 from assistant.generation.ending import interrupted_error
 from assistant.generation.leases import answer_loop, cancel_anywhere, ensure_supervisor
 from assistant.models import Message
@@ -33,16 +33,19 @@ def start(
     language: str,
     start_event: dict,
     start_id: int | None = None,
+    continuation: Continuation | None = None,
 ) -> None:
     """Start generating an assistant message on the running event loop.
 
     `message` comes with its conversation, `history` is `history_before(message)`: both
     read by the request, so the task's first step is the upstream call. `start_event` is
     the answer's `start` payload, `start_id` its id on the wire (None: it could not be
-    published, so the answer publishes it with its first text).
+    published, so the answer publishes it with its first text). A `continuation` is the
+    text the answer goes on from: on the wire in one delta after the start (then
+    `start_id` is that delta's id), and the first part of the answer's text.
     """
     message_id = message.pk
-    task = running.background_task(_generate(message, history, language, start_event, start_id))
+    task = running.background_task(_generate(message, history, language, start_event, start_id, continuation))
     running.answers[message_id] = running.Running(task)
     task.add_done_callback(lambda _: running.answers.pop(message_id, None))
 
@@ -81,8 +84,16 @@ async def stop(message_id: int) -> None:
     await asyncio.wait([here.task], timeout=STOP_WAIT_SECONDS)
 
 
+# Sent after an answer's text to make it go on: a trailing assistant message alone is not
+# continued by every OpenAI-compatible server (most answer it anew).
+CONTINUE_INSTRUCTION = (
+    "Continue your last answer exactly where it stopped, without repeating any of it "
+    "and without any introduction. If it stopped mid-word, finish the word."
+)
+
+
 def history_before(message: Message) -> list[dict[str, str]]:
-    """The conversation up to the answer `message`, as the provider wants it."""
+    """The conversation up to the answer `message` (its shown branch), as the provider wants it."""
     earlier = Message.objects.filter(
         conversation_id=message.conversation_id, pk__lt=message.pk, superseded=False
     )
@@ -93,8 +104,22 @@ def history_before(message: Message) -> list[dict[str, str]]:
     ]
 
 
+def history_to_continue(message: Message) -> list[dict[str, str]]:
+    """The history that makes the model go on with the answer `message` from its text."""
+    return [
+        *history_before(message),
+        {"role": Message.Role.ASSISTANT.value, "content": message.content},
+        {"role": Message.Role.USER.value, "content": CONTINUE_INSTRUCTION},
+    ]
+
+
 async def _generate(
-    message: Message, history: list[dict[str, str]], language: str, start_event: dict, start_id: int | None
+    message: Message,
+    history: list[dict[str, str]],
+    language: str,
+    start_event: dict,
+    start_id: int | None,
+    continuation: Continuation | None = None,
 ) -> None:
     answer = Answer(
         message=message,
@@ -103,7 +128,12 @@ async def _generate(
         event_id=message.event_id if start_id is None else start_id,
         replay=start_id is None,
         prompt_chars=sum(len(item["content"]) for item in history),
+        continuation=continuation,
     )
+    if continuation is not None:
+        answer.parts.append(continuation.text)
+        # On the wire with the start, unless the answer replays itself whole anyway.
+        answer.sent = 0 if answer.replay else 1
     with translation.override(language):
         try:
             if answer.replay:
@@ -124,7 +154,7 @@ async def _generate(
                 raise provider_error("upstream_error", 502)
             await answer.finish(Status.DONE, finish=finish)
             questions = [m["content"] for m in history if m["role"] == Message.Role.USER]
-            if len(questions) == 1 and not message.conversation.title_chosen:
+            if continuation is None and len(questions) == 1 and not message.conversation.title_chosen:
                 running.follow_up(
                     titles.conversation_title(
                         answer_id=message.pk,

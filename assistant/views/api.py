@@ -73,7 +73,7 @@ def api_view(view):
     return wrapper
 
 
-def message_json(message: Message) -> dict[str, Any]:
+def message_json(message: Message, versions: selectors.Versions | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": message.pk,
         "role": message.role,
@@ -83,6 +83,8 @@ def message_json(message: Message) -> dict[str, Any]:
         "created_at": message.created_at.isoformat(),
         "superseded": message.superseded,
     }
+    if versions is not None:
+        data["versions"] = versions.json()
     if message.role == Message.Role.ASSISTANT:
         data.update(
             finish_reason=message.finish_reason,
@@ -142,25 +144,34 @@ def conversations(request: HttpRequest) -> JsonResponse:
 @api_view
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     state = selectors.conversation_state(user=request.user, conversation_id=conversation_id)
-    return JsonResponse(
-        {
-            **conversation_json(state.conversation),
-            "last_event_id": state.last_event_id,
-            "messages": [message_json(m) for m in state.messages],
-        }
-    )
+    return JsonResponse(conversation_state_json(state))
+
+
+def conversation_state_json(state: selectors.ConversationState) -> dict[str, Any]:
+    """A conversation with its shown branch, each message with its versions."""
+    return {
+        **conversation_json(state.conversation),
+        "last_event_id": state.last_event_id,
+        "messages": [message_json(m, state.versions[m.pk]) for m in state.messages],
+    }
 
 
 def _exchange_json(exchange: services.Exchange) -> dict[str, Any]:
     answer = exchange.assistant_message
+    question_versions = exchange.versions.get(exchange.user_message.pk)
+    answer_json = {
+        "id": answer.pk,
+        "status": answer.status,
+        "model": answer.model,
+        "last_event_id": position_token(channel_for(answer.conversation_id), answer.event_id),
+    }
+    if answer.pk in exchange.versions:
+        answer_json["versions"] = exchange.versions[answer.pk].json()
+    if exchange.continuation is not None:
+        answer_json["continues"] = True
     return {
-        "user_message": message_json(exchange.user_message),
-        "assistant_message": {
-            "id": answer.pk,
-            "status": answer.status,
-            "model": answer.model,
-            "last_event_id": position_token(channel_for(answer.conversation_id), answer.event_id),
-        },
+        "user_message": message_json(exchange.user_message, question_versions),
+        "assistant_message": answer_json,
     }
 
 
@@ -187,6 +198,21 @@ def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
 def message_retry(request: HttpRequest, message_id: int) -> JsonResponse:
     exchange = services.message_retry(user=request.user, message_id=message_id, language=get_language())
     return _accepted_answer(exchange)
+
+
+@require_POST
+@api_view
+def message_continue(request: HttpRequest, message_id: int) -> JsonResponse:
+    exchange = services.message_continue(user=request.user, message_id=message_id, language=get_language())
+    return _accepted_answer(exchange)
+
+
+@require_POST
+@api_view
+def message_show(request: HttpRequest, message_id: int) -> JsonResponse:
+    conversation = services.message_show(user=request.user, message_id=message_id)
+    state = selectors.conversation_state(user=request.user, conversation_id=conversation.pk)
+    return JsonResponse(conversation_state_json(state))
 
 
 @require_POST

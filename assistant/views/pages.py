@@ -84,6 +84,10 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
         "login_url": reverse("login"),
     }
+    # Continuing an answer and switching versions (docs/protocol.md): `{id}` where the id goes.
+    message_urls = page_data.setdefault("message_urls", {})
+    for action in ("continue", "show"):
+        message_urls[action] = reverse(f"api_message_{action}", args=[0]).replace("/0/", "/{id}/")
     if state is None:
         # The empty new chat offers them (set by the administrators, assistant/admin/starters.py).
         page_data["starter_prompts"] = selectors.starter_prompts(language=get_language())
@@ -91,6 +95,8 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         page_data.update(
             conversation=conversation_json(state.conversation),
             last_event_id=state.last_event_id,
+            # The versions of each shown message, by id (docs/protocol.md, "A message").
+            versions={m.pk: state.versions[m.pk].json() for m in state.messages},
             # Raw text of answers still streaming: the page appends deltas to it.
             streaming={m.pk: m.content for m in state.messages if m.is_streaming},
             # Downloads of this conversation (assistant/views/exports.py).
