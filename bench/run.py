@@ -179,9 +179,10 @@ def raise_open_files_limit(needed: int) -> None:
 
 
 @contextlib.contextmanager
-def fake_upstream(log: Path) -> Iterator[tuple[str, int]]:
-    """The fake OpenAI-compatible upstream in its own process: yields (base URL, pid)."""
-    command = [sys.executable, "-m", "tests.helpers.upstream", "--host", HOST, "--port", "0"]
+def fake_upstream(log: Path, *switches: str) -> Iterator[tuple[str, int]]:
+    """The fake OpenAI-compatible upstream in its own process, with its command line's
+    behaviour `switches` (e.g. "--tps", "50"): yields (base URL, pid)."""
+    command = [sys.executable, "-m", "tests.helpers.upstream", "--host", HOST, "--port", "0", *switches]
     with log.open("w") as errors:
         process = subprocess.Popen(
             [*command, "--api-key", API_KEY], cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True
