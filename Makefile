@@ -41,9 +41,16 @@ test-scaleout: $(VENV)/.dev
 	ASSISTANT_SCALEOUT_TESTS=1 DATABASE_URL=$(SCALEOUT_DATABASE_URL) REDIS_URL=$(SCALEOUT_REDIS_URL) \
 		$(BIN)/python -m pytest tests/scaleout
 
-lint: $(VENV)/.dev
+# ESLint runs where Node is installed (package.json pins it; installed on first use).
+NPM := $(shell command -v npm 2>/dev/null)
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(VENV)/.dev $(if $(NPM),node_modules/.installed)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(if $(NPM),npx --no-install eslint --max-warnings 0 .,@echo "ESLint skipped: Node is not installed")
 
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

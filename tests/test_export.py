@@ -161,10 +161,12 @@ def test_export_queries_do_not_grow_with_messages(alice_client, alice, django_as
         assert len(json.loads(alice_client.get(json_url(conversation)).content)["messages"]) == count
 
 
-def test_page_data_names_the_export_urls(alice_client, conversation):
+def test_the_conversation_names_its_export_urls_in_the_api_and_the_page(alice_client, conversation):
     page_data = alice_client.get(reverse("conversation", args=[conversation.pk])).context["page_data"]
+    detail = alice_client.get(reverse("api_conversation", args=[conversation.pk])).json()
 
-    assert page_data["export_urls"] == {
+    assert detail["export_urls"] == page_data["conversation"]["export_urls"]
+    assert page_data["conversation"]["export_urls"] == {
         "markdown": markdown_url(conversation),
         "json": json_url(conversation),
     }

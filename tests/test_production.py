@@ -67,7 +67,7 @@ def test_production_settings_are_secure_by_default():
     assert values["SESSION_COOKIE_AGE"] == 14 * 24 * 3600
     assert values["SECURE_REDIRECT_EXEMPT"] == [r"^healthz$", r"^readyz$"]
     assert values["ALLOWED_HOSTS"] == [HOST]
-    assert values["STORAGES"]["staticfiles"]["BACKEND"].endswith("ManifestStaticFilesStorage")
+    assert values["STORAGES"]["staticfiles"]["BACKEND"] == "config.storage.ManifestStaticFiles"
 
 
 def test_production_settings_can_be_turned_down_for_a_proxy_that_does_the_job():
@@ -191,6 +191,17 @@ def test_static_hashed_file_is_served_for_a_year(collected):
     assert int(headers["content-length"]) == len(body)
 
 
+def test_static_page_modules_import_each_other_by_hashed_name(collected):
+    entry = (collected / hashed_name(collected, "assistant/chat/chat.js")).read_text()
+
+    imported = re.findall(r'from "\./([^"]+)";', entry)
+
+    assert imported, entry[:500]
+    for name in imported:
+        assert re.fullmatch(r"[a-z]+\.[0-9a-f]{12}\.js", name), name
+        assert (collected / "assistant/chat" / name).is_file()
+
+
 def test_static_unhashed_name_is_revalidated(collected):
     app = CollectedStaticFiles(_not_static, root=collected, url="/static/")
 
@@ -202,7 +213,7 @@ def test_static_unhashed_name_is_revalidated(collected):
 
 def test_static_gzip_etag_and_head(collected):
     app = CollectedStaticFiles(_not_static, root=collected, url="/static/")
-    path = "/static/" + hashed_name(collected, "assistant/chat.js")
+    path = "/static/" + hashed_name(collected, "assistant/chat/chat.js")
     plain = (collected / path.removeprefix("/static/")).read_bytes()
 
     _, identity_headers, identity = serve(app, path)

@@ -75,9 +75,11 @@ def newest(owner, count: int) -> list[str]:
 
 # The user, one page of the sidebar (with one more row to know there are more). The
 # session comes from the process's memory (config/settings.py, one process).
-CHAT_PAGE_QUERIES = 2
-# ... and the conversation, its messages.
-CONVERSATION_PAGE_QUERIES = CHAT_PAGE_QUERIES + 2
+SIDEBAR_PAGE_QUERIES = 2
+# ... and a new chat's example prompts.
+CHAT_PAGE_QUERIES = SIDEBAR_PAGE_QUERIES + 1
+# ... or the conversation and its messages.
+CONVERSATION_PAGE_QUERIES = SIDEBAR_PAGE_QUERIES + 2
 
 
 @pytest.fixture(params=[1, 10_000])

@@ -181,7 +181,7 @@ ERROR_CASES = [
     pytest.param({"status": 503}, 503, "upstream_unavailable", True, id="503"),
     pytest.param({"header_delay": 4}, 504, "timeout", True, id="no-headers"),
     pytest.param({"stall_after": 3}, 504, "timeout", True, id="stall"),
-    pytest.param({"reset_after": 3}, 502, "upstream_error", True, id="reset"),
+    pytest.param({"reset_after": 3}, 502, "connection_lost", True, id="reset"),
     pytest.param({"malformed_after": 3}, 502, "upstream_error", True, id="malformed"),
     pytest.param({"error_after": 3}, 502, "upstream_error", True, id="in-stream-error"),
 ]

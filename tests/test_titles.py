@@ -236,7 +236,10 @@ def test_edit_resends_the_last_question_and_supersedes_the_old_exchange(alice_ht
     events = stream_answer(alice_http, conversation, edited)
     start = events[0].json()
     assert (start["replaces"], start["replaces_question"]) == (old_answer, old_question)
-    assert start["user_message"] == {"id": edited["user_message"]["id"], "content": new_question}
+    assert (start["user_message"]["id"], start["user_message"]["content"]) == (
+        edited["user_message"]["id"],
+        new_question,
+    )
     assert events[-1].event == "done"
     assert text_of(events) == "Neue Antwort."
     assert set(Message.objects.filter(superseded=True).values_list("pk", flat=True)) == {
@@ -252,10 +255,10 @@ def test_edit_resends_the_last_question_and_supersedes_the_old_exchange(alice_ht
     # The replaced question can no longer be edited; the new one can.
     response = alice_http.post(f"/api/messages/{old_question}/edit/", json={"content": "noch mal"})
     assert (response.status_code, response.json()["error"]["code"]) == (409, "not_latest")
+    # The conversation shows the new exchange; the old one is its question's earlier version.
     messages = alice_http.get(conversation["detail_url"]).json()["messages"]
     assert [(m["content"], m["superseded"]) for m in messages][2:] == [
-        (fake(text="Alte Antwort."), True),
-        ("Alte Antwort.", True),
         (new_question, False),
         ("Neue Antwort.", False),
     ]
+    assert messages[2]["versions"] == {"index": 1, "count": 2, "ids": [old_question, messages[2]["id"]]}

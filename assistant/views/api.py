@@ -111,6 +111,10 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
         "events_url": reverse("conversation_events", args=[conversation.pk]),
         "messages_url": reverse("api_messages", args=[conversation.pk]),
         "detail_url": reverse("api_conversation", args=[conversation.pk]),
+        "export_urls": {
+            "markdown": reverse("conversation_export_markdown", args=[conversation.pk]),
+            "json": reverse("conversation_export_json", args=[conversation.pk]),
+        },
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
         "archived": conversation.archived,

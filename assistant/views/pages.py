@@ -70,24 +70,32 @@ def setup(request: HttpRequest) -> HttpResponse:
 SIDEBAR_CONVERSATIONS = 50
 
 
+# A message id no real route holds: reversed, then replaced by the `{id}` placeholder.
+_ID_SENTINEL = 987_654_321_012
+
+
+def message_url_template(name: str) -> str:
+    """The URL of route `name` for a message, with `{id}` where the message's id goes."""
+    return reverse(name, args=[_ID_SENTINEL]).replace(str(_ID_SENTINEL), "{id}")
+
+
 def _page_context(request: HttpRequest, state: selectors.ConversationState | None) -> dict[str, Any]:
     page_data: dict[str, Any] = {
         "models": settings.ASSISTANT_MODELS,
         "create_url": reverse("api_conversations"),
         "home_url": reverse("chat"),
-        # The client puts the message id in place of the 0.
-        "cancel_url": reverse("api_message_cancel", args=[0]),
-        "retry_url": reverse("api_message_retry", args=[0]),
-        "edit_url": reverse("api_message_edit", args=[0]),
-        "feedback_url": reverse("api_message_feedback", args=[0]),
+        # Per message: the client puts the message's id in place of `{id}`.
+        "message_urls": {
+            action: message_url_template(f"api_message_{action}")
+            for action in ("cancel", "retry", "continue", "edit", "show", "feedback")
+        },
         "retryable_types": sorted(RETRYABLE_TYPES),
         "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
+        "max_message_chars": settings.ASSISTANT_MAX_MESSAGE_CHARS,
+        # A silent model is named after 5 s, or halfway to the read timeout when shorter.
+        "stalled_after_ms": int(min(5.0, settings.OPENAI_TIMEOUT / 2) * 1000),
         "login_url": reverse("login"),
     }
-    # Continuing an answer and switching versions (docs/protocol.md): `{id}` where the id goes.
-    message_urls = page_data.setdefault("message_urls", {})
-    for action in ("continue", "show"):
-        message_urls[action] = reverse(f"api_message_{action}", args=[0]).replace("/0/", "/{id}/")
     if state is None:
         # The empty new chat offers them (set by the administrators, assistant/admin/starters.py).
         page_data["starter_prompts"] = selectors.starter_prompts(language=get_language())
@@ -99,11 +107,6 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             versions={m.pk: state.versions[m.pk].json() for m in state.messages},
             # Raw text of answers still streaming: the page appends deltas to it.
             streaming={m.pk: m.content for m in state.messages if m.is_streaming},
-            # Downloads of this conversation (assistant/views/exports.py).
-            export_urls={
-                "markdown": reverse("conversation_export_markdown", args=[state.conversation.pk]),
-                "json": reverse("conversation_export_json", args=[state.conversation.pk]),
-            },
         )
     query = request.GET.get("q", "").strip()[:200]
     archived = request.GET.get("archived") == "1"
@@ -175,6 +178,28 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             "feedback_send": _("Send feedback"),
             "feedback_thanks": _("Thank you for the feedback."),
             "today": _("Today"),
+            "results_for": _("Results for “%(query)s”"),
+            "nothing_found": _("Nothing found."),
+            "all_results": _("All results"),
+            "archived": _("Archived"),
+            "cut_off": _("The answer was cut off at the model's length limit."),
+            "continue": _("Continue"),
+            "regenerate": _("Regenerate"),
+            "versions": _("Versions"),
+            "version_of": _("%(index)s / %(count)s"),
+            "previous_version": _("Previous version"),
+            "next_version": _("Next version"),
+            "you_said": _("You said:"),
+            "assistant_said": _("Assistant said:"),
+            "jump_to_latest": _("Jump to the latest message"),
+            "stopped": _("Stopped"),
+            "still_waiting": _("Still waiting for the model…"),
+            "placeholder": _("Message Assistant… (Enter sends, Shift+Enter for a new line)"),
+            "placeholder_touch": _("Message Assistant…"),
+            "characters_left": _("%(left)s characters left"),
+            "too_long": _(
+                "Your message is too long: at most %(limit)s characters. Shorten it or split it into parts."
+            ),
         },
     }
 

@@ -257,33 +257,30 @@
     });
   }
 
-  function copyBySelection(code) {
-    const selection = window.getSelection();
-    const range = document.createRange();
-    range.selectNodeContents(code);
-    selection.removeAllRanges();
-    selection.addRange(range);
-    let copied = false;
-    try {
-      copied = document.execCommand("copy");
-    } catch (error) {
-      copied = false;
-    }
-    selection.removeAllRanges();
-    return copied;
-  }
-
-  async function copyCode(code) {
-    const text = code.textContent;
+  // The clipboard API needs a secure context; plain HTTP on the intranet gets the old way.
+  async function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
       try {
         await navigator.clipboard.writeText(text);
         return true;
-      } catch (error) {
+      } catch {
         // Denied or unavailable: try the old way below.
       }
     }
-    return copyBySelection(code);
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.appendChild(area);
+    area.select();
+    let copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch {
+      // Refused: nothing was copied.
+    }
+    area.remove();
+    return copied;
   }
 
   // Adds one copy button to each code block under `root` (again after a re-render, never
@@ -298,7 +295,7 @@
       button.textContent = label;
       let timer = null;
       button.addEventListener("click", async () => {
-        const copied = await copyCode(code);
+        const copied = await copyText(code.textContent);
         if (!copied) return;
         button.textContent = copiedLabel;
         button.classList.add("copied");
@@ -317,5 +314,5 @@
     return purifier.sanitize(String(html || ""), PURIFY_CONFIG);
   }
 
-  window.AssistantMarkdown = Object.freeze({ render, sanitize, highlight, addCopyButtons });
+  window.AssistantMarkdown = Object.freeze({ render, sanitize, highlight, addCopyButtons, copyText });
 })();

@@ -105,8 +105,8 @@ def test_every_tab_stop_shows_a_focus_ring(pages, alice):
     send_and_finish(page, fake(text="Fertig."))
     page.fill("#composer-input", "Entwurf")
 
-    page.evaluate("document.activeElement.blur()")
-    seen = []
+    page.focus(".skip-link")  # the page's first tab stop
+    seen = [page.evaluate(FOCUS_INDICATOR)]
     for _ in range(40):
         page.keyboard.press("Tab")
         focused = page.evaluate(FOCUS_INDICATOR)
@@ -217,10 +217,10 @@ def test_double_click_on_retry_starts_one_answer_quietly(pages, alice):
     page.fill("#composer-input", fake(status=503, status_times=1, tag=f"dblretry-{uuid.uuid4().hex}"))
     page.press("#composer-input", "Enter")
     failed = wait_status(page, "error")
+    failed_id = message_id(failed)
 
     failed.locator(".message-error").get_by_role("button").dblclick()
-    page.locator(".message.assistant").nth(1).wait_for()
-    wait_status(page, "done")
+    page.locator(f'.message.assistant[data-status="done"]:not([data-message-id="{failed_id}"])').wait_for()
     time.sleep(0.3)  # a second retry request would have been answered by now
     screenshot(page, "double-click-retry")
 

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from assistant import review
-from assistant.models import Conversation, Message, ServerProcess
+from assistant.models import Conversation, Message, ServerProcess, StarterPrompt
 from tests.helpers.browser import chromium
 from tests.helpers.chat import create_conversation, fake, send, wait_for_final
 from tests.helpers.live import LiveServer, session_client, start_daphne, stop_daphne
@@ -59,6 +59,8 @@ def victim(alice_http, upstream, rita) -> Victim:
     )
     # The admin's access log routes name an entry (rita's fixture brings the Reviewers group).
     review.access_record(reviewer=rita, conversation=streaming, reason="Ticket 12 for alice")
+    # The admin's example prompt routes name one (the shipped ones went with the flush).
+    StarterPrompt.objects.get_or_create(text="Vergleiche zwei Tarife in einer Tabelle")
     upstream.requests.clear()
     return Victim(
         done=answer.conversation, streaming=streaming, answer=answer, streaming_answer=streaming_answer

@@ -55,7 +55,7 @@ def test_production_adds_hsts_and_keeps_the_policy(alice_production, production)
     client = alice_production.client
     conversation = client.post("/api/conversations/", json={}).json()
     page = client.get("/")
-    script = re.search(r'src="(/static/assistant/chat\.[0-9a-f]{12}\.js)"', page.text)
+    script = re.search(r'src="(/static/assistant/chat/chat\.[0-9a-f]{12}\.js)"', page.text)
     assert script, page.text
     responses = [
         page,

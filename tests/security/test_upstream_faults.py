@@ -53,7 +53,7 @@ FAULTS = {
     "503": Fault({"status": 503}, "error", 503, "upstream_unavailable"),
     "no_headers": Fault({"header_delay": 3}, "error", 504, "timeout"),
     "stall_mid_stream": Fault({"stall_after": 3}, "error", 504, "timeout", FIRST_THREE),
-    "reset_mid_stream": Fault({"reset_after": 3}, "error", 502, "upstream_error", FIRST_THREE),
+    "reset_mid_stream": Fault({"reset_after": 3}, "error", 502, "connection_lost", FIRST_THREE),
     "malformed_chunk": Fault({"malformed_after": 3}, "error", 502, "upstream_error", FIRST_THREE),
     "in_stream_error": Fault({"error_after": 3}, "error", 502, "upstream_error", FIRST_THREE),
     "slow_drip": Fault(

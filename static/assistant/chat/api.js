@@ -1,0 +1,49 @@
+// The JSON API: requests with the session cookie and the CSRF token, errors as exceptions
+// carrying the documented error's message and HTTP status.
+import { pageData } from "./page.js";
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+export class ApiError extends Error {
+  constructor(message, status, type) {
+    super(message);
+    this.status = status;
+    this.type = type;
+  }
+}
+
+export async function requestJson(method, url, body) {
+  let response;
+  try {
+    response = await fetch(url, {
+      method: method,
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: method === "GET" ? undefined : JSON.stringify(body || {}),
+    });
+  } catch {
+    throw new ApiError("", 0, "network"); // no answer at all: the caller words it
+  }
+  const data = response.status === 204 ? {} : await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = data.error || {};
+    throw new ApiError(error.message || response.statusText, response.status, error.type);
+  }
+  return data;
+}
+
+export function postJson(url, body) {
+  return requestJson("POST", url, body);
+}
+
+export function getJson(url) {
+  return requestJson("GET", url);
+}
+
+// The URL of a per-message action ("cancel", "retry", …) for message `id`.
+export function messageUrl(action, id) {
+  return pageData.message_urls[action].replace("{id}", encodeURIComponent(String(id)));
+}
