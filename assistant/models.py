@@ -93,6 +93,10 @@ class Message(models.Model):
     # Not in the conversation's shown branch: an earlier (or later) version, or what
     # follows one. Stored, shown in review and exports, never sent upstream.
     superseded = models.BooleanField(default=False)
+    # An answer's content rendered (rendering.answer_html), and the key of the text and
+    # renderer it was rendered from: a page of many answers renders none of them again.
+    html = models.TextField(blank=True, editable=False)
+    html_key = models.CharField(max_length=32, blank=True, editable=False)
     # Stream position of `content`: the id of the last event on the conversation's channel
     # whose text `content` includes. A page that renders `content` resumes from here.
     event_id = models.BigIntegerField(default=0)

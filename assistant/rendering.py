@@ -19,6 +19,7 @@ The policy:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 
@@ -181,3 +182,25 @@ def sanitize_html(html: str) -> str:
 def render_markdown(text: str) -> SafeString:
     """Sanitized HTML for Markdown `text` from a model (or any other untrusted source)."""
     return mark_safe(sanitize_html(_parser.render(text)))  # noqa: S308 - sanitized just now
+
+
+# Changes whenever the rendering or the sanitizing changes: stored HTML is then stale.
+RENDERER_VERSION = "1"
+
+
+def html_key(text: str) -> str:
+    """What stored HTML was rendered from: this renderer and exactly this text."""
+    return hashlib.sha256(f"{RENDERER_VERSION}\0{text}".encode()).hexdigest()[:32]
+
+
+def rendered_fields(text: str) -> dict[str, str]:
+    """An answer's `html` and `html_key` for its final `text` (stored with it)."""
+    return {"html": render_markdown(text), "html_key": html_key(text)}
+
+
+def answer_html(message) -> SafeString:
+    """An answer's sanitized HTML: as stored when it still matches its text and this
+    renderer, else rendered now (an answer from before, or a renderer since changed)."""
+    if message.html_key and message.html_key == html_key(message.content):
+        return mark_safe(message.html)  # noqa: S308 - sanitized when it was stored
+    return render_markdown(message.content)

@@ -40,6 +40,11 @@ def main(argv: list[str]) -> int:
     from django.contrib.auth import get_user_model
 
     from assistant.models import Conversation, Message
+    from assistant.rendering import rendered_fields
+
+    def answer_fields(text: str) -> dict[str, str]:
+        # As an answer is stored at its end: its text and its rendered HTML.
+        return {"content": text, **rendered_fields(text)}
 
     user = get_user_model().objects.get(username=username)
     conversation = Conversation.objects.create(owner=user, title="Long conversation", model="fake-model")
@@ -51,7 +56,7 @@ def main(argv: list[str]) -> int:
             Message(
                 conversation=conversation,
                 role="assistant",
-                content="\n".join(ANSWER.format(n=f"{n}.{part}") for part in range(4)),
+                **answer_fields("\n".join(ANSWER.format(n=f"{n}.{part}") for part in range(4))),
                 status=Message.Status.DONE,
                 model="fake-model",
             ),

@@ -212,3 +212,54 @@ def test_markdown_filter_renders_in_templates():
 def test_markdown_filter_treats_none_as_empty():
     template = Template("{% load assistant_markdown %}{{ text|markdown }}")
     assert template.render(Context({"text": None})) == ""
+
+
+# --- an answer's HTML, stored at its end --------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_answer_renders_from_its_stored_html_while_text_and_renderer_match(alice, monkeypatch):
+    from assistant import rendering
+    from assistant.models import Conversation, Message
+
+    text = "**fett** und <script>alert(1)</script>"
+    conversation = Conversation.objects.create(owner=alice)
+    answer = Message.objects.create(
+        conversation=conversation, role="assistant", content=text, **rendering.rendered_fields(text)
+    )
+    assert "<strong>fett</strong>" in answer.html
+    assert_inert(answer.html)
+    rendered = []
+    monkeypatch.setattr(rendering, "render_markdown", lambda t: rendered.append(t) or SafeString(t))
+
+    assert rendering.answer_html(answer) == answer.html
+    assert rendered == []
+    answer.content = text + " mehr"  # the text changed since (a continuation stored elsewhere)
+    rendering.answer_html(answer)
+    monkeypatch.setattr(rendering, "RENDERER_VERSION", "changed")
+    answer.content = text
+    rendering.answer_html(answer)
+    answer.html_key = ""  # an answer from before stored HTML
+    rendering.answer_html(answer)
+    assert rendered == [text + " mehr", text, text]
+
+
+def test_the_page_shows_a_stored_answer_without_rendering_it(alice_client, alice, monkeypatch):
+    from django.urls import reverse
+
+    from assistant import rendering
+    from assistant.models import Conversation, Message
+
+    conversation = Conversation.objects.create(owner=alice)
+    Message.objects.create(conversation=conversation, role="user", content="Frage")
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content="*kursiv*",
+        **rendering.rendered_fields("*kursiv*"),
+    )
+    monkeypatch.setattr(rendering, "render_markdown", lambda text: pytest.fail(f"rendered {text!r} again"))
+
+    page = alice_client.get(reverse("conversation", args=[conversation.pk]))
+
+    assert "<em>kursiv</em>" in page.content.decode()

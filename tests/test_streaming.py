@@ -12,6 +12,7 @@ from assistant.events.log import Published
 from assistant.generation import partials, running
 from assistant.generation.answer import Answer, coalesce_seconds
 from assistant.models import Message
+from assistant.rendering import html_key, render_markdown
 from tests.helpers.chat import (
     create_conversation,
     fake,
@@ -31,6 +32,7 @@ GREETING = "Grüße aus Köln! Straße, Maß, Öl — 👩‍💻🇩🇪 “Anf
 
 
 def test_stream_delivers_the_exact_text_and_stores_it(alice_http, upstream):
+    """... and its rendered HTML, so a page of stored answers renders none again."""
     conversation = create_conversation(alice_http, model="fake-model")
     sent = send(alice_http, conversation, fake(text=GREETING, tps=200))
 
@@ -53,6 +55,8 @@ def test_stream_delivers_the_exact_text_and_stores_it(alice_http, upstream):
     assert message.completion_tokens == done["usage"]["completion_tokens"]
     assert message.time_to_first_token_ms is not None
     assert message.duration_ms >= message.time_to_first_token_ms
+    assert message.html_key == html_key(GREETING)
+    assert message.html == render_markdown(GREETING)
     # The upstream got the conversation and the configured key, nothing else.
     request = last_answer_request(upstream)
     assert request["headers"]["authorization"] == "Bearer test-key-abc123"

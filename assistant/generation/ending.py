@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from assistant.models import Message
 from assistant.providers.errors import RETRYABLE_TYPES, ProviderError, provider_error
+from assistant.rendering import rendered_fields
 from assistant.usage import usage_tokens_add
 
 Status = Message.Status
@@ -75,4 +76,6 @@ def store_final(message_id: int, fields: dict, usage: dict[str, int]) -> int:
     becomes of the row (deleted, ended elsewhere, refused): the tokens were spent, and
     they are counted before the answer reads as ended. Returns the rows updated."""
     usage_tokens_add(message_id=message_id, **usage)
+    if "content" in fields:
+        fields = {**fields, **rendered_fields(fields["content"])}
     return Message.objects.filter(pk=message_id, status=Status.STREAMING).update(**fields)
