@@ -88,7 +88,9 @@ def test_chat_stops_the_answer_on_ctrl_c(transactional_db, alice, fake_upstream,
     with subprocess.Popen(
         command,
         cwd=ROOT,
-        env=live_env(fake_upstream),
+        # Not the test server's 2 s read timeout: on a busy machine a silence that long
+        # would end the answer as a timeout before Ctrl+C is seen.
+        env={**live_env(fake_upstream), "OPENAI_TIMEOUT": "30"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -5,6 +5,8 @@ import { messageUrl, postJson, getJson } from "./api.js";
 import { dates, decimals, i18n, icon, iconButton, interpolate, numbers, pageData } from "./page.js";
 import { ScrollFollow } from "./scroll.js";
 
+// Twenty renders a second at most: the text still flows, at a fraction of the layouts.
+const RENDER_EVERY_MS = 50;
 const RATINGS = { 1: "up", "-1": "down", up: "up", down: "down" };
 
 export class Messages {
@@ -16,6 +18,7 @@ export class Messages {
     // The raw (Markdown) text of answers this page follows live, by message id.
     this.rawText = new Map(Object.entries(pageData.streaming || {}).map(([id, text]) => [Number(id), text]));
     this.pendingRender = new Set();
+    this.renderedAt = 0;
     this.live = new Map(); // the answers rendering as they stream, by id
     // Each shown message's versions ({index, count, ids}), by id (docs/protocol.md).
     this.versions = new Map(Object.entries(pageData.versions || {}).map(([id, v]) => [Number(id), v]));
@@ -69,10 +72,13 @@ export class Messages {
     item.prepend(speaker);
   }
 
-  // Streaming renders an answer at most once per frame, and only its block in progress.
+  // Streaming renders an answer at most every RENDER_EVERY_MS, in a frame, and only its
+  // block in progress: each render costs a layout of the list (to follow the answer).
   scheduleRender(id) {
     if (this.pendingRender.size === 0) {
-      requestAnimationFrame(() => {
+      const wait = Math.max(0, this.renderedAt + RENDER_EVERY_MS - performance.now());
+      setTimeout(() => requestAnimationFrame(() => {
+        this.renderedAt = performance.now();
         this.pendingRender.forEach((pendingId) => {
           const item = this.find(pendingId);
           if (!item || item.dataset.status !== "streaming") return; // ended: rendered whole
@@ -85,7 +91,7 @@ export class Messages {
         });
         this.pendingRender.clear();
         this.scroll.changed();
-      });
+      }), wait);
     }
     this.pendingRender.add(id);
   }
