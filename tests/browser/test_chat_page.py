@@ -97,6 +97,8 @@ def test_escape_stops_an_answer_which_then_says_stopped_in_words(pages, alice):
     stopped = page.locator(f'[data-message-id="{message_id(answer)}"][data-status="cancelled"]')
     stopped.wait_for()
     assert stopped.locator(".stopped").text_content().strip() == "Stopped"
+    assert stopped.get_by_role("button", name="Continue").is_visible()
+    assert stopped.get_by_role("button", name="Regenerate").is_visible()
     page.reload()
     assert (
         page.locator(f'[data-message-id="{message_id(answer)}"] .stopped').text_content().strip() == "Stopped"
@@ -357,6 +359,9 @@ def test_search_as_you_type_ranks_marks_and_labels_archived(pages, alice):
             {"reset_after": 3, "tps": 50}, "The connection to the model service broke off", id="cut"
         ),
         pytest.param({"malformed_after": 3}, "could not read", id="malformed"),
+        pytest.param({"status": 400}, "Try a shorter question", id="bad-request"),
+        pytest.param({"status": 409}, "could not take this request just now", id="conflict"),
+        pytest.param({"stall_after": 0}, "took too long to answer", id="timeout"),
     ],
 )
 def test_each_error_says_what_happened_and_what_to_do(pages, alice, behaviour, words):
