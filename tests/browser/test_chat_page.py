@@ -373,7 +373,9 @@ def test_each_error_says_what_happened_and_what_to_do(pages, alice, behaviour, w
     assert words in failed.locator(".message-error").text_content()
 
 
-@pytest.mark.parametrize("state", ["new chat", "answers", "phone drawer", "dark", "access log", "login"])
+@pytest.mark.parametrize(
+    "state", ["new chat", "answers", "phone drawer", "dark", "access log", "login", "search", "versions"]
+)
 def test_no_serious_accessibility_violations(pages, alice, state):
     if state == "new chat":
         page = pages.open(alice).page
@@ -381,6 +383,15 @@ def test_no_serious_accessibility_violations(pages, alice, state):
         page = pages.open(alice, "/access-log/").page
     elif state == "login":
         page = pages.open(None, "/accounts/login/").page
+    elif state == "search":
+        stored_conversation(alice, 1)
+        page = pages.open(alice, "/?q=Antwort").page
+    elif state == "versions":
+        page = pages.open(alice).page
+        send(page, fake(text="Erste Fassung."))
+        wait_status(page, "done").get_by_role("button", name="Regenerate").click()
+        page.locator(".version-position").wait_for()
+        wait_status(page, "done")
     elif state == "phone drawer":
         page = pages.open(alice, **PHONE).page
         page.locator("#drawer-button").tap()

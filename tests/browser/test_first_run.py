@@ -7,7 +7,7 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.helpers.browser import screenshot
+from tests.helpers.browser import screenshot, serious_accessibility_violations
 
 pytestmark = pytest.mark.browser
 
@@ -21,6 +21,7 @@ def test_first_run_setup_creates_admin_then_login_works(pages, live):
 
     page.wait_for_url(re.compile(r"/setup/$"))
     screenshot(page, "first-run-setup-form")
+    assert serious_accessibility_violations(page) == []
     page.fill("#id_username", "chefin")
     page.fill("#id_password1", PASSWORD)
     page.fill("#id_password2", PASSWORD)
