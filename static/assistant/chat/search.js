@@ -10,7 +10,7 @@ export class SearchAsYouType {
   constructor(input, list) {
     this.input = input;
     this.list = list;
-    this.original = [...list.childNodes];
+    this.listed = null; // the list as it was before the search, put back when it is cleared
     this.timer = null;
     this.asked = 0; // the latest request: an older answer arriving late is dropped
     input.addEventListener("input", () => {
@@ -22,7 +22,8 @@ export class SearchAsYouType {
   async search(query) {
     const asked = ++this.asked;
     if (!query) {
-      this.list.replaceChildren(...this.original);
+      if (this.listed) this.list.replaceChildren(...this.listed);
+      this.listed = null;
       return;
     }
     const sidebar = pageData.sidebar;
@@ -34,6 +35,7 @@ export class SearchAsYouType {
       return; // the typed query stays; Enter searches through the page
     }
     if (asked !== this.asked) return;
+    if (!this.listed) this.listed = [...this.list.childNodes];
     this.show(query, result);
   }
 
