@@ -222,7 +222,7 @@ def test_page_search_lists_the_same_ranking_archive_included(alice_client, alice
     assert [r["title"] for r in context["search_results"]] == ["Köln, alt", "Reise", "Wetter"]
     assert context["search_results"][0]["archived"] is True
     assert context["page_data"]["sidebar"]["search"] == {"ranked": True, "archived": "all"}
-    assert [r["snippet"] for r in context["page_data"]["sidebar"]["results"]] == [r["snippet"] for r in api]
+    assert [r["snippet"] for r in context["search_results"]] == [r["snippet"] for r in api]
 
 
 def test_page_search_in_the_archive_stays_in_the_archive(alice_client, alice):

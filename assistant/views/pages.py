@@ -127,19 +127,15 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         "next": listed.next,
         # The list API's "archived" for a search; a ranked list goes on in its order, not in sections.
         "search": {"ranked": bool(query), "archived": "1" if archived else "all"},
-        "results": results,
         "groups": [
             {"label": label, "start": start and start.isoformat()}
             for label, start in selectors.recency_groups(today=today)
         ],
     }
     return {
-        "conversation_groups": (
-            [selectors.ConversationGroup(_("Best matches"), listed.conversations)]
-            if query
-            else selectors.group_by_recency(listed.conversations, today=today)
-        ),
-        # A search's results in their order: the list API's items, snippets included.
+        # A search shows its results in their order (the list API's items, snippets
+        # included) under "Best matches" (templates/assistant/chat.html), the list in sections.
+        "conversation_groups": [] if query else selectors.group_by_recency(listed.conversations, today=today),
         "search_results": results,
         "more_conversations": listed.next is not None,
         "usage": selectors.usage_get(user=request.user) if settings.ASSISTANT_DAILY_TOKEN_QUOTA else None,
