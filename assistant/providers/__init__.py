@@ -1,6 +1,6 @@
 """The model service behind an answer, along the data flow of its stream.
 
-values.py             what a provider yields: text, then one Finish, as the columns hold it
+values.py             what a provider yields: text, tool calls, then one Finish, as stored
 errors.py             ProviderError: every failure upstream, in terms safe to show the user
 sse.py                the data lines of a streamed chat completion, parsed and checked
 openai_compatible.py  the only importer of openai: any OpenAI-compatible server

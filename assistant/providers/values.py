@@ -1,4 +1,5 @@
-"""What a provider yields: the answer's text as it arrives, then one `Finish`.
+"""What a provider yields: the answer's text as it arrives, the tools the model called,
+then one `Finish`.
 
 Every value from an upstream passes through here on its way to the database and the
 wire: token counts, finish reasons and the model's text, each as Assistant stores it.
@@ -66,6 +67,17 @@ def model_text(text: str) -> str:
     """The model's text as Assistant publishes and stores it: NUL and lone surrogates become
     U+FFFD (as an HTML parser shows them); every other character is kept."""
     return _UNSTORABLE.sub("\ufffd", text)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool the model called, whole: its arguments assembled from the streamed
+    fragments and parsed, always a JSON object. What they mean, and whether they fit the
+    tool's schema, is for the tool's own code to decide: they are the model's output."""
+
+    id: str
+    name: str
+    arguments: dict
 
 
 def unpaced() -> float:
