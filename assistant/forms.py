@@ -95,6 +95,8 @@ def question_field(*, required: bool = True) -> forms.CharField:
 class ConversationForm(JsonForm):
     title = forms.CharField(required=False, max_length=200, validators=[validate_encodable])
     model = forms.CharField(required=False, max_length=100)
+    # The slug of the assistant it runs with; empty for the bare model.
+    assistant = forms.CharField(required=False, max_length=50)
     # The first question, asked in the same request: one round trip to a new chat's answer.
     content = question_field(required=False)
 

@@ -22,6 +22,109 @@ def sql_names(model: type[models.Model], *fields: str) -> tuple[str, ...]:
     return (quote(meta.db_table), *(quote(meta.get_field(name).column) for name in fields))
 
 
+ICONS = [
+    ("sparkles", _("sparkles")),
+    ("chat", _("speech bubble")),
+    ("compass", _("compass")),
+    ("pen", _("pen")),
+    ("heart", _("heart")),
+    ("book", _("book")),
+    ("lightbulb", _("light bulb")),
+    ("briefcase", _("briefcase")),
+]
+
+
+class Assistant(models.Model):
+    """A company assistant: its name in files (`slug`), who may use it, and its versions.
+
+    What it says and how (name, instructions, model, phases ...) lives in its versions:
+    editing it adds a version, and a conversation keeps the version it started with, so a
+    reviewer sees the instructions behind every answer. A retired assistant is offered to
+    nobody; its conversations stay readable.
+    """
+
+    slug = models.SlugField(_("identifier"), max_length=50, unique=True)
+    active = models.BooleanField(
+        _("active"), default=True, help_text=_("Retired assistants are offered to nobody.")
+    )
+    position = models.PositiveSmallIntegerField(_("position"), default=0, help_text=_("Lower comes first."))
+    everyone = models.BooleanField(_("everyone may use it"), default=True)
+    groups = models.ManyToManyField("auth.Group", blank=True, related_name="+", verbose_name=_("groups"))
+    users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="+", verbose_name=_("users")
+    )
+    # The latest version: what a new conversation runs with.
+    current = models.ForeignKey(
+        "AssistantVersion", null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "slug"]
+        verbose_name = _("assistant")
+        verbose_name_plural = _("assistants")
+
+    def __str__(self) -> str:
+        return self.current.name if self.current else self.slug
+
+
+class AssistantVersion(models.Model):
+    """One version of an assistant, as it was saved: never changed afterwards.
+
+    `phases` makes it a guided flow: a list of {"title", "goal", "instructions"}, in order.
+    """
+
+    assistant = models.ForeignKey(Assistant, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField(_("version"))
+    name = models.CharField(_("name"), max_length=100)
+    description = models.CharField(_("description"), max_length=300, blank=True)
+    icon = models.CharField(_("icon"), max_length=20, choices=ICONS, default="sparkles")
+    instructions = models.TextField(_("instructions"), help_text=_("The system prompt."))
+    model = models.CharField(
+        _("model"), max_length=100, blank=True, help_text=_("One of ASSISTANT_MODELS; empty for the default.")
+    )
+    temperature = models.FloatField(_("temperature"), null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(_("maximum answer tokens"), null=True, blank=True)
+    starters = models.JSONField(_("example prompts"), default=list, blank=True)
+    phases = models.JSONField(_("phases"), default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(_("saved by"), max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["assistant", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["assistant", "number"], name="assistantversion_number_unique")
+        ]
+        verbose_name = _("assistant version")
+        verbose_name_plural = _("assistant versions")
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.number}"
+
+    @property
+    def is_flow(self) -> bool:
+        return bool(self.phases)
+
+
+class Preferences(models.Model):
+    """A user's personal instructions, for the conversations they start from now on."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences"
+    )
+    about_me = models.TextField(_("about me"), blank=True)
+    answer_style = models.TextField(_("how to answer"), blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("personal instructions")
+        verbose_name_plural = _("personal instructions")
+
+    def __str__(self) -> str:
+        return str(self.user)
+
+
 class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -32,6 +135,13 @@ class Conversation(models.Model):
     title_chosen = models.BooleanField(default=False)
     model = models.CharField(_("model"), max_length=100)
     archived = models.BooleanField(_("archived"), default=False)
+    # The assistant version it runs with, for good (None: the bare model). PROTECT: a
+    # version with conversations stays; an assistant is retired, not deleted.
+    assistant_version = models.ForeignKey(
+        AssistantVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="conversations"
+    )
+    # The user's personal instructions as they were when it started.
+    personal_instructions = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -100,6 +210,10 @@ class Message(models.Model):
     # Stream position of `content`: the id of the last event on the conversation's channel
     # whose text `content` includes. A page that renders `content` resumes from here.
     event_id = models.BigIntegerField(default=0)
+    # In a guided flow: the phase (from 1) an answer was written in, and, on the answer
+    # that ended it, how: {"by": "model" | "user", "summary": str, "points": [str]}.
+    phase = models.PositiveSmallIntegerField(null=True, blank=True)
+    phase_summary = models.JSONField(null=True, blank=True)
     # The user's rating of an answer, with an optional comment.
     feedback = models.SmallIntegerField(choices=Feedback.choices, null=True, blank=True)
     feedback_comment = models.TextField(blank=True)
@@ -216,6 +330,9 @@ class UsageRecord(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     model = models.CharField(max_length=100, blank=True)
+    # The assistant's identifier (its slug), empty for the bare model: kept as text, like
+    # the model, so the record outlives the assistant.
+    assistant = models.CharField(max_length=50, blank=True)
     # Set explicitly (not auto_now_add): the answer's own moment, or a day's start once anonymised.
     created_at = models.DateTimeField(default=timezone.now)
     # How many answers the row stands for: 1, or the count of an anonymised day.

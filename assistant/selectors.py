@@ -39,7 +39,9 @@ from assistant.models import Conversation, Message, StarterPrompt, UsageRecord, 
 
 def conversation_get(*, user, conversation_id: uuid.UUID | str) -> Conversation:
     with found_or_404():
-        return Conversation.objects.get(pk=conversation_id, owner=user)
+        return Conversation.objects.select_related("assistant_version__assistant").get(
+            pk=conversation_id, owner=user
+        )
 
 
 async def aconversation_get(*, user, conversation_id: uuid.UUID | str) -> Conversation:

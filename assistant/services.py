@@ -26,7 +26,10 @@ from assistant.events.publish import publish_batch, publish_or_defer, replay_log
 from assistant.events.wire import channel_for
 from assistant.generation import leases, running, task
 from assistant.generation.answer import Continuation
-from assistant.models import Conversation, Message, UsageRecord
+from assistant.models import Conversation, Message, Preferences, UsageRecord
+from assistant.personas.access import assistant_get, version_usable
+from assistant.personas.flows import FlowState, flow_state
+from assistant.personas.prompt import personal_instructions, prompt_for
 from assistant.processes import PROCESS_ID
 from assistant.selectors import (
     Versions,
@@ -74,12 +77,25 @@ def _writes_allow(user, limit: throttle.Limit) -> None:
 
 
 def conversation_create(
-    *, user, title: str = "", model: str | None = None, question: str = ""
+    *, user, title: str = "", model: str | None = None, question: str = "", assistant: str = ""
 ) -> Conversation:
-    """A conversation; without a `title`, its first `question`'s first words stand in."""
+    """A conversation; without a `title`, its first `question`'s first words stand in.
+
+    With an `assistant` (its slug; 404 unless the user may use it) it runs with that
+    assistant's current version for good, on the assistant's model unless one is asked
+    for. It keeps the user's personal instructions as they are now.
+    """
     _writes_allow(user, throttle.conversations_limit())
+    version = assistant_get(user=user, slug=assistant).current if assistant else None
+    if not model and version is not None:
+        model = version.model
     return Conversation.objects.create(
-        owner=user, title=title or title_from(question), title_chosen=bool(title), model=model_validate(model)
+        owner=user,
+        title=title or title_from(question),
+        title_chosen=bool(title),
+        model=model_validate(model),
+        assistant_version=version,
+        personal_instructions=personal_instructions(Preferences.objects.filter(user=user).first()),
     )
 
 
@@ -195,8 +211,23 @@ def _position_now(conversation: Conversation) -> int:
         ) from None
 
 
+def _assistant_check(conversation: Conversation) -> FlowState | None:
+    """409 when the conversation's assistant was retired or is no longer its owner's to
+    use (the conversation stays readable); else where its flow stands, if it is one."""
+    if conversation.assistant_version_id is None:
+        return None
+    if not version_usable(user=conversation.owner, version=conversation.assistant_version):
+        raise ServiceError(
+            409,
+            "assistant_unavailable",
+            _("This assistant is no longer available. Start a new chat to go on."),
+        )
+    return flow_state(conversation)
+
+
 def _answer_insert(conversation: Conversation, model: str, *, question: Message) -> Message:
     """`_answer_create` for a conversation known to have no answer streaming."""
+    flow = _assistant_check(conversation)
     _limits_check(conversation.owner_id)
     position = _position_now(conversation)
     answer = Message.objects.create(
@@ -207,10 +238,16 @@ def _answer_insert(conversation: Conversation, model: str, *, question: Message)
         generated_by=PROCESS_ID,
         event_id=position,
         parent=question,
+        phase=None if flow is None else flow.phase,
     )
+    version = conversation.assistant_version if conversation.assistant_version_id else None
     # Counted with the answer, in its transaction: from now on, whatever is deleted.
     usage_answer_add(
-        user_id=conversation.owner_id, model=model, message_id=answer.pk, created_at=answer.created_at
+        user_id=conversation.owner_id,
+        model=model,
+        assistant=version.assistant.slug if version is not None else "",
+        message_id=answer.pk,
+        created_at=answer.created_at,
     )
     return answer
 
@@ -328,6 +365,7 @@ def _continue_create(*, user, message_id: int) -> Exchange:
     answer.refresh_from_db()  # as it ended, now that nothing streams
     if _shown_tail(conversation) != answer.pk:
         raise ServiceError(400, "not_continuable", _("Only the latest answer can be continued."))
+    _assistant_check(conversation)
     if (answer.status, answer.finish_reason) not in CONTINUABLE or not answer.content:
         raise ServiceError(
             400,
@@ -416,9 +454,11 @@ def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language
         start_id = publish_batch(channel_for(answer.conversation_id), events).ids[-1]
     except EventsUnavailable:
         start_id = None  # the answer publishes its start with its first text
+    prompt = prompt_for(answer.conversation, history)
     task.start_from_thread(
         message=answer,
-        history=history,
+        history=prompt.messages,
+        options=prompt.options,
         language=language,
         start_event=start,
         start_id=start_id,
@@ -454,20 +494,26 @@ def _exchange_start(
     return exchange
 
 
-def conversation_start(*, user, title: str = "", content: str, model: str | None, language: str) -> Exchange:
+def conversation_start(
+    *, user, title: str = "", content: str, model: str | None, language: str, assistant: str = ""
+) -> Exchange:
     """A new conversation with its first question, stored together or not at all (a limit
     refusing the question leaves no empty conversation), and its answer started."""
-    create = functools.partial(_first_exchange_create, user=user, title=title, content=content, model=model)
+    create = functools.partial(
+        _first_exchange_create, user=user, title=title, content=content, model=model, assistant=assistant
+    )
     # The question is all there is before the answer: nothing to read back.
     history = [{"role": Message.Role.USER.value, "content": content}]
     return _exchange_start(create, language=language, history=history)
 
 
 @transaction.atomic
-def _first_exchange_create(*, user, title: str, content: str, model: str | None) -> Exchange:
+def _first_exchange_create(*, user, title: str, content: str, model: str | None, assistant: str) -> Exchange:
     """Stored as it will stay: a new conversation has no answer streaming to check for,
     and its title and model need no second write."""
-    conversation = conversation_create(user=user, title=title, model=model, question=content)
+    conversation = conversation_create(
+        user=user, title=title, model=model, question=content, assistant=assistant
+    )
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
     return Exchange(user_message, _answer_insert(conversation, conversation.model, question=user_message))
 

@@ -23,22 +23,34 @@ from assistant.models import UsageRecord, sql_names
 if TYPE_CHECKING:
     from assistant.providers.values import Finish
 
-INSERTED = ("user", "model", "created_at", "answers", "prompt_tokens", "completion_tokens", "message_id")
+INSERTED = (
+    "user",
+    "model",
+    "assistant",
+    "created_at",
+    "answers",
+    "prompt_tokens",
+    "completion_tokens",
+    "message_id",
+)
 
 
 @functools.cache
 def _insert_sql() -> str:
     """Written out, like `selectors._usage_sql`: it runs with every answer a user asks for."""
     table, *columns = sql_names(UsageRecord, *INSERTED)
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES (%s, %s, %s, 1, 0, 0, %s)"  # noqa: S608
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES (%s, %s, %s, %s, 1, 0, 0, %s)"  # noqa: S608
 
 
-def usage_answer_add(*, user_id: int, model: str, message_id: int, created_at: datetime) -> None:
-    """Count an answer as it starts; call in the transaction that stores the answer."""
+def usage_answer_add(
+    *, user_id: int, model: str, assistant: str = "", message_id: int, created_at: datetime
+) -> None:
+    """Count an answer as it starts; call in the transaction that stores the answer.
+    `assistant` is the slug of the conversation's assistant, empty for the bare model."""
     with connection.cursor() as cursor:
         cursor.execute(
             _insert_sql(),
-            [user_id, model, connection.ops.adapt_datetimefield_value(created_at), message_id],
+            [user_id, model, assistant, connection.ops.adapt_datetimefield_value(created_at), message_id],
         )
 
 
@@ -93,7 +105,8 @@ def usage_oldest_since(*, user_id: int, since: datetime) -> datetime | None:
 
 
 def usage_anonymise(*, user) -> int:
-    """Replace `user`'s rows with counted rows per local day and model, without user or message.
+    """Replace `user`'s rows with counted rows per local day, model and assistant, without
+    user or message.
 
     The counts of answers and the token sums stay, so reports and totals do not change.
     A day's anonymous row starts at the day's start (site time zone), which reveals no
@@ -105,16 +118,18 @@ def usage_anonymise(*, user) -> int:
     rows = UsageRecord.objects.filter(user=user)
     days = list(
         rows.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
-        .values("day", "model")
+        .values("day", "model", "assistant")
         .annotate(count=Sum("answers"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
-        .order_by("day", "model")
+        .order_by("day", "model", "assistant")
     )
     rows.delete()
     for day in days:
         start = timezone.make_aware(datetime.combine(day["day"], time.min))
         # One row only, should two erasures at once have made two.
         shared = (
-            UsageRecord.objects.filter(user=None, message_id=None, model=day["model"], created_at=start)
+            UsageRecord.objects.filter(
+                user=None, message_id=None, model=day["model"], assistant=day["assistant"], created_at=start
+            )
             .values_list("pk", flat=True)
             .first()
         )
@@ -126,6 +141,7 @@ def usage_anonymise(*, user) -> int:
         if not added:
             UsageRecord.objects.create(
                 model=day["model"],
+                assistant=day["assistant"],
                 created_at=start,
                 answers=day["count"],
                 prompt_tokens=day["prompt"],

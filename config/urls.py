@@ -46,7 +46,13 @@ urlpatterns = [
     path("access-log/", pages.access_log, name="access_log"),
     path("accounts/login/", pages.AssistantLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/assistants/", api.assistants, name="api_assistants"),
     path("api/conversations/", api.conversations_api, name="api_conversations"),
+    path(
+        "api/conversations/<uuid:conversation_id>/next-phase/",
+        api.phase_next,
+        name="api_phase_next",
+    ),
     path(
         "api/conversations/<uuid:conversation_id>/",
         api.conversation_api,

@@ -15,8 +15,9 @@ from assistant.events.publish import apublish_batch, apublish_or_defer, publish_
 from assistant.generation import partials, running
 from assistant.generation.ending import end_as_error, error_payload, interrupted_error, store_final
 from assistant.models import Message
+from assistant.personas.flows import COMPLETE_PHASE, flow_state, phase_summary_from
 from assistant.providers.errors import ProviderError, provider_error
-from assistant.providers.values import Finish
+from assistant.providers.values import Finish, ToolCall
 from assistant.usage import usage_counted
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,19 @@ class Answer:
     prompt_chars: int = 0
     # Set when the answer goes on from a text it had (its first part): its tokens add up.
     continuation: Continuation | None = None
+    # The end of its flow's phase, when the model called complete_phase (personas.flows),
+    # and the `phase` event that announces it once stored.
+    phase_summary: dict | None = None
+    phase_event: dict | None = None
+
+    def tool_called(self, call: ToolCall) -> None:
+        """A tool the model called. complete_phase is the only one: a call of another, a
+        second one, or one whose arguments are not the tool's ends the answer as a
+        `tool_error`, its text kept (the provider refuses tools it was not offered)."""
+        summary = phase_summary_from(call) if call.name == COMPLETE_PHASE else None
+        if summary is None or self.phase_summary is not None:
+            raise provider_error("tool_error", 502)
+        self.phase_summary = summary
 
     def add(self, text: str) -> None:
         now = time.monotonic()
@@ -308,6 +322,8 @@ class Answer:
             fields["finish_reason"] = "cancelled"
         if error is not None:
             fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
+        if status == Status.DONE and self.phase_summary is not None:
+            fields["phase_summary"] = self.phase_summary
         before = self.continuation
         new_chars = len(self.content) - (len(before.text) if before else 0)
         usage = usage_counted(finish, prompt_chars=self.prompt_chars, completion_chars=new_chars)
@@ -332,6 +348,9 @@ class Answer:
             return "error", error_payload(self.message.pk, interrupted_error())
         if error is not None:
             return "error", error_payload(self.message.pk, error)
+        if "phase_summary" in fields:
+            state = await sync_to_async(flow_state)(self.message.conversation)
+            self.phase_event = None if state is None else state.event(self.message.pk)
         usage = {key: fields.get(key) for key in ("prompt_tokens", "completion_tokens")}
         return "done", {
             "message": self.message.pk,
@@ -367,5 +386,7 @@ class Answer:
             batch.append(("start", self.start_event))
             if self.content:
                 batch.append(("delta", {"message": self.message.pk, "text": self.content}))
+        if self.phase_event is not None:
+            batch.append(("phase", self.phase_event))
         batch.append((event_type, payload))
         await apublish_or_defer(self.channel, batch)

@@ -19,7 +19,7 @@ from assistant.generation.leases import answer_loop, cancel_anywhere, ensure_sup
 from assistant.models import Message
 from assistant.providers.configured import get_provider
 from assistant.providers.errors import ProviderError, provider_error
-from assistant.providers.values import Finish
+from assistant.providers.values import Finish, ToolCall
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +34,23 @@ def start(
     start_event: dict,
     start_id: int | None = None,
     continuation: Continuation | None = None,
+    options: dict | None = None,
 ) -> None:
     """Start generating an assistant message on the running event loop.
 
-    `message` comes with its conversation, `history` is `history_before(message)`: both
-    read by the request, so the task's first step is the upstream call. `start_event` is
+    `message` comes with its conversation, `history` is what goes upstream (the system
+    message of personas.prompt, then `history_before(message)`) and `options` the
+    request's options (tools, temperature, max_tokens): all read by the request, so the
+    task's first step is the upstream call. `start_event` is
     the answer's `start` payload, `start_id` its id on the wire (None: it could not be
     published, so the answer publishes it with its first text). A `continuation` is the
     text the answer goes on from: on the wire in one delta after the start (then
     `start_id` is that delta's id), and the first part of the answer's text.
     """
     message_id = message.pk
-    task = running.background_task(_generate(message, history, language, start_event, start_id, continuation))
+    task = running.background_task(
+        _generate(message, history, language, start_event, start_id, continuation, options or {})
+    )
     running.answers[message_id] = running.Running(task)
     task.add_done_callback(lambda _: running.answers.pop(message_id, None))
 
@@ -120,7 +125,9 @@ async def _generate(
     start_event: dict,
     start_id: int | None,
     continuation: Continuation | None = None,
+    options: dict | None = None,
 ) -> None:
+    options = options or {}
     answer = Answer(
         message=message,
         channel=channel_for(message.conversation_id),
@@ -140,11 +147,15 @@ async def _generate(
                 answer.flush()  # publishes the start as soon as Redis answers
             finish = None
             async with asyncio.timeout(settings.ASSISTANT_MAX_ANSWER_SECONDS):
-                stream = get_provider().stream(model=message.model, messages=history, pace=answer.pace)
+                stream = get_provider().stream(
+                    model=message.model, messages=history, pace=answer.pace, **options
+                )
                 try:
                     async for item in stream:
                         if isinstance(item, Finish):
                             finish = item
+                        elif isinstance(item, ToolCall):
+                            answer.tool_called(item)
                         else:
                             answer.add(item)
                 finally:

@@ -28,7 +28,10 @@ from assistant.forms import (
     MessageForm,
     json_body,
 )
-from assistant.models import Conversation, Message
+from assistant.models import Assistant, Conversation, Message
+from assistant.personas import flows
+from assistant.personas.access import assistants_visible, version_usable
+from assistant.personas.flows import FlowState, flow_of, flow_state
 from assistant.providers.errors import RETRYABLE_TYPES
 
 
@@ -83,6 +86,9 @@ def message_json(message: Message, versions: selectors.Versions | None = None) -
         "created_at": message.created_at.isoformat(),
         "superseded": message.superseded,
     }
+    if message.phase is not None:
+        data["phase"] = message.phase
+        data["phase_summary"] = message.phase_summary
     if versions is not None:
         data["versions"] = versions.json()
     if message.role == Message.Role.ASSISTANT:
@@ -102,8 +108,32 @@ def message_json(message: Message, versions: selectors.Versions | None = None) -
     return data
 
 
-def conversation_json(conversation: Conversation) -> dict[str, Any]:
+def assistant_json(conversation: Conversation, flow: FlowState | None) -> dict[str, Any]:
+    """The conversation's assistant and where its flow stands (null for the bare model)."""
+    if conversation.assistant_version_id is None:
+        return {"assistant": None, "flow": None}
+    version = conversation.assistant_version
     return {
+        "assistant": {
+            "slug": version.assistant.slug,
+            "name": version.name,
+            "icon": version.icon,
+            "version": version.number,
+            "retired": not version_usable(user=conversation.owner, version=version),
+        },
+        "flow": None if flow is None else flow.json(),
+    }
+
+
+def conversation_json(conversation: Conversation, messages: list[Message] | None = None) -> dict[str, Any]:
+    """A conversation's own fields; `messages`, its shown branch when the caller has it,
+    spares reading where its flow stands."""
+    if messages is None or conversation.assistant_version_id is None:
+        flow = flow_state(conversation)
+    else:
+        flow = flow_of(conversation.assistant_version, [m.phase_summary for m in messages if m.phase_summary])
+    return {
+        **assistant_json(conversation, flow),
         "id": str(conversation.pk),
         "title": conversation.title,
         "model": conversation.model,
@@ -130,7 +160,7 @@ def conversations(request: HttpRequest) -> JsonResponse:
     data = ConversationForm.parse(json_body(request))
     if not data["content"]:
         conversation = services.conversation_create(
-            user=request.user, title=data["title"], model=data["model"] or None
+            user=request.user, title=data["title"], model=data["model"] or None, assistant=data["assistant"]
         )
         return JsonResponse(conversation_json(conversation), status=201)
     exchange = services.conversation_start(
@@ -139,6 +169,7 @@ def conversations(request: HttpRequest) -> JsonResponse:
         content=data["content"],
         model=data["model"] or None,
         language=get_language(),
+        assistant=data["assistant"],
     )
     conversation = exchange.assistant_message.conversation
     return JsonResponse({**conversation_json(conversation), **_exchange_json(exchange)}, status=201)
@@ -154,7 +185,7 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Jso
 def conversation_state_json(state: selectors.ConversationState) -> dict[str, Any]:
     """A conversation with its shown branch, each message with its versions."""
     return {
-        **conversation_json(state.conversation),
+        **conversation_json(state.conversation, state.messages),
         "last_event_id": state.last_event_id,
         "messages": [message_json(m, state.versions[m.pk]) for m in state.messages],
     }
@@ -224,6 +255,36 @@ def message_show(request: HttpRequest, message_id: int) -> JsonResponse:
 def message_cancel(request: HttpRequest, message_id: int) -> JsonResponse:
     message = services.message_cancel(user=request.user, message_id=message_id)
     return JsonResponse({"id": message.pk, "status": message.status}, status=202)
+
+
+@require_POST
+@api_view
+def phase_next(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
+    """The user ends the current phase of a guided flow."""
+    state = flows.phase_next(user=request.user, conversation_id=conversation_id)
+    return JsonResponse({"flow": state.json()})
+
+
+def assistant_entry_json(assistant: Assistant) -> dict[str, Any]:
+    """An assistant as the gallery shows it: its current version's name, text and phases."""
+    version = assistant.current
+    return {
+        "slug": assistant.slug,
+        "name": version.name,
+        "description": version.description,
+        "icon": version.icon,
+        "starters": version.starters,
+        "flow": {"phases": [{"title": p["title"], "goal": p["goal"]} for p in version.phases]}
+        if version.phases
+        else None,
+    }
+
+
+@require_GET
+@api_view
+def assistants(request: HttpRequest) -> JsonResponse:
+    """The assistants the user may start a chat with."""
+    return JsonResponse({"assistants": [assistant_entry_json(a) for a in assistants_visible(request.user)]})
 
 
 @require_GET
