@@ -74,7 +74,7 @@ def answer_events(response, message_id: int, deadline: float = 30) -> Iterator[S
     for sse in parse_sse(sse_lines(response)):
         if time.monotonic() > give_up:
             raise AssertionError(f"answer {message_id} did not end within {deadline} s")
-        if sse.event in {"delta", "done", "error", "start"} and sse.json()["message"] == message_id:
+        if sse.event in {"delta", "done", "error", "phase", "start"} and sse.json()["message"] == message_id:
             yield sse
             if sse.event in {"done", "error"}:
                 return
