@@ -1,12 +1,19 @@
 """Conversations with their messages, exported: the admin's action and the shell's command.
 
-One exporter for both. `conversations_logged` reads the conversations a chunk at a time
-(two queries per chunk, their messages prefetched, so memory stays flat however many
-there are) and puts each chunk on the access log ("export: <reason>") before handing it
-out: a reader that stops midway leaves exactly what it was given on the record. A JSON
-line is `conversation_export_json` (also the conversations of `user_data export`); CSV
-has one row per message with the conversation's columns, every cell inert for
-spreadsheets (assistant.spreadsheet); JSON Lines keeps the exact text.
+One exporter for both, and for the owner's own download (assistant/views/exports.py).
+`conversations_logged` reads the conversations a chunk at a time (two queries per chunk,
+their owners and assistant versions joined, their messages prefetched, so memory stays
+flat however many there are) and puts each chunk on the access log ("export: <reason>")
+before handing it out: a reader that stops midway leaves exactly what it was given on
+the record. A JSON line is `conversation_export_json` (also the conversations of
+`user_data export`); CSV has one row per message with the conversation's columns, every
+cell inert for spreadsheets (assistant.spreadsheet); JSON Lines keeps the exact text.
+
+A conversation names the assistant version it ran with (`assistant`: slug, name and
+version number, or null for the bare model) and the personal instructions it started
+with; a message its `parent` (the tree of versions) and, in a guided flow, its `phase`
+and the `phase_summary` of the answer that ended one. A retired assistant is exported
+like any other: its versions stay.
 """
 
 from __future__ import annotations
@@ -34,11 +41,15 @@ CSV_CONVERSATION_COLUMNS = [
     "title",
     "conversation_model",
     "archived",
+    "assistant",
+    "assistant_name",
+    "assistant_version",
     "conversation_created_at",
     "conversation_updated_at",
 ]
 CSV_MESSAGE_COLUMNS = [
     "message_id",
+    "parent_id",
     "role",
     "status",
     "model",
@@ -51,12 +62,22 @@ CSV_MESSAGE_COLUMNS = [
     "feedback",
     "feedback_comment",
     "error_type",
+    "phase",
+    "phase_ended_by",
+    "phase_summary",
+    "phase_points",
 ]
+
+
+def _phase_summary(message: Message) -> dict[str, Any]:
+    """The summary of the phase an answer ended, as stored ({} for any other message)."""
+    return message.phase_summary if isinstance(message.phase_summary, dict) else {}
 
 
 def message_export_json(message: Message) -> dict[str, Any]:
     return {
         "id": message.pk,
+        "parent": message.parent_id,
         "role": message.role,
         "content": message.content,
         "status": message.status,
@@ -76,7 +97,17 @@ def message_export_json(message: Message) -> dict[str, Any]:
         "feedback": message.feedback_name,
         "feedback_comment": message.feedback_comment,
         "superseded": message.superseded,
+        "phase": message.phase,
+        "phase_summary": message.phase_summary,
     }
+
+
+def assistant_export_json(conversation: Conversation) -> dict[str, Any] | None:
+    """The assistant version a conversation ran with (its assistant loaded), or None."""
+    version = conversation.assistant_version
+    if version is None:
+        return None
+    return {"slug": version.assistant.slug, "name": version.name, "version": version.number}
 
 
 def conversation_export_json(conversation: Conversation) -> dict[str, Any]:
@@ -87,6 +118,8 @@ def conversation_export_json(conversation: Conversation) -> dict[str, Any]:
         "title": conversation.title,
         "model": conversation.model,
         "archived": conversation.archived,
+        "assistant": assistant_export_json(conversation),
+        "personal_instructions": conversation.personal_instructions,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
         "messages": [message_export_json(m) for m in conversation.messages.all()],
@@ -119,11 +152,12 @@ def conversations_select(
 def conversations_stream(
     conversations: QuerySet[Conversation], *, chunk_size: int = EXPORT_CHUNK
 ) -> Iterator[Conversation]:
-    """`conversations` oldest first with owner and messages: two queries per chunk, flat memory."""
+    """`conversations` oldest first with owner, assistant version and messages: two queries
+    per chunk, flat memory."""
     # Their ids only: the admin's list adds figures to each row that an export does not need.
     return (
         Conversation.objects.filter(pk__in=conversations.values("pk"))
-        .select_related("owner")
+        .select_related("owner", "assistant_version__assistant")
         .prefetch_related(Prefetch("messages", queryset=Message.objects.order_by("pk")))
         .order_by("created_at", "pk")
         .iterator(chunk_size=chunk_size)
@@ -154,12 +188,16 @@ def conversations_logged(
 
 def _csv_rows(conversation: Conversation) -> Iterator[list[str]]:
     # Every cell is made inert by the writer (assistant.spreadsheet), not only these.
+    version = conversation.assistant_version
     head = [
         str(conversation.pk),
         conversation.owner.get_username(),
         conversation.title,
         conversation.model,
         "yes" if conversation.archived else "no",
+        version.assistant.slug if version else "",
+        version.name if version else "",
+        str(version.number) if version else "",
         conversation.created_at.isoformat(),
         conversation.updated_at.isoformat(),
     ]
@@ -168,9 +206,12 @@ def _csv_rows(conversation: Conversation) -> Iterator[list[str]]:
         # Listed all the same: a conversation with no messages is still a conversation.
         yield [*head, *[""] * len(CSV_MESSAGE_COLUMNS)]
     for message in messages:
+        summary = _phase_summary(message)
+        points = summary.get("points")
         yield [
             *head,
             str(message.pk),
+            "" if message.parent_id is None else str(message.parent_id),
             message.role,
             message.status,
             message.model,
@@ -183,6 +224,10 @@ def _csv_rows(conversation: Conversation) -> Iterator[list[str]]:
             message.feedback_name or "",
             message.feedback_comment,
             message.error_type,
+            "" if message.phase is None else str(message.phase),
+            summary.get("by", ""),
+            summary.get("summary", ""),
+            "\n".join(str(point) for point in points) if isinstance(points, list) else "",
         ]
 
 
