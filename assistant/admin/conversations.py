@@ -111,6 +111,37 @@ def conversations_with_review_columns(queryset: QuerySet[Conversation]) -> Query
     )
 
 
+# Who ended a phase of a guided flow (Message.phase_summary["by"]).
+PHASE_ENDED_BY = {"model": _("Ended by the model"), "user": _("Ended by the user (next phase)")}
+
+
+def transcript_messages(conversation: Conversation) -> list[Message]:
+    """The messages in order, each answer of a guided flow with `phase_label` ("Phase 2/4
+    Goal") and, on the answer that ended its phase, `phase_ended` (who ended it, the
+    summary, its points): read from the version the conversation ran with."""
+    messages = list(conversation.messages.order_by("pk"))
+    phases = conversation.assistant_version.phases if conversation.assistant_version else []
+    for message in messages:
+        message.phase_label = ""
+        message.phase_ended = None
+        if message.phase is not None:
+            phase = phases[message.phase - 1] if 0 < message.phase <= len(phases) else {}
+            message.phase_label = _("Phase %(phase)d/%(total)d %(title)s") % {
+                "phase": message.phase,
+                "total": len(phases),
+                "title": phase.get("title", ""),
+            }
+        summary = message.phase_summary
+        if isinstance(summary, dict):
+            points = summary.get("points")
+            message.phase_ended = {
+                "by": PHASE_ENDED_BY.get(summary.get("by"), summary.get("by", "")),
+                "summary": summary.get("summary", ""),
+                "points": [str(point) for point in points] if isinstance(points, list) else [],
+            }
+    return messages
+
+
 @admin.register(Conversation)
 class ConversationAdmin(ContentViewAdmin):
     list_display = [
@@ -163,7 +194,9 @@ class ConversationAdmin(ContentViewAdmin):
     actions = ["export_jsonl"]
 
     def get_queryset(self, request):
-        return conversations_with_review_columns(super().get_queryset(request).select_related("owner"))
+        # The assistant version too: the transcript names it (a join, no query of its own).
+        conversations = super().get_queryset(request).select_related("owner", "assistant_version__assistant")
+        return conversations_with_review_columns(conversations)
 
     def get_search_results(self, request, queryset, search_term):
         # Every word must match the owner or the id; in the content view also the title or
@@ -275,7 +308,8 @@ class ConversationAdmin(ContentViewAdmin):
                 "title": _("Transcript"),
                 "subtitle": review.conversation_label(conversation),
                 "conversation": conversation,
-                "transcript_messages": conversation.messages.order_by("pk"),
+                "assistant_version": conversation.assistant_version,
+                "transcript_messages": transcript_messages(conversation),
                 "access_ends": datetime.fromtimestamp(expires, tz=UTC),
                 "access_log_url": reverse("admin:assistant_accesslog_changelist")
                 + "?"
