@@ -1,4 +1,4 @@
-"""Usage: answers and tokens per user, model and day, with their cost; days over the quota.
+"""Usage: answers and tokens per user, model, assistant and day, with their cost; days over the quota.
 
 Read from the usage record (assistant.usage), so answers of deleted conversations and
 erased accounts still count.
@@ -20,9 +20,11 @@ from django.utils.translation import gettext_lazy
 from assistant.models import UsageRecord
 from assistant.staff.common import Period, StaffError
 
-USAGE_KEYS = ("user", "model", "day")
+USAGE_KEYS = ("user", "model", "assistant", "day")
 # The one group of usage_report for answers whose account was erased or deleted.
 DELETED_USERS = gettext_lazy("(deleted users)")
+# The group of answers of the model alone, without an assistant.
+NO_ASSISTANT = gettext_lazy("(none)")
 
 
 @dataclass
@@ -69,13 +71,15 @@ def usage_report(
 
     Read from the usage record, so answers of deleted conversations still count. Every
     answer counts, also superseded, failed and cancelled ones (they cost tokens too).
-    Answers of erased or deleted accounts are one group, `DELETED_USERS`. With `costs`
+    Answers of erased or deleted accounts are one group, `DELETED_USERS`; answers without
+    an assistant are `NO_ASSISTANT` (an assistant is named by its slug, which outlives its
+    retirement). With `costs`
     (USD per million prompt and completion tokens, per model) rows get a cost; models
     without a price are listed in `unpriced_models` and add nothing.
     """
     costs = settings.ASSISTANT_MODEL_COSTS if costs is None else costs
     answers = period.filter(UsageRecord.objects.all(), "created_at")
-    fields: dict[str, Any] = {"owner": "user__username", "model": "model"}
+    fields: dict[str, Any] = {"owner": "user__username", "model": "model", "assistant": "assistant"}
     if "day" in by:
         answers = answers.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
         fields["day"] = "day"
@@ -93,7 +97,12 @@ def usage_report(
     unpriced: set[str] = set()
     for item in grouped:
         user = item[fields["owner"]] or str(DELETED_USERS)
-        values = {"user": user, "model": item["model"] or "-", "day": str(item.get("day"))}
+        values = {
+            "user": user,
+            "model": item["model"] or "-",
+            "assistant": item["assistant"] or str(NO_ASSISTANT),
+            "day": str(item.get("day")),
+        }
         key = tuple(values[name] for name in by)
         row = rows.setdefault(key, UsageRow(key=key))
         cost = _price(costs, item["model"], item["prompt"], item["completion"])
