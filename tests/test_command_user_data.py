@@ -11,7 +11,7 @@ from django.core.management import CommandError
 from django.utils import timezone
 
 from assistant.generation import leases
-from assistant.models import AccessLog, Conversation, DeletionRecord, Message, UsageRecord
+from assistant.models import AccessLog, Conversation, DeletionRecord, Message, Preferences, UsageRecord
 from assistant.staff.common import Period
 from assistant.staff.usage_report import usage_report
 from tests.helpers.commands import conversation_with, run
@@ -26,8 +26,10 @@ def carol(db):
 
 @pytest.fixture
 def alice_data(alice, bob, carol):
-    """alice's conversations (one rated), bob's, and access log rows naming alice both ways."""
+    """alice's conversations (one rated), her personal instructions, bob's conversation, and
+    access log rows naming alice both ways."""
     mine = conversation_with(alice, title="Gehaltsverhandlung", answers=2)
+    Preferences.objects.create(user=alice, about_me="Teamleiterin im Einkauf", answer_style="kurz, per du")
     conversation_with(alice, title="Urlaub")
     answer = mine.messages.filter(role="assistant").first()
     answer.feedback, answer.feedback_comment = -1, "zu lang"
@@ -73,6 +75,7 @@ def test_user_data_export_holds_everything_about_the_user(alice_data, alice):
     assert [e["owner"] for e in data["access_log"]["by_them"]] == ["bob"]
     assert "Bobs Frage" not in out
     assert "Exported alice: 2 conversations (6 messages), 1 ratings" in err
+    assert "their personal instructions" in err
 
 
 def test_user_data_export_to_a_file(alice_data, tmp_path):
@@ -97,13 +100,14 @@ def test_user_data_refuses_an_unknown_user(db, action):
 # --- delete --------------------------------------------------------------------------------
 
 
-def counts() -> tuple[int, int, int, int, int]:
+def counts() -> tuple[int, int, int, int, int, int]:
     return (
         get_user_model().objects.count(),
         Conversation.objects.count(),
         Message.objects.count(),
         AccessLog.objects.filter(owner_username="alice").count(),
         DeletionRecord.objects.count(),
+        Preferences.objects.count(),
     )
 
 
@@ -118,7 +122,10 @@ def test_user_data_delete_dry_run_changes_nothing(alice_data):
     before = counts()
     out, _err = run("user_data", "delete", "alice", "--dry-run")
     assert counts() == before
-    assert "would stop 0 streaming answers, delete 2 conversations (6 messages, 1 rated answers)" in out
+    assert (
+        "would stop 0 streaming answers, delete 2 conversations (6 messages, 1 rated answers) "
+        "and their personal instructions" in out
+    )
     assert (
         "anonymise 2 access log rows and the usage of 3 answers (kept as counts), and delete the account"
         in out
@@ -151,8 +158,11 @@ def test_user_data_delete_erases_the_data_and_the_account(alice_data, alice, bob
         "account": "deleted",
         "access_log_anonymised": 2,
         "usage_answers_anonymised": 3,
+        "preferences_deleted": 1,
     }
+    assert not Preferences.objects.exists()
     assert "alice" not in json.dumps(record.parameters)
+    assert "Einkauf" not in json.dumps(record.parameters)
     assert "Gehalt" not in str(record.__dict__)
     assert f"Deletion record #{record.pk}" in out
 
@@ -162,6 +172,7 @@ def test_user_data_delete_can_keep_the_account(alice_data, alice):
     alice.refresh_from_db()
     assert alice.is_active
     assert not Conversation.objects.filter(owner=alice).exists()
+    assert not Preferences.objects.filter(user=alice).exists()  # her data, though she stays
     assert DeletionRecord.objects.get().parameters["account"] == "kept"
 
 

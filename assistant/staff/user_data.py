@@ -1,7 +1,9 @@
 """One person's data (GDPR Art. 15 and 17): all of it exported, or erased.
 
 The erasure leaves the reviewers' accountability record (the access log, anonymised) and
-the usage totals (anonymised per day and model), and a `DeletionRecord` without names.
+the usage totals (anonymised per day, model and assistant), and a `DeletionRecord`
+without names. A person's personal instructions (`Preferences`) are their data like
+their conversations: exported, and erased with them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from django.utils import timezone
 
 from assistant.events.publish import replay_log
 from assistant.events.wire import channel_for
-from assistant.models import AccessLog, DeletionRecord, Message, UsageRecord
+from assistant.models import AccessLog, DeletionRecord, Message, Preferences, UsageRecord
 from assistant.staff.common import DeletionSummary, deletion_summary, user_streams_end
 from assistant.staff.export import (
     EXPORT_CHUNK,
@@ -45,13 +47,26 @@ def _access_json(entry: AccessLog) -> dict[str, Any]:
     }
 
 
+def _preferences_json(user) -> dict[str, Any] | None:
+    preferences = Preferences.objects.filter(user=user).first()
+    if preferences is None:
+        return None
+    return {
+        "about_me": preferences.about_me,
+        "answer_style": preferences.answer_style,
+        "updated_at": preferences.updated_at.isoformat(),
+    }
+
+
 USER_DATA_EXPORT_REASON = "the user's own data, at their request (GDPR Art. 15)"
 
 
 def user_data_export(*, user, actor: str) -> dict[str, Any]:
-    """Everything stored about `user`: the account (no password hash), their conversations
-    with every message, the feedback they gave, and the access log entries about them
-    (their transcripts opened by reviewers) and by them (transcripts they opened).
+    """Everything stored about `user`: the account (no password hash), their personal
+    instructions, their conversations with every message (each with the assistant it ran
+    with and the personal instructions it started with), the feedback they gave, and the
+    access log entries about them (their transcripts opened by reviewers) and by them
+    (transcripts they opened).
 
     Reading their conversations for this goes on the access log first, by `actor`.
     """
@@ -81,6 +96,7 @@ def user_data_export(*, user, actor: str) -> dict[str, Any]:
             "last_login": _when(user.last_login),
             "groups": sorted(user.groups.values_list("name", flat=True)),
         },
+        "preferences": _preferences_json(user),
         "conversations": [conversation_export_json(c) for c in conversations],
         "feedback": [
             {"conversation_id": str(m.conversation_id), **message_export_json(m)}
@@ -107,6 +123,7 @@ def _user_summary(user) -> DeletionSummary:
         "access_log_about_them": AccessLog.objects.filter(owner=user).count(),
         "access_log_by_them": AccessLog.objects.filter(reviewer=user).count(),
         "usage_answers": UsageRecord.objects.filter(user=user).aggregate(n=Sum("answers"))["n"] or 0,
+        "preferences": Preferences.objects.filter(user=user).count(),
     }
     return summary
 
@@ -119,22 +136,24 @@ def user_data_preview(*, user) -> DeletionSummary:
 def user_data_delete(
     *, user, actor: str, keep_account: bool = False
 ) -> tuple[DeletionSummary, DeletionRecord]:
-    """Erase `user`'s conversations and messages, anonymise the access log and the usage
-    record, delete the account.
+    """Erase `user`'s conversations and messages and their personal instructions, anonymise
+    the access log and the usage record, delete the account.
 
     Streaming answers are stopped first (wherever they generate; that process finds the
     row gone and ends quietly). Access log rows stay, as the reviewers' accountability
     record, with the person named "deleted user #<id>" and unlinked. Their usage rows
-    become counted rows per day and model without user or message (`usage_anonymise`),
-    so usage totals do not change. With `keep_account`
-    the account stays as it is (only its data goes). The `DeletionRecord` holds counts,
-    the range of last activity and the user's id, never names or content.
+    become counted rows per day, model and assistant without user or message
+    (`usage_anonymise`), so usage totals do not change. With `keep_account` the account
+    stays as it is (only its data goes). The `DeletionRecord` holds counts, the range of
+    last activity and the user's id, never names or content.
     """
     user_streams_end(user=user)
     with transaction.atomic():
         summary = _user_summary(user)
         conversation_ids = list(conversations_select(owner=user).values_list("pk", flat=True))
         conversations_select(owner=user).delete()
+        # Also when the account stays (with it, they would go anyway).
+        Preferences.objects.filter(user=user).delete()
         name = _deleted_name(user)
         AccessLog.objects.filter(owner=user).update(owner=None, owner_username=name)
         AccessLog.objects.filter(reviewer=user).update(reviewer=None, reviewer_username=name)
@@ -152,6 +171,7 @@ def user_data_delete(
                 "access_log_anonymised": summary.extra["access_log_about_them"]
                 + summary.extra["access_log_by_them"],
                 "usage_answers_anonymised": summary.extra["usage_answers"],
+                "preferences_deleted": summary.extra["preferences"],
             },
         )
         if not keep_account:

@@ -18,16 +18,24 @@ from assistant.staff import common, user_data
 from assistant.staff.common import StaffError
 
 
+def _preferences(extra: dict) -> str:
+    if extra["preferences"]:
+        return "their personal instructions"
+    return "no personal instructions (they set none)"
+
+
 class Command(BaseCommand):
     help = (
         "Export or delete everything stored about one user. "
         "'user_data export USERNAME [--output PATH]' writes JSON: the account (no password), "
-        "conversations with all messages, feedback given, and access log entries about them "
-        "and by them; reading their conversations for it goes on the access log too. "
-        "'user_data delete USERNAME --yes' erases their conversations, anonymises access log "
-        "rows naming them ('deleted user #<id>') and their usage record (counts per day and "
-        "model stay), deletes the account (--keep-account keeps "
-        "it) and records counts in a deletion record; --dry-run shows what would go. "
+        "personal instructions, conversations with all messages (each with its assistant and "
+        "the personal instructions it started with), feedback given, and access log entries "
+        "about them and by them; reading their conversations for it goes on the access log too. "
+        "'user_data delete USERNAME --yes' erases their conversations and personal "
+        "instructions, anonymises access log rows naming them ('deleted user #<id>') and their "
+        "usage record (counts per day, model and assistant stay), deletes the account "
+        "(--keep-account keeps it) and records counts in a deletion record; --dry-run shows "
+        "what would go. "
         "Deleting needs --yes."
     )
 
@@ -84,7 +92,8 @@ class Command(BaseCommand):
                 f"Exported {user.get_username()}: {len(data['conversations'])} conversations "
                 f"({messages} messages), {len(data['feedback'])} ratings, "
                 f"{len(data['access_log']['about_them'])} accesses to their conversations, "
-                f"{len(data['access_log']['by_them'])} by them, to "
+                f"{len(data['access_log']['by_them'])} by them, "
+                f"{'their' if data['preferences'] else 'no'} personal instructions, to "
                 f"{'stdout' if options['output'] == '-' else options['output']}."
             )
 
@@ -99,7 +108,7 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"Dry run: for {name} would stop {extra['streaming_answers']} streaming answers, delete "
                     f"{summary.conversations} conversations ({summary.messages} messages, "
-                    f"{extra['feedback']} rated answers), anonymise "
+                    f"{extra['feedback']} rated answers) and {_preferences(extra)}, anonymise "
                     f"{extra['access_log_about_them'] + extra['access_log_by_them']} access log rows and "
                     f"the usage of {extra['usage_answers']} answers (kept as counts), and "
                     f"{account}. Nothing was changed."
@@ -119,7 +128,8 @@ class Command(BaseCommand):
             account = "kept the account" if options["keep_account"] else "deleted the account"
             self.stdout.write(
                 f"For {name}: stopped {extra['streaming_answers']} streaming answers, deleted "
-                f"{summary.conversations} conversations ({summary.messages} messages), anonymised "
+                f"{summary.conversations} conversations ({summary.messages} messages) and "
+                f"{_preferences(extra)}, anonymised "
                 f"{extra['access_log_about_them'] + extra['access_log_by_them']} access log rows and "
                 f"the usage of {extra['usage_answers']} answers (kept as counts), and "
                 f"{account}. Deletion record #{record.pk}."
