@@ -4,7 +4,7 @@
                      deletion summaries, stopping a person's answers
     export.py        conversations with their messages, JSON Lines or CSV (the admin's too)
     retention.py     the retention policy
-    usage_report.py  answers, tokens and cost per user, model, day; the daily quota
+    usage_report.py  answers, tokens and cost per user, model, assistant, day; the daily quota
     user_data.py     one person's data: exported or erased (GDPR Art. 15 and 17)
     accounts.py      employee accounts from a CSV
     model_check.py   a tiny request per model, timed, or what its failure means
