@@ -272,6 +272,120 @@ def test_concurrent_streams_many_paced(fake: FakeUpstream) -> None:
     assert most_at_once >= 20
 
 
+# --------------------------------------------------------------------------- tool calls
+
+TOOL_CALLS = [
+    {"id": "call_1", "name": "complete_phase", "arguments": {"summary": "Grüße aus Köln", "points": ["a"]}},
+    {"name": "look_up", "arguments": '{"q": "raw text, sent as it is"}'},
+]
+
+
+def raw_payloads(fake: FakeUpstream, messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The data lines of one streamed answer, read over plain HTTP, before [DONE]."""
+    body = {"model": MODEL, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.Client() as http:
+        raw = http.post(f"{fake.url}/chat/completions", json=body).text
+    events = raw.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    return [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+
+
+def test_tool_calls_stream_as_openai_streams_them(fake: FakeUpstream) -> None:
+    fake.set(text="Gut so.", tool_calls=TOOL_CALLS)
+    payloads = raw_payloads(fake, user("x"))
+    deltas = [p["choices"][0]["delta"] for p in payloads if p["choices"]]
+    assert deltas[:3] == [
+        {"role": "assistant", "content": "", "refusal": None},
+        {"content": "Gut"},
+        {"content": " so."},
+    ]
+    fragments = [delta["tool_calls"] for delta in deltas[3:-1]]
+    assert all(len(fragment) == 1 for fragment in fragments)  # one fragment a chunk
+    fragments = [fragment[0] for fragment in fragments]
+    calls = []
+    for fragment in fragments:
+        if "id" in fragment:  # a call's first fragment: its name, no arguments yet
+            assert fragment["type"] == "function"
+            assert fragment["function"]["arguments"] == ""
+            assert fragment["index"] == len(calls)
+            calls.append({"id": fragment["id"], "name": fragment["function"]["name"], "arguments": ""})
+        else:
+            assert set(fragment) == {"index", "function"}
+            assert set(fragment["function"]) == {"arguments"}
+            assert 1 <= len(fragment["function"]["arguments"]) <= 7
+            assert fragment["index"] == len(calls) - 1
+            calls[-1]["arguments"] += fragment["function"]["arguments"]
+    # An object's arguments as compact JSON, as OpenAI writes them; a string as it is.
+    arguments = '{"summary":"Grüße aus Köln","points":["a"]}'
+    assert calls[0] == {"id": "call_1", "name": "complete_phase", "arguments": arguments}
+    assert sum(fragment["index"] == 0 for fragment in fragments) == 1 + -(-len(arguments) // 7)
+    assert calls[1]["id"].startswith("call_")
+    assert (calls[1]["name"], calls[1]["arguments"]) == ("look_up", TOOL_CALLS[1]["arguments"])
+    assert deltas[-1] == {}
+    assert [p["choices"][0]["finish_reason"] for p in payloads if p["choices"]][-1] == "tool_calls"
+    assert payloads[-1]["choices"] == []
+    assert payloads[-1]["usage"]["completion_tokens"] == 2 + len(fragments)
+
+
+def test_tool_calls_reach_the_sdk_and_a_finish_reason_asked_for_stays(fake: FakeUpstream) -> None:
+    fake.set(text="", tool_calls=TOOL_CALLS[:1], finish_reason="length")
+    chunks = asyncio.run(collect(fake, user("x")))
+    assert text_of(chunks) == ""
+    arguments = "".join(
+        call.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for call in c.choices[0].delta.tool_calls or ()
+    )
+    assert json.loads(arguments) == TOOL_CALLS[0]["arguments"]
+    assert chunks[1].choices[0].delta.tool_calls[0].function.name == "complete_phase"
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_tool_calls_in_a_non_streamed_answer_come_whole(fake: FakeUpstream) -> None:
+    async def run() -> Any:
+        async with make_client(fake) as client:
+            return await client.chat.completions.create(model=MODEL, messages=fake_msg(tool_calls=TOOL_CALLS))
+
+    choice = asyncio.run(run()).choices[0]
+    assert choice.finish_reason == "tool_calls"
+    first, second = choice.message.tool_calls
+    assert (first.id, first.function.name, first.type) == ("call_1", "complete_phase", "function")
+    assert json.loads(first.function.arguments) == TOOL_CALLS[0]["arguments"]
+    assert second.function.arguments == TOOL_CALLS[1]["arguments"]
+
+
+def test_tool_calls_by_fake_override_and_a_broken_one_is_refused(fake: FakeUpstream) -> None:
+    payloads = raw_payloads(fake, fake_msg(text="", tool_calls=[{"name": "look_up"}]))
+    fragments = [p["choices"][0]["delta"].get("tool_calls") for p in payloads if p["choices"]]
+    assert [f[0]["function"] for f in fragments if f] == [
+        {"name": "look_up", "arguments": ""},
+        {"arguments": "{}"},
+    ]
+    for broken in (
+        {"name": "x"},
+        [{"arguments": {}}],
+        [{"name": "x", "arguments": 5}],
+        [{"name": "x", "id": 1}],
+    ):
+        with pytest.raises(openai.BadRequestError):
+            asyncio.run(collect(fake, fake_msg(tool_calls=broken)))
+    with pytest.raises(ValueError, match="tool_calls"):
+        fake.set(tool_calls="complete_phase")
+
+
+def test_requests_record_tools_temperature_and_max_tokens(fake: FakeUpstream) -> None:
+    tool = {"type": "function", "function": {"name": "look_up", "parameters": {"type": "object"}}}
+    asyncio.run(collect(fake, user("x"), tools=[tool], tool_choice="auto", temperature=0.2, max_tokens=50))
+    body = fake.requests[-1]["body"]
+    assert (body["tools"], body["tool_choice"], body["temperature"], body["max_tokens"]) == (
+        [tool],
+        "auto",
+        0.2,
+        50,
+    )
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -593,6 +707,36 @@ def test_cli_help_lists_every_switch_with_its_help() -> None:
     for help_text in BEHAVIOUR_HELP.values():
         assert " ".join(help_text.split()) in words, help_text
     assert set(BEHAVIOUR_HELP) == set(BEHAVIOUR_DEFAULTS)
+
+
+def test_cli_tool_calls_switch_streams_tool_calls() -> None:
+    root = Path(__file__).resolve().parent.parent
+    calls = json.dumps([{"id": "call_9", "name": "complete_phase", "arguments": {"summary": "CLI"}}])
+    command = [
+        sys.executable,
+        "-m",
+        "tests.helpers.upstream",
+        "--port",
+        "0",
+        "--text",
+        "",
+        "--tool-calls",
+        calls,
+    ]
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().strip()
+            body = {"model": MODEL, "messages": user("x"), "stream": True}
+            raw = httpx.post(f"{url}/chat/completions", json=body).text
+            assert (
+                '"id":"call_9","type":"function","function":{"name":"complete_phase","arguments":""}' in raw
+            )
+            assert '"content":"tok' not in raw
+            assert '"finish_reason":"tool_calls"' in raw
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=5) == 0
 
 
 def test_cli_switches_change_the_behaviour() -> None:

@@ -12,7 +12,13 @@ server (request line, headers, Content-Length or chunked request bodies, keep-al
 ``text/event-stream`` responses. Designed to pace hundreds of concurrent streams cheaply: one
 timer per token per stream, pre-encoded chunk prefixes/suffixes, one ``write`` per token.
 
-CLI: ``python -m tests.helpers.upstream --port 8001 --ttft 0.2 --tps 30 --tokens 300``.
+Tool calls stream as OpenAI streams them, the arguments' JSON split across chunks
+(``tool_calls``; ``tool_call_fragments`` gives the fragments for scripting ``chunks``).
+Every request's body is kept in ``requests``, so a test sees what the app sent.
+
+CLI: ``python -m tests.helpers.upstream --port 8001 --ttft 0.2 --tps 30 --tokens 300``;
+``--tool-calls '[{"name": "complete_phase", "arguments": {"summary": "..."}}]'`` and
+``--text ''`` answer with a tool call alone.
 """
 
 from __future__ import annotations
@@ -33,7 +39,15 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["BEHAVIOUR_DEFAULTS", "BEHAVIOUR_HELP", "DEFAULT_MODELS", "FakeUpstream", "chunk", "split_tokens"]
+__all__ = [
+    "BEHAVIOUR_DEFAULTS",
+    "BEHAVIOUR_HELP",
+    "DEFAULT_MODELS",
+    "FakeUpstream",
+    "chunk",
+    "split_tokens",
+    "tool_call_fragments",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +82,10 @@ BEHAVIOUR_DEFAULTS: dict[str, Any] = {
     "chunks": None,
     # The non-streamed answer's body instead of the completion object, the same way.
     "completion": None,
+    # Tools the model calls after its text (which `text` or `tokens` give; "" for none):
+    # a list of {"name", "arguments" (an object, or the raw text of the arguments), "id"?},
+    # streamed as OpenAI streams them (tool_call_fragments), then finish_reason "tool_calls".
+    "tool_calls": None,
 }
 
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
@@ -76,6 +94,7 @@ _ENC_ASCII = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
 _YIELD_EVERY = 64  # with tps=0, give the loop a turn every this many tokens
+ARGUMENTS_PIECE = 7  # characters of a tool call's arguments per chunk, as OpenAI splits them
 
 _MALFORMED = b'data: {"id": "broken", "choices": [\n\n'
 _STREAM_ERROR = (
@@ -163,10 +182,48 @@ def _reason(status: int) -> str:
         return "Status"
 
 
+def tool_call_fragments(calls: list[dict[str, Any]], piece: int = ARGUMENTS_PIECE) -> list[dict[str, Any]]:
+    """The `delta.tool_calls` fragments OpenAI streams for `calls` (the `tool_calls`
+    behaviour's items), one per chunk: per call, one with its index, id, type and name and
+    empty arguments, then its arguments' JSON in parts of `piece` characters."""
+    fragments: list[dict[str, Any]] = []
+    for index, call in enumerate(calls):
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+        call_id = call.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+        fragments.append(
+            {
+                "index": index,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
+        )
+        fragments.extend(
+            {"index": index, "function": {"arguments": arguments[start : start + piece]}}
+            for start in range(0, len(arguments), piece)
+        )
+    return fragments
+
+
+def _tool_calls_valid(calls: Any) -> bool:
+    return isinstance(calls, list) and all(
+        isinstance(call, dict)
+        and isinstance(call.get("name"), str)
+        and isinstance(call.get("arguments", {}), dict | str)
+        and isinstance(call.get("id", ""), str)
+        for call in calls
+    )
+
+
 def _validate(behaviour: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(behaviour) - set(BEHAVIOUR_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown fake upstream behaviour keys: {unknown}")
+    calls = behaviour.get("tool_calls")
+    if calls is not None and not _tool_calls_valid(calls):
+        raise ValueError('tool_calls: a list of {"name": str, "arguments": object or str, "id"?: str}')
     return behaviour
 
 
@@ -762,6 +819,17 @@ class FakeUpstream:
             n_tokens = int(behaviour["tokens"])
             text = "".join(_token_at(None, i) for i in range(n_tokens))
         prompt = max(1, _prompt_chars(body.get("messages")) // 4)
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        calls = behaviour["tool_calls"]
+        if calls:
+            # The fragments of each call, put together: its first one and its arguments.
+            whole: list[dict[str, Any]] = []
+            for fragment in tool_call_fragments(calls):
+                if "id" in fragment:
+                    whole.append({key: fragment[key] for key in ("id", "type", "function")})
+                else:
+                    whole[-1]["function"]["arguments"] += fragment["function"]["arguments"]
+            message["tool_calls"] = whole
         completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -771,9 +839,9 @@ class FakeUpstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": behaviour["finish_reason"],
+                    "finish_reason": _finish_reason(behaviour),
                 }
             ],
             "usage": {
@@ -900,11 +968,26 @@ class FakeUpstream:
                 token_log.append((tag, i, time.monotonic()))
             i += 1
 
+        for fragment in tool_call_fragments(behaviour["tool_calls"] or []):
+            if interval and not await conn.sleep_until(start + i * interval):
+                return False
+            if conn.paused and not await conn.drain():
+                return False
+            encoded = _ENC_ASCII(fragment).encode() if ascii_json else _encode_json(fragment)
+            payload = (
+                head
+                + b'{"index":0,"delta":{"tool_calls":[%b]},"logprobs":null,"finish_reason":null}]' % encoded
+                + tail
+            )
+            if not conn.write(frame(payload)):
+                return False
+            i += 1
+
         out = [
             frame(
                 head
                 + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":%b}]'
-                % _encode_json(behaviour["finish_reason"])
+                % _encode_json(_finish_reason(behaviour))
                 + tail
             )
         ]
@@ -916,6 +999,14 @@ class FakeUpstream:
         out.append(last_chunk())
         conn.write(b"".join(out))
         return keep_alive
+
+
+def _finish_reason(behaviour: dict[str, Any]) -> Any:
+    """The answer's finish_reason: "tool_calls" for one that calls tools, unless another
+    than the default "stop" was asked for."""
+    if behaviour["tool_calls"] and behaviour["finish_reason"] == "stop":
+        return "tool_calls"
+    return behaviour["finish_reason"]
 
 
 def _encode_json(value: Any) -> bytes:
@@ -962,6 +1053,11 @@ BEHAVIOUR_HELP: dict[str, str] = {
     "gzip": "stream with content-encoding: gzip, flushed after every chunk",
     "chunks": "JSON list of data lines sent after the role chunk instead of the tokens (a string as is)",
     "completion": "JSON body of the non-streamed answer instead of the completion object",
+    "tool_calls": (
+        'JSON list of tool calls made after the text, e.g. [{"name": "complete_phase", "arguments": '
+        '{"summary": "..."}}] (arguments: an object or its raw text); streamed as OpenAI does, '
+        "the arguments split across chunks, then finish_reason tool_calls"
+    ),
 }
 
 
