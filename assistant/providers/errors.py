@@ -80,6 +80,12 @@ _ERRORS: dict[str, tuple[bool, str]] = {
             "kept; please try again."
         ),
     ),
+    # The model called a tool Assistant did not offer, or with arguments that are not a
+    # JSON object: a model's mistake, which the same request may well repeat.
+    "tool_error": (
+        False,
+        _("The model used a tool in a way Assistant does not understand. Try again or rephrase."),
+    ),
     "internal": (
         True,
         _(

@@ -1,8 +1,8 @@
 """Any OpenAI-compatible chat completions server, through the official SDK: the only
 module that imports openai.
 
-The answer streams as text deltas followed by one `Finish`; a short request (a title)
-completes in one piece. Whatever the SDK or its HTTP client raises becomes one
+The answer streams as text deltas, then the tools it called, then one `Finish`; a short
+request (a title) completes in one piece. Whatever the SDK or its HTTP client raises becomes one
 `ProviderError` (assistant/providers/errors.py).
 """
 
@@ -25,7 +25,7 @@ from django.conf import settings
 
 from assistant.providers.errors import ProviderError, provider_error
 from assistant.providers.sse import Completion, sse_line_batches
-from assistant.providers.values import Finish, model_text, unpaced
+from assistant.providers.values import Finish, ToolCall, model_text, unpaced
 from config.fastpaths import aiohttp as fast_aiohttp
 
 logger = logging.getLogger(__name__)
@@ -166,6 +166,11 @@ def _http_client(base_url: str) -> openai.DefaultAioHttpClient | None:
     return openai.DefaultAioHttpClient()
 
 
+def _tool_names(tools: list[dict] | None) -> frozenset[str]:
+    """The names of the tools offered to the model (OpenAI tool definitions)."""
+    return frozenset(tool["function"]["name"] for tool in tools or ())
+
+
 class OpenAIProvider:
     """Any OpenAI-compatible chat completions server, through the official SDK.
 
@@ -184,7 +189,13 @@ class OpenAIProvider:
 
     @contextlib.asynccontextmanager
     async def _streamed(
-        self, *, model: str, messages: list[dict[str, str]]
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        tools: list[dict] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
     ) -> AsyncIterator[httpx2.Response]:
         """The streaming chat completion's HTTP response, body unread; closed on leaving.
 
@@ -202,6 +213,15 @@ class OpenAIProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        # Each only when given: the server's own default otherwise, and a server that knows
+        # no tools sees the request it always did.
+        if tools:
+            body["tools"] = tools
+            body["tool_choice"] = "auto"
+        if temperature is not None:
+            body["temperature"] = temperature
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
         response = await self.client.post(
             "/chat/completions",
             cast_to=httpx2.Response,
@@ -215,13 +235,29 @@ class OpenAIProvider:
             await response.aclose()
 
     async def stream(
-        self, *, model: str, messages: list[dict[str, str]], pace: Callable[[], float] = unpaced
-    ) -> AsyncIterator[str | Finish]:
-        """The answer's text as it arrives, then its Finish; the body is read at most once
-        per `pace()` seconds, and each item is all the text one read brought."""
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        pace: Callable[[], float] = unpaced,
+        tools: list[dict] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str | ToolCall | Finish]:
+        """The answer's text as it arrives, then the tools it called, then its Finish; the
+        body is read at most once per `pace()` seconds, and each item is all the text one
+        read brought.
+
+        `tools` (OpenAI tool definitions), `temperature` and `max_tokens` go upstream when
+        given. A call of a tool not among `tools`, or with arguments that are not a JSON
+        object, is a `tool_error` after the text.
+        """
+        offered = _tool_names(tools)  # Assistant's own definitions: a fault in them is its own
         completion = Completion()
         try:
-            async with self._streamed(model=model, messages=messages) as response:
+            async with self._streamed(
+                model=model, messages=messages, tools=tools, temperature=temperature, max_tokens=max_tokens
+            ) as response:
                 async for lines in sse_line_batches(_paced(response, pace)):
                     text = completion.text(lines)
                     if text:
@@ -230,6 +266,9 @@ class OpenAIProvider:
                         raise completion.error
                     if completion.done:
                         break
+            calls = completion.tool_calls()
+            if any(call.name not in offered for call in calls):
+                raise provider_error("tool_error", 502)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
@@ -237,6 +276,8 @@ class OpenAIProvider:
             # Class and mapping only: an exception's text may quote the upstream's body.
             logger.warning("upstream failed: %s -> %s", type(exc).__name__, error.type)
             raise error from None
+        for call in calls:
+            yield call
         yield completion.finish()
 
     async def complete(self, *, model: str, messages: list[dict[str, str]], max_tokens: int) -> str:

@@ -1,15 +1,20 @@
-"""The data lines of a streamed chat completion: split, parsed and checked as they come."""
+"""The data lines of a streamed chat completion: split, parsed and checked as they come.
+
+Text is handed on as it arrives; tool calls come in fragments (the first with the call's
+index, id and name, the next ones with more characters of its arguments' JSON, several
+calls told apart by index) and are handed on whole, once the answer has ended.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
 from assistant.providers.errors import ProviderError, provider_error
-from assistant.providers.values import Finish, finish_reason_of, model_text, token_count
+from assistant.providers.values import Finish, ToolCall, finish_reason_of, model_text, token_count
 
 
 def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -47,8 +52,55 @@ def _chunk(data: bytes) -> dict:
         return json.loads(data.decode())  # str: json skips guessing the encoding
 
 
+def _arguments(text: str) -> object:
+    """A tool call's arguments, JSON as a data line's: orjson, and json for what only it
+    takes (a lone surrogate, escaped or raw)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _broken() -> ProviderError:
     return provider_error("upstream_error", 502)
+
+
+def _tool_error() -> ProviderError:
+    return provider_error("tool_error", 502)
+
+
+def _stored(value: object) -> object:
+    """A tool call's parsed arguments with every string (keys too) as `model_text` keeps
+    text: PostgreSQL's jsonb refuses NUL as it refuses it in a text column."""
+    if isinstance(value, str):
+        return model_text(value)
+    if isinstance(value, dict):
+        return {model_text(key): _stored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_stored(item) for item in value]
+    return value
+
+
+@dataclass
+class _CallFragments:
+    """One tool call as its fragments said so far."""
+
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+    def tool_call(self, index: int) -> ToolCall:
+        if not self.name:
+            raise _tool_error()
+        text = "".join(self.arguments)
+        try:
+            # No arguments at all: a call of a tool without parameters, as some servers send it.
+            arguments = _stored(_arguments(text)) if text.strip() else {}
+        except (ValueError, RecursionError):  # decode errors are ValueErrors; nesting past the stack
+            raise _tool_error() from None
+        if not isinstance(arguments, dict):
+            raise _tool_error()
+        return ToolCall(model_text(self.id) or f"call_{index}", model_text(self.name), arguments)
 
 
 @dataclass
@@ -56,9 +108,10 @@ class Completion:
     """What the data lines of a streamed chat completion said so far.
 
     Every value is checked where it is read: a chunk that is not shaped as the protocol
-    says (not an object, choices that are not a list of objects, text that is not a
-    string) is a broken answer, and what the upstream says about the answer's end (its
-    finish_reason, its usage figures) is kept only as `Finish` stores it.
+    says (not an object, choices that are not a list of objects, text or a tool call's
+    fragment that is not a string) is a broken answer, and what the upstream says about
+    the answer's end (its finish_reason, its usage figures) is kept only as `Finish`
+    stores it. A tool call's arguments are read once the call is whole (`tool_calls()`).
     """
 
     finish_reason: str = "stop"
@@ -67,6 +120,8 @@ class Completion:
     done: bool = False
     # A broken line (invalid JSON, an in-stream error): the text before it still counts.
     error: Exception | None = None
+    # The tool calls' fragments by index: a chunk of text alone never touches them.
+    _calls: dict[int, _CallFragments] = field(default_factory=dict)
 
     def text(self, lines: list[bytes]) -> str:
         """The text of these lines up to the end or a broken line; notes what they said."""
@@ -105,8 +160,49 @@ class Completion:
                 raise _broken()
             if text:
                 texts.append(text)
+            calls = delta.get("tool_calls")
+            if calls is not None:
+                self._read_calls(calls)
             if choice.get("finish_reason"):
                 self.finish_reason = finish_reason_of(choice["finish_reason"])
+
+    def _read_calls(self, fragments: object) -> None:
+        if not isinstance(fragments, list):
+            raise _broken()
+        for fragment in fragments:
+            if not isinstance(fragment, dict):
+                raise _broken()
+            function = fragment.get("function") or {}
+            if not isinstance(function, dict):
+                raise _broken()
+            index, call_id = fragment.get("index"), fragment.get("id")
+            name, arguments = function.get("name"), function.get("arguments")
+            if not all(value is None or isinstance(value, str) for value in (call_id, name, arguments)):
+                raise _broken()
+            if index is None:
+                # Some servers leave the index out: a fragment with an id starts a call,
+                # one without continues the latest.
+                latest = max(self._calls, default=-1)
+                index = latest + 1 if call_id or latest < 0 else latest
+            elif type(index) is not int or index < 0:
+                raise _broken()
+            call = self._calls.get(index)
+            if call is None:
+                call = self._calls[index] = _CallFragments()
+            if call_id:
+                call.id = call_id
+            if name:
+                call.name = name  # whole in its first fragment; some servers repeat it
+            if arguments:
+                call.arguments.append(arguments)
+
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls the lines said, whole, in the order of their indexes; a
+        `tool_error` for a call without a name or whose arguments are not a JSON object.
+
+        Read once the answer has ended: a call's arguments are complete only then.
+        """
+        return [call.tool_call(index) for index, call in sorted(self._calls.items())]
 
     def finish(self) -> Finish:
         return Finish(self.finish_reason, self.prompt_tokens, self.completion_tokens)
