@@ -324,7 +324,7 @@ class UsageRecord(models.Model):
     It is not content and outlives it: `message_id` is a plain number, not a foreign key,
     so deleting a conversation (API, admin, retention) never touches a row, and the
     per-minute limit, the daily quota and `usage_report` all read it. Only erasing a
-    person's data (GDPR Art. 17) changes it: their rows become one row per day and model,
+    person's data (GDPR Art. 17) changes it: their rows become one row per day, model and assistant,
     without user or message, carrying the count of answers in `answers` and their tokens.
     """
 

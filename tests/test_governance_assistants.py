@@ -457,6 +457,16 @@ def test_user_data_delete_erases_preferences_and_records_counts_only(alice, bob,
     assert AssistantVersion.objects.filter(assistant=coaching).count() == 3
 
 
+def test_user_data_delete_renames_the_saver_of_versions_and_keeps_them(alice, coaching):
+    coaching.versions.filter(number=2).update(created_by="alice")
+
+    run("user_data", "delete", "alice", "--yes")
+
+    savers = dict(coaching.versions.values_list("number", "created_by"))
+    assert savers == {1: "ops", 2: f"deleted user #{alice.pk}", 3: "ops"}
+    assert coaching.versions.get(number=2).instructions == "Alte Anweisung 2"
+
+
 def test_purge_deletes_old_conversations_of_an_assistant_and_keeps_its_versions(alice, coaching, flow):
     Preferences.objects.create(user=alice, about_me="Teamleiterin im Einkauf")
     moment = timezone.now() - timedelta(days=100)

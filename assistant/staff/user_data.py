@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from assistant.events.publish import replay_log
 from assistant.events.wire import channel_for
-from assistant.models import AccessLog, DeletionRecord, Message, Preferences, UsageRecord
+from assistant.models import AccessLog, AssistantVersion, DeletionRecord, Message, Preferences, UsageRecord
 from assistant.staff.common import DeletionSummary, deletion_summary, user_streams_end
 from assistant.staff.export import (
     EXPORT_CHUNK,
@@ -140,7 +140,8 @@ def user_data_delete(
     the access log and the usage record, delete the account.
 
     Streaming answers are stopped first (wherever they generate; that process finds the
-    row gone and ends quietly). Access log rows stay, as the reviewers' accountability
+    row gone and ends quietly). Assistant versions they saved keep their content and name
+    them "deleted user #<id>" as the saver. Access log rows stay, as the reviewers' accountability
     record, with the person named "deleted user #<id>" and unlinked. Their usage rows
     become counted rows per day, model and assistant without user or message
     (`usage_anonymise`), so usage totals do not change. With `keep_account` the account
@@ -157,6 +158,8 @@ def user_data_delete(
         name = _deleted_name(user)
         AccessLog.objects.filter(owner=user).update(owner=None, owner_username=name)
         AccessLog.objects.filter(reviewer=user).update(reviewer=None, reviewer_username=name)
+        # The versions they saved stay as they were, but for the name of who saved them.
+        AssistantVersion.objects.filter(created_by=user.get_username()).update(created_by=name)
         summary.extra["usage_answers"] = usage_anonymise(user=user)
         record = DeletionRecord.objects.create(
             kind=DeletionRecord.Kind.USER_DATA,
