@@ -23,6 +23,7 @@ migrate: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 
 run: migrate
+	$(BIN)/python manage.py assistants import assistant/personas/examples/assistants.yaml --keep-existing
 	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
 # The streaming, resume and fault tests a second time with every fast path off
