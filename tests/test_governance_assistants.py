@@ -505,3 +505,19 @@ def test_own_download_of_a_flow_names_the_assistant_in_the_same_queries(
     with django_assert_num_queries(3):
         response = alice_client.get(reverse("conversation_export_json", args=[flow.pk]))
     assert json.loads(response.content)["assistant"]["name"] == "Coaching"
+
+
+def test_own_markdown_download_names_the_assistant_phases_and_their_ends(alice_client, flow):
+    response = alice_client.get(reverse("conversation_export_markdown", args=[flow.pk]))
+
+    text = response.content.decode()
+    assert text.startswith("# Mein Coaching\n\n*Coaching, version 3*\n")
+    headings = [line for line in text.splitlines() if line.startswith("## Assistant")]
+    assert [heading.rsplit(" · ", 1)[1] for heading in headings] == [
+        "Phase 1/4 Situation",
+        "Phase 1/4 Situation",
+        "Phase 2/4 Ziel",
+        "Phase 3/4 Optionen",
+    ]
+    assert "*Phase completed: =Team zu klein*" in text
+    assert "*Phase completed: Entlastung*" in text

@@ -43,6 +43,7 @@ from assistant.admin.content_view import (
 )
 from assistant.admin.lookups import date_lookups, value_lookups
 from assistant.models import Conversation, Message
+from assistant.personas.flows import phase_label
 from assistant.staff import export
 
 # An error shows as status "error", or as an error type on an answer that ended otherwise
@@ -125,12 +126,7 @@ def transcript_messages(conversation: Conversation) -> list[Message]:
         message.phase_label = ""
         message.phase_ended = None
         if message.phase is not None:
-            phase = phases[message.phase - 1] if 0 < message.phase <= len(phases) else {}
-            message.phase_label = _("Phase %(phase)d/%(total)d %(title)s") % {
-                "phase": message.phase,
-                "total": len(phases),
-                "title": phase.get("title", ""),
-            }
+            message.phase_label = phase_label(phases, message.phase)
         summary = message.phase_summary
         if isinstance(summary, dict):
             points = summary.get("points")

@@ -115,6 +115,16 @@ class FlowState:
         }
 
 
+def phase_label(phases: list[dict[str, str]], number: int) -> str:
+    """An answer's phase as transcripts and exports name it: "Phase 2/4 Ziel"."""
+    phase = phases[number - 1] if 0 < number <= len(phases) else {}
+    return _("Phase %(phase)d/%(total)d %(title)s") % {
+        "phase": number,
+        "total": len(phases),
+        "title": phase.get("title", ""),
+    }
+
+
 def flow_of(version: AssistantVersion | None, summaries: list[dict[str, Any]]) -> FlowState | None:
     """The flow state of `version` after the phases ended by `summaries`, in order."""
     if version is None or not version.phases:

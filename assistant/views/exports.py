@@ -20,6 +20,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from assistant.models import Conversation, Message
+from assistant.personas.flows import phase_label
 from assistant.staff.export import conversation_export_json, conversations_stream
 
 
@@ -53,6 +54,13 @@ def conversation_markdown(conversation: Conversation) -> str:
     """The transcript: the title, then each question and answer under a heading naming the
     speaker, the time and, for an answer, the model. The text stays as it was written."""
     lines = [f"# {conversation.title or _('Untitled')}", ""]
+    version = conversation.assistant_version
+    if version is not None:
+        lines += [
+            f"*{_('%(name)s, version %(number)s') % {'name': version.name, 'number': version.number}}*",
+            "",
+        ]
+    phases = version.phases if version is not None else []
     for message in conversation.messages.all():
         if message.superseded:
             continue
@@ -63,9 +71,16 @@ def conversation_markdown(conversation: Conversation) -> str:
                 "model": message.model or conversation.model,
                 "time": _moment(message),
             }
+            if message.phase is not None:
+                heading += f" · {phase_label(phases, message.phase)}"
         lines += [f"## {heading}", "", message.content.strip("\n"), ""]
         if message.role == Message.Role.ASSISTANT and message.status != Message.Status.DONE:
             lines += [f"*{_('The answer ended: %(status)s') % {'status': message.get_status_display()}}*", ""]
+        if message.phase_summary:
+            ended = _("Phase completed: %(summary)s") % {
+                "summary": message.phase_summary.get("summary") or "–"
+            }
+            lines += [f"*{ended}*", ""]
     return "\n".join(lines)
 
 
