@@ -5,6 +5,10 @@ Deterministic: the question picks the reply (keywords in English and German: a t
 code, a long answer, German, an answer cut at the length limit, else a help reply that
 lists these), and the language of the question picks its language; a question with no
 clear language is answered in the page's. The texts are in demo_replies.py.
+
+A system message of one of the shipped assistants, or a guided flow's tool, makes it play
+that assistant instead, tool calls included (demo_personas.py). It keeps to `max_tokens`
+as a model does: a longer reply is cut there and ends for `length`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from django.conf import settings
 from django.utils.translation import get_language
 
 from assistant.providers import demo_replies as replies
-from assistant.providers.values import Finish, unpaced
+from assistant.providers.demo_personas import persona_reply
+from assistant.providers.values import Finish, ToolCall, unpaced
 
 # The first pattern the question matches picks the reply: a cut answer before the rest,
 # so "cut a long table" still shows the length limit.
@@ -88,6 +93,18 @@ def demo_reply(messages: list[dict[str, str]]) -> tuple[str, str]:
     return label + texts[language], "stop"
 
 
+def demo_answer(
+    messages: list[dict[str, str]], tools: list[dict] | None = None
+) -> tuple[str, str, list[ToolCall]]:
+    """The reply to the last question as the assistant of the system message plays it, or
+    the prepared one: its text, its finish reason and the tools it calls."""
+    persona = persona_reply(messages, tools, language=reply_language(_question(messages)))
+    if persona is not None:
+        return persona.text, persona.finish_reason, persona.calls
+    reply, finish_reason = demo_reply(messages)
+    return reply, finish_reason, []
+
+
 def continuation(answer: str) -> str:
     """The rest of a cut demo answer whose text so far is `answer`: what its full text has
     beyond it; a short note for any other answer."""
@@ -103,23 +120,36 @@ class DemoProvider:
     """Prepared replies at a human reading pace, so the app works with no network."""
 
     async def stream(
-        self, *, model: str, messages: list[dict[str, str]], pace: Callable[[], float] = unpaced
-    ) -> AsyncIterator[str | Finish]:
-        """The reply a word at a time at the demo pace; `pace` has nothing to batch here.
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        pace: Callable[[], float] = unpaced,
+        tools: list[dict] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str | ToolCall | Finish]:
+        """The reply a word at a time at the demo pace, then the tools it calls; `pace` has
+        nothing to batch here, and `temperature` changes nothing: the demo is the same
+        each time.
 
         When the last message is the assistant's (a Continue of a cut answer), the rest of
         that answer, ended for `stop`."""
         if messages and messages[-1]["role"] == "assistant":
-            reply, finish_reason = continuation(messages[-1]["content"]), "stop"
+            reply, finish_reason, calls = continuation(messages[-1]["content"]), "stop", []
         else:
-            reply, finish_reason = demo_reply(messages)
+            reply, finish_reason, calls = demo_answer(messages, tools)
         tokens = _TOKENS.findall(reply)
+        if max_tokens is not None and len(tokens) > max_tokens:
+            tokens, finish_reason, calls = tokens[:max_tokens], "length", []
         rate = settings.ASSISTANT_DEMO_TOKENS_PER_SECOND
         started = time.monotonic()
         for index, token in enumerate(tokens):
             if rate:
                 await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
             yield token
+        for call in calls:
+            yield call
         prompt_chars = sum(len(m["content"]) for m in messages)
         yield Finish(finish_reason, max(1, prompt_chars // 4), len(tokens))
 
