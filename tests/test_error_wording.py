@@ -86,7 +86,9 @@ def test_an_unavailable_service_that_said_when_names_the_wait():
 def test_a_tool_the_model_misused_says_to_try_again_or_rephrase_without_a_retry_button():
     error = provider_error("tool_error", 502)
     assert (error.code, error.type, error.retryable) == (502, "tool_error", False)
-    assert error.detail == "The model used a tool in a way Assistant does not understand. Try again or rephrase."
+    assert error.detail == (
+        "The model used a tool in a way Assistant does not understand. Try again or rephrase."
+    )
 
 
 def test_a_call_of_a_tool_not_offered_is_an_error_event_that_keeps_the_text(alice_http, upstream):
