@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from io import StringIO
 from pathlib import Path
 
 import pytest
 import yaml
 from django.conf import settings
+from django.core.management import call_command
 from django.utils import translation
 
 from assistant.models import AssistantVersion, Message
@@ -388,6 +390,29 @@ def test_demo_keeps_to_max_tokens_and_a_cut_reply_calls_no_tool():
     text, finish = demo([{"role": "user", "content": "Explain it in a long answer"}], max_tokens=30)
     assert (len(text.split()), finish.finish_reason) == (30, "length")  # a token a word
     assert ask("Explain it in a long answer")[1].finish_reason == "stop"
+
+
+@pytest.mark.live
+def test_demo_model_runs_the_shipped_assistants_with_nothing_configured(demo_server, transactional_db, alice):
+    """`make run` with no model: the shipped assistants, imported as it imports them, answer
+    through the real server, and the coaching flow moves on to its next phase."""
+    call_command("assistants", "import", str(EXAMPLES), stdout=StringIO())
+    with session_client(demo_server, alice) as client:
+        colleague = create_conversation(client, assistant="lieblingskollege")
+        starter = shipped("lieblingskollege")["starters"][0]
+        text = text_of(stream_answer(client, colleague, send(client, colleague, starter)))
+        assert INFORMAL.search(text)
+        assert "[Dein Name]" in text
+
+        coaching = create_conversation(client, assistant="coaching")
+        starter = shipped("coaching")["starters"][0]
+        events = stream_answer(client, coaching, send(client, coaching, starter))
+        assert [event.event for event in events][-2:] == ["phase", "done"]
+        assert events[-1].json()["finish_reason"] == "tool_calls"
+        assert events[-2].json()["completed"]["summary"] == starter
+        assert "Phase 1 von 4, **Situation**" in text_of(events)
+        flow = client.get(coaching["detail_url"]).json()["flow"]
+        assert (flow["phase"], flow["completed"][0]["by"]) == (2, "model")
 
 
 def test_demo_with_instructions_of_no_shipped_assistant_answers_as_ever():
