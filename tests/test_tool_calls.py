@@ -149,7 +149,8 @@ def test_a_server_that_leaves_out_the_index_still_gets_its_calls_apart(tool_upst
     tool_upstream.set(
         chunks=tool_chunks(
             [{"id": "c1", "type": "function", "function": {"name": "complete_phase", "arguments": '{"summ'}}],
-            [{"function": {"arguments": 'ary": "eins"}'}}],
+            [{"function": {"arguments": 'ary": '}}],
+            [{"id": "c1", "function": {"arguments": '"eins"}'}}],  # its id again
             [{"id": "c2", "type": "function", "function": {"name": "look_up", "arguments": ""}}],
             [{"function": {"name": "look_up", "arguments": "{}"}}],  # a name repeated
         )

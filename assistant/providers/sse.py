@@ -180,10 +180,11 @@ class Completion:
             if not all(value is None or isinstance(value, str) for value in (call_id, name, arguments)):
                 raise _broken()
             if index is None:
-                # Some servers leave the index out: a fragment with an id starts a call,
-                # one without continues the latest.
+                # Some servers leave the index out: a fragment with a new id starts a
+                # call, one without (or with the latest's id again) continues the latest.
                 latest = max(self._calls, default=-1)
-                index = latest + 1 if call_id or latest < 0 else latest
+                starts = latest < 0 or (call_id and call_id != self._calls[latest].id)
+                index = latest + 1 if starts else latest
             elif type(index) is not int or index < 0:
                 raise _broken()
             call = self._calls.get(index)
