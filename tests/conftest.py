@@ -17,6 +17,7 @@ from django.test import Client
 from django.utils import translation
 
 from assistant import review
+from config.fastpaths import aiohttp as fast_aiohttp
 from tests.helpers.browser import Pages
 from tests.helpers.live import LiveServer, live_env, logged_in, session_client, start_daphne, stop_daphne
 from tests.helpers.production import manage, production_env
@@ -153,3 +154,23 @@ def pages(browser, live) -> Iterator[Pages]:
     pages = Pages(browser, live)
     yield pages
     pages.close()
+
+
+@pytest.fixture(params=["on", "off"])
+def fast_paths(request, settings) -> Iterator[str]:
+    """Every answer both ways: through the fast path `aiohttp` and on the libraries'
+    public API alone (ASSISTANT_FAST_PATHS=off), with the same text, errors and timeouts."""
+    settings.ASSISTANT_FAST_PATHS = request.param
+    fast_aiohttp.installed.cache_clear()
+    yield request.param
+    fast_aiohttp.installed.cache_clear()
+
+
+@pytest.fixture
+def provider_settings(settings, fast_paths):
+    """Settings for a provider talking to a test upstream, without retries and with short timeouts."""
+    settings.OPENAI_API_KEY = "test-key-abc123"
+    settings.OPENAI_MAX_RETRIES = 0
+    settings.OPENAI_CONNECT_TIMEOUT = 0.5
+    settings.OPENAI_TIMEOUT = 2
+    return settings

@@ -317,7 +317,7 @@ def test_a_tool_call_that_is_not_the_tools_is_an_error_and_keeps_the_text(alice_
 
     error = events[-1]
     assert error.event == "error"
-    assert (error.json()["type"], error.json()["retryable"]) == ("tool_error", False)
+    assert (error.json()["type"], error.json()["retryable"]) == ("tool_error", True)
     answer = Message.objects.get(pk=sent["assistant_message"]["id"])
     assert (answer.status, answer.content, answer.phase_summary) == ("error", "Teil eins", None)
     assert alice_http.get(conversation["detail_url"]).json()["flow"]["phase"] == 1

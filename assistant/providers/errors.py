@@ -80,10 +80,10 @@ _ERRORS: dict[str, tuple[bool, str]] = {
             "kept; please try again."
         ),
     ),
-    # The model called a tool Assistant did not offer, or with arguments that are not a
-    # JSON object: a model's mistake, which the same request may well repeat.
+    # The model called a tool Assistant did not offer, or with arguments that are not the
+    # tool's: a model's slip, which a new answer to the same question rarely repeats.
     "tool_error": (
-        False,
+        True,
         _("The model used a tool in a way Assistant does not understand. Try again or rephrase."),
     ),
     "internal": (
