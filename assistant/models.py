@@ -53,6 +53,10 @@ class Assistant(models.Model):
     users = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="+", verbose_name=_("users")
     )
+    # The knowledge collections its answers may draw on (only those the user may read).
+    collections = models.ManyToManyField(
+        "assistant.Collection", blank=True, related_name="assistants", verbose_name=_("knowledge collections")
+    )
     # The latest version: what a new conversation runs with.
     current = models.ForeignKey(
         "AssistantVersion", null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="+"
@@ -214,6 +218,10 @@ class Message(models.Model):
     # that ended it, how: {"by": "model" | "user", "summary": str, "points": [str]}.
     phase = models.PositiveSmallIntegerField(null=True, blank=True)
     phase_summary = models.JSONField(null=True, blank=True)
+    # What retrieval gave the model for this answer, in the order it cites them ([1] is
+    # the first): [{"n", "document", "name", "page", "chunk", "text"}]; the passages are
+    # copied, so a reviewer sees what the model was shown whatever became of the file.
+    sources = models.JSONField(null=True, blank=True)
     # The user's rating of an answer, with an optional comment.
     feedback = models.SmallIntegerField(choices=Feedback.choices, null=True, blank=True)
     feedback_comment = models.TextField(blank=True)
@@ -383,3 +391,7 @@ class StarterPrompt(models.Model):
 
     def __str__(self) -> str:
         return self.text
+
+
+# Documents and collections (assistant/documents/models.py), registered with this app.
+from assistant.documents.models import Chunk, Collection, Document  # noqa: E402, F401

@@ -1,0 +1,1 @@
+"""Documents: files users and administrators upload, their text, and retrieval with sources."""
