@@ -202,6 +202,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # a year (config/asgi.py, or nginx). Development serves the source folders directly.
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STORAGES = {
+    # Uploaded documents (MEDIA_ROOT). An S3-compatible store is a backend of
+    # django-storages here: docs/deployment.md, "Documents".
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -400,6 +402,19 @@ ASSISTANT_FAST_PATHS = env_fast_paths("ASSISTANT_FAST_PATHS")
 # Conversations without activity for this many days are deleted by
 # `manage.py purge_conversations`, run from cron. Unset: nothing is deleted automatically.
 ASSISTANT_RETENTION_DAYS = env_int("ASSISTANT_RETENTION_DAYS", None, minimum=1)
+
+# Documents (assistant/documents/): where files are stored, what an upload may be, and
+# what an answer is given of them.
+MEDIA_ROOT = Path(env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media")))
+ASSISTANT_UPLOAD_MAX_BYTES = env_int("ASSISTANT_UPLOAD_MAX_BYTES", 25 * 1024 * 1024, minimum=1024)
+ASSISTANT_UPLOAD_MAX_PAGES = env_int("ASSISTANT_UPLOAD_MAX_PAGES", 2000, minimum=1)
+# A conversation's documents up to this many characters in all go into the prompt whole;
+# beyond it, the passages retrieved for each question.
+ASSISTANT_DOCUMENT_WHOLE_CHARS = env_int("ASSISTANT_DOCUMENT_WHOLE_CHARS", 16_000, minimum=0)
+ASSISTANT_RETRIEVAL_PASSAGES = env_int("ASSISTANT_RETRIEVAL_PASSAGES", 6, minimum=1)
+# An embeddings model of the upstream (/v1/embeddings) makes retrieval and the search of
+# conversations hybrid: full text and vectors. Empty: full text alone.
+ASSISTANT_EMBEDDINGS_MODEL = env_str("ASSISTANT_EMBEDDINGS_MODEL").strip()
 # USD per million prompt and completion tokens, per model, for `manage.py usage_report`:
 # {"gpt-4o-mini": [0.15, 0.60]}. Models left out get no cost.
 ASSISTANT_MODEL_COSTS = env_json("ASSISTANT_MODEL_COSTS", {})
