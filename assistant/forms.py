@@ -206,3 +206,36 @@ class LoginForm(LoginThrottleMixin, AuthenticationForm):
 
 class AdminLoginForm(LoginThrottleMixin, AdminAuthenticationForm):
     """The admin's login form (admin.site.login_form)."""
+
+
+# The longest personal instruction: each goes into every request of the user's new chats.
+PREFERENCES_MAX_CHARS = 1500
+
+
+class InstructionField(forms.CharField):
+    """A text area's text with its line breaks as one character each, as the page counts
+    them: browsers send a textarea's line breaks as CRLF."""
+
+    def to_python(self, value: Any) -> str:
+        return super().to_python(value).replace("\r\n", "\n").replace("\r", "\n")
+
+
+class PreferencesForm(forms.Form):
+    """The settings page: the user's personal instructions (models.Preferences)."""
+
+    about_me = InstructionField(
+        label=gettext_lazy("About me"),
+        help_text=gettext_lazy("For example your role, your team and what you work on."),
+        required=False,
+        max_length=PREFERENCES_MAX_CHARS,
+        validators=[validate_encodable],
+        widget=forms.Textarea(attrs={"rows": 5}),
+    )
+    answer_style = InstructionField(
+        label=gettext_lazy("How should Assistant answer?"),
+        help_text=gettext_lazy("For example: briefly, with examples, in English."),
+        required=False,
+        max_length=PREFERENCES_MAX_CHARS,
+        validators=[validate_encodable],
+        widget=forms.Textarea(attrs={"rows": 5}),
+    )

@@ -44,6 +44,7 @@ urlpatterns = [
     ),
     path("setup/", pages.setup, name="setup"),
     path("access-log/", pages.access_log, name="access_log"),
+    path("settings/", pages.preferences, name="settings"),
     path("accounts/login/", pages.AssistantLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/assistants/", api.assistants, name="api_assistants"),

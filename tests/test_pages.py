@@ -12,7 +12,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from assistant.models import Conversation, Message
+from assistant.models import Conversation, Message, Preferences
 
 
 def test_login_leads_to_setup_while_no_user_exists(db):
@@ -141,3 +141,88 @@ def test_api_errors_speak_german_to_german_users(alice_client):
         headers={"accept-language": "de"},
     )
     assert response.json()["error"]["message"] == "Der Inhalt der Anfrage muss ein JSON-Objekt sein."
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_require_login(db):
+    response = Client().get(reverse("settings"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+    assert Client().post(reverse("settings"), {"about_me": "x"}).status_code == 302
+    assert not Preferences.objects.exists()
+
+
+def test_settings_page_shows_the_form_and_the_chat_links_to_it(alice_client):
+    page = alice_client.get(reverse("settings")).content.decode()
+
+    assert 'name="csrfmiddlewaretoken"' in page
+    assert '<label for="id_about_me">About me</label>' in page
+    assert '<label for="id_answer_style">How should Assistant answer?</label>' in page
+    assert 'maxlength="1500"' in page
+    assert "0 of 1500 characters" in page
+    assert "from now on" in page
+    assert f'href="{reverse("settings")}"' in alice_client.get(reverse("chat")).content.decode()
+
+
+def test_settings_save_utf8_and_say_so(alice_client, alice):
+    response = alice_client.post(
+        reverse("settings"),
+        {"about_me": "  Ich leite den Einkauf in Köln. 😊\r\nZweite Zeile  ", "answer_style": "Kurz, Grüße"},
+        follow=True,
+    )
+
+    assert response.redirect_chain == [(reverse("settings"), 302)]
+    preferences = Preferences.objects.get(user=alice)
+    assert preferences.about_me == "Ich leite den Einkauf in Köln. 😊\nZweite Zeile"
+    assert preferences.answer_style == "Kurz, Grüße"
+    page = response.content.decode()
+    assert "Saved. Your instructions apply to the chats you start from now on." in page
+    assert "Ich leite den Einkauf in Köln. 😊\nZweite Zeile</textarea>" in page
+    # Saved again, and emptied: one row per user, updated.
+    alice_client.post(reverse("settings"), {"about_me": "", "answer_style": "Kurz"})
+    assert Preferences.objects.get(user=alice).about_me == ""
+    assert Preferences.objects.count() == 1
+
+
+def test_settings_count_a_line_break_as_one_character(alice_client, alice):
+    text = ("x" * 99 + "\r\n") * 15  # 1,500 characters as the page counts them, 1,515 as sent
+
+    response = alice_client.post(reverse("settings"), {"about_me": text, "answer_style": ""})
+
+    assert response.status_code == 302
+    assert len(Preferences.objects.get(user=alice).about_me) == 1500 - 1  # the last line break stripped
+
+
+def test_settings_refuse_too_long_and_keep_what_was_typed(alice_client, alice):
+    response = alice_client.post(reverse("settings"), {"about_me": "ä" * 1501, "answer_style": "Kurz"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'role="alert"' in page
+    assert "Ensure this value has at most 1500 characters (it has 1501)." in page
+    assert 'aria-invalid="true"' in page
+    assert "ä" * 1501 + "</textarea>" in page
+    assert not Preferences.objects.filter(user=alice).exists()
+
+
+def test_settings_need_the_csrf_token(alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    assert client.post(reverse("settings"), {"about_me": "x"}).status_code == 403
+    assert not Preferences.objects.exists()
+
+
+def test_settings_are_each_users_own_and_reach_new_chats_only(alice_client, alice, bob_client, bob):
+    before = Conversation.objects.create(owner=alice, title="vorher", model="demo")
+    alice_client.post(reverse("settings"), {"about_me": "Einkauf", "answer_style": "Kurz"})
+
+    assert "Einkauf" not in bob_client.get(reverse("settings")).content.decode()
+    assert "Einkauf</textarea>" in alice_client.get(reverse("settings")).content.decode()
+    created = alice_client.post(reverse("api_conversations"), data={}, content_type="application/json")
+    conversation = Conversation.objects.get(pk=created.json()["id"])
+    assert conversation.personal_instructions == "About the user: Einkauf\nHow to answer: Kurz"
+    before.refresh_from_db()
+    assert before.personal_instructions == ""

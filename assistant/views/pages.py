@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
@@ -20,7 +21,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from assistant import errors, review, selectors
-from assistant.forms import LoginForm, SetupForm
+from assistant.forms import PREFERENCES_MAX_CHARS, LoginForm, PreferencesForm, SetupForm
+from assistant.models import Preferences
 from assistant.providers.errors import RETRYABLE_TYPES
 from assistant.views.api import conversation_json, search_result_json
 
@@ -214,6 +216,36 @@ def conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
     except errors.ServiceError:
         raise Http404 from None
     return render(request, "assistant/chat.html", _page_context(request, state))
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def preferences(request: HttpRequest) -> HttpResponse:
+    """The user's personal instructions: about them, and how Assistant should answer.
+
+    They apply to the chats the user starts from now on (each conversation keeps the
+    instructions it started with, assistant.services.conversation_create).
+    """
+    stored = Preferences.objects.filter(user=request.user).first()
+    initial = {"about_me": stored.about_me, "answer_style": stored.answer_style} if stored else {}
+    form = PreferencesForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        Preferences.objects.update_or_create(user=request.user, defaults=form.cleaned_data)
+        messages.success(request, _("Saved. Your instructions apply to the chats you start from now on."))
+        return redirect("settings")
+    return render(
+        request,
+        "assistant/settings.html",
+        {
+            "form": form,
+            "max_chars": PREFERENCES_MAX_CHARS,
+            # The counter under each field as settings.js updates it (the template's words).
+            "counter_text": _("%(count)s of %(limit)s characters"),
+        },
+    )
 
 
 # --- who read my conversations --------------------------------------------------------------
