@@ -20,6 +20,7 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from assistant import throttle
+from assistant.documents.sources import Source, sources_json
 from assistant.errors import ServiceError, found_or_404, not_found
 from assistant.events.log import EventsUnavailable
 from assistant.events.publish import publish_batch, publish_or_defer, replay_log
@@ -29,7 +30,7 @@ from assistant.generation.answer import Continuation
 from assistant.models import Conversation, Message, Preferences, UsageRecord
 from assistant.personas.access import assistant_get, version_usable
 from assistant.personas.flows import FlowState, flow_state
-from assistant.personas.prompt import personal_instructions, prompt_for
+from assistant.personas.prompt import Prompt, personal_instructions, prompt_for
 from assistant.processes import PROCESS_ID
 from assistant.selectors import (
     Versions,
@@ -430,13 +431,30 @@ def _show(*, user, message_id: int) -> Conversation:
     return conversation
 
 
+def _prompt(exchange: Exchange, history: list[dict[str, str]]) -> Prompt:
+    """What goes upstream for the exchange's answer. A new answer stores the sources it
+    is given; one that goes on keeps those it had, so its citations stay the same."""
+    answer = exchange.assistant_message
+    kept = None
+    if exchange.continuation is not None:
+        kept = [Source(**source) for source in answer.sources or []]
+    prompt = prompt_for(answer.conversation, history, question=exchange.user_message.content, sources=kept)
+    if prompt.sources and kept is None:
+        answer.sources = [source.json() for source in prompt.sources]
+        Message.objects.filter(pk=answer.pk).update(sources=answer.sources)
+    return prompt
+
+
 def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language: str) -> None:
     answer = exchange.assistant_message
+    prompt = _prompt(exchange, history)
     start = {
         "message": answer.pk,
         "model": answer.model,
         "user_message": {"id": exchange.user_message.pk, "content": exchange.user_message.content},
     }
+    if prompt.sources:
+        start["sources"] = sources_json(answer.sources)
     if exchange.replaces is not None:
         start["replaces"] = exchange.replaces
     if exchange.replaces_question is not None:
@@ -454,7 +472,6 @@ def _answer_start(exchange: Exchange, history: list[dict[str, str]], *, language
         start_id = publish_batch(channel_for(answer.conversation_id), events).ids[-1]
     except EventsUnavailable:
         start_id = None  # the answer publishes its start with its first text
-    prompt = prompt_for(answer.conversation, history)
     task.start_from_thread(
         message=answer,
         history=prompt.messages,

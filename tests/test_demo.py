@@ -207,7 +207,7 @@ def persona(slug: str, question: str, *, summaries: list[dict] | None = None, **
     if state is not None and not state.finished:
         options.setdefault("tools", [flows.COMPLETE_PHASE_TOOL])
     messages = [
-        {"role": "system", "content": prompt.system_text(version, "", state)},
+        {"role": "system", "content": prompt.system_text(version, "", state, [])},
         {"role": "user", "content": question},
     ]
 

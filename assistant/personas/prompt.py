@@ -1,8 +1,9 @@
 """What an answer sends upstream besides the history: the system message and the options.
 
 The system message is the assistant's instructions, the user's personal instructions as
-the conversation started with them, and in a guided flow the current phase with the
-summaries of the finished ones (docs/architecture.md, "Assistants and flows"). The demo
+the conversation started with them, in a guided flow the current phase with the
+summaries of the finished ones, and the passages of documents found for the question
+(docs/architecture.md, "Assistants and guided flows", "Documents"). The demo
 model reads the flow lines, so their shape is part of the contract.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistant.documents.sources import Source, sources_for, sources_text
 from assistant.models import AssistantVersion, Conversation
 from assistant.personas.flows import COMPLETE_PHASE_TOOL, FlowState, flow_state
 
@@ -23,6 +25,8 @@ class Prompt:
     options: dict[str, Any] = field(default_factory=dict)
     # The current phase of a flow (from 1), stored with the answer; None outside flows.
     phase: int | None = None
+    # The passages of documents it was given, as the answer cites them.
+    sources: list[Source] = field(default_factory=list)
 
 
 def _flow_lines(state: FlowState) -> list[str]:
@@ -41,7 +45,9 @@ def _flow_lines(state: FlowState) -> list[str]:
     return lines
 
 
-def system_text(version: AssistantVersion | None, personal: str, state: FlowState | None) -> str:
+def system_text(
+    version: AssistantVersion | None, personal: str, state: FlowState | None, sources: list[Source]
+) -> str:
     """The system message: the parts that apply, each a paragraph; "" when none does."""
     parts = []
     if version is not None:
@@ -50,6 +56,8 @@ def system_text(version: AssistantVersion | None, personal: str, state: FlowStat
         parts.append(personal)
     if state is not None:
         parts.append("\n".join(_flow_lines(state)))
+    if sources:
+        parts.append(sources_text(sources))
     return "\n\n".join(parts)
 
 
@@ -65,14 +73,25 @@ def personal_instructions(preferences) -> str:
     return "\n".join(lines)
 
 
-def prompt_for(conversation: Conversation, history: list[dict[str, str]]) -> Prompt:
-    """The request for the next answer of `conversation`, whose shown branch is `history`.
+def prompt_for(
+    conversation: Conversation,
+    history: list[dict[str, str]],
+    *,
+    question: str,
+    sources: list[Source] | None = None,
+) -> Prompt:
+    """The request for the next answer of `conversation`, whose shown branch is `history`,
+    to `question`: with the sources found for it, unless `sources` are given (an answer
+    that goes on keeps those it had).
 
-    No query for a conversation without an assistant; one for a flow's state.
+    One query for a conversation without an assistant or documents (it has none); one more
+    for a flow's state.
     """
     version = conversation.assistant_version if conversation.assistant_version_id else None
     state = flow_state(conversation) if version is not None and version.phases else None
-    system = system_text(version, conversation.personal_instructions, state)
+    if sources is None:
+        sources = sources_for(conversation, question)
+    system = system_text(version, conversation.personal_instructions, state, sources)
     messages = [{"role": "system", "content": system}, *history] if system else history
     options: dict[str, Any] = {}
     if version is not None:
@@ -82,4 +101,6 @@ def prompt_for(conversation: Conversation, history: list[dict[str, str]]) -> Pro
             options["max_tokens"] = version.max_tokens
     if state is not None and not state.finished:
         options["tools"] = [COMPLETE_PHASE_TOOL]
-    return Prompt(messages=messages, options=options, phase=None if state is None else state.phase)
+    return Prompt(
+        messages=messages, options=options, phase=None if state is None else state.phase, sources=sources
+    )

@@ -19,6 +19,7 @@ from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from assistant import errors, selectors, services
+from assistant.documents.sources import sources_json
 from assistant.events.wire import channel_for, position_token
 from assistant.forms import (
     ConversationForm,
@@ -92,6 +93,8 @@ def message_json(message: Message, versions: selectors.Versions | None = None) -
     if versions is not None:
         data["versions"] = versions.json()
     if message.role == Message.Role.ASSISTANT:
+        if message.sources:
+            data["sources"] = sources_json(message.sources)
         data.update(
             finish_reason=message.finish_reason,
             usage={"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens},
