@@ -6,8 +6,9 @@ code, a long answer, German, an answer cut at the length limit, else a help repl
 lists these), and the language of the question picks its language; a question with no
 clear language is answered in the page's. The texts are in demo_replies.py.
 
-A system message of one of the shipped assistants, or a guided flow's tool, makes it play
-that assistant instead, tool calls included (demo_personas.py). It keeps to `max_tokens`
+Sources of documents in the system message make it quote them, cited as [n]
+(demo_sources.py). A system message of one of the shipped assistants, or a guided flow's
+tool, makes it play that assistant instead, tool calls included (demo_personas.py). It keeps to `max_tokens`
 as a model does: a longer reply is cut there and ends for `length`.
 """
 
@@ -22,8 +23,9 @@ from django.conf import settings
 from django.utils.translation import get_language
 
 from assistant.providers import demo_replies as replies
-from assistant.providers.demo_personas import persona_reply
-from assistant.providers.values import Finish, ToolCall, unpaced
+from assistant.providers.demo_personas import COMPLETE_PHASE, persona_reply
+from assistant.providers.demo_sources import sources_reply
+from assistant.providers.values import Finish, ToolCall, tool_names, unpaced
 
 # The first pattern the question matches picks the reply: a cut answer before the rest,
 # so "cut a long table" still shows the length limit.
@@ -98,7 +100,12 @@ def demo_answer(
 ) -> tuple[str, str, list[ToolCall]]:
     """The reply to the last question as the assistant of the system message plays it, or
     the prepared one: its text, its finish reason and the tools it calls."""
-    persona = persona_reply(messages, tools, language=reply_language(_question(messages)))
+    language = reply_language(_question(messages))
+    system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+    cited = sources_reply(system, language) if COMPLETE_PHASE not in tool_names(tools) else None
+    if cited is not None:
+        return cited, "stop", []
+    persona = persona_reply(messages, tools, language=language)
     if persona is not None:
         return persona.text, persona.finish_reason, persona.calls
     reply, finish_reason = demo_reply(messages)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from assistant.providers import demo_persona_replies as replies
 from assistant.providers.demo_replies import LABEL
-from assistant.providers.values import ToolCall
+from assistant.providers.values import ToolCall, tool_names
 
 COMPLETE_PHASE = "complete_phase"
 # A question this long ends a phase of the flow; a shorter one gets asked for more.
@@ -92,17 +92,13 @@ def persona_reply(
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     if _FINISHED in system:
         return PersonaReply(LABEL["de"] + _flow_closing(system))
-    if COMPLETE_PHASE in _tool_names(tools):
+    if COMPLETE_PHASE in tool_names(tools):
         return _flow_phase(system, question)
     if "Lieblingskollege" in system:
         return PersonaReply(LABEL["de"] + _colleague(question))
     if "Schreibhilfe" in system:
         return PersonaReply(_writing_help(question, language))
     return None
-
-
-def _tool_names(tools: list[dict] | None) -> set[str]:
-    return {tool.get("function", {}).get("name") for tool in tools or ()}
 
 
 def _stable_pick(text: str, count: int) -> int:

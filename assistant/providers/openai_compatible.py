@@ -25,7 +25,7 @@ from django.conf import settings
 
 from assistant.providers.errors import ProviderError, provider_error
 from assistant.providers.sse import Completion, sse_line_batches
-from assistant.providers.values import Finish, ToolCall, model_text, unpaced
+from assistant.providers.values import Finish, ToolCall, model_text, tool_names, unpaced
 from config.fastpaths import aiohttp as fast_aiohttp
 
 logger = logging.getLogger(__name__)
@@ -166,11 +166,6 @@ def _http_client(base_url: str) -> openai.DefaultAioHttpClient | None:
     return openai.DefaultAioHttpClient()
 
 
-def _tool_names(tools: list[dict] | None) -> frozenset[str]:
-    """The names of the tools offered to the model (OpenAI tool definitions)."""
-    return frozenset(tool["function"]["name"] for tool in tools or ())
-
-
 class OpenAIProvider:
     """Any OpenAI-compatible chat completions server, through the official SDK.
 
@@ -252,7 +247,7 @@ class OpenAIProvider:
         given. A call of a tool not among `tools`, or with arguments that are not a JSON
         object, is a `tool_error` after the text.
         """
-        offered = _tool_names(tools)  # Assistant's own definitions: a fault in them is its own
+        offered = tool_names(tools)  # Assistant's own definitions: a fault in them is its own
         completion = Completion()
         try:
             async with self._streamed(

@@ -83,3 +83,8 @@ class ToolCall:
 def unpaced() -> float:
     """The pace of a reader that batches nothing: read again at once."""
     return 0.0
+
+
+def tool_names(tools: list[dict] | None) -> frozenset[str]:
+    """The names of the tools offered to the model (OpenAI tool definitions)."""
+    return frozenset(tool["function"]["name"] for tool in tools or ())
