@@ -12,7 +12,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from assistant.models import Conversation, Message, Preferences
+from assistant.models import Assistant, Conversation, Message, Preferences
+from assistant.personas.versions import version_save
 
 
 def test_login_leads_to_setup_while_no_user_exists(db):
@@ -141,6 +142,48 @@ def test_api_errors_speak_german_to_german_users(alice_client):
         headers={"accept-language": "de"},
     )
     assert response.json()["error"]["message"] == "Der Inhalt der Anfrage muss ein JSON-Objekt sein."
+
+
+# --- the new chat's assistants ---------------------------------------------------------------
+
+
+def assistant_for(slug: str, name: str, **access) -> Assistant:
+    assistant = Assistant.objects.create(slug=slug, **access)
+    version_save(
+        assistant, {"name": name, "instructions": f"Du bist {name}.", "starters": [f"{name}?"]}, by="t"
+    )
+    return assistant
+
+
+def test_chat_page_offers_only_the_assistants_the_user_may_use(alice_client, bob):
+    assistant_for("kollege", "Lieblingskollege")
+    assistant_for("nur-bob", "Bobs Helfer", everyone=False).users.add(bob)
+    assistant_for("alt", "Ausgemustert", active=False)
+
+    page = alice_client.get(reverse("chat")).content.decode()
+
+    assert 'data-assistant="kollege"' in page
+    assert "Bobs Helfer" not in page
+    assert "Ausgemustert" not in page
+
+
+def test_chat_page_without_assistants_has_no_gallery(alice_client):
+    assistant_for("nur-bob", "Bobs Helfer", everyone=False)
+
+    page = alice_client.get(reverse("chat")).content.decode()
+
+    assert 'id="assistant-gallery"' not in page
+
+
+def test_chat_page_address_chooses_an_assistant_and_its_examples(alice_client):
+    assistant_for("kollege", "Lieblingskollege")
+
+    page = alice_client.get(reverse("chat"), {"assistant": "kollege"}).content.decode()
+
+    assert re.search(r'data-assistant="kollege" aria-pressed="true"', page)
+    assert '<button type="button" class="starter">Lieblingskollege?</button>' in page
+    unknown = alice_client.get(reverse("chat"), {"assistant": "nur-bob"}).content.decode()
+    assert re.search(r'data-assistant="" aria-pressed="true"', unknown)
 
 
 # --- settings ---------------------------------------------------------------------------------

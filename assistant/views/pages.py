@@ -23,8 +23,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 from assistant import errors, review, selectors
 from assistant.forms import PREFERENCES_MAX_CHARS, LoginForm, PreferencesForm, SetupForm
 from assistant.models import Preferences
+from assistant.personas.access import assistants_visible
 from assistant.providers.errors import RETRYABLE_TYPES
-from assistant.views.api import conversation_json, search_result_json
+from assistant.views.api import assistant_entry_json, conversation_json, search_result_json
 
 
 class AssistantLoginView(LoginView):
@@ -81,11 +82,22 @@ def message_url_template(name: str) -> str:
     return reverse(name, args=[_ID_SENTINEL]).replace(str(_ID_SENTINEL), "{id}")
 
 
+# A conversation id no real route holds, for the same purpose.
+_UUID_SENTINEL = uuid.UUID(int=0x5E171E1)
+
+
+def conversation_url_template(name: str) -> str:
+    """The URL of route `name` for a conversation, with `{id}` where its id goes."""
+    return reverse(name, args=[_UUID_SENTINEL]).replace(str(_UUID_SENTINEL), "{id}")
+
+
 def _page_context(request: HttpRequest, state: selectors.ConversationState | None) -> dict[str, Any]:
     page_data: dict[str, Any] = {
         "models": settings.ASSISTANT_MODELS,
         "create_url": reverse("api_conversations"),
         "home_url": reverse("chat"),
+        # A guided flow's "next phase", per conversation (`{id}`).
+        "phase_next_url": conversation_url_template("api_phase_next"),
         # Per message: the client puts the message's id in place of `{id}`.
         "message_urls": {
             action: message_url_template(f"api_message_{action}")
@@ -98,17 +110,26 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         "stalled_after_ms": int(min(5.0, settings.OPENAI_TIMEOUT / 2) * 1000),
         "login_url": reverse("login"),
     }
+    chosen = None
     if state is None:
         # The empty new chat offers them (set by the administrators, assistant/admin/starters.py).
         page_data["starter_prompts"] = selectors.starter_prompts(language=get_language())
+        # ... and the assistants the user may start it with (the gallery); `?assistant=<slug>`
+        # chooses one, as the page keeps its choice in the address.
+        page_data["assistants"] = [assistant_entry_json(a) for a in assistants_visible(request.user)]
+        slug = request.GET.get("assistant", "")
+        chosen = next((a for a in page_data["assistants"] if a["slug"] == slug), None)
+        page_data["assistant"] = chosen["slug"] if chosen else ""
     else:
         page_data.update(
-            conversation=conversation_json(state.conversation),
+            conversation=conversation_json(state.conversation, state.messages),
             last_event_id=state.last_event_id,
             # The versions of each shown message, by id (docs/protocol.md, "A message").
             versions={m.pk: state.versions[m.pk].json() for m in state.messages},
             # Raw text of answers still streaming: the page appends deltas to it.
             streaming={m.pk: m.content for m in state.messages if m.is_streaming},
+            # In a guided flow: how each answer that ended its phase ended it (the dividers).
+            phase_summaries={m.pk: m.phase_summary for m in state.messages if m.phase_summary},
         )
     query = request.GET.get("q", "").strip()[:200]
     archived = request.GET.get("archived") == "1"
@@ -135,6 +156,10 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         ],
     }
     return {
+        # The gallery's assistant chosen by the address, drawn pressed (chat.html), and
+        # the example prompts shown: its own, else the administrators' general ones.
+        "chosen_assistant": chosen,
+        "starters": chosen["starters"] if chosen else page_data.get("starter_prompts", []),
         # A search shows its results in their order (the list API's items, snippets
         # included) under "Best matches" (templates/assistant/chat.html), the list in sections.
         "conversation_groups": [] if query else selectors.group_by_recency(listed.conversations, today=today),
@@ -198,6 +223,16 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             "too_long": _(
                 "Your message is too long: at most %(limit)s characters. Shorten it or split it into parts."
             ),
+            "request_failed": _("Assistant could not be reached. Check your connection and try again."),
+            # Guided flows (chat/flow.js).
+            "flow_position": _("%(phase)s/%(total)s %(title)s"),
+            "flow_finished": _("Finished"),
+            "flow_goal": _("Goal: %(goal)s"),
+            "flow_done_note": _("All phases are done. You can go on talking."),
+            "phase_completed": _("Phase %(phase)s %(title)s completed"),
+            "phase_completed_by_user": _("You moved on to the next phase."),
+            "phase_now": _("Now phase %(phase)s of %(total)s: %(title)s."),
+            "completed": _("completed"),
         },
     }
 

@@ -7,11 +7,12 @@ function csrfToken() {
   return match ? decodeURIComponent(match[1]) : "";
 }
 
+// `code`: the error's code ("answer_in_progress", …; "network" when no answer came).
 export class ApiError extends Error {
-  constructor(message, status, type) {
+  constructor(message, status, code) {
     super(message);
     this.status = status;
-    this.type = type;
+    this.code = code;
   }
 }
 
@@ -30,7 +31,7 @@ export async function requestJson(method, url, body) {
   const data = response.status === 204 ? {} : await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = data.error || {};
-    throw new ApiError(error.message || response.statusText, response.status, error.type);
+    throw new ApiError(error.message || response.statusText, response.status, error.code);
   }
   return data;
 }

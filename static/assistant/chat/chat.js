@@ -1,9 +1,12 @@
 // The chat page: sends questions over the JSON API and renders answers from one event
 // stream per open conversation. Each part owns its state: api.js (requests), stream.js
-// (the EventSource), messages.js (rendering), sidebar.js (the list and the drawer) and
-// composer.js (the question).
+// (the EventSource), messages.js (rendering), sidebar.js (the list and the drawer),
+// composer.js (the question), assistants.js (the new chat's assistant) and flow.js (a
+// guided flow's progress).
 import { getJson, messageUrl, postJson, requestJson } from "./api.js";
+import { AssistantGallery, showAssistant } from "./assistants.js";
 import { Composer } from "./composer.js";
+import { FlowProgress } from "./flow.js";
 import { Messages } from "./messages.js";
 import { i18n, interpolate, pageData } from "./page.js";
 import { Sidebar } from "./sidebar.js";
@@ -22,11 +25,54 @@ const messages = new Messages(document.getElementById("messages"), {
   continueAnswer,
   showVersion,
   showError,
+  requestFailed,
+});
+const gallery = new AssistantGallery(document.getElementById("assistant-gallery"));
+const flow = new FlowProgress(messages.list, {
+  showError,
+  announce: (text) => (announcer.textContent = text),
+  focusComposer: () => composer.input.focus(),
+  changed: () => messages.scroll.changed(),
 });
 
 function setStreaming(id) {
   messages.setStreaming(id);
-  composer.setStreaming(id !== null);
+  streamingChanged(id !== null);
+}
+
+function streamingChanged(streaming) {
+  composer.setStreaming(streaming);
+  flow.setStreaming(streaming);
+}
+
+// The ends of a guided flow's phases, by answer id, from messages as the API gives them.
+function phaseEnds(list) {
+  return Object.fromEntries(list.filter((m) => m.phase_summary).map((m) => [m.id, m.phase_summary]));
+}
+
+// A conversation as the server describes it: its assistant, its flow, whether it can go on.
+function showConversation(described, ends) {
+  showAssistant(described);
+  const unavailable = Boolean(described.assistant && described.assistant.retired);
+  messages.readOnly = unavailable;
+  composer.setUnavailable(unavailable);
+  flow.setUp(described, ends);
+}
+
+// A request refused because the conversation's assistant was retired since the page
+// loaded (or is no longer the user's): the page closes the conversation and says why.
+function requestFailed(error) {
+  if (error.code === "assistant_unavailable" && conversation && conversation.assistant) {
+    conversation.assistant.retired = true;
+    showAssistant(conversation);
+    messages.readOnly = true;
+    messages.updateActions();
+    composer.setUnavailable(true);
+    flow.unavailable = true;
+    flow.draw();
+    return;
+  }
+  showError(error.status ? error.message : i18n.send_failed);
 }
 
 function connect(lastEventId) {
@@ -35,15 +81,18 @@ function connect(lastEventId) {
     {
       start: (data) => {
         messages.onStart(data);
-        composer.setStreaming(true);
+        flow.onStart(data);
+        streamingChanged(true);
       },
       delta: (data) => messages.onDelta(data),
+      // Right before the `done` of the answer that ended a guided flow's phase.
+      phase: (data) => flow.onPhase(data),
       done: (data) => {
-        if (messages.onDone(data)) composer.setStreaming(false);
-        announcer.textContent = i18n.answer_ready;
+        if (messages.onDone(data)) streamingChanged(false);
+        announcer.textContent = [i18n.answer_ready, flow.takeAnnouncement()].join(" ").trim();
       },
       error: (data) => {
-        if (messages.onError(data)) composer.setStreaming(false);
+        if (messages.onError(data)) streamingChanged(false);
         announcer.textContent = data.detail;
       },
       "stream-reset": onReset,
@@ -64,7 +113,8 @@ async function onReset() {
   stream.disconnect();
   const state = await getJson(conversation.detail_url);
   messages.replaceAll(state.messages);
-  composer.setStreaming(messages.streamingId !== null);
+  showConversation(state, phaseEnds(state.messages));
+  streamingChanged(messages.streamingId !== null);
   stream.connect(state.last_event_id);
 }
 
@@ -125,9 +175,10 @@ async function send(content, model) {
       result = await postJson(conversation.messages_url, { content, model });
     } else {
       // A new chat: the conversation and its first question in one request, stored
-      // together or not at all.
-      result = await postJson(pageData.create_url, { content, model });
+      // together or not at all, with the assistant chosen in the gallery.
+      result = await postJson(pageData.create_url, { content, model, assistant: gallery.slug });
       conversation = result;
+      showConversation(conversation, {});
       history.pushState({}, "", conversation.url);
       document.getElementById("chat-header").hidden = false;
       document.getElementById("export-markdown").href = conversation.export_urls.markdown;
@@ -145,7 +196,7 @@ async function send(content, model) {
     }
     return true;
   } catch (error) {
-    showError(error.status ? error.message : i18n.send_failed);
+    requestFailed(error);
     return false;
   }
 }
@@ -168,7 +219,7 @@ async function retry(id) {
   try {
     await postJson(messageUrl("retry", id));
   } catch (error) {
-    showError(error.status ? error.message : i18n.send_failed);
+    requestFailed(error);
   } finally {
     retrying = false;
   }
@@ -179,7 +230,7 @@ async function continueAnswer(id) {
   try {
     await postJson(messageUrl("continue", id));
   } catch (error) {
-    showError(error.status ? error.message : i18n.send_failed);
+    requestFailed(error);
   }
 }
 
@@ -190,6 +241,8 @@ async function showVersion(id) {
     const state = await postJson(messageUrl("show", id));
     const top = messages.list.scrollTop;
     messages.replaceAll(state.messages, { stay: true });
+    // Another version of an answer that ended a phase may leave it open, or the reverse.
+    showConversation(state, phaseEnds(state.messages));
     messages.list.scrollTop = top;
   } catch (error) {
     showError(error.status ? error.message : i18n.send_failed);
@@ -265,19 +318,23 @@ document.addEventListener("keydown", (event) => {
   stop();
 });
 
-// An example prompt of the empty new chat asks it.
-document.querySelectorAll(".starter").forEach((button) => {
-  button.addEventListener("click", () => {
+// An example prompt of the empty new chat asks it (the chosen assistant's, once chosen).
+const starters = document.getElementById("starters");
+if (starters) {
+  starters.addEventListener("click", (event) => {
+    const button = event.target.closest(".starter");
+    if (!button) return;
     composer.input.value = button.textContent;
     composer.submit();
   });
-});
+}
 
 const language = document.getElementById("language-select");
 if (language) language.addEventListener("change", () => language.form.submit());
 
+if (conversation) showConversation(conversation, pageData.phase_summaries);
 messages.adopt(conversation);
-composer.setStreaming(messages.streamingId !== null);
+streamingChanged(messages.streamingId !== null);
 setUpConversationActions();
 if (conversation) connect(pageData.last_event_id);
 composer.input.focus({ preventScroll: true });

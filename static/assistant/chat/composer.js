@@ -14,9 +14,12 @@ export class Composer {
     this.stopButton = document.getElementById("stop-button");
     this.error = document.getElementById("composer-error");
     this.counter = document.getElementById("composer-counter");
+    this.note = document.getElementById("composer-note");
     this.limit = pageData.max_message_chars;
     this.sending = false;
     this.streaming = false;
+    // The conversation cannot go on (its assistant was retired): the note says why.
+    this.unavailable = this.input.disabled;
     this.send = send;
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -57,7 +60,7 @@ export class Composer {
 
   async submit() {
     const content = this.input.value;
-    if (!content.trim() || this.sending || this.streaming) return;
+    if (!content.trim() || this.sending || this.streaming || this.unavailable) return;
     if (content.length > this.limit) {
       this.showError(interpolate(i18n.too_long, { limit: numbers.format(this.limit) }));
       return;
@@ -70,7 +73,8 @@ export class Composer {
     this.update();
     this.showError("");
     try {
-      if (await this.send(content, this.model.value)) {
+      // A hidden choice is no choice: an assistant answers with the model it names.
+      if (await this.send(content, this.model.hidden ? "" : this.model.value)) {
         this.input.value = "";
         this.count();
       }
@@ -87,8 +91,15 @@ export class Composer {
     this.update();
   }
 
+  setUnavailable(unavailable) {
+    this.unavailable = unavailable;
+    this.input.disabled = unavailable;
+    this.note.hidden = !unavailable;
+    this.update();
+  }
+
   update() {
     this.stopButton.hidden = !this.streaming;
-    this.sendButton.disabled = this.streaming || this.sending;
+    this.sendButton.disabled = this.streaming || this.sending || this.unavailable;
   }
 }

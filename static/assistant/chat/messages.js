@@ -10,7 +10,8 @@ const RENDER_EVERY_MS = 50;
 const RATINGS = { 1: "up", "-1": "down", up: "up", down: "down" };
 
 export class Messages {
-  // `actions`: retry(id), showError(text) from the page.
+  // `actions` from the page: retry(id), continueAnswer(id), showVersion(id), showError(text)
+  // and requestFailed(error) (an edit refused).
   constructor(list, actions) {
     this.list = list;
     this.actions = actions;
@@ -28,6 +29,8 @@ export class Messages {
     this.stalledNote = null;
     this.storedAnswers = null;
     this.conversation = null;
+    // The conversation cannot go on (its assistant was retired): no edit, regenerate or retry.
+    this.readOnly = false;
   }
 
   // Server-rendered messages: labels, highlighting, details and actions.
@@ -255,7 +258,7 @@ export class Messages {
   // stored behind the version switcher.
   updateActions() {
     this.list.querySelectorAll(".edit-question, .answer-actions, .cut-note").forEach((node) => node.remove());
-    if (this.streamingId !== null) return;
+    if (this.streamingId !== null || this.readOnly) return;
     const questions = this.list.querySelectorAll(".message.user");
     const question = questions[questions.length - 1];
     if (question) {
@@ -263,7 +266,9 @@ export class Messages {
       button.addEventListener("click", () => this.editQuestion(question));
       question.appendChild(button);
     }
-    const answer = this.list.lastElementChild;
+    // The last message (a guided flow's divider may follow it).
+    const shown = this.list.querySelectorAll(":scope > .message");
+    const answer = shown[shown.length - 1];
     if (!answer || !answer.classList.contains("assistant")) return;
     const cut = answer.dataset.status === "done" && answer.dataset.finishReason === "length";
     if (cut) {
@@ -351,13 +356,13 @@ export class Messages {
       try {
         await postJson(messageUrl("edit", item.dataset.messageId), {
           content: area.value,
-          model: document.getElementById("model-select").value,
+          model: modelChosen(),
         });
         form.remove();
         text.hidden = false;
       } catch (error) {
         save.disabled = false;
-        this.actions.showError(error.status ? error.message : i18n.send_failed);
+        this.actions.requestFailed(error);
       }
     });
   }
@@ -372,6 +377,7 @@ export class Messages {
   }
 
   addRetryButton(errorNode, id) {
+    if (this.readOnly) return;
     const retry = iconButton("retry", i18n.retry, { className: "secondary" });
     retry.addEventListener("click", () => this.actions.retry(id));
     errorNode.append(" ", retry);
@@ -583,6 +589,12 @@ function settledEnd(raw, from) {
     at = newline + 1;
   }
   return end;
+}
+
+// The model the user chose; none when the choice is hidden (an assistant names its own).
+function modelChosen() {
+  const select = document.getElementById("model-select");
+  return select.hidden ? "" : select.value;
 }
 
 function renderMarkdown(node, raw) {
