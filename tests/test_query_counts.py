@@ -76,8 +76,8 @@ def newest(owner, count: int) -> list[str]:
 # The user, one page of the sidebar (with one more row to know there are more). The
 # session comes from the process's memory (config/settings.py, one process).
 SIDEBAR_PAGE_QUERIES = 2
-# ... and a new chat's example prompts.
-CHAT_PAGE_QUERIES = SIDEBAR_PAGE_QUERIES + 1
+# ... and a new chat's example prompts and the assistants the user may choose.
+CHAT_PAGE_QUERIES = SIDEBAR_PAGE_QUERIES + 2
 # ... or the conversation and its messages.
 CONVERSATION_PAGE_QUERIES = SIDEBAR_PAGE_QUERIES + 2
 
