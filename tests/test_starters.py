@@ -106,6 +106,7 @@ def test_chat_page_reads_the_prompts_in_one_query(alice_client, django_assert_nu
     StarterPrompt.objects.all().delete()
     StarterPrompt.objects.bulk_create(StarterPrompt(text=f"Nr. {n}", language="en") for n in range(count))
 
-    # The user, the sidebar's page, the prompts (the session comes from memory).
-    with django_assert_num_queries(3):
+    # The user, the sidebar's page, the prompts, the assistants to choose from (the
+    # session comes from memory).
+    with django_assert_num_queries(4):
         assert len(page_prompts(alice_client, "en")) == count
