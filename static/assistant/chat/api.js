@@ -44,6 +44,39 @@ export function getJson(url) {
   return requestJson("GET", url);
 }
 
+// A file as the multipart field "file" (XMLHttpRequest: fetch cannot tell how much of a
+// request body is sent). `progress(share)` gets the share sent, from 0 to 1.
+export function uploadFile(url, file, progress) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", url);
+    request.withCredentials = true;
+    request.setRequestHeader("X-CSRFToken", csrfToken());
+    request.responseType = "json";
+    request.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) progress(event.loaded / event.total);
+    });
+    request.addEventListener("load", () => {
+      const data = request.response || {};
+      if (request.status >= 200 && request.status < 300) {
+        resolve(data);
+        return;
+      }
+      const error = data.error || {};
+      reject(new ApiError(error.message || request.statusText, request.status, error.code));
+    });
+    // No answer at all (the connection broke, or the server closed it on a body too
+    // large before reading it): the caller words it.
+    ["error", "abort", "timeout"].forEach((name) =>
+      request.addEventListener(name, () => reject(new ApiError("", 0, "network")))
+    );
+    const body = new FormData();
+    body.append("file", file, file.name);
+    progress(0);
+    request.send(body);
+  });
+}
+
 // The URL of a per-message action ("cancel", "retry", …) for message `id`.
 export function messageUrl(action, id) {
   return pageData.message_urls[action].replace("{id}", encodeURIComponent(String(id)));

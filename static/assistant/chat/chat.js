@@ -1,36 +1,44 @@
 // The chat page: sends questions over the JSON API and renders answers from one event
 // stream per open conversation. Each part owns its state: api.js (requests), stream.js
 // (the EventSource), messages.js (rendering), sidebar.js (the list and the drawer),
-// composer.js (the question), assistants.js (the new chat's assistant) and flow.js (a
-// guided flow's progress).
+// composer.js (the question), assistants.js (the new chat's assistant), flow.js (a
+// guided flow's progress), documents.js (the conversation's files) and sources.js (the
+// passages answers cite).
 import { getJson, messageUrl, postJson, requestJson } from "./api.js";
 import { AssistantGallery, showAssistant } from "./assistants.js";
 import { Composer } from "./composer.js";
+import { Documents } from "./documents.js";
 import { FlowProgress } from "./flow.js";
 import { Messages } from "./messages.js";
 import { i18n, interpolate, pageData } from "./page.js";
 import { Sidebar } from "./sidebar.js";
+import { Sources } from "./sources.js";
 import { EventStream } from "./stream.js";
 
 const connection = document.getElementById("connection");
 const announcer = document.getElementById("announcer");
 let conversation = pageData.conversation || null;
 let stream = null;
+let creating = null; // a new chat's conversation being created for its first files
 
 const composer = new Composer({ send, stop });
 const showError = (text) => composer.showError(text);
 const sidebar = new Sidebar(showError);
-const messages = new Messages(document.getElementById("messages"), {
-  retry,
-  continueAnswer,
-  showVersion,
-  showError,
-  requestFailed,
-});
+const announce = (text) => (announcer.textContent = text);
+const messages = new Messages(
+  document.getElementById("messages"),
+  { retry, continueAnswer, showVersion, showError, requestFailed },
+  new Sources()
+);
 const gallery = new AssistantGallery(document.getElementById("assistant-gallery"));
+const documents = new Documents({
+  conversation: conversationForDocuments,
+  announce,
+  changed: () => messages.scroll.changed(),
+});
 const flow = new FlowProgress(messages.list, {
   showError,
-  announce: (text) => (announcer.textContent = text),
+  announce,
   focusComposer: () => composer.input.focus(),
   changed: () => messages.scroll.changed(),
 });
@@ -56,6 +64,7 @@ function showConversation(described, ends) {
   const unavailable = Boolean(described.assistant && described.assistant.retired);
   messages.readOnly = unavailable;
   composer.setUnavailable(unavailable);
+  documents.setUnavailable(unavailable);
   flow.setUp(described, ends);
 }
 
@@ -68,6 +77,7 @@ function requestFailed(error) {
     messages.readOnly = true;
     messages.updateActions();
     composer.setUnavailable(true);
+    documents.setUnavailable(true);
     flow.unavailable = true;
     flow.draw();
     return;
@@ -97,6 +107,8 @@ function connect(lastEventId) {
       },
       "stream-reset": onReset,
       title: (data) => showTitle(data.title),
+      // A document of the conversation: uploaded, read page by page, ready, failed, deleted.
+      document: (data) => documents.onEvent(data),
       unauthorized: onUnauthorized,
       "stream-closed": onStreamClosed,
     },
@@ -115,6 +127,7 @@ async function onReset() {
   messages.replaceAll(state.messages);
   showConversation(state, phaseEnds(state.messages));
   streamingChanged(messages.streamingId !== null);
+  documents.reload();
   stream.connect(state.last_event_id);
 }
 
@@ -167,38 +180,64 @@ function showTitle(title) {
   sidebar.retitle(conversation.id, title);
 }
 
+// A new chat became a conversation (its first question, or its first file): the page is
+// the conversation's now, and listens to its stream from `lastEventId`.
+function becameConversation(created, lastEventId) {
+  conversation = created;
+  showConversation(conversation, {});
+  history.pushState({}, "", conversation.url);
+  document.getElementById("chat-header").hidden = false;
+  document.getElementById("conversation-title").textContent = conversation.title || i18n.untitled;
+  document.getElementById("export-markdown").href = conversation.export_urls.markdown;
+  document.getElementById("export-json").href = conversation.export_urls.json;
+  setUpConversationActions();
+  const hint = document.getElementById("empty-hint");
+  if (hint) hint.remove();
+  sidebar.add(conversation);
+  messages.conversation = conversation;
+  connect(lastEventId);
+}
+
 // Returns whether the question was taken (the composer then empties).
 async function send(content, model) {
   try {
-    let result;
+    if (!conversation && creating) await creating.catch(() => null); // its files go first
     if (conversation) {
-      result = await postJson(conversation.messages_url, { content, model });
+      await postJson(conversation.messages_url, { content, model });
+      // A conversation started by a file gets its provisional title from this question.
+      if (!conversation.title) showTitle(content.slice(0, 60));
     } else {
       // A new chat: the conversation and its first question in one request, stored
       // together or not at all, with the assistant chosen in the gallery.
-      result = await postJson(pageData.create_url, { content, model, assistant: gallery.slug });
-      conversation = result;
-      showConversation(conversation, {});
-      history.pushState({}, "", conversation.url);
-      document.getElementById("chat-header").hidden = false;
-      document.getElementById("export-markdown").href = conversation.export_urls.markdown;
-      document.getElementById("export-json").href = conversation.export_urls.json;
-      setUpConversationActions();
-      const hint = document.getElementById("empty-hint");
-      if (hint) hint.remove();
-    }
-    if (!stream) {
-      conversation.title = conversation.title || content.slice(0, 60);
-      document.getElementById("conversation-title").textContent = conversation.title || i18n.untitled;
-      sidebar.add(conversation);
-      messages.conversation = conversation;
-      connect(result.assistant_message.last_event_id);
+      const result = await postJson(pageData.create_url, { content, model, assistant: gallery.slug });
+      result.title = result.title || content.slice(0, 60);
+      becameConversation(result, result.assistant_message.last_event_id);
     }
     return true;
   } catch (error) {
     requestFailed(error);
     return false;
   }
+}
+
+// The conversation files go to; a new chat's is created first, empty, with the
+// assistant chosen in the gallery, and its stream opened before any file is sent, so
+// no event of its files is missed.
+function conversationForDocuments() {
+  if (conversation) return Promise.resolve(conversation);
+  if (!creating) {
+    creating = (async () => {
+      const created = await postJson(pageData.create_url, {
+        model: composer.modelChoice(),
+        assistant: gallery.slug,
+      });
+      const state = await getJson(created.detail_url);
+      becameConversation(created, state.last_event_id);
+      return created;
+    })();
+    creating.catch(() => (creating = null)); // refused: the next file tries again
+  }
+  return creating;
 }
 
 async function stop() {

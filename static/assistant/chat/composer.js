@@ -73,8 +73,7 @@ export class Composer {
     this.update();
     this.showError("");
     try {
-      // A hidden choice is no choice: an assistant answers with the model it names.
-      if (await this.send(content, this.model.hidden ? "" : this.model.value)) {
+      if (await this.send(content, this.modelChoice())) {
         this.input.value = "";
         this.count();
       }
@@ -82,6 +81,11 @@ export class Composer {
       this.sending = false;
       this.update();
     }
+  }
+
+  // The model chosen; a hidden choice is no choice: an assistant answers with its own.
+  modelChoice() {
+    return this.model.hidden ? "" : this.model.value;
   }
 
   setStreaming(streaming) {

@@ -11,10 +11,11 @@ const RATINGS = { 1: "up", "-1": "down", up: "up", down: "down" };
 
 export class Messages {
   // `actions` from the page: retry(id), continueAnswer(id), showVersion(id), showError(text)
-  // and requestFailed(error) (an edit refused).
-  constructor(list, actions) {
+  // and requestFailed(error) (an edit refused); `sources`: the answers' sources (sources.js).
+  constructor(list, actions, sources) {
     this.list = list;
     this.actions = actions;
+    this.sources = sources;
     this.scroll = new ScrollFollow(list);
     // The raw (Markdown) text of answers this page follows live, by message id.
     this.rawText = new Map(Object.entries(pageData.streaming || {}).map(([id, text]) => [Number(id), text]));
@@ -40,13 +41,16 @@ export class Messages {
     this.list.querySelectorAll(".message.assistant .text").forEach((node) => {
       window.AssistantMarkdown.highlight(node);
       window.AssistantMarkdown.addCopyButtons(node, i18n.copy, i18n.copied);
+      const item = node.closest("[data-message-id]");
+      this.sources.link(node, item.dataset.messageId);
+      this.sources.showList(item);
     });
     this.list.querySelectorAll(".message .details").forEach((details) => {
       this.showDetails(details.closest("[data-message-id]"), {});
     });
     this.rawText.forEach((raw, id) => {
       const item = this.find(id);
-      if (item) renderMarkdown(item.querySelector(".text"), raw);
+      if (item) this.renderAnswer(item, raw);
     });
     this.list.querySelectorAll(".message-error[data-error-type]").forEach((node) => {
       const item = node.closest("[data-message-id]");
@@ -87,7 +91,7 @@ export class Messages {
           if (!item || item.dataset.status !== "streaming") return; // ended: rendered whole
           let live = this.live.get(pendingId);
           if (!live || live.node !== item.querySelector(".text")) {
-            live = new LiveAnswer(item.querySelector(".text"));
+            live = new LiveAnswer(item.querySelector(".text"), (node) => this.sources.link(node, pendingId));
             this.live.set(pendingId, live);
           }
           live.update(this.rawText.get(pendingId) || "");
@@ -117,7 +121,9 @@ export class Messages {
     this.label(item);
     const text = item.querySelector(".text");
     if (message.role === "assistant") {
-      renderMarkdown(text, message.content || "");
+      this.sources.set(message.id, message.sources);
+      this.renderAnswer(item, message.content || "");
+      this.sources.showList(item);
     } else {
       text.textContent = message.content || "";
       if (message.created_at) this.showDetails(item, { created: message.created_at });
@@ -367,6 +373,13 @@ export class Messages {
     });
   }
 
+  // An answer's text, rendered from its Markdown, its citations linked to its sources.
+  renderAnswer(item, raw) {
+    const node = item.querySelector(".text");
+    renderMarkdown(node, raw);
+    this.sources.link(node, item.dataset.messageId);
+  }
+
   showError(item, detail, retryable) {
     const error = document.createElement("div");
     error.className = "message-error";
@@ -468,6 +481,7 @@ export class Messages {
       status: "streaming",
       content: "",
       versions: data.versions,
+      sources: data.sources,
     });
     answer.querySelectorAll(".message-error, .details, .stopped").forEach((node) => node.remove());
     this.rawText.set(data.message, "");
@@ -523,7 +537,7 @@ export class Messages {
     // may join its neighbour, e.g. a loose list).
     const item = this.find(id);
     this.live.delete(id);
-    if (item && this.rawText.has(id)) renderMarkdown(item.querySelector(".text"), this.rawText.get(id));
+    if (item && this.rawText.has(id)) this.renderAnswer(item, this.rawText.get(id));
     if (this.streamingId !== id) return false;
     this.setStreaming(null);
     return true;
@@ -547,8 +561,10 @@ export class Messages {
 // fence) is rendered once, block by block as it grows, and kept; only the block being
 // written renders again. Each frame costs the length of that block, not of the answer.
 class LiveAnswer {
-  constructor(node) {
+  // `decorate(node)`: what a rendered part gets added (the citations' buttons).
+  constructor(node, decorate) {
     this.node = node;
+    this.decorate = decorate;
     this.settledTo = 0; // raw text before this index is rendered in `settled`
     this.settled = document.createElement("div");
     this.settled.className = "md-settled";
@@ -563,10 +579,12 @@ class LiveAnswer {
       const block = document.createElement("div");
       block.className = "md-block";
       renderMarkdown(block, raw.slice(this.settledTo, end));
+      this.decorate(block);
       this.settled.appendChild(block);
       this.settledTo = end;
     }
     renderMarkdown(this.tail, raw.slice(this.settledTo));
+    this.decorate(this.tail);
   }
 }
 
