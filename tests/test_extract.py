@@ -12,6 +12,7 @@ import zipfile
 import pytest
 from django.utils import translation
 
+from assistant.documents import extract as extract_module
 from assistant.documents.chunking import OVERLAP, PASSAGE_MAX, PASSAGE_MIN, SECTION_CHARS, Page, chunks_of
 from assistant.documents.extract import IngestError, extract, normalise, page_label, sniff
 from tests.helpers import documents as samples
@@ -449,6 +450,25 @@ def test_zip_of_too_many_entries_is_refused():
 
 def test_xml_entity_expansion_is_refused_without_expanding():
     assert refusal(samples.xml_entity_bomb(), "lachen.docx").code == "damaged"
+
+
+@pytest.mark.parametrize(
+    ("build", "name"),
+    [
+        (lambda: samples.txt("Wort " * 400), "a.txt"),
+        (lambda: samples.docx(samples.german_paragraphs(4)), "a.docx"),
+        (lambda: samples.text_pdf(["Wort " * 100] * 4), "a.pdf"),
+        (lambda: samples.xlsx(1, rows=100), "a.xlsx"),
+    ],
+    ids=["txt", "docx", "pdf", "xlsx"],
+)
+def test_text_beyond_the_character_budget_is_refused(monkeypatch, build, name):
+    monkeypatch.setattr(extract_module, "MAX_TEXT_CHARS", 1000)
+
+    error = refusal(build(), name)
+
+    assert error.code == "too_large"
+    assert "1,000 characters" in str(error.message)
 
 
 def test_sparse_workbook_is_refused_by_its_cell_budget():

@@ -38,6 +38,7 @@ from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
+from django.utils.formats import number_format
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -132,7 +133,7 @@ def _too_much_text() -> IngestError:
             "This document holds more text than Assistant reads (at most %(limit)s characters). "
             "Split it into smaller files and upload them one by one."
         )
-        % {"limit": f"{MAX_TEXT_CHARS:,}"},
+        % {"limit": number_format(MAX_TEXT_CHARS, force_grouping=True)},
     )
 
 
@@ -143,7 +144,7 @@ def _too_many_cells() -> IngestError:
             "This workbook has more cells than Assistant reads (at most %(limit)s). "
             "Split it into smaller files and upload them one by one."
         )
-        % {"limit": f"{MAX_SHEET_CELLS:,}"},
+        % {"limit": number_format(MAX_SHEET_CELLS, force_grouping=True)},
     )
 
 
