@@ -7,8 +7,10 @@ the app's error handling relies on.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -21,7 +23,13 @@ import httpx2
 import openai
 import pytest
 
-from tests.helpers.upstream import BEHAVIOUR_DEFAULTS, BEHAVIOUR_HELP, FakeUpstream, split_tokens
+from tests.helpers.upstream import (
+    BEHAVIOUR_DEFAULTS,
+    BEHAVIOUR_HELP,
+    FakeUpstream,
+    fake_embedding,
+    split_tokens,
+)
 
 MODEL = "gpt-4o-mini"
 UNICODE_TEXT = "Grüße aus Köln 👩‍💻 — 你好 שלום"
@@ -456,7 +464,7 @@ def test_models_list_and_unknown_model_404(fake: FakeUpstream) -> None:
 
 
 def test_unknown_path_returns_404_json(fake: FakeUpstream) -> None:
-    response = httpx.post(f"{fake.url}/embeddings", json={})
+    response = httpx.post(f"{fake.url}/images/generations", json={})
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
 
@@ -761,3 +769,141 @@ def test_cli_switches_change_the_behaviour() -> None:
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=5) == 0
+
+
+# --- /v1/embeddings ----------------------------------------------------------------------------
+
+
+def embeddings_post(fake: FakeUpstream, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{fake.url}/embeddings", json=body, timeout=5, **kwargs)
+
+
+def dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def test_embeddings_answer_in_openais_shape(fake: FakeUpstream) -> None:
+    response = embeddings_post(fake, {"model": "fake-embed", "input": ["Grüße aus Köln", "Hallo"]})
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["object"] == "list"
+    assert answer["model"] == "fake-embed"
+    assert [(item["object"], item["index"]) for item in answer["data"]] == [
+        ("embedding", 0),
+        ("embedding", 1),
+    ]
+    assert answer["data"][0]["embedding"] == fake_embedding("Grüße aus Köln")
+    assert len(answer["data"][1]["embedding"]) == 256
+    assert answer["usage"]["prompt_tokens"] == answer["usage"]["total_tokens"] > 0
+    assert fake.requests[-1]["path"] == "/v1/embeddings"
+    assert fake.requests[-1]["body"]["input"] == ["Grüße aus Köln", "Hallo"]
+
+
+def test_embeddings_take_one_string_dimensions_and_base64(fake: FakeUpstream) -> None:
+    body = {"model": "m", "input": "Urlaub", "dimensions": 8, "encoding_format": "base64"}
+
+    (item,) = embeddings_post(fake, body).json()["data"]
+
+    decoded = struct.unpack("<8f", base64.b64decode(item["embedding"]))
+    assert decoded == pytest.approx(fake_embedding("Urlaub", 8), abs=1e-6)
+
+
+def test_embeddings_through_the_sdk_decode_to_the_same_vectors(fake: FakeUpstream) -> None:
+    with openai.OpenAI(base_url=fake.url, api_key="k", max_retries=0) as client:
+        response = client.embeddings.create(model="fake-embed", input=["Kündigungsfrist", "Passwort"])
+
+    assert [item.embedding for item in response.data] == [
+        pytest.approx(fake_embedding("Kündigungsfrist"), abs=1e-6),
+        pytest.approx(fake_embedding("Passwort"), abs=1e-6),
+    ]
+    assert fake.requests[-1]["body"]["encoding_format"] == "base64"  # the SDK's default
+
+
+def test_fake_embedding_is_a_deterministic_unit_vector() -> None:
+    vector = fake_embedding("Die Übersicht der Verträge")
+
+    assert vector == fake_embedding("die ubersicht der VERTRAGE")  # case and umlauts folded
+    assert dot(vector, vector) == pytest.approx(1.0)
+    assert dot(fake_embedding(""), fake_embedding("")) == pytest.approx(1.0)
+    assert len(fake_embedding("x", 1024)) == 1024
+
+
+@pytest.mark.parametrize(
+    ("question", "related", "unrelated"),
+    [
+        (
+            "Wie viele Ferientage habe ich?",
+            "Der Urlaubsanspruch beträgt 30 Tage.",
+            "Die Kantine öffnet um zwölf.",
+        ),
+        (
+            "Kündigungsfrist",
+            "Eine Kündigung mit einer Frist von drei Monaten.",
+            "Reisekosten werden erstattet.",
+        ),
+        ("password reset", "Das Kennwort ändern Sie im Portal.", "Der Urlaubsanspruch beträgt 30 Tage."),
+        ("Verträge", "Der Vertrag liegt vor.", "Die Kantine öffnet um zwölf."),
+    ],
+)
+def test_fake_embedding_rewards_related_text(question: str, related: str, unrelated: str) -> None:
+    asked = fake_embedding(question)
+
+    assert dot(asked, fake_embedding(related)) > 0.2 > dot(asked, fake_embedding(unrelated))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"model": "m"},
+        {"model": "m", "input": []},
+        {"model": "m", "input": ""},
+        {"model": "m", "input": ["a", ""]},
+        {"model": "m", "input": [1, 2]},
+        {"model": "m", "input": "a", "dimensions": 0},
+        {"model": "m", "input": "a", "dimensions": "8"},
+        {"model": "m", "input": "a", "encoding_format": "int8"},
+    ],
+)
+def test_embeddings_refuse_bad_requests(fake: FakeUpstream, body: Any) -> None:
+    response = embeddings_post(fake, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_embeddings_check_the_key_and_the_model() -> None:
+    with FakeUpstream(api_key="k", models=["fake-embed"]) as fake:
+        assert embeddings_post(fake, {"model": "fake-embed", "input": "x"}).status_code == 401
+        headers = {"Authorization": "Bearer k"}
+        assert embeddings_post(fake, {"model": "other", "input": "x"}, headers=headers).status_code == 404
+        assert (
+            embeddings_post(fake, {"model": "fake-embed", "input": "x"}, headers=headers).status_code == 200
+        )
+
+
+def test_embeddings_follow_the_behaviour(fake: FakeUpstream) -> None:
+    fake.set(status=503, retry_after=2, status_times=1)
+    refused = embeddings_post(fake, {"model": "m", "input": "x"})
+    assert (refused.status_code, refused.headers["retry-after"]) == (503, "2")
+    assert embeddings_post(fake, {"model": "m", "input": "x"}).status_code == 200
+
+    fake.set(embedding_dimensions=3)
+    assert len(embeddings_post(fake, {"model": "m", "input": "x"}).json()["data"][0]["embedding"]) == 3
+
+    fake.set(embeddings={"data": "scripted"})
+    assert embeddings_post(fake, {"model": "m", "input": "x"}).json() == {"data": "scripted"}
+
+    fake.reset()
+    overridden = embeddings_post(fake, {"model": "m", "input": ["x", 'y FAKE{"status": 500}']})
+    assert overridden.status_code == 500
+
+
+def test_embeddings_wait_ttft_before_answering(fake: FakeUpstream) -> None:
+    fake.set(ttft=0.3)
+
+    started = time.monotonic()
+    assert embeddings_post(fake, {"model": "m", "input": "x"}).status_code == 200
+
+    assert time.monotonic() - started >= 0.3

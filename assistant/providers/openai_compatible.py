@@ -2,17 +2,23 @@
 module that imports openai.
 
 The answer streams as text deltas, then the tools it called, then one `Finish`; a short
-request (a title) completes in one piece. Whatever the SDK or its HTTP client raises becomes one
-`ProviderError` (assistant/providers/errors.py).
+request (a title) completes in one piece. Texts become vectors through `/v1/embeddings`
+(`OpenAIEmbeddings`, synchronous: the document readers and the searches that need them
+run on threads). Whatever the SDK or its HTTP client raises becomes one `ProviderError`
+(assistant/providers/errors.py).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
 import math
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -288,3 +294,88 @@ class OpenAIProvider:
         except Exception as exc:
             # The caller logs the mapped type; the exception's text may quote the upstream.
             raise error_from_exception(exc) from None
+
+
+# A vector's length at most: the largest embedding models have a few thousand dimensions.
+EMBEDDING_DIMENSIONS_MAX = 16384
+
+
+class OpenAIEmbeddings:
+    """Texts as vectors from any OpenAI-compatible `/v1/embeddings`, through the SDK's
+    synchronous client: thread-safe, with no event loop to belong to."""
+
+    def __init__(
+        self, *, api_key: str, base_url: str, max_retries: int, timeout: float, connect: float
+    ) -> None:
+        self.client = openai.OpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url or None,
+            max_retries=max_retries,
+            timeout=openai.Timeout(timeout, connect=connect),
+        )
+
+    def embed(self, texts: list[str], *, model: str, timeout: float | None = None) -> list[bytes]:
+        """Each text's vector, in order, as float32 little-endian bytes (as the model gave
+        it, not normalised); ProviderError on any failure, an answer that is not one
+        vector of one length per text included."""
+        try:
+            # base64, which the SDK asks for too: a quarter of the bytes of JSON numbers,
+            # and no float objects to build. A server that knows only floats sends those.
+            response = self.client.embeddings.create(
+                input=texts,
+                model=model,
+                encoding_format="base64",
+                **({"timeout": timeout} if timeout is not None else {}),
+            )
+            return _vectors(response.data, len(texts))
+        except Exception as exc:
+            # The synchronous transport's timer running out is httpx2's, not asyncio's.
+            timed_out = any(
+                isinstance(cause, httpx2.TimeoutException) and not isinstance(cause, httpx2.ConnectTimeout)
+                for cause in _causes(exc)
+            )
+            error = provider_error("timeout", 504) if timed_out else error_from_exception(exc)
+            logger.warning("embeddings failed: %s -> %s", type(exc).__name__, error.type)
+            raise error from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _vectors(data: list, count: int) -> list[bytes]:
+    """The vectors of an embeddings answer in input order, as float32 LE bytes."""
+    if not isinstance(data, list) or len(data) != count:
+        raise provider_error("upstream_error", 502)
+    vectors: list[bytes | None] = [None] * count
+    for item in data:
+        index = getattr(item, "index", None)
+        if not isinstance(index, int) or not 0 <= index < count or vectors[index] is not None:
+            raise provider_error("upstream_error", 502)
+        vectors[index] = _vector_bytes(getattr(item, "embedding", None))
+    sizes = {len(vector) for vector in vectors}
+    if len(sizes) != 1 or not 0 < sizes.pop() <= 4 * EMBEDDING_DIMENSIONS_MAX:
+        raise provider_error("upstream_error", 502)
+    return vectors  # type: ignore[return-value] -- every index was filled once
+
+
+def _vector_bytes(embedding: object) -> bytes:
+    """One embedding (base64 of float32 LE, or a list of numbers) as float32 LE bytes."""
+    if isinstance(embedding, str):
+        try:
+            raw = base64.b64decode(embedding, validate=True)
+        except (binascii.Error, ValueError):
+            raise provider_error("upstream_error", 502) from None
+        if len(raw) % 4:
+            raise provider_error("upstream_error", 502)
+        return raw  # little-endian, as the server wrote it
+    if isinstance(embedding, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in embedding
+    ):
+        try:
+            vector = array.array("f", embedding)
+        except OverflowError:
+            raise provider_error("upstream_error", 502) from None
+        if sys.byteorder != "little":
+            vector.byteswap()
+        return vector.tobytes()
+    raise provider_error("upstream_error", 502)

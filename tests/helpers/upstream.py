@@ -16,6 +16,16 @@ Tool calls stream as OpenAI streams them, the arguments' JSON split across chunk
 (``tool_calls``; ``tool_call_fragments`` gives the fragments for scripting ``chunks``).
 Every request's body is kept in ``requests``, so a test sees what the app sent.
 
+``POST /v1/embeddings`` answers as OpenAI does (``input`` a string or a list of them,
+``encoding_format`` float or base64, ``dimensions``, ``usage``) with ``fake_embedding``:
+deterministic vectors that reward related text. Words are lower-cased, umlauts folded and
+a few suffixes stripped; each word, its character trigrams (so "Kündigungsfrist" is near
+"Kündigung" and "Frist") and its meaning, for the few word families in ``CONCEPTS`` (so
+"Ferientage" is near "Urlaubsanspruch", with no word in common), land in hashed
+dimensions. ``status``, ``status_times``, ``retry_after``, ``models``, ``headers`` and
+``ttft`` (the wait before answering) apply to it as to a chat; ``FAKE{...}`` in an input
+too; ``embeddings`` scripts its whole body.
+
 CLI: ``python -m tests.helpers.upstream --port 8001 --ttft 0.2 --tps 30 --tokens 300``;
 ``--tool-calls '[{"name": "complete_phase", "arguments": {"summary": "..."}}]'`` and
 ``--text ''`` answer with a tool call alone.
@@ -24,7 +34,10 @@ CLI: ``python -m tests.helpers.upstream --port 8001 --ttft 0.2 --tps 30 --tokens
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
+import base64
+import hashlib
 import http
 import ipaddress
 import json
@@ -33,6 +46,7 @@ import re
 import signal
 import threading
 import time
+import unicodedata
 import uuid
 import zlib
 from collections.abc import Callable
@@ -42,9 +56,11 @@ from typing import Any, Self
 __all__ = [
     "BEHAVIOUR_DEFAULTS",
     "BEHAVIOUR_HELP",
+    "CONCEPTS",
     "DEFAULT_MODELS",
     "FakeUpstream",
     "chunk",
+    "fake_embedding",
     "split_tokens",
     "tool_call_fragments",
 ]
@@ -86,6 +102,10 @@ BEHAVIOUR_DEFAULTS: dict[str, Any] = {
     # a list of {"name", "arguments" (an object, or the raw text of the arguments), "id"?},
     # streamed as OpenAI streams them (tool_call_fragments), then finish_reason "tool_calls".
     "tool_calls": None,
+    # /v1/embeddings: the vectors' dimensions unless the request asks for others.
+    "embedding_dimensions": 256,
+    # /v1/embeddings: its whole body instead of the vectors, as `completion` does for a chat.
+    "embeddings": None,
 }
 
 _TOKEN_RE = re.compile(r"\s*\S+|\s+")
@@ -291,6 +311,72 @@ def _stamped_token(i: int) -> str:
     """Token i with the time it is written: CLOCK_MONOTONIC is system-wide on Linux, so a
     client in another process can subtract it from its own ``time.monotonic_ns()``."""
     return f"{' ' if i else ''}w{i}:{time.monotonic_ns()}"
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+EMBEDDING_DIMENSIONS_MAX = 4096
+# Word families whose words share a meaning in fake_embedding: a word that begins with one
+# of a family's stems (umlauts folded) carries the family's feature.
+CONCEPTS: dict[str, tuple[str, ...]] = {
+    "vacation": ("urlaub", "ferien", "vacation", "holiday", "freizeit", "leave"),
+    "termination": ("kundig", "entlass", "terminat", "dismiss", "resign"),
+    "salary": ("gehalt", "lohn", "verguetung", "vergutung", "salary", "wage", "payroll", "bezahl"),
+    "illness": ("krank", "arbeitsunfah", "sick", "illness", "attest"),
+    "travel": ("reise", "dienstreis", "travel", "trip", "flug", "hotel"),
+    "password": ("passwort", "kennwort", "password", "login", "anmeld"),
+    "contract": ("vertrag", "vertrage", "contract", "agreement", "vereinbar"),
+    "deadline": ("frist", "deadline", "termin", "stichtag", "due"),
+}
+_FOLD = str.maketrans({"ä": "a", "ö": "o", "ü": "u", "ß": "ss"})
+_FAKE_STOPWORDS_TEXT = (
+    "a an and are as at be by for from has have how i in is it of on or that the this to was what"
+    " when which who why will with you your der die das den dem des ein eine einen einem einer"
+    " und oder ist sind war wie was wer wo warum ich du er sie es wir ihr mir mich mit von zu zum"
+    " zur im in auf für bei aus nach über habe hat haben kann viele viel nicht auch noch so"
+)
+_FAKE_STOPWORDS = frozenset(_FAKE_STOPWORDS_TEXT.translate(_FOLD).split())
+_EMBED_WORD = re.compile(r"[^\W_]+")
+_EMBED_SUFFIXES = ("ungen", "ung", "en", "er", "es", "e", "n", "s")
+
+
+def _embed_stem(word: str) -> str:
+    for suffix in _EMBED_SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+def _embed_features(text: str) -> list[tuple[str, float]]:
+    """What fake_embedding counts: each content word's stem (1.0), its trigrams (0.3 each)
+    and the concepts it carries (2.0)."""
+    folded = unicodedata.normalize("NFKD", text.lower().translate(_FOLD))
+    folded = "".join(char for char in folded if not unicodedata.combining(char))
+    features: list[tuple[str, float]] = []
+    for word in _EMBED_WORD.findall(folded):
+        if word in _FAKE_STOPWORDS:
+            continue
+        stem = _embed_stem(word)
+        features.append(("w:" + stem, 1.0))
+        marked = f"#{stem}#"
+        features += [("t:" + marked[i : i + 3], 0.3) for i in range(len(marked) - 2)]
+        features += [
+            ("c:" + concept, 2.0)
+            for concept, stems in CONCEPTS.items()
+            if any(word.startswith(prefix) for prefix in stems)
+        ]
+    return features
+
+
+def fake_embedding(text: str, dimensions: int = 256) -> list[float]:
+    """A deterministic unit vector of `text`: its features (_embed_features) hashed into
+    `dimensions`, each with a hashed sign. Text without words gets a fixed vector."""
+    vector = [0.0] * dimensions
+    for feature, weight in _embed_features(text) or [("empty", 1.0)]:
+        digest = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+        vector[digest % dimensions] += weight if (digest >> 63) & 1 else -weight
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
 
 
 class _Request:
@@ -713,6 +799,8 @@ class FakeUpstream:
             path = path.rstrip("/")
         if path in ("/v1/chat/completions", "/chat/completions") and request.method == "POST":
             return await self._chat(conn, request, path, keep_alive)
+        if path in ("/v1/embeddings", "/embeddings") and request.method == "POST":
+            return await self._embeddings(conn, request, path, keep_alive)
         if path in ("/v1/models", "/models") and request.method == "GET":
             if not self._authorized(request):
                 return self._send_error(conn, 401, *_STATUS_ERRORS[401], keep_alive)
@@ -795,6 +883,81 @@ class FakeUpstream:
         if body.get("stream"):
             return await self._stream(conn, behaviour, body, keep_alive, extra)
         return await self._complete(conn, behaviour, body, keep_alive, extra)
+
+    async def _embeddings(self, conn: _Conn, request: _Request, path: str, keep_alive: bool) -> bool:
+        """POST /v1/embeddings: a vector per input (fake_embedding), in OpenAI's shape."""
+
+        def invalid(message: str) -> bool:
+            return self._send_error(conn, 400, message, "invalid_request_error", None, keep_alive)
+
+        try:
+            body = json.loads(request.body)
+            if not isinstance(body, dict):
+                raise TypeError("not an object")
+        except (ValueError, TypeError):
+            self.requests.append({"body": None, "headers": request.headers, "path": path})
+            return invalid("We could not parse the JSON body of your request.")
+        self.requests.append({"body": body, "headers": request.headers, "path": path})
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+            return invalid("'input' must be a non-empty string or a non-empty list of strings.")
+        if len(inputs) > 2048 or any(not text for text in inputs):
+            return invalid("'input' must have at most 2048 items, none of them empty.")
+        behaviour = self._defaults
+        try:
+            override = next(
+                (o for o in (_fake_override([{"role": "user", "content": t}]) for t in inputs) if o), None
+            )
+        except _BadRequest as exc:
+            return invalid(str(exc))
+        if override:
+            behaviour = {**behaviour, **override}
+        ttft = float(behaviour["ttft"] or 0)
+        if ttft > 0 and not await conn.sleep_until(conn.loop.time() + ttft):
+            return False
+        if not self._authorized(request):
+            return self._send_error(conn, 401, *_STATUS_ERRORS[401], keep_alive)
+        model = body.get("model")
+        models = behaviour["models"]
+        if not isinstance(model, str) or (models is not None and model not in models):
+            return self._send_error(
+                conn, 404, f"The model `{model}` does not exist", "invalid_request_error",
+                "model_not_found", keep_alive,
+            )  # fmt: skip
+        extra = [(str(k), str(v)) for k, v in (behaviour["headers"] or {}).items()]
+        status = behaviour["status"]
+        if status and int(status) != 200 and self._status_applies(behaviour):
+            status = int(status)
+            message, err_type, code = _STATUS_ERRORS.get(status, (f"Error {status}.", "server_error", None))
+            if behaviour["retry_after"] is not None:
+                extra.append(("retry-after", str(behaviour["retry_after"])))
+            return self._send_error(conn, status, message, err_type, code, keep_alive, extra)
+        if behaviour["embeddings"] is not None:
+            return self._send(conn, 200, _scripted(behaviour["embeddings"]), keep_alive, extra)
+        dimensions = body.get("dimensions", behaviour["embedding_dimensions"])
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int):
+            return invalid("'dimensions' must be an integer.")
+        if not 1 <= dimensions <= EMBEDDING_DIMENSIONS_MAX:
+            return invalid(f"'dimensions' must be between 1 and {EMBEDDING_DIMENSIONS_MAX}.")
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            return invalid("'encoding_format' must be 'float' or 'base64'.")
+        data = []
+        for index, text in enumerate(inputs):
+            vector: Any = fake_embedding(text, dimensions)
+            if encoding == "base64":
+                vector = base64.b64encode(array.array("f", vector).tobytes()).decode("ascii")
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = sum(max(1, len(text) // 4) for text in inputs)
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return self._send(conn, 200, json.dumps(answer).encode(), keep_alive, extra)
 
     async def _complete(
         self,
@@ -1058,6 +1221,8 @@ BEHAVIOUR_HELP: dict[str, str] = {
         '{"summary": "..."}}] (arguments: an object or its raw text); streamed as OpenAI does, '
         "the arguments split across chunks, then finish_reason tool_calls"
     ),
+    "embedding_dimensions": "dimensions of /v1/embeddings vectors when the request names none",
+    "embeddings": "JSON body of /v1/embeddings answers instead of the vectors (a string as is)",
 }
 
 

@@ -1,0 +1,146 @@
+"""The passages of the documents in scope that answer a question: full text, and where an
+embeddings model is configured, full text and vectors together (hybrid).
+
+Full text (assistant/documents/search.py) gives the best CANDIDATES passages sharing the
+question's words. With embeddings, the question's vector ranks passages by cosine too:
+every passage in scope when there are at most SCAN_CHUNKS_MAX of them (a question that
+shares no word with its passage still finds it), else the full-text candidates alone
+(re-ranked). The two rankings are fused by reciprocal rank fusion (RRF): a passage's
+score is the sum over the rankings it is in of 1 / (RRF_K + its rank there).
+
+Vectors are the chunks' own (Chunk.embedding, float32), multiplied with numpy: no
+database extension, the same on SQLite and PostgreSQL. Why, and what it costs, in
+bench/README.md ("Documents"). Should the model service fail, the question is answered
+from full text alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import connection
+
+from assistant.documents.embeddings import EmbeddingError, embed_query, embeddings_enabled, similarities
+from assistant.documents.models import Chunk, Document
+from assistant.documents.search import fulltext, scope_sql
+
+logger = logging.getLogger(__name__)
+
+# Full-text passages considered for fusion, and vector passages likewise.
+CANDIDATES = 50
+# A scope of at most this many passages has every vector compared with the question's
+# (about 18 MB of 1,536-dimension vectors read, a few ms of numpy); a larger one only
+# its full-text candidates'.
+SCAN_CHUNKS_MAX = 3000
+# RRF's constant: the usual 60, which keeps the first ranks of both lists close.
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found for a question. `score` is larger for a better one: the fused RRF
+    score in hybrid retrieval, BM25 (SQLite) or ts_rank_cd (PostgreSQL) in full text."""
+
+    chunk_id: int
+    document_id: uuid.UUID
+    document_name: str
+    page: int | None
+    text: str
+    score: float
+
+
+def retrieve(
+    question: str, *, documents: Iterable[uuid.UUID], collections: Iterable[int], limit: int
+) -> list[Hit]:
+    """The `limit` passages of `documents` (ready, the user's) and of `collections`
+    (already checked as readable) that best answer `question`, best first."""
+    documents, collections = list(documents), list(collections)
+    if limit <= 0 or not (documents or collections) or not question.strip():
+        return []
+    ranking = fulltext(question, documents=documents, collections=collections, limit=max(CANDIDATES, limit))
+    if embeddings_enabled():
+        try:
+            query = embed_query(question)
+        except EmbeddingError:
+            logger.warning("retrieval without vectors: the embeddings model failed")
+        else:
+            nearest = vector_ranking(query, documents, collections, candidates=[pk for pk, _ in ranking])
+            ranking = fused([pk for pk, _ in ranking], [pk for pk, _ in nearest])
+    return _hits(ranking[:limit])
+
+
+def fused(*rankings: list[int]) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of rankings of chunk ids (best first), best first."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, pk in enumerate(ranking, start=1):
+            scores[pk] = scores.get(pk, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _scope_count(documents: list[uuid.UUID], collections: list[int], at_most: int) -> int:
+    """How many passages are in scope, counting no further than `at_most`."""
+    scope, params = scope_sql(documents, collections)
+    chunk, document = Chunk._meta.db_table, Document._meta.db_table
+    sql = f"""
+        SELECT COUNT(*) FROM (
+            SELECT 1 FROM {chunk} c JOIN {document} d ON d.id = c.document_id WHERE {scope} LIMIT %s
+        ) counted
+    """  # noqa: S608 -- table names from the models; every value is a parameter
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, at_most])
+        return cursor.fetchone()[0]
+
+
+def _vectors(
+    size: int, documents: list[uuid.UUID], collections: list[int], chunk_ids: list[int] | None
+) -> list[tuple[int, bytes]]:
+    """(id, vector) of the passages in scope with a vector of `size` bytes (one of the
+    model the question's is from); only those of `chunk_ids` when given."""
+    scope, params = scope_sql(documents, collections)
+    chunk, document = Chunk._meta.db_table, Document._meta.db_table
+    among = f"AND c.id IN ({', '.join(['%s'] * len(chunk_ids))})" if chunk_ids is not None else ""
+    sql = f"""
+        SELECT c.id, c.embedding FROM {chunk} c JOIN {document} d ON d.id = c.document_id
+        WHERE {scope} AND LENGTH(c.embedding) = %s {among}
+    """  # noqa: S608 -- table names from the models; every value is a parameter
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, size, *(chunk_ids or [])])
+        return [(pk, bytes(vector)) for pk, vector in cursor.fetchall()]
+
+
+def vector_ranking(
+    query: bytes, documents: list[uuid.UUID], collections: list[int], *, candidates: list[int]
+) -> list[tuple[int, float]]:
+    """The passages nearest to `query`, best first, as (chunk id, cosine): among all in
+    scope when there are at most SCAN_CHUNKS_MAX, else among `candidates`."""
+    if _scope_count(documents, collections, SCAN_CHUNKS_MAX + 1) <= SCAN_CHUNKS_MAX:
+        rows = _vectors(len(query), documents, collections, None)
+    elif candidates:
+        rows = _vectors(len(query), documents, collections, candidates)
+    else:
+        return []
+    if not rows:
+        return []
+    scores = similarities(query, [vector for _, vector in rows])
+    best = np.argsort(-scores, kind="stable")[:CANDIDATES]
+    return [(rows[i][0], float(scores[i])) for i in best]
+
+
+def _hits(ranking: list[tuple[int, float]]) -> list[Hit]:
+    """The passages of `ranking` with their documents' names, in its order."""
+    if not ranking:
+        return []
+    rows = Chunk.objects.filter(pk__in=[pk for pk, _ in ranking]).values_list(
+        "pk", "document_id", "document__name", "page", "text"
+    )
+    found = {row[0]: row for row in rows}
+    return [
+        Hit(pk, found[pk][1], found[pk][2], found[pk][3], found[pk][4], score)
+        for pk, score in ranking
+        if pk in found
+    ]

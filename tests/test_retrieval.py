@@ -1,0 +1,452 @@
+"""Retrieval of passages: full text on SQLite (umlauts, inflections, ranking, scope, query
+syntax), vectors through the fake upstream's /v1/embeddings, and hybrid retrieval that finds
+a passage sharing no word with the question. PostgreSQL: tests/scaleout/test_retrieval_postgres.py."""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+
+import pytest
+from django.core.files.base import ContentFile
+
+from assistant.documents import retrieval, search
+from assistant.documents.embeddings import (
+    EMBED_BATCH,
+    EmbeddingError,
+    cosine,
+    embed_query,
+    embed_texts,
+    embeddings_enabled,
+)
+from assistant.documents.models import Chunk, Collection, Document
+from assistant.documents.retrieval import retrieve
+from assistant.models import Conversation
+from assistant.providers.errors import ProviderError
+from assistant.providers.openai_compatible import OpenAIEmbeddings
+from tests.helpers.live import free_port
+from tests.helpers.upstream import fake_embedding
+
+EMBEDDINGS_MODEL = "fake-embed"
+
+
+@pytest.fixture(autouse=True)
+def _media(settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+
+
+@pytest.fixture
+def embeddings(settings, upstream):
+    """Embeddings on, from the fake upstream (no retries, short timeouts)."""
+    settings.ASSISTANT_DEMO_MODE = False
+    settings.ASSISTANT_EMBEDDINGS_MODEL = EMBEDDINGS_MODEL
+    settings.OPENAI_BASE_URL = upstream.url
+    settings.OPENAI_API_KEY = "test-key-abc123"
+    settings.OPENAI_MAX_RETRIES = 0
+    settings.OPENAI_TIMEOUT = 2
+    settings.OPENAI_CONNECT_TIMEOUT = 0.5
+    return upstream
+
+
+def make_document(*texts: str, owner=None, collection=None, name="notes.txt", status="ready", vectors=False):
+    """A document with a chunk per text (a page each): the user's in a new conversation of
+    `owner`, or `collection`'s; with vectors from the embeddings model when asked."""
+    conversation = Conversation.objects.create(owner=owner, model="demo") if owner else None
+    document = Document(
+        owner=owner,
+        conversation=conversation,
+        collection=collection,
+        name=name,
+        kind=Document.Kind.TXT,
+        size=len("".join(texts)),
+        sha256="0" * 64,
+        status=status,
+        file=ContentFile("\n\n".join(texts).encode(), name=name),
+    )
+    document.save()
+    embedded = embed_texts(list(texts)) if vectors else [b""] * len(texts)
+    Chunk.objects.bulk_create(
+        Chunk(document=document, ordinal=n, page=n + 1, text=text, embedding=vector)
+        for n, (text, vector) in enumerate(zip(texts, embedded, strict=True))
+    )
+    return document
+
+
+def texts(hits) -> list[str]:
+    return [hit.text for hit in hits]
+
+
+def found(question: str, *, documents=(), collections=(), limit=10) -> list[str]:
+    return texts(
+        retrieve(question, documents=[d.pk for d in documents], collections=collections, limit=limit)
+    )
+
+
+# --- the question as a full-text query -----------------------------------------------------------
+
+
+def test_fts5_expression_quotes_every_word_and_keeps_no_syntax():
+    expression = search.fts5_expression('Kündigung "frist" OR NEAR(a b) x* -y col:z ^w (((')
+
+    assert expression == '"kündigung"* OR "frist"* OR "near"* OR "b" OR "x" OR "y" OR "col" OR "z" OR "w"'
+
+
+def test_query_words_drop_function_words_unless_there_are_only_those():
+    assert search.query_words("Was ist die Übersicht der Verträge?") == ["übersicht", "verträge"]
+    assert search.query_words("Die und das") == ["die", "und", "das"]
+    assert search.query_words("  ?! ") == []
+
+
+def test_query_words_are_bounded():
+    assert len(search.query_words(" ".join(f"wort{n}" for n in range(100)))) == search.QUERY_WORDS_MAX
+
+
+def test_stem_keeps_four_letters():
+    assert search.stem("verträgen") == "verträg"
+    assert search.stem("policies") == "polic"
+    assert search.stem("haus") == "haus"
+
+
+# --- full text on SQLite ----------------------------------------------------------------------
+
+
+def test_fulltext_folds_umlauts_and_case(alice):
+    document = make_document(
+        "Die Übersicht der Kosten", "Eine ubersicht ohne Umlaut", "Nichts davon", owner=alice
+    )
+
+    assert sorted(found("übersicht", documents=[document])) == [
+        "Die Übersicht der Kosten",
+        "Eine ubersicht ohne Umlaut",
+    ]
+    assert sorted(found("UBERSICHT", documents=[document])) == [
+        "Die Übersicht der Kosten",
+        "Eine ubersicht ohne Umlaut",
+    ]
+
+
+def test_fulltext_finds_inflections_and_compounds(alice):
+    document = make_document(
+        "Der Urlaubsantrag geht an die Personalabteilung.",
+        "Alle Verträge liegen im Archiv.",
+        "Die Kantine öffnet um zwölf.",
+        owner=alice,
+    )
+
+    assert found("Urlaub", documents=[document]) == ["Der Urlaubsantrag geht an die Personalabteilung."]
+    assert found("Vertrag", documents=[document]) == ["Alle Verträge liegen im Archiv."]
+    assert found("den Verträgen", documents=[document]) == ["Alle Verträge liegen im Archiv."]
+
+
+def test_fulltext_ranks_passages_with_more_of_the_words_first(alice):
+    document = make_document(
+        "Reisekosten werden erstattet.",
+        "Die Kantine öffnet um zwölf.",
+        "Reisekosten für Bahnfahrten werden nach der Reise erstattet, Hotels nach Beleg.",
+        "Hotels buchen Sie selbst.",
+        owner=alice,
+    )
+
+    hits = retrieve("Reisekosten Bahnfahrten Hotels", documents=[document.pk], collections=[], limit=10)
+
+    assert texts(hits)[0] == "Reisekosten für Bahnfahrten werden nach der Reise erstattet, Hotels nach Beleg."
+    assert set(texts(hits)[1:]) == {"Reisekosten werden erstattet.", "Hotels buchen Sie selbst."}
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    assert hits[0].document_id == document.pk
+    assert hits[0].document_name == "notes.txt"
+    assert hits[0].page == 3
+
+
+def test_fulltext_keeps_to_the_documents_and_collections_in_scope(alice, bob):
+    mine = make_document("Mein Vertrag endet im Mai.", owner=alice)
+    other_conversation = make_document("Ein anderer Vertrag von mir.", owner=alice)
+    bobs = make_document("Bobs Vertrag ist geheim.", owner=bob)
+    handbook = Collection.objects.create(slug="handbook", name="Handbuch")
+    secret = Collection.objects.create(slug="secret", name="Geheim")
+    make_document("Der Vertrag im Handbuch.", collection=handbook)
+    make_document("Der geheime Vertrag.", collection=secret)
+    make_document("Ein Vertrag, noch nicht gelesen.", collection=handbook, status=Document.Status.PROCESSING)
+
+    assert sorted(found("Vertrag", documents=[mine], collections=[handbook.pk])) == [
+        "Der Vertrag im Handbuch.",
+        "Mein Vertrag endet im Mai.",
+    ]
+    assert found("Vertrag", documents=[bobs]) == ["Bobs Vertrag ist geheim."]
+    assert found("Vertrag", collections=[secret.pk]) == ["Der geheime Vertrag."]
+    assert found("Vertrag", documents=[other_conversation]) == ["Ein anderer Vertrag von mir."]
+    assert found("Vertrag") == []
+
+
+def test_fulltext_leaves_out_documents_not_ready(alice):
+    failed = make_document("Vertrag", owner=alice, status=Document.Status.FAILED)
+    queued = make_document("Vertrag", owner=alice, status=Document.Status.QUEUED)
+
+    assert found("Vertrag", documents=[failed, queued]) == []
+
+
+@pytest.mark.parametrize(
+    "question",
+    ['Vertrag "', '"Vertrag""', "Vertrag*", "NEAR(Vertrag Mai)", "Vertrag AND", "OR Vertrag", "-Vertrag",
+     "text:Vertrag", "^Vertrag", "(((Vertrag", "Vertrag'); DROP TABLE assistant_chunk; --", "Vertrag\x00",
+     "{Vertrag}"],
+)  # fmt: skip
+def test_fulltext_syntax_in_the_question_is_only_text(alice, question):
+    document = make_document("Der Vertrag endet im Mai.", "Die Kantine öffnet.", owner=alice)
+
+    assert found(question, documents=[document]) == ["Der Vertrag endet im Mai."]
+    assert Chunk.objects.count() == 2
+
+
+@pytest.mark.parametrize("question", ["", "   ", "?!", "*", '"*"'])
+def test_fulltext_without_words_finds_nothing(alice, question):
+    document = make_document("Der Vertrag endet im Mai.", owner=alice)
+
+    assert found(question, documents=[document]) == []
+
+
+def test_fulltext_limit(alice):
+    document = make_document(*[f"Vertrag Nummer {n}" for n in range(20)], owner=alice)
+
+    assert len(found("Vertrag", documents=[document], limit=6)) == 6
+    assert found("Vertrag", documents=[document], limit=0) == []
+
+
+def test_fulltext_leaves_out_the_commonest_words_over_the_budget(alice, monkeypatch):
+    document = make_document(
+        *[f"Der Vertrag Nummer {n} regelt Arbeitszeit." for n in range(8)],
+        "Der Vertrag regelt die Rufbereitschaft.",
+        "Rufbereitschaft ohne das andere Wort.",
+        owner=alice,
+    )
+    monkeypatch.setattr(search, "MATCH_BUDGET", 4)
+
+    # "vertrag" is in nine passages: left out; "rufbereitschaft" (two) decides.
+    assert sorted(found("Vertrag Rufbereitschaft", documents=[document])) == [
+        "Der Vertrag regelt die Rufbereitschaft.",
+        "Rufbereitschaft ohne das andere Wort.",
+    ]
+    # Both words common: the passages with both of them.
+    assert found("Vertrag Arbeitszeit regelt", documents=[document], limit=20) == [
+        f"Der Vertrag Nummer {n} regelt Arbeitszeit." for n in range(8)
+    ]
+
+
+# --- embeddings -------------------------------------------------------------------------------
+
+
+def test_embeddings_are_off_without_a_model_or_in_demo_mode(settings, embeddings):
+    assert embeddings_enabled()
+    settings.ASSISTANT_DEMO_MODE = True
+    assert not embeddings_enabled()
+    settings.ASSISTANT_DEMO_MODE = False
+    settings.ASSISTANT_EMBEDDINGS_MODEL = ""
+    assert not embeddings_enabled()
+    with pytest.raises(EmbeddingError) as raised:
+        embed_texts(["Text"])
+    assert raised.value.code == "embedding_failed"
+    assert embeddings.requests == []
+
+
+def test_embed_texts_sends_batches_and_returns_unit_float32_vectors(embeddings):
+    given = [f"Text Nummer {n}" for n in range(EMBED_BATCH + 6)] + [""]
+
+    vectors = embed_texts(given)
+
+    assert len(vectors) == len(given)
+    assert {len(vector) for vector in vectors} == {4 * 256}
+    for vector in vectors:
+        values = struct.unpack(f"<{len(vector) // 4}f", vector)
+        assert math.isclose(math.fsum(x * x for x in values), 1.0, rel_tol=1e-5)
+    bodies = [request["body"] for request in embeddings.requests]
+    assert [request["path"] for request in embeddings.requests] == ["/v1/embeddings"] * 2
+    assert [len(body["input"]) for body in bodies] == [EMBED_BATCH, 7]
+    assert {body["model"] for body in bodies} == {EMBEDDINGS_MODEL}
+    assert bodies[1]["input"][-1] == " "  # the API refuses an empty input
+    assert vectors[0] == embed_texts(["Text Nummer 0"])[0]  # deterministic, in order
+
+
+def test_embed_query_rewards_related_text(embeddings):
+    question = embed_query("Wie viele Ferientage habe ich?")
+    related, unrelated = embed_texts(
+        ["Der Urlaubsanspruch beträgt 30 Arbeitstage.", "Die Kantine öffnet um zwölf."]
+    )
+
+    assert cosine(question, related) > 0.2 > cosine(question, unrelated)
+    assert cosine(question, question) == pytest.approx(1.0)
+    assert cosine(question, b"") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "retryable"),
+    [({"status": 500}, True), ({"status": 401}, False), ({"status": 404}, False), ({"status": 429}, True)],
+)
+def test_embed_texts_raises_embedding_failed_on_upstream_errors(embeddings, behaviour, retryable):
+    embeddings.set(**behaviour)
+
+    with pytest.raises(EmbeddingError) as raised:
+        embed_texts(["Text"])
+
+    assert raised.value.code == "embedding_failed"
+    assert raised.value.retryable is retryable
+    assert raised.value.message
+
+
+def _base64(*values: float) -> str:
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        {"object": "list", "data": []},
+        {"data": [{"index": 0, "embedding": _base64(1, 0)}, {"index": 1, "embedding": _base64(1, 0)}]},
+        {"data": [{"index": 3, "embedding": _base64(1, 0)}]},
+        {"data": [{"index": 0, "embedding": "%%% not base64"}]},
+        {"data": [{"index": 0, "embedding": base64.b64encode(b"abc").decode()}]},
+        {"data": [{"index": 0, "embedding": _base64(0, 0, 0)}]},
+        {"data": [{"index": 0, "embedding": _base64(float("nan"), 1)}]},
+        {"data": [{"index": 0, "embedding": ["x", 1]}]},
+        {"data": [{"index": 0, "embedding": [1e300, 1]}]},
+        {"data": [{"index": 0, "embedding": None}]},
+    ],
+)
+def test_embed_texts_refuses_unusable_answers(embeddings, body):
+    embeddings.set(embeddings=body)
+
+    with pytest.raises(EmbeddingError) as raised:
+        embed_texts(["Text"])
+
+    assert raised.value.code == "embedding_failed"
+
+
+def test_embed_texts_takes_vectors_as_floats_too(embeddings):
+    embeddings.set(embeddings={"data": [{"index": 0, "embedding": [3.0, 4.0]}]})
+
+    (vector,) = embed_texts(["Text"])
+
+    assert struct.unpack("<2f", vector) == pytest.approx((0.6, 0.8))
+
+
+# --- hybrid retrieval -------------------------------------------------------------------------
+
+PASSAGES = (
+    "Der Urlaubsanspruch beträgt 30 Arbeitstage im Kalenderjahr.",
+    "Die Kantine öffnet um zwölf und schließt um zwei.",
+    "Reisekosten werden nach der Reise gegen Beleg erstattet.",
+    "Das Passwort muss alle 90 Tage geändert werden.",
+    "Die Kündigungsfrist beträgt drei Monate zum Quartalsende.",
+)
+QUESTION = "Wie viele Ferientage habe ich?"  # no word in common with the first passage
+
+
+def test_hybrid_finds_a_passage_that_shares_no_word_with_the_question(embeddings, alice):
+    document = make_document(*PASSAGES, owner=alice, vectors=True)
+
+    hits = retrieve(QUESTION, documents=[document.pk], collections=[], limit=3)
+
+    assert texts(hits)[0] == PASSAGES[0]
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    assert embeddings.requests[-1]["body"]["input"] == [QUESTION]
+
+
+def test_full_text_alone_does_not_find_it(settings, embeddings, alice):
+    document = make_document(*PASSAGES, owner=alice, vectors=True)
+    settings.ASSISTANT_EMBEDDINGS_MODEL = ""
+
+    assert found(QUESTION, documents=[document]) == []
+
+
+def test_hybrid_fuses_full_text_and_vectors(embeddings, alice):
+    document = make_document(*PASSAGES, owner=alice, vectors=True)
+
+    hits = retrieve("Kündigungsfrist Passwort", documents=[document.pk], collections=[], limit=5)
+
+    assert set(texts(hits)[:2]) == {PASSAGES[3], PASSAGES[4]}
+
+
+def test_hybrid_keeps_to_the_scope(embeddings, alice, bob):
+    mine = make_document(*PASSAGES[1:], owner=alice, vectors=True)
+    make_document(PASSAGES[0], owner=bob, vectors=True)
+    handbook = Collection.objects.create(slug="handbook", name="Handbuch")
+    make_document(PASSAGES[0], collection=handbook, vectors=True)
+
+    assert PASSAGES[0] not in found(QUESTION, documents=[mine])
+    assert found(QUESTION, documents=[mine], collections=[handbook.pk])[0] == PASSAGES[0]
+
+
+def test_hybrid_over_a_large_scope_reranks_the_full_text_candidates(embeddings, alice, monkeypatch):
+    document = make_document(*PASSAGES, owner=alice, vectors=True)
+    monkeypatch.setattr(retrieval, "SCAN_CHUNKS_MAX", 2)
+
+    assert found(QUESTION, documents=[document]) == []
+    assert set(found("Urlaubsanspruch Kantine", documents=[document])) == {PASSAGES[0], PASSAGES[1]}
+
+
+def test_hybrid_ignores_vectors_of_another_model(embeddings, alice):
+    document = make_document(*PASSAGES, owner=alice, vectors=True)
+    Chunk.objects.filter(document=document).update(embedding=struct.pack("<3f", 1, 0, 0))
+
+    assert found(QUESTION, documents=[document]) == []
+
+
+def test_hybrid_falls_back_to_full_text_when_the_model_fails(embeddings, alice):
+    document = make_document(*PASSAGES, owner=alice, vectors=True)
+    embeddings.set(status=503)
+
+    assert found(QUESTION, documents=[document]) == []
+    assert found("Passwort", documents=[document]) == [PASSAGES[3]]
+
+
+# --- the provider's embed() --------------------------------------------------------------------
+
+
+def embeddings_at(url: str) -> OpenAIEmbeddings:
+    return OpenAIEmbeddings(api_key="test-key-abc123", base_url=url, max_retries=0, timeout=2, connect=0.5)
+
+
+def test_provider_embed_returns_the_vectors_in_order(upstream):
+    vectors = embeddings_at(upstream.url).embed(["eins", "zwei"], model=EMBEDDINGS_MODEL)
+
+    assert [struct.unpack("<256f", vector) for vector in vectors] == [
+        pytest.approx(fake_embedding("eins"), abs=1e-6),
+        pytest.approx(fake_embedding("zwei"), abs=1e-6),
+    ]
+    assert upstream.requests[-1]["headers"]["authorization"] == "Bearer test-key-abc123"
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error_type"),
+    [
+        ({"status": 401}, "auth_failed"),
+        ({"models": ["another-model"]}, "model_not_found"),
+        ({"status": 429}, "rate_limited"),
+        ({"status": 500}, "upstream_unavailable"),
+        ({"status": 400}, "bad_request"),
+        ({"embeddings": "not json"}, "upstream_error"),
+    ],
+)
+def test_provider_embed_maps_failures(upstream, behaviour, error_type):
+    upstream.set(**behaviour)
+
+    with pytest.raises(ProviderError) as raised:
+        embeddings_at(upstream.url).embed(["eins"], model=EMBEDDINGS_MODEL)
+
+    assert raised.value.type == error_type
+
+
+def test_provider_embed_times_out(upstream):
+    upstream.set(ttft=1)
+
+    with pytest.raises(ProviderError) as raised:
+        embeddings_at(upstream.url).embed(["eins"], model=EMBEDDINGS_MODEL, timeout=0.2)
+
+    assert raised.value.type == "timeout"
+
+
+def test_provider_embed_without_a_server_is_unavailable():
+    with pytest.raises(ProviderError) as raised:
+        embeddings_at(f"http://127.0.0.1:{free_port()}/v1").embed(["eins"], model=EMBEDDINGS_MODEL)
+
+    assert raised.value.type == "upstream_unavailable"
