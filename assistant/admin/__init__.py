@@ -7,14 +7,15 @@
     access_log.py     the access log, append-only, exportable as CSV
     starters.py       the example prompts of a new chat, edited by administrators
     assistants.py     the company assistants and their versions (read-only once saved)
+    documents.py      knowledge collections and documents (a user's behind a reason)
 
-Importing the package registers the five admins and names the site.
+Importing the package registers the admins and names the site.
 """
 
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from assistant.admin import access_log, assistants, conversations, messages, starters  # noqa: F401 - registers the admins
+from assistant.admin import access_log, assistants, conversations, documents, messages, starters  # noqa: F401 - registers the admins
 from assistant.forms import AdminLoginForm
 
 # The admin's login counts and limits failed logins like the login page (assistant.throttle).

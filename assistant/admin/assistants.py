@@ -107,7 +107,13 @@ class AssistantForm(forms.ModelForm):
 
     class Meta:
         model = Assistant
-        fields = ["slug", "active", "position", "everyone", "groups", "users"]
+        fields = ["slug", "active", "position", "everyone", "groups", "users", "collections"]
+        help_texts = {
+            "collections": _(
+                "Its answers may draw on these collections' documents, for the people who may read "
+                "them: a user who may not read a collection gets nothing from it."
+            ),
+        }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -208,7 +214,7 @@ class AssistantAdmin(admin.ModelAdmin):
     list_filter = ["active", "everyone"]
     search_fields = ["slug", "current__name"]
     ordering = ["position", "slug"]
-    filter_horizontal = ["groups", "users"]
+    filter_horizontal = ["groups", "users", "collections"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", "icon", "active", "position"]}),
         (
@@ -216,6 +222,7 @@ class AssistantAdmin(admin.ModelAdmin):
             {"fields": ["instructions", "model", "temperature", "max_tokens", "starters", "phases"]},
         ),
         (_("Who may use it"), {"fields": ["everyone", "groups", "users"]}),
+        (_("Knowledge it draws on"), {"fields": ["collections"]}),
     ]
 
     def get_queryset(self, request) -> QuerySet[Assistant]:
