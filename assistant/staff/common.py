@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Max, Min, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from assistant.generation import leases
-from assistant.models import Conversation, Message
+from assistant.models import Chunk, Conversation, Document, Message
 
 
 class StaffError(Exception):
@@ -134,6 +134,41 @@ def atomic_output(path: str | Path) -> Iterator[TextIO]:
 
 
 @dataclass
+class DocumentCounts:
+    """The documents of some conversations: files, passages (chunks) and their vectors."""
+
+    documents: int = 0
+    chunks: int = 0
+    vectors: int = 0
+
+    def __add__(self, other: DocumentCounts) -> DocumentCounts:
+        return DocumentCounts(
+            self.documents + other.documents, self.chunks + other.chunks, self.vectors + other.vectors
+        )
+
+    def parameters(self, suffix: str = "") -> dict[str, int]:
+        """For a DeletionRecord's parameters (`documents`, `chunks`, `vectors` + suffix)."""
+        return {
+            f"documents{suffix}": self.documents,
+            f"chunks{suffix}": self.chunks,
+            f"vectors{suffix}": self.vectors,
+        }
+
+
+def documents_of(conversations: QuerySet[Conversation]) -> QuerySet[Document]:
+    """The documents uploaded into `conversations`."""
+    return Document.objects.filter(conversation__in=conversations.values("pk"))
+
+
+def document_counts(documents: QuerySet[Document]) -> DocumentCounts:
+    """`documents` (each one file), their chunks and vectors, counted now in two queries."""
+    chunks = Chunk.objects.filter(document__in=documents.values("pk")).aggregate(
+        chunks=Count("pk"), vectors=Count("pk", filter=~Q(embedding=b""))
+    )
+    return DocumentCounts(documents.count(), chunks["chunks"], chunks["vectors"])
+
+
+@dataclass
 class DeletionSummary:
     """What a deletion removed (or would remove): counts and the range of last activity."""
 
@@ -142,9 +177,16 @@ class DeletionSummary:
     oldest: datetime | None = None
     newest: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The conversations' documents (uploaded files) with their chunks and vectors.
+    documents: DocumentCounts = field(default_factory=DocumentCounts)
 
     def add(
-        self, conversations: int, messages: int, oldest: datetime | None, newest: datetime | None
+        self,
+        conversations: int,
+        messages: int,
+        oldest: datetime | None,
+        newest: datetime | None,
+        documents: DocumentCounts | None = None,
     ) -> None:
         self.conversations += conversations
         self.messages += messages
@@ -152,13 +194,21 @@ class DeletionSummary:
             self.oldest = min(self.oldest or oldest, oldest)
         if newest is not None:
             self.newest = max(self.newest or newest, newest)
+        if documents is not None:
+            self.documents += documents
 
 
 def deletion_summary(conversations: QuerySet[Conversation]) -> DeletionSummary:
     """What deleting `conversations` removes, counted now; changes nothing."""
     ranges = conversations.aggregate(count=Count("pk"), oldest=Min("updated_at"), newest=Max("updated_at"))
     messages = Message.objects.filter(conversation__in=conversations.values("pk")).count()
-    return DeletionSummary(ranges["count"], messages, ranges["oldest"], ranges["newest"])
+    return DeletionSummary(
+        ranges["count"],
+        messages,
+        ranges["oldest"],
+        ranges["newest"],
+        documents=document_counts(documents_of(conversations)),
+    )
 
 
 def user_streams_end(*, user) -> int:

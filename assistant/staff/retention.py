@@ -2,7 +2,10 @@
 
 "Older than" is last activity (`Conversation.updated_at`); a conversation with an answer
 streaming is kept. Each batch is deleted in one transaction with the `DeletionRecord` it
-adds to, so the record always matches what is gone.
+adds to, so the record always matches what is gone. The documents uploaded into them go
+with them: their chunks and vectors in the same transaction, their files from storage
+once it commits (the documents' post_delete); the record counts documents, chunks and
+vectors in its parameters.
 """
 
 from __future__ import annotations
@@ -14,10 +17,19 @@ from django.db import transaction
 from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
+# Its post_delete removes a deleted document's file from storage once the deletion commits:
+# imported here too, so that a command that deletes documents has it connected.
+from assistant.documents import ingest as _document_files  # noqa: F401
 from assistant.events.publish import replay_log
 from assistant.events.wire import channel_for
 from assistant.models import Conversation, DeletionRecord, Message
-from assistant.staff.common import DeletionSummary, StaffError, deletion_summary
+from assistant.staff.common import (
+    DeletionSummary,
+    StaffError,
+    deletion_summary,
+    document_counts,
+    documents_of,
+)
 
 RETENTION_BATCH = 500
 
@@ -59,7 +71,7 @@ def retention_purge(
     now: datetime | None = None,
     on_batch: Callable[[DeletionSummary], None] | None = None,
 ) -> tuple[DeletionSummary, DeletionRecord | None]:
-    """Delete conversations (with their messages) inactive for more than `days` days.
+    """Delete conversations (with their messages and documents) inactive for more than `days` days.
 
     In batches of `batch_size` conversations, each in its own transaction together with
     the `DeletionRecord` it adds to, so the record always matches what is gone even if
@@ -82,18 +94,22 @@ def retention_purge(
                 break
             batch = retention_candidates(cutoff=cutoff).filter(pk__in=ids)
             ranges = batch.aggregate(oldest=Min("updated_at"), newest=Max("updated_at"))
+            # Their documents go by cascade (the chunks, vectors and full-text rows with
+            # them), each document's file from storage once this commits.
+            documents = document_counts(documents_of(batch))
             _total, deleted = batch.delete()
             conversations = deleted.get(Conversation._meta.label, 0)
             messages = deleted.get(Message._meta.label, 0)
             if not conversations:
                 break  # cannot happen under the lock; never loop on it
-            summary.add(conversations, messages, ranges["oldest"], ranges["newest"])
+            summary.add(conversations, messages, ranges["oldest"], ranges["newest"], documents)
             if record is None:
                 record = DeletionRecord(
                     kind=DeletionRecord.Kind.RETENTION,
                     actor=actor[:150],
                     parameters={"older_than_days": days, "cutoff": cutoff.isoformat()},
                 )
+            record.parameters.update(summary.documents.parameters())
             record.conversations, record.messages = summary.conversations, summary.messages
             record.oldest, record.newest = summary.oldest, summary.newest
             record.save()

@@ -3,7 +3,9 @@
 The erasure leaves the reviewers' accountability record (the access log, anonymised) and
 the usage totals (anonymised per day, model and assistant), and a `DeletionRecord`
 without names. A person's personal instructions (`Preferences`) are their data like
-their conversations: exported, and erased with them.
+their conversations: exported, and erased with them. So are the documents they uploaded:
+exported with their metadata and their text as stored (the passages), erased with their
+chunks, vectors and files (the files leave storage once the erasure commits).
 """
 
 from __future__ import annotations
@@ -12,13 +14,25 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
+# Its post_delete removes a deleted document's file from storage once the deletion commits:
+# imported here too, so that a command that deletes documents has it connected.
+from assistant.documents import ingest as _document_files  # noqa: F401
 from assistant.events.publish import replay_log
 from assistant.events.wire import channel_for
-from assistant.models import AccessLog, AssistantVersion, DeletionRecord, Message, Preferences, UsageRecord
-from assistant.staff.common import DeletionSummary, deletion_summary, user_streams_end
+from assistant.models import (
+    AccessLog,
+    AssistantVersion,
+    Chunk,
+    DeletionRecord,
+    Document,
+    Message,
+    Preferences,
+    UsageRecord,
+)
+from assistant.staff.common import DeletionSummary, deletion_summary, document_counts, user_streams_end
 from assistant.staff.export import (
     EXPORT_CHUNK,
     conversation_export_json,
@@ -64,9 +78,10 @@ USER_DATA_EXPORT_REASON = "the user's own data, at their request (GDPR Art. 15)"
 def user_data_export(*, user, actor: str) -> dict[str, Any]:
     """Everything stored about `user`: the account (no password hash), their personal
     instructions, their conversations with every message (each with the assistant it ran
-    with and the personal instructions it started with), the feedback they gave, and the
-    access log entries about them (their transcripts opened by reviewers) and by them
-    (transcripts they opened).
+    with and the personal instructions it started with), the documents they uploaded
+    (metadata and text, passage by passage), the feedback they gave, and the access log
+    entries about them (their transcripts opened by reviewers) and by them (transcripts
+    they opened).
 
     Reading their conversations for this goes on the access log first, by `actor`.
     """
@@ -81,6 +96,14 @@ def user_data_export(*, user, actor: str) -> dict[str, Any]:
         for conversation in batch
     ]
     feedback = Message.objects.filter(conversation__owner=user, feedback__isnull=False).order_by("pk")
+    # Read after their conversations went on the access log (the documents are theirs).
+    documents = (
+        _documents(user)
+        .order_by("created_at", "pk")
+        .prefetch_related(
+            Prefetch("chunks", queryset=Chunk.objects.order_by("ordinal").only("document_id", "page", "text"))
+        )
+    )
     return {
         "exported_at": timezone.now().isoformat(),
         "account": {
@@ -98,6 +121,7 @@ def user_data_export(*, user, actor: str) -> dict[str, Any]:
         },
         "preferences": _preferences_json(user),
         "conversations": [conversation_export_json(c) for c in conversations],
+        "documents": [_document_json(d) for d in documents.iterator(chunk_size=EXPORT_CHUNK)],
         "feedback": [
             {"conversation_id": str(m.conversation_id), **message_export_json(m)}
             for m in feedback.iterator(chunk_size=EXPORT_CHUNK)
@@ -113,8 +137,34 @@ def user_data_export(*, user, actor: str) -> dict[str, Any]:
     }
 
 
+def _document_json(document: Document) -> dict[str, Any]:
+    """A document they uploaded: its metadata and its text as stored, passage by passage
+    (with the page each starts on; neighbouring passages overlap a little)."""
+    return {
+        "id": str(document.pk),
+        "name": document.name,
+        "kind": document.kind,
+        "size": document.size,
+        "sha256": document.sha256,
+        "status": document.status,
+        "pages": document.pages,
+        "error_code": document.error_code or None,
+        "conversation_id": str(document.conversation_id),
+        "created_at": document.created_at.isoformat(),
+        "passages": [{"page": chunk.page, "text": chunk.text} for chunk in document.chunks.all()],
+    }
+
+
+def _documents(user) -> QuerySet[Document]:
+    """Their documents: those of their conversations, and any they own elsewhere."""
+    return Document.objects.filter(
+        Q(conversation__in=conversations_select(owner=user).values("pk")) | Q(owner=user)
+    )
+
+
 def _user_summary(user) -> DeletionSummary:
     summary = deletion_summary(conversations_select(owner=user))
+    summary.documents = document_counts(_documents(user))
     summary.extra = {
         "feedback": Message.objects.filter(conversation__owner=user, feedback__isnull=False).count(),
         "streaming_answers": Message.objects.filter(
@@ -136,8 +186,8 @@ def user_data_preview(*, user) -> DeletionSummary:
 def user_data_delete(
     *, user, actor: str, keep_account: bool = False
 ) -> tuple[DeletionSummary, DeletionRecord]:
-    """Erase `user`'s conversations and messages and their personal instructions, anonymise
-    the access log and the usage record, delete the account.
+    """Erase `user`'s conversations, messages, documents and personal instructions,
+    anonymise the access log and the usage record, delete the account.
 
     Streaming answers are stopped first (wherever they generate; that process finds the
     row gone and ends quietly). Assistant versions they saved keep their content and name
@@ -145,14 +195,18 @@ def user_data_delete(
     record, with the person named "deleted user #<id>" and unlinked. Their usage rows
     become counted rows per day, model and assistant without user or message
     (`usage_anonymise`), so usage totals do not change. With `keep_account` the account
-    stays as it is (only its data goes). The `DeletionRecord` holds counts, the range of
-    last activity and the user's id, never names or content.
+    stays as it is (only its data goes). The `DeletionRecord` holds counts (documents,
+    chunks and vectors among them), the range of last activity and the user's id, never
+    names or content.
     """
     user_streams_end(user=user)
     with transaction.atomic():
         summary = _user_summary(user)
         conversation_ids = list(conversations_select(owner=user).values_list("pk", flat=True))
         conversations_select(owner=user).delete()
+        # Their documents went with their conversations (chunks and vectors too; each
+        # file leaves storage once this commits); any left owned elsewhere go here.
+        Document.objects.filter(owner=user).delete()
         # Also when the account stays (with it, they would go anyway).
         Preferences.objects.filter(user=user).delete()
         name = _deleted_name(user)
@@ -175,6 +229,7 @@ def user_data_delete(
                 + summary.extra["access_log_by_them"],
                 "usage_answers_anonymised": summary.extra["usage_answers"],
                 "preferences_deleted": summary.extra["preferences"],
+                **summary.documents.parameters("_deleted"),
             },
         )
         if not keep_account:
