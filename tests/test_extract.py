@@ -385,6 +385,38 @@ def test_pdf_whose_page_tree_understates_its_pages_is_still_refused():
     assert calls == []
 
 
+def test_pdf_drawing_text_is_read():
+    # The hand-made page the next test inflates: its text does come out.
+    pages = extract(
+        io.BytesIO(
+            samples.pdf_drawing(b"BT /F1 12 Tf 72 720 Td (Hallo Welt, " + b"gro\\337e " * 5 + b") Tj ET")
+        ),
+        "pdf",
+        max_pages=10,
+    )
+
+    assert pages[0].text.startswith("Hallo Welt, große große")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"BT /F1 12 Tf 72 720 Td (Hallo Welt) Tj ET\n" + b" " * (70 << 20),  # inflates to 70 MB
+        b"BT /F1 12 Tf 72 720 Td " + b"(a) Tj " * 600_000 + b"ET",  # 1.2 million tokens
+    ],
+    ids=["inflating", "instructions"],
+)
+def test_pdf_page_that_inflates_far_beyond_a_page_is_not_read(content):
+    data = samples.pdf_drawing(content)
+    assert len(data) < 100_000
+
+    with samples.deadline(8), pytest.raises(IngestError) as raised:
+        extract(io.BytesIO(data), "pdf", max_pages=10)
+
+    # The one page cannot be read: a document of unreadable pages is damaged.
+    assert raised.value.code == "damaged"
+
+
 def test_page_limit_admits_exactly_the_limit():
     assert len(read(samples.text_pdf(3), "a.pdf", max_pages=3)[1]) == 3
     assert refusal(samples.text_pdf(4), "a.pdf", max_pages=3).code == "too_many_pages"

@@ -66,6 +66,11 @@ ZIP_MAX_ENTRIES = 10_000
 ZIP_MAX_CENTRAL_DIRECTORY = 4 * 1024 * 1024
 # Below this many characters a page on average, a PDF is a scan (or pictures of text).
 PDF_MIN_CHARS_PER_PAGE = 20
+# pypdf's limits, tighter than its defaults (75 MB a stream, 2 million tokens a content
+# stream): each stream it inflates and each page's drawing instructions. A dense page of
+# text inflates to kilobytes and takes a few thousand tokens; pypdf spends some 50 µs a
+# token, so its defaults let one crafted page of a 70 KB file take seconds of CPU.
+PDF_LIMITS = {"zlib_maximum_output_length": 20 * 1024 * 1024, "stream_parsing_work_maximum_count": 250_000}
 # All the text one document may give (a 2,000-page book has about 5 million characters).
 MAX_TEXT_CHARS = 10_000_000
 # Cells one workbook may give (each row's empty cells counted too: they cost as much).
@@ -365,6 +370,14 @@ def _read_bounded(file: BinaryIO) -> bytes:
 
 
 def _read_pdf(file: BinaryIO, max_pages: int, report: Progress, budget: _Budget) -> list[Page]:
+    from pypdf import apply_configuration
+
+    # The limits hold for this thread's context only (a context variable).
+    with apply_configuration(**PDF_LIMITS):
+        return _read_pdf_pages(file, max_pages, report, budget)
+
+
+def _read_pdf_pages(file: BinaryIO, max_pages: int, report: Progress, budget: _Budget) -> list[Page]:
     from pypdf import PdfReader
 
     # pypdf raises whatever a hostile or broken file leads it to (its own errors, but also

@@ -141,6 +141,24 @@ def many_pages_pdf(count: int = 10_000, *, declared: int | None = None) -> bytes
     return _pdf_from_objects(objects)
 
 
+def pdf_drawing(content: bytes) -> bytes:
+    """A one-page PDF whose page draws `content` (its content stream, deflated): a few
+    kilobytes can inflate to megabytes of instructions."""
+    import zlib
+
+    deflated = zlib.compress(content, 9)
+    return _pdf_from_objects(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Count 1 /Kids [3 0 R] >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(deflated), deflated),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ]
+    )
+
+
 def truncated(data: bytes, *, keep: float = 0.5) -> bytes:
     """The first part of a file, as an interrupted download or copy leaves it."""
     return data[: int(len(data) * keep)]
@@ -381,8 +399,9 @@ def zip_of_many_entries(count: int = 10_001) -> bytes:
 # --- Running hostile input --------------------------------------------------------------
 
 
-class Hung(Exception):
-    """Extraction ran past its deadline."""
+class Hung(BaseException):
+    """Extraction ran past its deadline. A BaseException, like KeyboardInterrupt: the
+    readers turn every Exception of a library into "damaged", and would hide it."""
 
 
 @contextlib.contextmanager
