@@ -1,8 +1,9 @@
 """Request bodies are refused by their size before they are read, and streamed ones as
 soon as they pass it.
 
-One limit per path (`body_limit`): DATA_UPLOAD_MAX_MEMORY_SIZE for every path today; a
-path that takes files would name its own limit there. Two places apply it:
+One limit per path (`body_limit`): DATA_UPLOAD_MAX_MEMORY_SIZE for every path but the
+one that takes files, a conversation's documents, whose limit is a file of
+ASSISTANT_UPLOAD_MAX_BYTES with its multipart framing. Two places apply it:
 
 - under daphne, the Twisted layer (config/fastpaths/daphne.py): Twisted receives a
   whole body before daphne hands the request to the application, and daphne then puts
@@ -17,6 +18,8 @@ Either way the answer is the API's JSON error, 413 `too_large`, with Connection:
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
@@ -26,9 +29,18 @@ from assistant.middleware import add_security_headers
 # Any declared length with more digits is over every limit (and int64); fewer are parsed.
 LENGTH_DIGITS_MAX = 18
 
+# Uploads (config/urls.py, api_conversation_documents): the file and, around it, the
+# multipart boundaries and part headers with a long file name.
+UPLOAD_PATH = re.compile(
+    r"/api/conversations/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/documents/"
+)
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
 
 def body_limit(path: str) -> int:
     """The largest request body, in bytes, that a request to `path` may send."""
+    if UPLOAD_PATH.fullmatch(path):
+        return settings.ASSISTANT_UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD_BYTES
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, register_converter
 
-from assistant.views import api, exports, health_checks, pages
+from assistant.views import api, documents, exports, health_checks, pages
 
 
 class IdConverter:
@@ -69,6 +69,14 @@ urlpatterns = [
         api.conversation_events,
         name="conversation_events",
     ),
+    path(
+        "api/conversations/<uuid:conversation_id>/documents/",
+        documents.conversation_documents,
+        name="api_conversation_documents",
+    ),
+    path("api/documents/<uuid:document_id>/", documents.document_api, name="api_document"),
+    path("documents/<uuid:document_id>/file", documents.document_file, name="document_file"),
+    path("api/messages/<id:message_id>/sources/", documents.message_sources, name="api_message_sources"),
     path("api/messages/<id:message_id>/cancel/", api.message_cancel, name="api_message_cancel"),
     path("api/messages/<id:message_id>/retry/", api.message_retry, name="api_message_retry"),
     path("api/messages/<id:message_id>/continue/", api.message_continue, name="api_message_continue"),

@@ -13,7 +13,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import translation
 
 from assistant import review
@@ -47,6 +47,16 @@ def django_db_setup(django_db_setup, django_db_blocker):
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _media_root(tmp_path_factory) -> Iterator[Path]:
+    """Uploaded files go to a temporary folder: in this process, and in every daphne the
+    tests start (live_env passes MEDIA_ROOT on). Autouse and session-wide, so it is in
+    place before the session's daphne starts."""
+    root = tmp_path_factory.mktemp("media")
+    with override_settings(MEDIA_ROOT=str(root)):
+        yield root
 
 
 @pytest.fixture(autouse=True)

@@ -125,6 +125,11 @@ async def _supervise(first_heartbeat: asyncio.Future) -> None:
                     channel_for(conversation_id),
                     [("error", error_payload(message_id, interrupted_error()))],
                 )
+            # Documents a gone process left unread: read again here (imported late: the
+            # readers bring extraction libraries that nothing else here needs).
+            from assistant.documents.worker import documents_recover
+
+            await sync_to_async(documents_recover)()
         except Exception:
             logger.exception("heartbeat failed")
         if not first_heartbeat.done():
