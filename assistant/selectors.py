@@ -30,6 +30,8 @@ from django.db.models import (
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from assistant.documents.conversation_vectors import ConversationVector, conversation_vectors_catch_up
+from assistant.documents.embeddings import EmbeddingError, embed_query, embeddings_enabled, similarities
 from assistant.errors import ServiceError, found_or_404
 from assistant.events.log import EventsUnavailable
 from assistant.events.publish import replay_log
@@ -318,10 +320,17 @@ def snippet_parts(text: str, query: str) -> list[dict[str, Any]]:
     """The text around the first match of `query`, as parts `{"text", "match"}`, every match
     in it marked: a client shows them as text, never as HTML. Whitespace runs become one
     space; "…" stands for text left out. Empty when the text does not contain `query`."""
-    pattern = re.compile(re.escape(query), re.IGNORECASE)
+    return _snippet(text, re.compile(re.escape(query), re.IGNORECASE))
+
+
+def _snippet(text: str, pattern: re.Pattern[str], *, or_beginning: bool = False) -> list[dict[str, Any]]:
+    """snippet_parts for the matches of `pattern`; without any, empty, or with
+    `or_beginning` the text's beginning."""
     first = pattern.search(text)
     if first is None:
-        return []
+        if not or_beginning or not text.strip():
+            return []
+        first = re.compile(r"\A\s*").match(text)
     start = max(0, first.start() - SNIPPET_BEFORE)
     if start and (space := _SPACE.search(text, start, first.start())):
         start = space.end()  # at a word's beginning
@@ -332,6 +341,8 @@ def snippet_parts(text: str, query: str) -> list[dict[str, Any]]:
     pieces: list[tuple[str, bool]] = [("…", False)] if start else []
     position = start
     for match in pattern.finditer(text, start, end):
+        if match.end() == match.start():
+            continue
         pieces += [(text[position : match.start()], False), (match.group(), True)]
         position = match.end()
     pieces += [(text[position:end], False), ("…" if end < len(text) else "", False)]
@@ -367,7 +378,20 @@ def _conversations_search(
 ) -> ConversationPage:
     """`conversations` whose title or messages contain `query`, ranked in one query: title
     matches first, then more matching messages, then the more recent; with each one's
-    first matching message for its snippet (docs/architecture.md, "Search")."""
+    first matching message for its snippet (docs/architecture.md, "Search").
+
+    Where an embeddings model is configured, by meaning too (_conversations_by_meaning)."""
+    if embeddings_enabled():
+        found = _conversations_by_meaning(conversations, user=user, query=query, limit=limit, before=before)
+        if found is not None:
+            return found
+    return _conversations_containing(conversations, user=user, query=query, limit=limit, before=before)
+
+
+def _conversations_containing(
+    conversations: QuerySet[Conversation], *, user, query: str, limit: int, before: str
+) -> ConversationPage:
+    """The full-text search of _conversations_search."""
     matching = Message.objects.filter(text_matches("content", query))
     in_conversation = matching.filter(conversation=OuterRef("pk"))
     conversations = conversations.filter(
@@ -401,6 +425,98 @@ def _conversations_search(
         rows[:limit],
         _search_cursor(rows[limit - 1]) if len(rows) > limit else None,
         {row.pk: snippet_parts(row.first_text or "", query) for row in rows[:limit]},
+    )
+
+
+# --- search by meaning ------------------------------------------------------------------------
+
+# A conversation whose vector's cosine with the search's is below this is not found by
+# meaning (full text may still find it). Unrelated texts score about 0.0-0.2 with current
+# embeddings models (OpenAI's text-embedding-3, the fake upstream's), related ones more.
+SEMANTIC_MIN_SIMILARITY = 0.25
+# At most this many conversations found by meaning, and by full text, are fused.
+SEMANTIC_RESULTS_MAX = 50
+FULLTEXT_RESULTS_MAX = 500
+# Reciprocal rank fusion's constant (as assistant/documents/retrieval.py).
+SEARCH_RRF_K = 60
+_SEMANTIC_CURSOR = re.compile(r"s(\d{1,6})")
+_SEARCH_WORD = re.compile(r"[^\W_]{3,}")
+
+
+@functools.lru_cache(maxsize=256)
+def _search_vector(model: str, query: str) -> bytes:
+    """The vector of a search (typed again, paged through: asked for once)."""
+    return embed_query(query)
+
+
+def _conversations_by_meaning(
+    conversations: QuerySet[Conversation], *, user, query: str, limit: int, before: str
+) -> ConversationPage | None:
+    """`conversations` found by full text (as _conversations_containing ranks them) and by
+    meaning (the cosine of their vectors with the search's, SEMANTIC_MIN_SIMILARITY at
+    least), fused by reciprocal rank; None when the model service fails, for full text
+    alone. The cursor is the position in the fused list ("s<n>"). A conversation found by
+    meaning alone has the beginning of its first question as its snippet, the search's
+    words in it marked. Stale vectors of the user's are queued (conversation_vectors)."""
+    offset = 0
+    if before:
+        if not (cursor := _SEMANTIC_CURSOR.fullmatch(before)):
+            raise ServiceError(400, "invalid", _("before: Not a position in the list."))
+        offset = int(cursor.group(1))
+    try:
+        vector = _search_vector(settings.ASSISTANT_EMBEDDINGS_MODEL, query)
+    except EmbeddingError:
+        return None
+    conversation_vectors_catch_up(user, conversations)
+    literal = _conversations_containing(
+        conversations, user=user, query=query, limit=FULLTEXT_RESULTS_MAX, before=""
+    )
+    stored = list(
+        ConversationVector.objects.filter(
+            conversation__in=conversations.values("pk"), model=settings.ASSISTANT_EMBEDDINGS_MODEL
+        ).values_list("conversation_id", "embedding")
+    )
+    stored = [(pk, bytes(embedding)) for pk, embedding in stored if len(embedding) == len(vector)]
+    scores = similarities(vector, [embedding for pk, embedding in stored])
+    meaning = sorted(
+        (
+            (float(score), pk)
+            for (pk, embedding), score in zip(stored, scores, strict=True)
+            if score >= SEMANTIC_MIN_SIMILARITY
+        ),
+        key=lambda item: (-item[0], str(item[1])),
+    )[:SEMANTIC_RESULTS_MAX]
+    fused: dict[uuid.UUID, float] = {}
+    for ranking in ([row.pk for row in literal.conversations], [pk for score, pk in meaning]):
+        for rank, pk in enumerate(ranking, start=1):
+            fused[pk] = fused.get(pk, 0.0) + 1.0 / (SEARCH_RRF_K + rank)
+    order = sorted(fused, key=lambda pk: (-fused[pk], str(pk)))
+    shown = order[offset : offset + limit]
+    known = {row.pk: row for row in literal.conversations}
+    first_question = (
+        Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.USER)
+        .order_by("pk")
+        .values("content")[:1]
+    )
+    others = conversations.filter(pk__in=[pk for pk in shown if pk not in known]).annotate(
+        first_text=Subquery(first_question)
+    )
+    rows = {**known, **{row.pk: row for row in others.only("id", "title", "updated_at", "archived")}}
+    words = sorted(set(_SEARCH_WORD.findall(query)), key=len, reverse=True)
+    marks = re.compile("|".join(re.escape(word) for word in words) or r"(?!)", re.IGNORECASE)
+    snippets = {
+        pk: (
+            literal.snippets[pk]
+            if pk in known
+            else _snippet(rows[pk].first_text or "", marks, or_beginning=True)
+        )
+        for pk in shown
+        if pk in rows
+    }
+    return ConversationPage(
+        [rows[pk] for pk in shown if pk in rows],
+        f"s{offset + limit}" if offset + limit < len(order) else None,
+        snippets,
     )
 
 

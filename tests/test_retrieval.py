@@ -5,15 +5,29 @@ a passage sharing no word with the question. PostgreSQL: tests/scaleout/test_ret
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import struct
+from collections.abc import Iterator
 
 import pytest
 from django.core.files.base import ContentFile
+from django.urls import reverse
 
+from assistant import selectors
 from assistant.documents import retrieval, search
+from assistant.documents.conversation_vectors import (
+    ANSWER_CHARS,
+    ConversationVector,
+    conversation_text,
+    conversation_vectors_catch_up,
+    conversation_vectors_queue,
+    conversation_vectors_update,
+    stale_conversations,
+)
 from assistant.documents.embeddings import (
     EMBED_BATCH,
+    EMBED_INPUT_CHARS,
     EmbeddingError,
     cosine,
     embed_query,
@@ -22,10 +36,11 @@ from assistant.documents.embeddings import (
 )
 from assistant.documents.models import Chunk, Collection, Document
 from assistant.documents.retrieval import retrieve
-from assistant.models import Conversation
+from assistant.models import Conversation, Message
 from assistant.providers.errors import ProviderError
 from assistant.providers.openai_compatible import OpenAIEmbeddings
-from tests.helpers.live import free_port
+from assistant.selectors import conversations_list
+from tests.helpers.live import free_port, live_env, session_client, start_daphne, stop_daphne, wait_until
 from tests.helpers.upstream import fake_embedding
 
 EMBEDDINGS_MODEL = "fake-embed"
@@ -46,6 +61,7 @@ def embeddings(settings, upstream):
     settings.OPENAI_MAX_RETRIES = 0
     settings.OPENAI_TIMEOUT = 2
     settings.OPENAI_CONNECT_TIMEOUT = 0.5
+    selectors._search_vector.cache_clear()  # searches of earlier tests
     return upstream
 
 
@@ -402,12 +418,18 @@ def test_hybrid_falls_back_to_full_text_when_the_model_fails(embeddings, alice):
 # --- the provider's embed() --------------------------------------------------------------------
 
 
-def embeddings_at(url: str) -> OpenAIEmbeddings:
-    return OpenAIEmbeddings(api_key="test-key-abc123", base_url=url, max_retries=0, timeout=2, connect=0.5)
+@contextlib.contextmanager
+def embeddings_at(url: str) -> Iterator[OpenAIEmbeddings]:
+    client = OpenAIEmbeddings(api_key="test-key-abc123", base_url=url, max_retries=0, timeout=2, connect=0.5)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def test_provider_embed_returns_the_vectors_in_order(upstream):
-    vectors = embeddings_at(upstream.url).embed(["eins", "zwei"], model=EMBEDDINGS_MODEL)
+    with embeddings_at(upstream.url) as client:
+        vectors = client.embed(["eins", "zwei"], model=EMBEDDINGS_MODEL)
 
     assert [struct.unpack("<256f", vector) for vector in vectors] == [
         pytest.approx(fake_embedding("eins"), abs=1e-6),
@@ -430,8 +452,8 @@ def test_provider_embed_returns_the_vectors_in_order(upstream):
 def test_provider_embed_maps_failures(upstream, behaviour, error_type):
     upstream.set(**behaviour)
 
-    with pytest.raises(ProviderError) as raised:
-        embeddings_at(upstream.url).embed(["eins"], model=EMBEDDINGS_MODEL)
+    with embeddings_at(upstream.url) as client, pytest.raises(ProviderError) as raised:
+        client.embed(["eins"], model=EMBEDDINGS_MODEL)
 
     assert raised.value.type == error_type
 
@@ -439,14 +461,227 @@ def test_provider_embed_maps_failures(upstream, behaviour, error_type):
 def test_provider_embed_times_out(upstream):
     upstream.set(ttft=1)
 
-    with pytest.raises(ProviderError) as raised:
-        embeddings_at(upstream.url).embed(["eins"], model=EMBEDDINGS_MODEL, timeout=0.2)
+    with embeddings_at(upstream.url) as client, pytest.raises(ProviderError) as raised:
+        client.embed(["eins"], model=EMBEDDINGS_MODEL, timeout=0.2)
 
     assert raised.value.type == "timeout"
 
 
 def test_provider_embed_without_a_server_is_unavailable():
-    with pytest.raises(ProviderError) as raised:
-        embeddings_at(f"http://127.0.0.1:{free_port()}/v1").embed(["eins"], model=EMBEDDINGS_MODEL)
+    with (
+        embeddings_at(f"http://127.0.0.1:{free_port()}/v1") as client,
+        pytest.raises(ProviderError) as raised,
+    ):
+        client.embed(["eins"], model=EMBEDDINGS_MODEL)
 
     assert raised.value.type == "upstream_unavailable"
+
+
+# --- the sidebar search by meaning -------------------------------------------------------------
+
+
+def conversation_of(owner, title: str, *texts: str, archived: bool = False) -> Conversation:
+    """A conversation of questions and answers taking turns."""
+    conversation = Conversation.objects.create(owner=owner, title=title, model="demo", archived=archived)
+    Message.objects.bulk_create(
+        Message(conversation=conversation, role="user" if n % 2 == 0 else "assistant", content=text)
+        for n, text in enumerate(texts)
+    )
+    return conversation
+
+
+def search_results(client, q: str, **params) -> list[dict]:
+    response = client.get(reverse("api_conversations"), {"q": q, **params})
+    assert response.status_code == 200, response.content
+    return response.json()["conversations"]
+
+
+@pytest.fixture
+def conversations(alice, bob):
+    """Alice's conversations about leave, a contract and lunch; Bob's about leave."""
+    return {
+        "leave": conversation_of(
+            alice, "Antrag stellen", "Wie beantrage ich meinen Urlaub?", "Im Portal unter Abwesenheiten."
+        ),
+        "contract": conversation_of(
+            alice, "Kündigung", "Welche Kündigungsfrist steht in meinem Vertrag?", "Drei Monate."
+        ),
+        "lunch": conversation_of(alice, "Mittag", "Was gibt es heute in der Kantine?", "Nudeln."),
+        "bobs": conversation_of(bob, "Bobs Urlaub", "Wie viele Urlaubstage habe ich noch?", "Zwölf."),
+    }
+
+
+def test_search_by_meaning_finds_what_full_text_cannot(embeddings, alice_client, conversations):
+    assert conversation_vectors_update(c.pk for c in conversations.values()) == 4
+
+    results = search_results(alice_client, "Ferientage", archived="all")
+
+    assert [r["title"] for r in results] == ["Antrag stellen"]
+    assert results[0]["snippet"] == [{"text": "Wie beantrage ich meinen Urlaub?", "match": False}]
+    assert results[0]["archived"] is False
+
+
+def test_search_by_meaning_fuses_literal_matches(embeddings, alice_client, conversations):
+    conversation_vectors_update(c.pk for c in conversations.values())
+    literal = conversation_of(
+        conversations["leave"].owner, "Notizen", "Der Urlaubsplan hängt an der Tür.", "Gut."
+    )
+
+    results = search_results(alice_client, "Urlaub", archived="all")
+
+    titles = [r["title"] for r in results]
+    assert set(titles) == {"Antrag stellen", "Notizen"}
+    marked = next(r for r in results if r["id"] == str(literal.pk))["snippet"]
+    assert {"text": "Urlaub", "match": True} in marked
+
+
+def test_search_by_meaning_marks_the_searched_words_in_the_snippet(embeddings, alice, alice_client):
+    found = conversation_of(
+        alice, "Fristen", "Bis wann muss die Kündigung beim Arbeitgeber sein?", "Drei Monate."
+    )
+    conversation_vectors_update([found.pk])
+
+    results = search_results(alice_client, "kündigung frist")
+
+    assert [r["title"] for r in results] == ["Fristen"]
+    assert {"text": "Kündigung", "match": True} in results[0]["snippet"]
+
+
+def test_search_by_meaning_never_finds_another_users_conversations(embeddings, bob_client, conversations):
+    conversation_vectors_update(c.pk for c in conversations.values())
+
+    assert [r["title"] for r in search_results(bob_client, "Ferientage", archived="all")] == ["Bobs Urlaub"]
+
+
+def test_search_by_meaning_keeps_to_the_archive_asked_for(embeddings, alice, alice_client):
+    archived = conversation_of(alice, "Alt", "Urlaubsplanung für den Sommer", "Ja.", archived=True)
+    conversation_vectors_update([archived.pk])
+
+    assert search_results(alice_client, "Ferien") == []
+    assert [r["title"] for r in search_results(alice_client, "Ferien", archived="1")] == ["Alt"]
+
+
+def test_search_by_meaning_pages_through_the_fused_list(embeddings, alice):
+    for n in range(5):
+        conversation_of(alice, f"Urlaub {n}", f"Ferien im Sommer Nummer {n}", "Ja.")
+    conversation_vectors_update(Conversation.objects.values_list("pk", flat=True))
+
+    first = conversations_list(user=alice, query="Urlaub", limit=2, archived=None)
+    second = conversations_list(user=alice, query="Urlaub", limit=2, archived=None, before=first.next)
+    third = conversations_list(user=alice, query="Urlaub", limit=2, archived=None, before=second.next)
+
+    pages = [first, second, third]
+    assert [page.next for page in pages] == ["s2", "s4", None]
+    ids = [c.pk for page in pages for c in page.conversations]
+    assert len(ids) == len(set(ids)) == 5
+
+
+@pytest.mark.parametrize("before", ["1.1.1.0123", "x", "s", "s-1", "s1234567"])
+def test_search_by_meaning_rejects_a_malformed_cursor(embeddings, alice_client, before):
+    response = alice_client.get(reverse("api_conversations"), {"q": "Urlaub", "before": before})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+
+
+def test_search_by_meaning_falls_back_to_full_text_when_the_model_fails(
+    embeddings, alice_client, conversations
+):
+    conversation_vectors_update(c.pk for c in conversations.values())
+    embeddings.set(status=503)
+
+    assert search_results(alice_client, "Ferientage", archived="all") == []
+    assert [r["title"] for r in search_results(alice_client, "Kantine")] == ["Mittag"]
+
+
+def test_search_without_embeddings_asks_no_model(settings, upstream, alice_client, conversations):
+    settings.OPENAI_BASE_URL = upstream.url
+    settings.ASSISTANT_DEMO_MODE = False
+    settings.ASSISTANT_EMBEDDINGS_MODEL = ""
+
+    assert search_results(alice_client, "Ferientage", archived="all") == []
+    assert [r["title"] for r in search_results(alice_client, "urlaub", archived="all")] == ["Antrag stellen"]
+    assert upstream.requests == []
+    assert conversation_vectors_update([conversations["leave"].pk]) == 0
+
+
+def test_stale_conversations_are_those_without_a_current_vector(settings, embeddings, alice, conversations):
+    mine = Conversation.objects.filter(owner=alice)
+    assert set(stale_conversations(mine)) == {conversations[k].pk for k in ("leave", "contract", "lunch")}
+
+    conversation_vectors_update(mine.values_list("pk", flat=True))
+    assert stale_conversations(mine) == []
+
+    Message.objects.create(conversation=conversations["lunch"], role="user", content="Und morgen?")
+    Message.objects.create(
+        conversation=conversations["leave"], role="assistant", content="", status="streaming"
+    )
+    assert stale_conversations(mine) == [conversations["lunch"].pk]
+
+    settings.ASSISTANT_EMBEDDINGS_MODEL = "another-model"
+    assert len(stale_conversations(mine)) == 3
+
+
+def test_conversation_text_has_title_questions_then_answers():
+    text = conversation_text(
+        "Titel", [("user", "Frage eins"), ("assistant", "A" * 900), ("user", " Frage zwei ")]
+    )
+
+    assert text == "Titel\n\nFrage eins\n\nFrage zwei\n\n" + "A" * ANSWER_CHARS
+    assert len(conversation_text("", [("user", "x" * 20_000)])) == EMBED_INPUT_CHARS
+
+
+def test_conversation_vector_goes_with_its_conversation(embeddings, conversations):
+    conversation_vectors_update([conversations["leave"].pk])
+
+    conversations["leave"].delete()
+
+    assert not ConversationVector.objects.exists()
+
+
+def test_queued_vectors_are_computed_after_the_commit(embeddings, transactional_db, alice):
+    conversation = conversation_of(alice, "Reise", "Wie rechne ich eine Dienstreise ab?", "Mit dem Formular.")
+
+    conversation_vectors_queue([conversation.pk])
+
+    assert wait_until(lambda: ConversationVector.objects.filter(conversation=conversation).exists())
+    assert stale_conversations(Conversation.objects.all()) == []
+
+
+def test_nothing_is_queued_without_embeddings(settings, upstream, transactional_db, alice):
+    settings.ASSISTANT_EMBEDDINGS_MODEL = ""
+    conversation = conversation_of(alice, "Reise", "Wie rechne ich eine Dienstreise ab?", "Mit dem Formular.")
+
+    conversation_vectors_queue([conversation.pk])
+    conversation_vectors_catch_up(alice, Conversation.objects.all())
+
+    assert upstream.requests == []
+    assert not ConversationVector.objects.exists()
+
+
+@pytest.fixture(scope="module")
+def embeddings_server(django_db_setup, django_db_blocker, fake_upstream):
+    server = start_daphne(
+        live_env(fake_upstream, ASSISTANT_EMBEDDINGS_MODEL=EMBEDDINGS_MODEL), "daphne-embeddings"
+    )
+    yield server
+    stop_daphne(server)
+
+
+@pytest.mark.live
+def test_search_through_the_server_catches_up_and_finds_by_meaning(
+    embeddings_server, transactional_db, alice, upstream
+):
+    conversation_of(alice, "Antrag stellen", "Wie beantrage ich meinen Urlaub?", "Im Portal.")
+    conversation_of(alice, "Mittag", "Was gibt es heute in der Kantine?", "Nudeln.")
+
+    with session_client(embeddings_server, alice) as client:
+        first = client.get("/api/conversations/", params={"q": "Ferientage"}).json()["conversations"]
+        # The first search queued the conversations without vectors: a thread computes them.
+        assert wait_until(lambda: ConversationVector.objects.count() == 2)
+        second = client.get("/api/conversations/", params={"q": "Ferientage"}).json()["conversations"]
+
+    assert first == []
+    assert [r["title"] for r in second] == ["Antrag stellen"]
+    paths = [request["path"] for request in upstream.requests]
+    assert set(paths) == {"/v1/embeddings"}

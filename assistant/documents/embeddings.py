@@ -12,7 +12,6 @@ hundred times faster than Python's own arithmetic (bench/README.md, "Documents")
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 
 import numpy as np
 from django.conf import settings
@@ -48,27 +47,31 @@ def embeddings_enabled() -> bool:
 
 
 _lock = threading.Lock()
-
-
-@lru_cache(maxsize=2)
-def _client(
-    api_key: str, base_url: str, max_retries: int, timeout: float, connect: float
-) -> OpenAIEmbeddings:
-    return OpenAIEmbeddings(
-        api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout, connect=connect
-    )
+# The client and the settings it was built from: one at a time, the last one closed when
+# the settings change (tests change them; a server's stay).
+_built: tuple[tuple, OpenAIEmbeddings] | None = None
 
 
 def embeddings_client() -> OpenAIEmbeddings:
     """The client for the configured upstream, built on first use and shared by threads."""
+    global _built
+    key = (
+        settings.OPENAI_API_KEY,
+        settings.OPENAI_BASE_URL,
+        settings.OPENAI_MAX_RETRIES,
+        float(settings.OPENAI_TIMEOUT),
+        float(settings.OPENAI_CONNECT_TIMEOUT),
+    )
     with _lock:
-        return _client(
-            settings.OPENAI_API_KEY,
-            settings.OPENAI_BASE_URL,
-            settings.OPENAI_MAX_RETRIES,
-            float(settings.OPENAI_TIMEOUT),
-            float(settings.OPENAI_CONNECT_TIMEOUT),
-        )
+        if _built is None or _built[0] != key:
+            if _built is not None:
+                _built[1].close()
+            api_key, base_url, max_retries, timeout, connect = key
+            client = OpenAIEmbeddings(
+                api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout, connect=connect
+            )
+            _built = (key, client)
+        return _built[1]
 
 
 def normalised(vector: bytes) -> bytes:
