@@ -73,7 +73,8 @@ def display_name(uploaded: str | None) -> str:
     return name or "document"
 
 
-def _too_large() -> str:
+def too_large_message() -> str:
+    """What a file over ASSISTANT_UPLOAD_MAX_BYTES is refused with (the page says it too)."""
     return _("The file is larger than %(size)s, the limit for documents.") % {
         "size": filesizeformat(settings.ASSISTANT_UPLOAD_MAX_BYTES)
     }
@@ -162,7 +163,7 @@ def document_upload(*, user, conversation_id: uuid.UUID | str, upload) -> Docume
     _writes_allow(user, throttle.writes_limit())
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     if upload.size > settings.ASSISTANT_UPLOAD_MAX_BYTES:
-        raise ServiceError(413, "too_large", _too_large())
+        raise ServiceError(413, "too_large", too_large_message())
     name = display_name(upload.name)
     try:
         kind = _kind_of(upload, name)
@@ -203,7 +204,7 @@ def document_ingest_file(
     """
     file = file if isinstance(file, File) else File(file)
     if file.size > settings.ASSISTANT_UPLOAD_MAX_BYTES:
-        raise IngestError("too_large", _too_large())
+        raise IngestError("too_large", too_large_message())
     name = display_name(name)
     kind = _kind_of(file, name)
     _structure_check(file, kind)
