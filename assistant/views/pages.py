@@ -14,6 +14,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import get_language
@@ -21,11 +22,15 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from assistant import errors, review, selectors
+from assistant.documents.ingest import documents_of_conversation
+from assistant.documents.sources import sources_json
 from assistant.forms import PREFERENCES_MAX_CHARS, LoginForm, PreferencesForm, SetupForm
 from assistant.models import Preferences
 from assistant.personas.access import assistants_visible
 from assistant.providers.errors import RETRYABLE_TYPES
 from assistant.views.api import assistant_entry_json, conversation_json, search_result_json
+from assistant.views.documents import EXTENSIONS as DOCUMENT_EXTENSIONS
+from assistant.views.documents import document_json
 
 
 class AssistantLoginView(LoginView):
@@ -82,13 +87,26 @@ def message_url_template(name: str) -> str:
     return reverse(name, args=[_ID_SENTINEL]).replace(str(_ID_SENTINEL), "{id}")
 
 
-# A conversation id no real route holds, for the same purpose.
+# A conversation or document id no real route holds, for the same purpose.
 _UUID_SENTINEL = uuid.UUID(int=0x5E171E1)
 
 
 def conversation_url_template(name: str) -> str:
-    """The URL of route `name` for a conversation, with `{id}` where its id goes."""
+    """The URL of route `name` for a conversation (or another object with a UUID: a
+    document), with `{id}` where its id goes."""
     return reverse(name, args=[_UUID_SENTINEL]).replace(str(_UUID_SENTINEL), "{id}")
+
+
+# What the file input offers (the server checks the content, whatever the name says).
+UPLOAD_ACCEPT = ",".join(f".{name}" for extensions in DOCUMENT_EXTENSIONS.values() for name in extensions)
+
+
+def upload_too_large() -> str:
+    """The server's own words for a file over the limit (assistant/documents/ingest.py),
+    so the page's check before sending says the same."""
+    return _("The file is larger than %(size)s, the limit for documents.") % {
+        "size": filesizeformat(settings.ASSISTANT_UPLOAD_MAX_BYTES)
+    }
 
 
 def _page_context(request: HttpRequest, state: selectors.ConversationState | None) -> dict[str, Any]:
@@ -101,8 +119,17 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         # Per message: the client puts the message's id in place of `{id}`.
         "message_urls": {
             action: message_url_template(f"api_message_{action}")
-            for action in ("cancel", "retry", "continue", "edit", "show", "feedback")
+            for action in ("cancel", "retry", "continue", "edit", "show", "feedback", "sources")
         },
+        # A conversation's documents (`{id}`: the conversation's), one document and its
+        # file (`{id}`: the document's).
+        "document_urls": {
+            "list": conversation_url_template("api_conversation_documents"),
+            "detail": conversation_url_template("api_document"),
+            "file": conversation_url_template("document_file"),
+        },
+        # The page refuses a file over the limit before sending it, in the server's words.
+        "upload": {"max_bytes": settings.ASSISTANT_UPLOAD_MAX_BYTES, "too_large": upload_too_large()},
         "retryable_types": sorted(RETRYABLE_TYPES),
         "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
         "max_message_chars": settings.ASSISTANT_MAX_MESSAGE_CHARS,
@@ -130,6 +157,12 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             streaming={m.pk: m.content for m in state.messages if m.is_streaming},
             # In a guided flow: how each answer that ended its phase ended it (the dividers).
             phase_summaries={m.pk: m.phase_summary for m in state.messages if m.phase_summary},
+            # The conversation's documents, oldest first, and the sources each answer cites.
+            documents=[
+                document_json(d)
+                for d in documents_of_conversation(user=request.user, conversation_id=state.conversation.pk)
+            ],
+            sources={m.pk: sources_json(m.sources) for m in state.messages if m.sources},
         )
     query = request.GET.get("q", "").strip()[:200]
     archived = request.GET.get("archived") == "1"
@@ -172,6 +205,8 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
         "page_data": page_data,
         "models": settings.ASSISTANT_MODELS,
         "demo_mode": settings.ASSISTANT_DEMO_MODE,
+        "upload_accept": UPLOAD_ACCEPT,
+        "upload_max": filesizeformat(settings.ASSISTANT_UPLOAD_MAX_BYTES),
         "i18n": {
             "reconnecting": _("Connection lost, reconnecting…"),
             "resumed": _("Connected again; the answer continues."),
@@ -233,6 +268,31 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             "phase_completed_by_user": _("You moved on to the next phase."),
             "phase_now": _("Now phase %(phase)s of %(total)s: %(title)s."),
             "completed": _("completed"),
+            # Documents (chat/documents.js).
+            "upload_waiting": _("Waiting to upload"),
+            "uploading": _("Uploading…"),
+            "document_queued": _("Waiting to be read"),
+            "document_reading": _("Reading…"),
+            "document_reading_page": _("Reading page %(page)s of %(pages)s"),
+            "document_ready": _("Ready"),
+            "document_ready_named": _("%(name)s is ready."),
+            "document_failed_named": _("%(name)s could not be added: %(reason)s"),
+            "document_removed": _("%(name)s was removed."),
+            "download_named": _("Download %(name)s"),
+            "remove_named": _("Remove %(name)s"),
+            "remove_document_text": _(
+                "“%(name)s” is deleted from this conversation, its file included. Answers from now on "
+                "no longer draw on it; earlier answers keep the passages they were given."
+            ),
+            # Sources of answers (chat/sources.js).
+            "sources": _("Sources"),
+            "source_label": _("Source %(n)s: %(name)s"),
+            "source_label_page": _("Source %(n)s: %(name)s, page %(page)s"),
+            "source_title": _("Source %(n)s"),
+            "source_page": _("page %(page)s"),
+            "source_where_page": _("%(name)s, page %(page)s"),
+            "source_loading": _("Loading the passage…"),
+            "source_missing": _("This passage is no longer stored."),
         },
     }
 
