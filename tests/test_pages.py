@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from assistant.models import Assistant, Conversation, Message, Preferences
+from assistant.models import Assistant, Conversation, Document, Message, Preferences
 from assistant.personas.versions import version_save
 
 
@@ -269,3 +270,86 @@ def test_settings_are_each_users_own_and_reach_new_chats_only(alice_client, alic
     assert conversation.personal_instructions == "About the user: Einkauf\nHow to answer: Kurz"
     before.refresh_from_db()
     assert before.personal_instructions == ""
+
+
+# --- documents and sources ----------------------------------------------------------------
+
+
+def page_data(page: str) -> dict:
+    found = re.search(r'<script id="page-data" type="application/json">(.*?)</script>', page, re.S)
+    return json.loads(found.group(1))
+
+
+def document_for(conversation: Conversation, name: str, **fields) -> Document:
+    return Document.objects.create(
+        owner=conversation.owner,
+        conversation=conversation,
+        name=name,
+        kind=fields.pop("kind", "md"),
+        size=fields.pop("size", 1234),
+        sha256=name,
+        file=f"documents/{name}",
+        **fields,
+    )
+
+
+def test_conversation_page_gives_its_documents_and_their_urls(alice_client, alice, bob):
+    conversation = Conversation.objects.create(owner=alice, title="Verträge", model="demo")
+    ready = document_for(conversation, "Vertrag.md", status="ready", pages=1, pages_done=1)
+    failed = document_for(
+        conversation, "Scan.pdf", kind="pdf", status="failed", error_code="no_text", error_detail="Kein Text."
+    )
+    other = Conversation.objects.create(owner=alice, title="Anderes", model="demo")
+    document_for(other, "Fremd.md")
+    bobs = Conversation.objects.create(owner=bob, title="Bobs", model="demo")
+    document_for(bobs, "Bobs.md")
+
+    data = page_data(alice_client.get(reverse("conversation", args=[conversation.pk])).content.decode())
+
+    assert [d["name"] for d in data["documents"]] == ["Vertrag.md", "Scan.pdf"]
+    assert data["documents"][0]["status"] == "ready"
+    assert data["documents"][0]["file_url"] == reverse("document_file", args=[ready.pk])
+    assert data["documents"][1]["error"] == {"code": "no_text", "message": "Kein Text."}
+    urls = data["document_urls"]
+    assert urls["list"].replace("{id}", str(conversation.pk)) == reverse(
+        "api_conversation_documents", args=[conversation.pk]
+    )
+    assert urls["detail"].replace("{id}", str(failed.pk)) == reverse("api_document", args=[failed.pk])
+    assert urls["file"].replace("{id}", str(failed.pk)) == reverse("document_file", args=[failed.pk])
+    assert data["message_urls"]["sources"].replace("{id}", "7") == reverse("api_message_sources", args=[7])
+
+
+def test_chat_page_offers_the_file_input_with_the_types_and_the_limit(alice_client, settings):
+    settings.ASSISTANT_UPLOAD_MAX_BYTES = 5 * 1024 * 1024
+
+    page = alice_client.get(reverse("chat")).content.decode()
+
+    accept = re.search(r'<input type="file" id="document-input"[^>]* accept="([^"]*)"', page).group(1)
+    kinds = {".pdf", ".docx", ".odt", ".pptx", ".xlsx", ".csv", ".txt", ".md", ".html"}
+    assert set(accept.split(",")) >= kinds
+    assert '<label for="document-input" id="attach-button"' in page
+    assert "at most 5.0\xa0MB each" in page
+    data = page_data(page)
+    assert data["upload"] == {
+        "max_bytes": 5 * 1024 * 1024,
+        "too_large": "The file is larger than 5.0\xa0MB, the limit for documents.",
+    }
+    assert "documents" not in data  # a new chat has none yet
+
+
+def test_conversation_page_gives_the_sources_each_answer_cites(alice_client, alice):
+    conversation = Conversation.objects.create(owner=alice, title="Verträge", model="demo")
+    Message.objects.create(conversation=conversation, role="user", content="Frist?")
+    source = {"n": 1, "document": "d1", "name": "Vertrag.pdf", "page": 3, "chunk": 9, "text": "Passus 77"}
+    answer = Message.objects.create(
+        conversation=conversation, role="assistant", content="Frist [1].", status="done", sources=[source]
+    )
+    plain = Message.objects.create(conversation=conversation, role="assistant", content="Ja.", status="done")
+
+    page = alice_client.get(reverse("conversation", args=[conversation.pk])).content.decode()
+
+    data = page_data(page)
+    assert data["sources"] == {str(answer.pk): [{"n": 1, "document": "d1", "name": "Vertrag.pdf", "page": 3}]}
+    assert str(plain.pk) not in data["sources"]
+    # The passage itself is fetched when a citation is opened, not sent with every page.
+    assert "Passus 77" not in page
