@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from assistant import errors, review, selectors
-from assistant.documents.ingest import documents_of_conversation
+from assistant.documents.ingest import documents_of_conversation, too_large_message
 from assistant.documents.sources import sources_json
 from assistant.forms import PREFERENCES_MAX_CHARS, LoginForm, PreferencesForm, SetupForm
 from assistant.models import Preferences
@@ -101,14 +101,6 @@ def conversation_url_template(name: str) -> str:
 UPLOAD_ACCEPT = ",".join(f".{name}" for extensions in DOCUMENT_EXTENSIONS.values() for name in extensions)
 
 
-def upload_too_large() -> str:
-    """The server's own words for a file over the limit (assistant/documents/ingest.py),
-    so the page's check before sending says the same."""
-    return _("The file is larger than %(size)s, the limit for documents.") % {
-        "size": filesizeformat(settings.ASSISTANT_UPLOAD_MAX_BYTES)
-    }
-
-
 def _page_context(request: HttpRequest, state: selectors.ConversationState | None) -> dict[str, Any]:
     page_data: dict[str, Any] = {
         "models": settings.ASSISTANT_MODELS,
@@ -129,7 +121,7 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             "file": conversation_url_template("document_file"),
         },
         # The page refuses a file over the limit before sending it, in the server's words.
-        "upload": {"max_bytes": settings.ASSISTANT_UPLOAD_MAX_BYTES, "too_large": upload_too_large()},
+        "upload": {"max_bytes": settings.ASSISTANT_UPLOAD_MAX_BYTES, "too_large": too_large_message()},
         "retryable_types": sorted(RETRYABLE_TYPES),
         "keepalive_seconds": settings.ASSISTANT_KEEPALIVE_SECONDS,
         "max_message_chars": settings.ASSISTANT_MAX_MESSAGE_CHARS,
