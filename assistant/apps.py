@@ -11,5 +11,8 @@ class AssistantConfig(AppConfig):
     def ready(self) -> None:
         # Signal receivers: open_streams' end the event streams of deactivated, deleted
         # and logged-out users, in every process (commands included, so that other
-        # processes hear of it); throttle's counts and logs every failed login.
+        # processes hear of it); throttle's counts and logs every failed login; documents'
+        # ingest deletes a document's file from storage when its row goes (a conversation
+        # deleted, purged or erased).
         from assistant import open_streams, throttle  # noqa: F401
+        from assistant.documents import ingest  # noqa: F401

@@ -528,10 +528,6 @@ def test_an_upload_larger_than_one_file_may_be_is_refused_whole(ada_client, hand
     assert handbook.documents.count() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config/body_limits.py must give /admin/assistant/collection/<id>/upload/ the upload limit",
-)
 def test_an_upload_in_the_admin_passes_the_servers_body_limit(live, settings):
     root = get_user_model().objects.create_superuser("root", password="root-password-1")
     collection = Collection.objects.create(slug="handbook", name="Handbuch")
