@@ -11,10 +11,8 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from django.core.files.base import ContentFile
 from django.urls import reverse
 
-from assistant import selectors
 from assistant.documents import retrieval, search
 from assistant.documents.conversation_vectors import (
     ANSWER_CHARS,
@@ -41,9 +39,8 @@ from assistant.providers.errors import ProviderError
 from assistant.providers.openai_compatible import OpenAIEmbeddings
 from assistant.selectors import conversations_list
 from tests.helpers.live import free_port, live_env, session_client, start_daphne, stop_daphne, wait_until
+from tests.helpers.retrieval import EMBEDDINGS_MODEL, make_document, texts, use_embeddings
 from tests.helpers.upstream import fake_embedding
-
-EMBEDDINGS_MODEL = "fake-embed"
 
 
 @pytest.fixture(autouse=True)
@@ -53,44 +50,8 @@ def _media(settings, tmp_path):
 
 @pytest.fixture
 def embeddings(settings, upstream):
-    """Embeddings on, from the fake upstream (no retries, short timeouts)."""
-    settings.ASSISTANT_DEMO_MODE = False
-    settings.ASSISTANT_EMBEDDINGS_MODEL = EMBEDDINGS_MODEL
-    settings.OPENAI_BASE_URL = upstream.url
-    settings.OPENAI_API_KEY = "test-key-abc123"
-    settings.OPENAI_MAX_RETRIES = 0
-    settings.OPENAI_TIMEOUT = 2
-    settings.OPENAI_CONNECT_TIMEOUT = 0.5
-    selectors._search_vector.cache_clear()  # searches of earlier tests
+    use_embeddings(settings, upstream)
     return upstream
-
-
-def make_document(*texts: str, owner=None, collection=None, name="notes.txt", status="ready", vectors=False):
-    """A document with a chunk per text (a page each): the user's in a new conversation of
-    `owner`, or `collection`'s; with vectors from the embeddings model when asked."""
-    conversation = Conversation.objects.create(owner=owner, model="demo") if owner else None
-    document = Document(
-        owner=owner,
-        conversation=conversation,
-        collection=collection,
-        name=name,
-        kind=Document.Kind.TXT,
-        size=len("".join(texts)),
-        sha256="0" * 64,
-        status=status,
-        file=ContentFile("\n\n".join(texts).encode(), name=name),
-    )
-    document.save()
-    embedded = embed_texts(list(texts)) if vectors else [b""] * len(texts)
-    Chunk.objects.bulk_create(
-        Chunk(document=document, ordinal=n, page=n + 1, text=text, embedding=vector)
-        for n, (text, vector) in enumerate(zip(texts, embedded, strict=True))
-    )
-    return document
-
-
-def texts(hits) -> list[str]:
-    return [hit.text for hit in hits]
 
 
 def found(question: str, *, documents=(), collections=(), limit=10) -> list[str]:
