@@ -42,13 +42,11 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from assistant.documents.chunking import Page, Passage, chunks_of, sections_of
+from assistant.documents.chunking import Page, sections_of
 
 __all__ = [
     "IngestError",
     "Page",
-    "Passage",
-    "chunks_of",
     "extract",
     "normalise",
     "page_label",

@@ -6,5 +6,6 @@ it. resume: following, cutting and resuming an answer. streams: the stream endpo
 wire. http: ASGI scopes and security headers. production: the documented production
 environment. markup: Markdown corpora and inert-HTML checks. browser: chromium pages.
 commands: management commands. routes and servers: the attack suite's targets and helpers.
-counting_asgi: the app counting its SQL (for bench/ and the tests).
+counting_asgi: the app counting its SQL (for bench/ and the tests). documents: sample
+files of every supported format and hostile ones (bombs, encrypted, truncated).
 """
