@@ -11,7 +11,10 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from assistant.documents import retrieval, search
 from assistant.documents.conversation_vectors import (
@@ -365,6 +368,23 @@ def test_hybrid_ignores_vectors_of_another_model(embeddings, alice):
     document = make_document(*PASSAGES, owner=alice, vectors=True)
     Chunk.objects.filter(document=document).update(embedding=struct.pack("<3f", 1, 0, 0))
 
+    assert found(QUESTION, documents=[document]) == []
+
+
+def test_hybrid_reads_a_documents_vectors_once_while_it_is_unchanged(
+    embeddings, alice, django_assert_num_queries
+):
+    document = make_document(*PASSAGES, owner=alice, vectors=True)
+    retrieval._cache.clear()
+    with CaptureQueriesContext(connection) as first:
+        found(QUESTION, documents=[document])
+
+    with django_assert_num_queries(len(first) - 1):
+        assert found(QUESTION, documents=[document])[0] == PASSAGES[0]
+
+    # Read again (as after a restart): its passages may differ, its vectors are read anew.
+    Chunk.objects.filter(document=document).update(embedding=struct.pack("<3f", 1, 0, 0))
+    Document.objects.filter(pk=document.pk).update(updated_at=timezone.now())
     assert found(QUESTION, documents=[document]) == []
 
 

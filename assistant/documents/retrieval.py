@@ -9,7 +9,10 @@ shares no word with its passage still finds it), else the full-text candidates a
 score is the sum over the rankings it is in of 1 / (RRF_K + its rank there).
 
 Vectors are the chunks' own (Chunk.embedding, float32), multiplied with numpy: no
-database extension, the same on SQLite and PostgreSQL. Why, and what it costs, in
+database extension, the same on SQLite and PostgreSQL. A ready document's passages do
+not change (reading it again changes its `updated_at`), so the vectors of the documents
+of a small scope stay in memory (VECTOR_CACHE_BYTES, least recently used out): the next
+question about the same documents reads none. Why, and what it costs, in
 bench/README.md ("Documents"). Should the model service fail, the question is answered
 from full text alone.
 """
@@ -17,16 +20,26 @@ from full text alone.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from django.db import connection
+from django.db.models import Q
 
-from assistant.documents.embeddings import EmbeddingError, embed_query, embeddings_enabled, similarities
+from assistant.documents.embeddings import (
+    FLOAT32,
+    EmbeddingError,
+    embed_query,
+    embeddings_enabled,
+    similarities,
+    vectors_matrix,
+)
 from assistant.documents.models import Chunk, Document
-from assistant.documents.search import fulltext, scope_sql
+from assistant.documents.search import document_key, fulltext, scope_sql
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +51,8 @@ CANDIDATES = 50
 SCAN_CHUNKS_MAX = 3000
 # RRF's constant: the usual 60, which keeps the first ranks of both lists close.
 RRF_K = 60
+# The vectors of small scopes' documents kept in memory, per process, at most.
+VECTOR_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,20 +112,83 @@ def _scope_count(documents: list[uuid.UUID], collections: list[int], at_most: in
 
 
 def _vectors(
-    size: int, documents: list[uuid.UUID], collections: list[int], chunk_ids: list[int] | None
+    size: int, documents: list[uuid.UUID], collections: list[int], chunk_ids: list[int]
 ) -> list[tuple[int, bytes]]:
-    """(id, vector) of the passages in scope with a vector of `size` bytes (one of the
-    model the question's is from); only those of `chunk_ids` when given."""
+    """(id, vector) of the passages `chunk_ids` in scope with a vector of `size` bytes (of
+    the model the question's is from)."""
     scope, params = scope_sql(documents, collections)
     chunk, document = Chunk._meta.db_table, Document._meta.db_table
-    among = f"AND c.id IN ({', '.join(['%s'] * len(chunk_ids))})" if chunk_ids is not None else ""
     sql = f"""
         SELECT c.id, c.embedding FROM {chunk} c JOIN {document} d ON d.id = c.document_id
-        WHERE {scope} AND LENGTH(c.embedding) = %s {among}
+        WHERE {scope} AND LENGTH(c.embedding) = %s AND c.id IN ({", ".join(["%s"] * len(chunk_ids))})
     """  # noqa: S608 -- table names from the models; every value is a parameter
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, size, *(chunk_ids or [])])
+        cursor.execute(sql, [*params, size, *chunk_ids])
         return [(pk, bytes(vector)) for pk, vector in cursor.fetchall()]
+
+
+class _VectorCache:
+    """The vectors of ready documents, by (document, its updated_at, vector size): chunk
+    ids and their matrix; the least recently used go beyond `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple, entry: tuple[np.ndarray, np.ndarray]) -> None:
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = entry
+            self._bytes += entry[1].nbytes
+            while self._bytes > self.limit and len(self._entries) > 1:
+                _, (_, matrix) = self._entries.popitem(last=False)
+                self._bytes -= matrix.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+_cache = _VectorCache(VECTOR_CACHE_BYTES)
+
+
+def _document_vectors(document_id: uuid.UUID, updated_at, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ready document's chunk ids and vectors of `size` bytes, from memory when it was
+    read before as it is now."""
+    key = (document_id, updated_at, size)
+    entry = _cache.get(key)
+    if entry is None:
+        chunk = Chunk._meta.db_table
+        sql = f"SELECT id, embedding FROM {chunk} WHERE document_id = %s AND LENGTH(embedding) = %s"  # noqa: S608
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [document_key(document_id), size])
+            rows = cursor.fetchall()
+        ids = np.array([pk for pk, _ in rows], dtype=np.int64)
+        vectors = [bytes(vector) for _, vector in rows]
+        matrix = vectors_matrix(vectors) if vectors else np.zeros((0, size // 4), FLOAT32)
+        entry = (ids, matrix)
+        _cache.put(key, entry)
+    return entry
+
+
+def _scope_ready_documents(
+    documents: list[uuid.UUID], collections: list[int]
+) -> list[tuple[uuid.UUID, object]]:
+    """(id, updated_at) of the ready documents in scope."""
+    in_scope = Q(pk__in=documents) | Q(collection_id__in=collections)
+    ready = Document.objects.filter(in_scope, status=Document.Status.READY)
+    return list(ready.values_list("pk", "updated_at"))
 
 
 def vector_ranking(
@@ -119,16 +197,23 @@ def vector_ranking(
     """The passages nearest to `query`, best first, as (chunk id, cosine): among all in
     scope when there are at most SCAN_CHUNKS_MAX, else among `candidates`."""
     if _scope_count(documents, collections, SCAN_CHUNKS_MAX + 1) <= SCAN_CHUNKS_MAX:
-        rows = _vectors(len(query), documents, collections, None)
+        ready = _scope_ready_documents(documents, collections)
+        parts = [_document_vectors(pk, updated_at, len(query)) for pk, updated_at in ready]
+        parts = [(ids, matrix) for ids, matrix in parts if len(ids)]
+        if not parts:
+            return []
+        ids = np.concatenate([ids for ids, _ in parts])
+        scores = np.concatenate([similarities(query, matrix) for _, matrix in parts])
     elif candidates:
         rows = _vectors(len(query), documents, collections, candidates)
+        if not rows:
+            return []
+        ids = np.array([pk for pk, _ in rows], dtype=np.int64)
+        scores = similarities(query, [vector for _, vector in rows])
     else:
         return []
-    if not rows:
-        return []
-    scores = similarities(query, [vector for _, vector in rows])
     best = np.argsort(-scores, kind="stable")[:CANDIDATES]
-    return [(rows[i][0], float(scores[i])) for i in best]
+    return [(int(ids[i]), float(scores[i])) for i in best]
 
 
 def _hits(ranking: list[tuple[int, float]]) -> list[Hit]:

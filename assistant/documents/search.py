@@ -105,14 +105,14 @@ def scope_sql(documents: list[uuid.UUID], collections: list[int]) -> tuple[str, 
     parts, params = [], []
     if documents:
         parts.append(f"c.document_id IN ({', '.join(['%s'] * len(documents))})")
-        params += [_document_key(pk) for pk in documents]
+        params += [document_key(pk) for pk in documents]
     if collections:
         parts.append(f"d.collection_id IN ({', '.join(['%s'] * len(collections))})")
         params += [int(pk) for pk in collections]
     return f"d.status = %s AND ({' OR '.join(parts)})", [Document.Status.READY, *params]
 
 
-def _document_key(pk: uuid.UUID | str) -> str:
+def document_key(pk: uuid.UUID | str) -> str:
     """A document id as the database stores it (SQLite: 32 hex digits; PostgreSQL: uuid)."""
     value = pk if isinstance(pk, uuid.UUID) else uuid.UUID(str(pk))
     return value.hex if connection.vendor == "sqlite" else str(value)
