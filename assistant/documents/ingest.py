@@ -154,7 +154,8 @@ def _store(document: Document, file: File) -> None:
 def document_upload(*, user, conversation_id: uuid.UUID | str, upload) -> Document:
     """Take an uploaded file into one of the user's conversations, queued for reading.
 
-    Refused, with nothing stored: another user's conversation (404), a file over
+    Refused, with nothing stored: another user's conversation (404), no file (400
+    `no_file`), a file over
     ASSISTANT_UPLOAD_MAX_BYTES (413 `too_large`), a type not read (415
     `unsupported_type`, or another IngestError code as 400), the same content in the
     conversation already (409 `duplicate_document`), too many writes (429). Reading
@@ -162,6 +163,10 @@ def document_upload(*, user, conversation_id: uuid.UUID | str, upload) -> Docume
     """
     _writes_allow(user, throttle.writes_limit())
     conversation = conversation_get(user=user, conversation_id=conversation_id)
+    if upload is None:
+        raise ServiceError(
+            400, "no_file", _("Send the document as a file in the form field “file” (multipart/form-data).")
+        )
     if upload.size > settings.ASSISTANT_UPLOAD_MAX_BYTES:
         raise ServiceError(413, "too_large", too_large_message())
     name = display_name(upload.name)

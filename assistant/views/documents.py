@@ -17,7 +17,6 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.utils.http import content_disposition_header
-from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
 from assistant import errors
@@ -73,15 +72,12 @@ def document_json(document: Document) -> dict[str, Any]:
 
 
 def _uploaded_file(request: HttpRequest):
+    """The request's file in the field `file`; None without one (or a body that is no
+    multipart form), which the upload refuses once the conversation is known to be theirs."""
     try:
-        upload = request.FILES.get("file")
+        return request.FILES.get("file")
     except (MultiPartParserError, RequestDataTooBig, SuspiciousOperation):
-        upload = None
-    if upload is None:
-        raise errors.ServiceError(
-            400, "no_file", _("Send the document as a file in the form field “file” (multipart/form-data).")
-        )
-    return upload
+        return None
 
 
 @require_http_methods(["GET", "POST"])

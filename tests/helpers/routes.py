@@ -9,6 +9,7 @@ not know how to fill fails the suite until someone teaches it here.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from assistant.models import Conversation, Message, ServerProcess
+from assistant.models import Conversation, Document, Message, ServerProcess
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -32,7 +33,7 @@ ATTACK_BODY = {
     "model": "fake-model",
 }
 # What alice told the assistant and what it answered: never in anyone else's response.
-SECRETS = ("Gehaltsverhandlung", "4711", "Antwort 0815", "geheimer 2906")
+SECRETS = ("Gehaltsverhandlung", "4711", "Antwort 0815", "geheimer 2906", "Abfindung 1618")
 # Logging out ends the attacker's own session, nothing of alice's.
 LOGOUT = {"logout", "admin:logout"}
 
@@ -86,8 +87,9 @@ class Route:
 
     @property
     def owned_object(self) -> bool:
-        """Names one of a user's own conversations or messages (the owner-only API and pages)."""
-        return bool({"conversation_id", "message_id"} & set(self.parameters))
+        """Names one of a user's own conversations, messages or documents (the owner-only
+        API and pages)."""
+        return bool({"conversation_id", "message_id", "document_id"} & set(self.parameters))
 
     def path(self, values: dict[str, object]) -> str:
         """The concrete path, with `values` filling the parameters."""
@@ -130,10 +132,13 @@ def admin_object(route: str):
 
 
 def route_values(route: Route, *, conversation: Conversation, message: Message) -> dict[str, object]:
-    """Values for every parameter of `route`, naming `conversation` and `message` where it asks."""
+    """Values for every parameter of `route`, naming `conversation`, `message` and the
+    conversation's document where it asks (a new id when it has none: nothing to find)."""
+    document = Document.objects.filter(conversation=conversation).values_list("pk", flat=True).first()
     values: dict[str, object] = {
         "conversation_id": conversation.pk,
         "message_id": message.pk,
+        "document_id": document or uuid.uuid4(),
         "id": conversation.owner_id,  # admin/auth/user/<id>/password/
         "app_label": "assistant",
         "url": "no-such-admin-page/",
@@ -146,6 +151,8 @@ def route_values(route: Route, *, conversation: Conversation, message: Message) 
             values["object_id"] = conversation.pk
         elif route.route.startswith("admin/assistant/message/"):
             values["object_id"] = message.pk
+        elif route.route.startswith("admin/assistant/document/"):
+            values["object_id"] = values["document_id"]
         else:
             values["object_id"] = admin_object(route.route).pk
     return values

@@ -16,10 +16,19 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from assistant import review
-from assistant.models import Conversation, Message, ServerProcess, StarterPrompt
+from assistant.models import (
+    Assistant,
+    Collection,
+    Conversation,
+    Document,
+    Message,
+    ServerProcess,
+    StarterPrompt,
+)
+from assistant.personas.versions import version_save
 from tests.helpers.browser import chromium
 from tests.helpers.chat import create_conversation, fake, send, wait_for_final
-from tests.helpers.live import LiveServer, session_client, start_daphne, stop_daphne
+from tests.helpers.live import LiveServer, session_client, start_daphne, stop_daphne, wait_until
 from tests.helpers.production import production_env
 from tests.helpers.routes import Victim
 from tests.helpers.servers import PASSWORD, FormSession, RecordingServer, form_login, with_password
@@ -61,6 +70,17 @@ def victim(alice_http, upstream, rita) -> Victim:
     review.access_record(reviewer=rita, conversation=streaming, reason="Ticket 12 for alice")
     # The admin's example prompt routes name one (the shipped ones went with the flush).
     StarterPrompt.objects.get_or_create(text="Vergleiche zwei Tarife in einer Tabelle")
+    # alice's document in her conversation (the document routes and the admin's), read
+    # by the server; a company assistant and a knowledge collection for the admin's routes.
+    uploaded = alice_http.post(
+        f"/api/conversations/{done['id']}/documents/",
+        files={"file": ("Abfindung 1618.txt", b"Die Abfindung 1618 bleibt vertraulich.", "text/plain")},
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    assert wait_until(lambda: Document.objects.filter(status=Document.Status.READY).exists())
+    assistant = Assistant.objects.create(slug="helfer")
+    version_save(assistant, {"name": "Helfer", "instructions": "Hilf."}, by="admin")
+    Collection.objects.create(slug="handbuch", name="Handbuch")
     upstream.requests.clear()
     return Victim(
         done=answer.conversation, streaming=streaming, answer=answer, streaming_answer=streaming_answer
