@@ -349,7 +349,9 @@ def test_conversation_page_gives_the_sources_each_answer_cites(alice_client, ali
     page = alice_client.get(reverse("conversation", args=[conversation.pk])).content.decode()
 
     data = page_data(page)
-    assert data["sources"] == {str(answer.pk): [{"n": 1, "document": "d1", "name": "Vertrag.pdf", "page": 3}]}
+    assert data["sources"] == {
+        str(answer.pk): [{"n": 1, "document": "d1", "name": "Vertrag.pdf", "page": 3, "where": "page 3"}]
+    }
     assert str(plain.pk) not in data["sources"]
     # The passage itself is fetched when a citation is opened, not sent with every page.
     assert "Passus 77" not in page

@@ -279,10 +279,9 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             # Sources of answers (chat/sources.js).
             "sources": _("Sources"),
             "source_label": _("Source %(n)s: %(name)s"),
-            "source_label_page": _("Source %(n)s: %(name)s, page %(page)s"),
+            "source_label_where": _("Source %(n)s: %(name)s, %(where)s"),
             "source_title": _("Source %(n)s"),
-            "source_page": _("page %(page)s"),
-            "source_where_page": _("%(name)s, page %(page)s"),
+            "source_where": _("%(name)s, %(where)s"),
             "source_loading": _("Loading the passage…"),
             "source_missing": _("This passage is no longer stored."),
         },

@@ -48,10 +48,10 @@ export class Sources {
 
   // What a citation is called for assistive technology: "Source 1: Vertrag.pdf, page 3".
   label(source) {
-    return interpolate(source.page ? i18n.source_label_page : i18n.source_label, {
+    return interpolate(source.where ? i18n.source_label_where : i18n.source_label, {
       n: source.n,
       name: source.name,
-      page: source.page,
+      where: source.where,
     });
   }
 
@@ -135,10 +135,10 @@ export class Sources {
       name.className = "source-name";
       name.textContent = source.name;
       button.append(number, name);
-      if (source.page) {
+      if (source.where) {
         const page = document.createElement("span");
         page.className = "source-page";
-        page.textContent = interpolate(i18n.source_page, { page: source.page });
+        page.textContent = source.where;
         button.append(page);
       }
       button.addEventListener("click", () => this.open(id, source.n, button));
@@ -166,9 +166,9 @@ export class Sources {
     this.opener = opener;
     this.showing = [id, n];
     this.title.textContent = interpolate(i18n.source_title, { n });
-    this.where.replaceChildren(icon("file"), " ", source.page ? interpolate(i18n.source_where_page, {
+    this.where.replaceChildren(icon("file"), " ", source.where ? interpolate(i18n.source_where, {
       name: source.name,
-      page: source.page,
+      where: source.where,
     }) : source.name);
     this.download.href = pageData.document_urls.file.replace("{id}", encodeURIComponent(source.document));
     this.download.lastChild.textContent = interpolate(i18n.download_named, { name: source.name });
