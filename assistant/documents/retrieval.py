@@ -98,12 +98,14 @@ def fused(*rankings: list[int]) -> list[tuple[int, float]]:
 
 
 def _scope_count(documents: list[uuid.UUID], collections: list[int], at_most: int) -> int:
-    """How many passages are in scope, counting no further than `at_most`."""
-    scope, params = scope_sql(documents, collections)
+    """How many passages are in scope, counting no further than `at_most`: in the index of
+    chunks by document, never reading a chunk (its text and vector)."""
+    scope, params = scope_sql(documents, collections, document_id="d.id")
     chunk, document = Chunk._meta.db_table, Document._meta.db_table
     sql = f"""
         SELECT COUNT(*) FROM (
-            SELECT 1 FROM {chunk} c JOIN {document} d ON d.id = c.document_id WHERE {scope} LIMIT %s
+            SELECT 1 FROM {chunk} c WHERE c.document_id IN (SELECT d.id FROM {document} d WHERE {scope})
+            LIMIT %s
         ) counted
     """  # noqa: S608 -- table names from the models; every value is a parameter
     with connection.cursor() as cursor:
@@ -111,19 +113,17 @@ def _scope_count(documents: list[uuid.UUID], collections: list[int], at_most: in
         return cursor.fetchone()[0]
 
 
-def _vectors(
-    size: int, documents: list[uuid.UUID], collections: list[int], chunk_ids: list[int]
-) -> list[tuple[int, bytes]]:
-    """(id, vector) of the passages `chunk_ids` in scope with a vector of `size` bytes (of
-    the model the question's is from)."""
-    scope, params = scope_sql(documents, collections)
-    chunk, document = Chunk._meta.db_table, Document._meta.db_table
+def _vectors(size: int, chunk_ids: list[int]) -> list[tuple[int, bytes]]:
+    """(id, vector) of the passages `chunk_ids` (full-text candidates, in scope already)
+    with a vector of `size` bytes (of the model the question's is from); by their ids, so
+    the database reads those rows alone, however large the scope."""
+    chunk = Chunk._meta.db_table
     sql = f"""
-        SELECT c.id, c.embedding FROM {chunk} c JOIN {document} d ON d.id = c.document_id
-        WHERE {scope} AND LENGTH(c.embedding) = %s AND c.id IN ({", ".join(["%s"] * len(chunk_ids))})
-    """  # noqa: S608 -- table names from the models; every value is a parameter
+        SELECT id, embedding FROM {chunk}
+        WHERE id IN ({", ".join(["%s"] * len(chunk_ids))}) AND LENGTH(embedding) = %s
+    """  # noqa: S608 -- the table name from the model; every value is a parameter
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, size, *chunk_ids])
+        cursor.execute(sql, [*chunk_ids, size])
         return [(pk, bytes(vector)) for pk, vector in cursor.fetchall()]
 
 
@@ -205,7 +205,7 @@ def vector_ranking(
         ids = np.concatenate([ids for ids, _ in parts])
         scores = np.concatenate([similarities(query, matrix) for _, matrix in parts])
     elif candidates:
-        rows = _vectors(len(query), documents, collections, candidates)
+        rows = _vectors(len(query), candidates)
         if not rows:
             return []
         ids = np.array([pk for pk, _ in rows], dtype=np.int64)

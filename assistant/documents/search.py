@@ -35,7 +35,7 @@ PREFIX_MIN_CHARS = 4
 # chunks together: a word in most passages adds almost nothing to BM25 (its IDF is near
 # zero) and most of the cost. When even the rarest word matches more, the passages with
 # all the words are ranked, if there are any, else those with the rarest.
-MATCH_BUDGET = 20_000
+MATCH_BUDGET = 10_000
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -99,12 +99,15 @@ def fts5_expression(question: str) -> str:
     return " OR ".join(fts5_terms(question))
 
 
-def scope_sql(documents: list[uuid.UUID], collections: list[int]) -> tuple[str, list]:
+def scope_sql(
+    documents: list[uuid.UUID], collections: list[int], *, document_id: str = "c.document_id"
+) -> tuple[str, list]:
     """The condition on `c` (a chunk) and `d` (its document) for the documents in scope:
-    ready, and one of `documents` or in one of `collections`."""
+    ready, and one of `documents` or in one of `collections`; `document_id` names the
+    column of the document's id ("d.id" for a condition on documents alone)."""
     parts, params = [], []
     if documents:
-        parts.append(f"c.document_id IN ({', '.join(['%s'] * len(documents))})")
+        parts.append(f"{document_id} IN ({', '.join(['%s'] * len(documents))})")
         params += [document_key(pk) for pk in documents]
     if collections:
         parts.append(f"d.collection_id IN ({', '.join(['%s'] * len(collections))})")
