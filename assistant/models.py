@@ -393,5 +393,7 @@ class StarterPrompt(models.Model):
         return self.text
 
 
-# Documents and collections (assistant/documents/models.py), registered with this app.
+# Documents, collections and conversation vectors (assistant/documents/), registered with
+# this app.
+from assistant.documents.conversation_vectors import ConversationVector  # noqa: E402, F401
 from assistant.documents.models import Chunk, Collection, Document  # noqa: E402, F401

@@ -666,3 +666,17 @@ def test_search_through_the_server_catches_up_and_finds_by_meaning(
     assert [r["title"] for r in second] == ["Antrag stellen"]
     paths = [request["path"] for request in upstream.requests]
     assert set(paths) == {"/v1/embeddings"}
+
+
+@pytest.mark.live
+def test_an_answers_end_computes_its_conversations_vector(
+    embeddings_server, transactional_db, alice, upstream
+):
+    with session_client(embeddings_server, alice) as client:
+        created = client.post("/api/conversations/", json={"content": "Wie beantrage ich Urlaub?"})
+        assert created.status_code == 201, created.text
+        conversation_id = created.json()["id"]
+
+        # No search ran: the answer's end queued the vector itself.
+        assert wait_until(lambda: ConversationVector.objects.filter(conversation_id=conversation_id).exists())
+    assert "/v1/embeddings" in {request["path"] for request in upstream.requests}

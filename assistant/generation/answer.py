@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from assistant.documents.conversation_vectors import conversation_vectors_queue
+from assistant.documents.embeddings import embeddings_enabled
 from assistant.events.log import RETRY_MAX_SECONDS, RETRY_MIN_SECONDS, EventsUnavailable, Published
 from assistant.events.publish import apublish_batch, apublish_or_defer, publish_batch, replay_log
 from assistant.generation import partials, running
@@ -348,6 +350,9 @@ class Answer:
             return "error", error_payload(self.message.pk, interrupted_error())
         if error is not None:
             return "error", error_payload(self.message.pk, error)
+        if embeddings_enabled():
+            # The conversation's vector for the search by meaning, computed in the background.
+            await sync_to_async(conversation_vectors_queue)([self.message.conversation_id])
         if "phase_summary" in fields:
             state = await sync_to_async(flow_state)(self.message.conversation)
             self.phase_event = None if state is None else state.event(self.message.pk)
