@@ -12,9 +12,9 @@ import zipfile
 import pytest
 from django.utils import translation
 
-from assistant.documents import extract as extract_module
 from assistant.documents.chunking import OVERLAP, PASSAGE_MAX, PASSAGE_MIN, SECTION_CHARS, Page, chunks_of
 from assistant.documents.extract import IngestError, extract, normalise, page_label, sniff
+from assistant.documents.extract import budget as extract_module
 from tests.helpers import documents as samples
 
 SNIFF_BYTES = 8192  # what the upload shows sniff() (assistant/documents/ingest.py)

@@ -7,7 +7,8 @@
     access_log.py     the access log, append-only, exportable as CSV
     starters.py       the example prompts of a new chat, edited by administrators
     assistants.py     the company assistants and their versions (read-only once saved)
-    documents.py      knowledge collections and documents (a user's behind a reason)
+    collections.py    knowledge collections: who may read them, their documents, an upload
+    documents.py      documents, a collection's and a user's (a user's behind a reason)
 
 Importing the package registers the admins and names the site.
 """
@@ -15,7 +16,7 @@ Importing the package registers the admins and names the site.
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from assistant.admin import access_log, assistants, conversations, documents, messages, starters  # noqa: F401 - registers the admins
+from assistant.admin import access_log, assistants, collections, conversations, documents, messages, starters  # noqa: F401 - registers the admins
 from assistant.forms import AdminLoginForm
 
 # The admin's login counts and limits failed logins like the login page (assistant.throttle).
