@@ -33,7 +33,7 @@ LENGTH_DIGITS_MAX = 18
 # multipart boundaries and part headers with a long file name.
 UPLOAD_PATH = re.compile(
     r"/api/conversations/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/documents/"
-    # A knowledge collection's "Add documents" in the admin (assistant/admin/documents.py):
+    # A knowledge collection's "Add documents" in the admin (assistant/admin/collections.py):
     # several files, ASSISTANT_UPLOAD_MAX_BYTES together.
     r"|/admin/assistant/collection/[0-9]{1,19}/upload/"
 )

@@ -1,4 +1,4 @@
-"""Text extraction and chunking (assistant/documents/extract.py, chunking.py): every format
+"""Text extraction and chunking (assistant/documents/extract/, chunking.py): every format
 Assistant reads gives its German text on the right pages; every bad file is refused with
 its code and a sentence for the person, quickly and in bounded memory."""
 

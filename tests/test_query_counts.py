@@ -78,8 +78,8 @@ def newest(owner, count: int) -> list[str]:
 SIDEBAR_PAGE_QUERIES = 2
 # ... and a new chat's example prompts and the assistants the user may choose.
 CHAT_PAGE_QUERIES = SIDEBAR_PAGE_QUERIES + 2
-# ... or the conversation and its messages.
-CONVERSATION_PAGE_QUERIES = SIDEBAR_PAGE_QUERIES + 2
+# ... or the conversation, its messages and its documents.
+CONVERSATION_PAGE_QUERIES = SIDEBAR_PAGE_QUERIES + 3
 
 
 @pytest.fixture(params=[1, 10_000])

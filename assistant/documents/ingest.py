@@ -248,7 +248,11 @@ def document_get(*, user, document_id: uuid.UUID | str) -> Document:
 
 def documents_of_conversation(*, user, conversation_id: uuid.UUID | str) -> list[Document]:
     """The documents of one of the user's conversations, oldest first; 404 for another's."""
-    conversation = conversation_get(user=user, conversation_id=conversation_id)
+    return documents_of(conversation_get(user=user, conversation_id=conversation_id))
+
+
+def documents_of(conversation: Conversation) -> list[Document]:
+    """The documents of `conversation` (its owner's, checked by the caller), oldest first."""
     return list(Document.objects.filter(conversation=conversation).order_by("created_at"))
 
 

@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from assistant import errors, review, selectors
-from assistant.documents.ingest import documents_of_conversation, too_large_message
+from assistant.documents.ingest import documents_of, too_large_message
 from assistant.documents.sources import sources_json
 from assistant.forms import PREFERENCES_MAX_CHARS, LoginForm, PreferencesForm, SetupForm
 from assistant.models import Preferences
@@ -150,10 +150,7 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             # In a guided flow: how each answer that ended its phase ended it (the dividers).
             phase_summaries={m.pk: m.phase_summary for m in state.messages if m.phase_summary},
             # The conversation's documents, oldest first, and the sources each answer cites.
-            documents=[
-                document_json(d)
-                for d in documents_of_conversation(user=request.user, conversation_id=state.conversation.pk)
-            ],
+            documents=[document_json(d) for d in documents_of(state.conversation)],
             sources={m.pk: sources_json(m.sources) for m in state.messages if m.sources},
         )
     query = request.GET.get("q", "").strip()[:200]
