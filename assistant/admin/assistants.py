@@ -18,6 +18,7 @@ from django.db.models import Count, QuerySet
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from assistant.admin.records import ReadOnly
 from assistant.models import ICONS, Assistant, AssistantVersion, Conversation
 from assistant.personas.versions import (
     DESCRIPTION_MAX_CHARS,
@@ -144,7 +145,7 @@ class AssistantForm(forms.ModelForm):
         return cleaned
 
 
-class VersionInline(admin.StackedInline):
+class VersionInline(ReadOnly, admin.StackedInline):
     """Every version, newest first, read-only: what each conversation ran with."""
 
     model = AssistantVersion
@@ -169,15 +170,6 @@ class VersionInline(admin.StackedInline):
         "phases_shown",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_view_permission(self, request, obj=None) -> bool:
         # Whoever may see the assistant sees its versions: they are part of it.

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 
 
-class ReadOnlyRecords(admin.ModelAdmin):
-    """No adding, changing or deleting; an admin that lets someone delete says so."""
+class ReadOnly:
+    """No adding, changing or deleting, for a model admin or an inline; an admin that
+    lets someone delete says so."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -16,3 +17,7 @@ class ReadOnlyRecords(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyRecords(ReadOnly, admin.ModelAdmin):
+    """A list of records (transcripts, the access log)."""
