@@ -23,8 +23,6 @@ class Prompt:
 
     messages: list[dict[str, str]]
     options: dict[str, Any] = field(default_factory=dict)
-    # The current phase of a flow (from 1), stored with the answer; None outside flows.
-    phase: int | None = None
     # The passages of documents it was given, as the answer cites them.
     sources: list[Source] = field(default_factory=list)
 
@@ -101,6 +99,4 @@ def prompt_for(
             options["max_tokens"] = version.max_tokens
     if state is not None and not state.finished:
         options["tools"] = [COMPLETE_PHASE_TOOL]
-    return Prompt(
-        messages=messages, options=options, phase=None if state is None else state.phase, sources=sources
-    )
+    return Prompt(messages=messages, options=options, sources=sources)
