@@ -10,13 +10,11 @@ import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from assistant import throttle
@@ -27,6 +25,7 @@ from assistant.events.publish import publish_batch, publish_or_defer, replay_log
 from assistant.events.wire import channel_for
 from assistant.generation import leases, running, task
 from assistant.generation.answer import Continuation
+from assistant.limits import answers_allow, writes_allow
 from assistant.models import Conversation, Message, Preferences, UsageRecord
 from assistant.personas.access import assistant_get, version_usable
 from assistant.personas.flows import FlowState, flow_state
@@ -37,10 +36,8 @@ from assistant.selectors import (
     branch_parents,
     conversation_get,
     conversation_versions,
-    local_midnight,
-    usage_get,
 )
-from assistant.usage import usage_answer_add, usage_oldest_since
+from assistant.usage import usage_answer_add
 
 TITLE_WORDS_CHARS = 60
 
@@ -62,21 +59,6 @@ def title_from(content: str) -> str:
     return words[:TITLE_WORDS_CHARS].rsplit(" ", 1)[0] + "…"
 
 
-def _writes_allow(user, limit: throttle.Limit) -> None:
-    """Count one cheap write of `user` against `limit`; 429 `rate_limited` beyond it.
-
-    Counted before the lookup: probing ids that are not the user's spends the budget too.
-    """
-    wait = limit.hit(str(getattr(user, "pk", user)))
-    if wait is not None:
-        raise ServiceError(
-            429,
-            "rate_limited",
-            _("Too many changes in a short time. Try again in %(seconds)d seconds.") % {"seconds": wait},
-            retry_after=wait,
-        )
-
-
 def conversation_create(
     *, user, title: str = "", model: str | None = None, question: str = "", assistant: str = ""
 ) -> Conversation:
@@ -86,7 +68,7 @@ def conversation_create(
     assistant's current version for good, on the assistant's model unless one is asked
     for. It keeps the user's personal instructions as they are now.
     """
-    _writes_allow(user, throttle.conversations_limit())
+    writes_allow(user, throttle.conversations_limit())
     version = assistant_get(user=user, slug=assistant).current if assistant else None
     if not model and version is not None:
         model = version.model
@@ -107,7 +89,7 @@ def conversation_update(
 
     Neither moves the conversation in the newest-first list: `updated_at` stays.
     """
-    _writes_allow(user, throttle.writes_limit())
+    writes_allow(user, throttle.writes_limit())
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     fields = []
     if title is not None:
@@ -132,7 +114,7 @@ def conversation_delete(*, user, conversation_id: uuid.UUID | str) -> None:
     In the request's thread, which a client that disconnects midway does not stop: an
     answer is never left stopped but its conversation kept, or the other way round.
     """
-    _writes_allow(user, throttle.writes_limit())
+    writes_allow(user, throttle.writes_limit())
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     streaming = conversation.messages.filter(status=Message.Status.STREAMING)
     for message_id in list(streaming.values_list("pk", flat=True)):
@@ -157,33 +139,6 @@ class Exchange:
     continuation: Continuation | None = None
     # The versions of the question and the answer (docs/protocol.md), once stored.
     versions: dict[int, Versions] = field(default_factory=dict)
-
-
-def _limits_check(user_id: int) -> None:
-    """Refuse before anything reaches the upstream: per-minute rate, then daily tokens."""
-    now = timezone.now()
-    usage = usage_get(user=user_id, now=now)
-    if usage.rate_limit and usage.answers_last_minute >= usage.rate_limit:
-        minute_ago = now - timedelta(minutes=1)
-        oldest = usage_oldest_since(user_id=user_id, since=minute_ago)
-        # None: the minute passed since it was counted; asking again may succeed at once.
-        wait = int(((oldest or minute_ago) + timedelta(minutes=1) - now).total_seconds()) + 1
-        raise ServiceError(
-            429,
-            "rate_limited",
-            _("You sent %(count)d messages in the last minute. Try again in %(seconds)d seconds.")
-            % {"count": usage.answers_last_minute, "seconds": wait},
-            retry_after=wait,
-        )
-    if usage.quota_left == 0:
-        tomorrow = local_midnight(now) + timedelta(days=1)
-        raise ServiceError(
-            429,
-            "quota_exceeded",
-            _("You used today's %(quota)s tokens. The quota resets at %(time)s.")
-            % {"quota": usage.daily_quota, "time": date_format(tomorrow, "DATETIME_FORMAT")},
-            retry_after=int((tomorrow - now).total_seconds()) + 1,
-        )
 
 
 def _none_streaming(conversation: Conversation) -> None:
@@ -229,7 +184,7 @@ def _assistant_check(conversation: Conversation) -> FlowState | None:
 def _answer_insert(conversation: Conversation, model: str, *, question: Message) -> Message:
     """`_answer_create` for a conversation known to have no answer streaming."""
     flow = _assistant_check(conversation)
-    _limits_check(conversation.owner_id)
+    answers_allow(conversation.owner_id)
     position = _position_now(conversation)
     answer = Message.objects.create(
         conversation=conversation,
@@ -376,7 +331,7 @@ def _continue_create(*, user, message_id: int) -> Exchange:
     question = _question_of(conversation, answer)
     if question is None:
         raise ServiceError(400, "not_continuable", _("Only the latest answer can be continued."))
-    _limits_check(conversation.owner_id)
+    answers_allow(conversation.owner_id)
     counted = (
         UsageRecord.objects.filter(message_id=answer.pk).values("prompt_tokens", "completion_tokens").first()
     )
@@ -591,7 +546,7 @@ def _message_get(*, user, message_id: int) -> Message:
 
 def message_feedback(*, user, message_id: int, rating: int | None, comment: str = "") -> Message:
     """Rate one of the user's answers (1 up, -1 down), or clear the rating with None."""
-    _writes_allow(user, throttle.writes_limit())
+    writes_allow(user, throttle.writes_limit())
     with found_or_404():
         message = Message.objects.get(pk=message_id, conversation__owner=user, role=Message.Role.ASSISTANT)
     message.feedback = rating
@@ -604,7 +559,7 @@ def message_feedback(*, user, message_id: int, rating: int | None, comment: str 
 
 def message_cancel(*, user, message_id: int) -> Message:
     """Stop generating an answer. Stopping one that already ended changes nothing."""
-    _writes_allow(user, throttle.writes_limit())
+    writes_allow(user, throttle.writes_limit())
     message = _message_get(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT:
         raise not_found()

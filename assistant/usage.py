@@ -2,7 +2,7 @@
 
 One `UsageRecord` per answer, inserted in the transaction that creates the answer (so it
 counts toward the per-minute limit at once) and given the answer's tokens when it ends.
-The limits (`selectors.usage_get`, `services._limits_check`) and `usage_report` read it.
+The limits (`selectors.usage_get`, `limits.answers_allow`) and `usage_report` read it.
 Deleting conversations or messages never touches it; erasing a person's data
 (`usage_anonymise`) turns their rows into counted rows without user or message.
 """

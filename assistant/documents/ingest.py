@@ -33,10 +33,10 @@ from assistant.documents.worker import document_event, document_queue, document_
 from assistant.errors import ServiceError, found_or_404
 from assistant.events.publish import publish_or_defer
 from assistant.events.wire import channel_for
+from assistant.limits import writes_allow
 from assistant.models import Collection, Conversation, Document, Message
 from assistant.processes import PROCESS_ID
 from assistant.selectors import conversation_get
-from assistant.services import _writes_allow
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def document_upload(*, user, conversation_id: uuid.UUID | str, upload) -> Docume
     conversation already (409 `duplicate_document`), too many writes (429). Reading
     starts after the commit, in a reader thread, with messages in the uploader's language.
     """
-    _writes_allow(user, throttle.writes_limit())
+    writes_allow(user, throttle.writes_limit())
     conversation = conversation_get(user=user, conversation_id=conversation_id)
     if upload is None:
         raise ServiceError(
@@ -273,7 +273,7 @@ def document_readable(*, user, document_id: uuid.UUID | str) -> Document:
 def document_delete(*, user, document_id: uuid.UUID | str) -> None:
     """Delete one of the user's documents: its passages with it, its file after the
     commit; a reading still going on stops at its next step and stores nothing."""
-    _writes_allow(user, throttle.writes_limit())
+    writes_allow(user, throttle.writes_limit())
     document = document_get(user=user, document_id=document_id)
     event = {**document_event(document), "status": "deleted"}
     document.delete()
