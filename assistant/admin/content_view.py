@@ -102,16 +102,18 @@ def uuid_or_none(word: str) -> uuid.UUID | None:
     return None
 
 
-def content_view_target(next_url: str) -> tuple[type, str]:
-    """The list a stated reason leads to, in its content view: `next` if it is one of the two
-    review lists (never another site or page), else the conversations."""
-    lists = {
-        reverse("admin:assistant_conversation_changelist"): Conversation,
-        reverse("admin:assistant_message_changelist"): Message,
-    }
+def content_view_target(next_url: str, lists: dict[str, type] | None = None) -> tuple[type, str]:
+    """The list a stated reason leads to, in its content view: `next` if it is one of
+    `lists` (changelist path: model; by default the two review lists), never another site
+    or page, else the first of them."""
+    if lists is None:
+        lists = {
+            reverse("admin:assistant_conversation_changelist"): Conversation,
+            reverse("admin:assistant_message_changelist"): Message,
+        }
     parts = urlsplit(next_url)
     if parts.scheme or parts.netloc or parts.path not in lists:
-        parts = urlsplit(reverse("admin:assistant_conversation_changelist"))
+        parts = urlsplit(next(iter(lists)))
     query = QueryDict(parts.query, mutable=True)
     query[CONTENT_VIEW] = "1"
     return lists[parts.path], f"{parts.path}?{query.urlencode()}"

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import AsyncIterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.contrib import admin, messages
@@ -31,7 +30,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -48,6 +47,7 @@ from assistant.admin.content_view import (
     CONTENT_VIEW,
     ContentViewAdmin,
     ReviewReasonForm,
+    content_view_target,
     search_words,
     transcript_url,
     uuid_or_none,
@@ -462,15 +462,9 @@ class DocumentAdmin(ContentViewAdmin):
             raise PermissionDenied
         if not (self.has_view_permission(request) and self.has_review_permission(request)):
             raise PermissionDenied
-        changelist = reverse("admin:assistant_document_changelist")
-        parts = urlsplit(request.GET.get("next", ""))
-        query = (
-            QueryDict(parts.query, mutable=True)
-            if parts.path == changelist and not parts.netloc
-            else QueryDict(mutable=True)
+        _list, url = content_view_target(
+            request.GET.get("next", ""), {reverse("admin:assistant_document_changelist"): Document}
         )
-        query[CONTENT_VIEW] = "1"
-        url = f"{changelist}?{query.urlencode()}"
         form = ReviewReasonForm(request.POST if request.method == "POST" else None)
         if form.is_bound and form.is_valid():
             review.list_content_open(session=request.session, reason=form.reason())
