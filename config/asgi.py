@@ -27,6 +27,7 @@ from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_s
 from django.urls import re_path  # noqa: E402
 
 from assistant import stream_endpoint  # noqa: E402
+from assistant.gateway import handoff as gateway_handoff  # noqa: E402
 from assistant.generation import leases, running  # noqa: E402
 from config.body_limits import RequestBodyLimit  # noqa: E402
 from config.fastpaths import aiohttp as fast_aiohttp  # noqa: E402
@@ -37,9 +38,18 @@ from config.static_files import CollectedStaticFiles  # noqa: E402
 
 # Event streams go to their channels consumer before Django's middleware chain, which
 # would hold a thread per open stream; everything else goes to Django
-# (assistant/stream_endpoint.py).
+# (assistant/stream_endpoint.py). Under /v1/ a chat completion leaves Django's thread
+# once the view has accepted it, and runs on the event loop (assistant/gateway/handoff.py).
 streams_and_django = ProtocolTypeRouter(
-    {"http": URLRouter([stream_endpoint.route(django_application), re_path(r"", django_application)])}
+    {
+        "http": URLRouter(
+            [
+                stream_endpoint.route(django_application),
+                gateway_handoff.route(django_application),
+                re_path(r"", django_application),
+            ]
+        )
+    }
 )
 
 # Static files at the ASGI layer: a sync middleware such as WhiteNoise would push every

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, register_converter
+from django.urls import include, path, re_path, register_converter
 
+from assistant.gateway import views as gateway
 from assistant.views import api, documents, exports, health_checks, pages
 
 
@@ -83,6 +84,12 @@ urlpatterns = [
     path("api/messages/<id:message_id>/show/", api.message_show, name="api_message_show"),
     path("api/messages/<id:message_id>/edit/", api.message_edit, name="api_message_edit"),
     path("api/messages/<id:message_id>/feedback/", api.message_feedback, name="api_message_feedback"),
+    # The OpenAI-compatible gateway (assistant/gateway; config/asgi.py routes /v1/ through
+    # its handoff, so a completion runs on the event loop, not in a request thread).
+    path("v1/models", gateway.models, name="gateway_models"),
+    path("v1/models/<path:model>", gateway.model_detail, name="gateway_model"),
+    path("v1/chat/completions", gateway.chat_completions, name="gateway_chat_completions"),
+    re_path(r"^v1/", gateway.unknown_url),
     path("healthz", health_checks.healthz, name="healthz"),
     path("readyz", health_checks.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),
