@@ -1,4 +1,5 @@
-"""Usage: answers and tokens per user, model, assistant and day, with their cost; days over the quota.
+"""Usage: answers and tokens per user, model, assistant, origin and day, with their cost;
+days over the quota.
 
 Read from the usage record (assistant.usage), so answers of deleted conversations and
 erased accounts still count.
@@ -20,7 +21,7 @@ from django.utils.translation import gettext_lazy
 from assistant.models import UsageRecord
 from assistant.staff.common import Period, StaffError
 
-USAGE_KEYS = ("user", "model", "assistant", "day")
+USAGE_KEYS = ("user", "model", "assistant", "origin", "day")
 # The one group of usage_report for answers whose account was erased or deleted.
 DELETED_USERS = gettext_lazy("(deleted users)")
 # The group of answers of the model alone, without an assistant.
@@ -73,13 +74,19 @@ def usage_report(
     answer counts, also superseded, failed and cancelled ones (they cost tokens too).
     Answers of erased or deleted accounts are one group, `DELETED_USERS`; answers without
     an assistant are `NO_ASSISTANT` (an assistant is named by its slug, which outlives its
-    retirement). With `costs`
+    retirement); `origin` tells the chat page, API clients and the OpenAI-compatible
+    gateway apart. With `costs`
     (USD per million prompt and completion tokens, per model) rows get a cost; models
     without a price are listed in `unpriced_models` and add nothing.
     """
     costs = settings.ASSISTANT_MODEL_COSTS if costs is None else costs
     answers = period.filter(UsageRecord.objects.all(), "created_at")
-    fields: dict[str, Any] = {"owner": "user__username", "model": "model", "assistant": "assistant"}
+    fields: dict[str, Any] = {
+        "owner": "user__username",
+        "model": "model",
+        "assistant": "assistant",
+        "origin": "origin",
+    }
     if "day" in by:
         answers = answers.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
         fields["day"] = "day"
@@ -101,6 +108,8 @@ def usage_report(
             "user": user,
             "model": item["model"] or "-",
             "assistant": item["assistant"] or str(NO_ASSISTANT),
+            # Where the answers were asked for: page, api (a client with a token), gateway.
+            "origin": item["origin"],
             "day": str(item.get("day")),
         }
         key = tuple(values[name] for name in by)

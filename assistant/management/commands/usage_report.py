@@ -1,4 +1,4 @@
-"""Usage per user, model, assistant and day: answers, tokens and, when priced, cost.
+"""Usage per user, model, assistant, origin and day: answers, tokens and, when priced, cost.
 
 Why it exists: the model service bills by tokens, and staff need to know who and what
 uses how much (budgets, quotas, choosing models) without reading anyone's conversations.
@@ -19,7 +19,7 @@ from assistant.staff import common, usage_report
 from assistant.staff.common import StaffError
 
 DEFAULT_DAYS = 30
-HEADINGS = {"user": "user", "model": "model", "assistant": "assistant", "day": "day"}
+HEADINGS = {"user": "user", "model": "model", "assistant": "assistant", "origin": "origin", "day": "day"}
 NUMBERS = ["answers", "prompt tokens", "completion tokens"]
 
 
@@ -30,8 +30,9 @@ def _cost(value: Decimal | None, places: int) -> str:
 class Command(BaseCommand):
     help = (
         "Answers and tokens (prompt, completion) of the assistant's answers in a period, "
-        "grouped by user, model, assistant and/or day, as an aligned table or CSV. An "
-        "assistant is named by its identifier, '(none)' for the model alone. Every answer counts, "
+        "grouped by user, model, assistant, origin and/or day, as an aligned table or CSV. An "
+        "assistant is named by its identifier, '(none)' for the model alone; the origin is page, "
+        "api (a client with a personal token) or gateway (the OpenAI-compatible /v1/). Every answer counts, "
         "also retried, failed and stopped ones. With ASSISTANT_MODEL_COSTS set (USD per "
         "million prompt and completion tokens per model) a cost column is added. Days are "
         "in the site's time zone; the default period is the last 30 days up to today."
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--by",
             action="append",
-            metavar="user|model|assistant|day",
+            metavar="user|model|assistant|origin|day",
             help="Group by these, in this order; repeat or comma-separate (default: user,model).",
         )
         parser.add_argument(
