@@ -13,6 +13,7 @@ as not given, as clients often send the defaults.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -159,7 +160,8 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
         if name in TAKEN or value is None or _neutral(name, value):
             continue
         if name in NEUTRAL:
-            message = _("'%(name)s' is supported only at %(value)s.") % {"name": name, "value": NEUTRAL[name]}
+            neutral = json.dumps(NEUTRAL[name])
+            message = _("'%(name)s' is supported only at %(value)s.") % {"name": name, "value": neutral}
         else:
             message = _("Unsupported parameter: '%(name)s' is not supported by this gateway.") % {
                 "name": name
