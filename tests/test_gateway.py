@@ -36,9 +36,16 @@ def token(alice) -> str:
     return token_for(alice)
 
 
+@pytest.fixture(params=["fast paths", "public paths"])
+def server(request, transactional_db) -> LiveServer:
+    """The session's daphne, and one with every fast path off: the completion's handoff
+    holds under Django's own ASGI handler too (config/fastpaths/django.py)."""
+    return request.getfixturevalue("live" if request.param == "fast paths" else "public_paths")
+
+
 @pytest.fixture
-def client(live, token) -> Iterator[openai.OpenAI]:
-    with gateway(live, token) as sdk:
+def client(server, token) -> Iterator[openai.OpenAI]:
+    with gateway(server, token) as sdk:
         yield sdk
 
 
@@ -378,3 +385,14 @@ def two_lanes_server(django_db_setup, django_db_blocker, fake_upstream) -> Itera
 @pytest.fixture
 def two_lanes(two_lanes_server, transactional_db, upstream) -> LiveServer:
     return two_lanes_server
+
+
+@pytest.fixture(scope="module")
+def public_paths_server(django_db_setup, django_db_blocker, fake_upstream) -> Iterator[LiveServer]:
+    """A daphne with every fast path off (ASSISTANT_FAST_PATHS)."""
+    yield from _server(fake_upstream, "daphne-gateway-public-paths", ASSISTANT_FAST_PATHS="off")
+
+
+@pytest.fixture
+def public_paths(public_paths_server, transactional_db, upstream) -> LiveServer:
+    return public_paths_server
