@@ -129,6 +129,16 @@ class Preferences(models.Model):
         return str(self.user)
 
 
+class Origin(models.TextChoices):
+    """Where a conversation, or an answer's usage, came from."""
+
+    PAGE = "page", _("chat page")
+    # A client of the JSON API with a personal token (a native app, a script).
+    API = "api", _("API client")
+    # The OpenAI-compatible gateway (/v1/chat/completions).
+    GATEWAY = "gateway", _("OpenAI-compatible gateway")
+
+
 class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -146,6 +156,7 @@ class Conversation(models.Model):
     )
     # The user's personal instructions as they were when it started.
     personal_instructions = models.TextField(blank=True)
+    origin = models.CharField(_("origin"), max_length=10, choices=Origin.choices, default=Origin.PAGE)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -341,6 +352,7 @@ class UsageRecord(models.Model):
     # The assistant's identifier (its slug), empty for the bare model: kept as text, like
     # the model, so the record outlives the assistant.
     assistant = models.CharField(max_length=50, blank=True)
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.PAGE)
     # Set explicitly (not auto_now_add): the answer's own moment, or a day's start once anonymised.
     created_at = models.DateTimeField(default=timezone.now)
     # How many answers the row stands for: 1, or the count of an anonymised day.
@@ -397,3 +409,4 @@ class StarterPrompt(models.Model):
 # this app.
 from assistant.documents.conversation_vectors import ConversationVector  # noqa: E402, F401
 from assistant.documents.models import Chunk, Collection, Document  # noqa: E402, F401
+from assistant.tokens.models import ApiToken  # noqa: E402, F401

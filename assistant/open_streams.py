@@ -1,10 +1,11 @@
 """The open event streams of this server process, and their end when their authorisation
 ends or their user opens too many.
 
-A stream ends when its user is deactivated or deleted, its session logged out, or the
+A stream ends when its user is deactivated or deleted, its session logged out, the
 user's password changed and its session no longer authenticates them (Django's session
-hash check), in this process or any other (Redis), or found by the account poll (a
-command in another process, no Redis). A user's open streams are capped per process
+hash check), or the API token it was opened with is revoked or expires; in this process
+or any other (Redis), or found by the account poll (a command in another process, no
+Redis). A user's open streams are capped per process
 (ASSISTANT_MAX_STREAMS_PER_USER): a new one past the cap ends the oldest
 (`TOO_MANY_STREAMS`). assistant.stream_endpoint sends the last event that says why.
 """
@@ -28,6 +29,7 @@ from django.utils.crypto import constant_time_compare
 
 from assistant.events.publish import replay_log
 from assistant.generation.running import background_task
+from assistant.tokens.models import ApiToken
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 LOGGED_OUT = "logged_out"
 ACCOUNT_DISABLED = "account_disabled"
 PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a reason, not a password
+TOKEN_REVOKED = "token_revoked"  # noqa: S105 - revoked or expired
 # ... its user opened too many (a `stream-closed` event) ...
 TOO_MANY_STREAMS = "too_many_streams"
 # ... or its client left (nothing more is sent).
@@ -45,19 +48,29 @@ ACCOUNT_POLL_SECONDS = 1.0
 
 @dataclass(eq=False, slots=True)
 class OpenStream:
-    keys: tuple[str, ...]  # what revokes it: "user:<pk>" (first) and "session:<digest of the key>"
+    # What revokes it: "user:<pk>" (first), and "session:<digest of the key>" or "token:<pk>".
+    keys: tuple[str, ...]
     task: asyncio.Task
     user_id: object
     # To ask the session store whether the session still authenticates its user, after
     # a password change. Kept in this process only; revocations carry the digest.
     session_key: str | None
     credentials: bytes  # the user's, when the stream last checked its session (_credentials)
+    # The API token it was opened with (None: a session). A password change does not end
+    # it: the token is the credential, and revoking it is how it ends.
+    token_id: int | None = None
     reason: str | None = None  # why it ends: a revocation reason, TOO_MANY_STREAMS or DISCONNECTED
 
     @classmethod
-    def of(cls, user_id: object, credentials: bytes, session_key: str | None) -> OpenStream:
-        keys = (_user_key(user_id), _session_key(session_key)) if session_key else (_user_key(user_id),)
-        return cls(keys, asyncio.current_task(), user_id, session_key, credentials)
+    def of(
+        cls, user_id: object, credentials: bytes, session_key: str | None, token_id: int | None = None
+    ) -> OpenStream:
+        keys = (_user_key(user_id),)
+        if token_id is not None:
+            keys += (_token_key(token_id),)
+        elif session_key:
+            keys += (_session_key(session_key),)
+        return cls(keys, asyncio.current_task(), user_id, session_key, credentials, token_id)
 
     def end(self, reason: str) -> None:
         if self.reason is None:
@@ -74,10 +87,15 @@ _account_poll: asyncio.Task | None = None
 # Set to make the account poll run now rather than at its next second.
 _check_now: asyncio.Event | None = None
 _CREDENTIALS_PREFIX = "credentials:"
+_TOKEN_PREFIX = "token:"  # noqa: S105 - a key prefix, not a password
 
 
 def _user_key(user_id: object) -> str:
     return f"user:{user_id}"
+
+
+def _token_key(token_id: object) -> str:
+    return f"{_TOKEN_PREFIX}{token_id}"
 
 
 def _session_key(session_key: str) -> str:
@@ -132,19 +150,28 @@ def _end_local(key: str) -> None:
         if _check_now is not None:
             _check_now.set()
         return
-    reason = ACCOUNT_DISABLED if key.startswith("user:") else LOGGED_OUT
+    if key.startswith("user:"):
+        reason = ACCOUNT_DISABLED
+    else:
+        reason = TOKEN_REVOKED if key.startswith(_TOKEN_PREFIX) else LOGGED_OUT
     for opened in list(_streams.get(key, ())):
         opened.end(reason)
 
 
-def streams_revoke(*, user_id: object = None, session_key: str | None = None) -> None:
-    """End the open event streams of a user or of a session, in every server process.
+def streams_revoke(
+    *, user_id: object = None, session_key: str | None = None, token_id: int | None = None
+) -> None:
+    """End the open event streams of a user, a session or an API token, in every server
+    process.
 
     Callable from any thread. Here they end at once; other processes hear it through
-    Redis when it is configured, and find deactivated or deleted users by their poll
-    otherwise.
+    Redis when it is configured, and find deactivated or deleted users and revoked tokens
+    by their poll otherwise.
     """
-    key = _user_key(user_id) if user_id is not None else _session_key(session_key)
+    if user_id is not None:
+        key = _user_key(user_id)
+    else:
+        key = _token_key(token_id) if token_id is not None else _session_key(session_key)
     _announce(key)
 
 
@@ -166,15 +193,17 @@ def _announce(key: str) -> None:
 
 
 async def _poll_accounts(check_now: asyncio.Event) -> None:
-    """End the streams of users no longer active, and of sessions a password change ended
-    (the fallback that needs only the database): one query a second while streams are
-    open, and one per stream whose user's password changed."""
+    """End the streams of users no longer active, of tokens revoked or expired, and of
+    sessions a password change ended (the fallback that needs only the database): one
+    query a second while streams are open (two with token streams), and one per stream
+    whose user's password changed."""
     User = get_user_model()
     while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ACCOUNT_POLL_SECONDS):
                 await check_now.wait()
         check_now.clear()
+        await _check_tokens()
         user_ids = {key.removeprefix("user:") for key in _streams if key.startswith("user:")}
         if not user_ids:
             continue
@@ -192,13 +221,29 @@ async def _poll_accounts(check_now: asyncio.Event) -> None:
             changed = [
                 opened
                 for opened in _streams.get(_user_key(user_id), ())
-                if opened.reason is None and opened.credentials != now
+                if opened.reason is None and opened.token_id is None and opened.credentials != now
             ]
             if changed:
                 try:
                     await _check_sessions(changed)
                 except Exception:
                     logger.exception("could not check the sessions of open event streams")
+
+
+async def _check_tokens() -> None:
+    """End the streams of tokens no longer usable (revoked, expired, their user gone)."""
+    token_ids = {int(key.removeprefix(_TOKEN_PREFIX)) for key in _streams if key.startswith(_TOKEN_PREFIX)}
+    if not token_ids:
+        return
+    try:
+        usable = {
+            pk async for pk in ApiToken.objects.usable().filter(pk__in=token_ids).values_list("pk", flat=True)
+        }
+    except Exception:
+        logger.exception("could not check the API tokens of open event streams")
+        return
+    for token_id in token_ids - usable:
+        _end_local(_token_key(token_id))
 
 
 async def _check_sessions(streams: list[OpenStream]) -> None:

@@ -26,7 +26,7 @@ from assistant.events.wire import channel_for
 from assistant.generation import leases, running, task
 from assistant.generation.answer import Continuation
 from assistant.limits import answers_allow, writes_allow
-from assistant.models import Conversation, Message, Preferences, UsageRecord
+from assistant.models import Conversation, Message, Origin, Preferences, UsageRecord
 from assistant.personas.access import assistant_get, version_usable
 from assistant.personas.flows import FlowState, flow_state
 from assistant.personas.prompt import Prompt, personal_instructions, prompt_for
@@ -60,9 +60,16 @@ def title_from(content: str) -> str:
 
 
 def conversation_create(
-    *, user, title: str = "", model: str | None = None, question: str = "", assistant: str = ""
+    *,
+    user,
+    title: str = "",
+    model: str | None = None,
+    question: str = "",
+    assistant: str = "",
+    origin: str = Origin.PAGE,
 ) -> Conversation:
     """A conversation; without a `title`, its first `question`'s first words stand in.
+    `origin` says where it came from (the page, an API client, the gateway).
 
     With an `assistant` (its slug; 404 unless the user may use it) it runs with that
     assistant's current version for good, on the assistant's model unless one is asked
@@ -79,6 +86,7 @@ def conversation_create(
         model=model_validate(model),
         assistant_version=version,
         personal_instructions=personal_instructions(Preferences.objects.filter(user=user).first()),
+        origin=origin,
     )
 
 
@@ -202,6 +210,7 @@ def _answer_insert(conversation: Conversation, model: str, *, question: Message)
         user_id=conversation.owner_id,
         model=model,
         assistant=version.assistant.slug if version is not None else "",
+        origin=conversation.origin,
         message_id=answer.pk,
         created_at=answer.created_at,
     )
@@ -467,12 +476,25 @@ def _exchange_start(
 
 
 def conversation_start(
-    *, user, title: str = "", content: str, model: str | None, language: str, assistant: str = ""
+    *,
+    user,
+    title: str = "",
+    content: str,
+    model: str | None,
+    language: str,
+    assistant: str = "",
+    origin: str = Origin.PAGE,
 ) -> Exchange:
     """A new conversation with its first question, stored together or not at all (a limit
     refusing the question leaves no empty conversation), and its answer started."""
     create = functools.partial(
-        _first_exchange_create, user=user, title=title, content=content, model=model, assistant=assistant
+        _first_exchange_create,
+        user=user,
+        title=title,
+        content=content,
+        model=model,
+        assistant=assistant,
+        origin=origin,
     )
     # The question is all there is before the answer: nothing to read back.
     history = [{"role": Message.Role.USER.value, "content": content}]
@@ -480,11 +502,13 @@ def conversation_start(
 
 
 @transaction.atomic
-def _first_exchange_create(*, user, title: str, content: str, model: str | None, assistant: str) -> Exchange:
+def _first_exchange_create(
+    *, user, title: str, content: str, model: str | None, assistant: str, origin: str
+) -> Exchange:
     """Stored as it will stay: a new conversation has no answer streaming to check for,
     and its title and model need no second write."""
     conversation = conversation_create(
-        user=user, title=title, model=model, question=content, assistant=assistant
+        user=user, title=title, model=model, question=content, assistant=assistant, origin=origin
     )
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
     return Exchange(user_message, _answer_insert(conversation, conversation.model, question=user_message))

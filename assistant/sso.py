@@ -127,8 +127,10 @@ class ProxyHeaderLoginMiddleware(SyncAndAsyncMiddleware):
         return from_proxy(request, self.networks, self.trust_unix_socket)
 
     def assertion(self, request: HttpRequest) -> Assertion | None:
-        """The proxy's word on this request; None when the peer is not a trusted proxy."""
-        if not self.from_trusted_proxy(request):
+        """The proxy's word on this request; None when the peer is not a trusted proxy, or
+        when a Bearer token authenticates the request (assistant.tokens.middleware: the
+        proxy lets such requests through without its sign-on, docs/deployment.md)."""
+        if getattr(request, "api_token", None) is not None or not self.from_trusted_proxy(request):
             return None
         email = request.headers.get(self.email_header, "") if self.email_header else ""
         return Assertion(username=request.headers.get(self.header, "").strip(), email=email.strip())

@@ -54,6 +54,7 @@ from assistant.events.wire import channel_for, encode_data, position_from
 from assistant.generation.leases import ensure_supervisor
 from assistant.middleware import add_security_headers
 from assistant.sso import ProxyHeaderLoginMiddleware
+from assistant.tokens import middleware as tokens
 from assistant.views import api
 from config.send_backlog import bounded_send
 
@@ -80,8 +81,9 @@ MIDDLEWARE_HANDLED = {
     "django.contrib.sessions.middleware.SessionMiddleware": "channels' SessionMiddleware (route)",
     "django.middleware.locale.LocaleMiddleware": "its request hook (the language)",
     "django.middleware.common.CommonMiddleware": "its request hook (hosts, user agents)",
-    "django.middleware.csrf.CsrfViewMiddleware": "none needed: a GET that changes nothing",
+    "assistant.tokens.middleware.CsrfViewMiddleware": "none needed: a GET that changes nothing",
     "django.contrib.auth.middleware.AuthenticationMiddleware": "channels' AuthMiddleware (route)",
+    "assistant.tokens.middleware.BearerTokenMiddleware": "_authorize (its authenticate and refusal)",
     "assistant.sso.ProxyHeaderLoginMiddleware": "sign_on",
     "django.contrib.messages.middleware.MessageMiddleware": "none needed: a stream shows no messages",
     "django.middleware.clickjacking.XFrameOptionsMiddleware": "its response hook",
@@ -201,15 +203,24 @@ class EventStreamConsumer(AsyncHttpConsumer):
         elif position is None:
             # From now, fixed before the 200: an event published once the client has it is sent.
             position = await subscriber.position_now(channel)
-        opened = open_streams.OpenStream.of(*account, request.session.session_key)
+        token_id = request.api_token.pk if request.api_token is not None else None
+        opened = open_streams.OpenStream.of(*account, request.session.session_key, token_id)
         return response, (opened, channel, position)
 
     def _authorize(
         self, request: HttpRequest, conversation_id: uuid.UUID
     ) -> tuple[HttpResponseBase, str | None, tuple[object, bytes]]:
-        """Sync, in the shared thread: the proxy's sign-on, then the conversation's channel
-        if django-eventstream's channel manager lets the user read it (else 404); with the
-        user's id and credentials (see open_streams.credentials)."""
+        """Sync, in the shared thread: a Bearer token or else the proxy's sign-on, then the
+        conversation's channel if django-eventstream's channel manager lets the user read
+        it (else 404); with the user's id and credentials (see open_streams.credentials).
+        Sets `request.api_token` (None: a session)."""
+        request.api_token = None
+        try:
+            token = tokens.authenticate(request)
+        except errors.ServiceError as error:
+            return tokens.refusal(request, error), None, (None, b"")
+        if token is not None:
+            request.user, request.api_token = token.user, token
         response = self.hooks.sso.sign_on(request) if self.hooks.sso is not None else None
         channel = None
         user = request.user

@@ -18,7 +18,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from assistant.models import UsageRecord, sql_names
+from assistant.models import Origin, UsageRecord, sql_names
 
 if TYPE_CHECKING:
     from assistant.providers.values import Finish
@@ -27,6 +27,7 @@ INSERTED = (
     "user",
     "model",
     "assistant",
+    "origin",
     "created_at",
     "answers",
     "prompt_tokens",
@@ -39,18 +40,33 @@ INSERTED = (
 def _insert_sql() -> str:
     """Written out, like `selectors._usage_sql`: it runs with every answer a user asks for."""
     table, *columns = sql_names(UsageRecord, *INSERTED)
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES (%s, %s, %s, %s, 1, 0, 0, %s)"  # noqa: S608
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES (%s, %s, %s, %s, %s, 1, 0, 0, %s)"  # noqa: S608
 
 
 def usage_answer_add(
-    *, user_id: int, model: str, assistant: str = "", message_id: int, created_at: datetime
+    *,
+    user_id: int,
+    model: str,
+    assistant: str = "",
+    origin: str = Origin.PAGE,
+    message_id: int | None,
+    created_at: datetime,
 ) -> None:
     """Count an answer as it starts; call in the transaction that stores the answer.
-    `assistant` is the slug of the conversation's assistant, empty for the bare model."""
+    `assistant` is the slug of the conversation's assistant, empty for the bare model;
+    `origin` where the question came from; `message_id` None for an answer not stored
+    (the gateway with ASSISTANT_GATEWAY_STORE off)."""
     with connection.cursor() as cursor:
         cursor.execute(
             _insert_sql(),
-            [user_id, model, assistant, connection.ops.adapt_datetimefield_value(created_at), message_id],
+            [
+                user_id,
+                model,
+                assistant,
+                origin,
+                connection.ops.adapt_datetimefield_value(created_at),
+                message_id,
+            ],
         )
 
 

@@ -124,8 +124,11 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
+    # Django's, but not for a request a Bearer token authenticates (no cookie involved).
+    "assistant.tokens.middleware.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # `Authorization: Bearer <token>` on /api/ and /v1/: the token's user (assistant/tokens).
+    "assistant.tokens.middleware.BearerTokenMiddleware",
     # Logs in the user a trusted proxy names; not loaded unless ASSISTANT_SSO_HEADER is set.
     "assistant.sso.ProxyHeaderLoginMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -354,6 +357,22 @@ ASSISTANT_LOGIN_WINDOW_SECONDS = env_int("ASSISTANT_LOGIN_WINDOW_SECONDS", 15 * 
 # Password checks (hashing: tens of milliseconds of CPU each) running at once per process;
 # more logins are refused at once, so a flood cannot take every request thread.
 ASSISTANT_LOGIN_CONCURRENCY = env_int("ASSISTANT_LOGIN_CONCURRENCY", 2, minimum=1)
+
+# --- Personal API tokens and the gateway (assistant/tokens, assistant/gateway) --------------
+# Requests per token and minute (0 = none), over the per-user answer limits above: a
+# script in a loop meets them (429 rate_limited). Failed Bearer attempts count with the
+# failed logins per address.
+ASSISTANT_TOKEN_REQUESTS_PER_MINUTE = env_int("ASSISTANT_TOKEN_REQUESTS_PER_MINUTE", 240)
+# How long a new token lasts unless its owner chooses otherwise (days), and the longest
+# a token may last (days; 0: tokens without expiry are allowed).
+ASSISTANT_TOKEN_DEFAULT_DAYS = env_int("ASSISTANT_TOKEN_DEFAULT_DAYS", 90, minimum=1)
+ASSISTANT_TOKEN_MAX_DAYS = env_int("ASSISTANT_TOKEN_MAX_DAYS", 365)
+# Tokens per user that are not revoked (expired ones included until revoked).
+ASSISTANT_TOKENS_PER_USER = env_int("ASSISTANT_TOKENS_PER_USER", 20, minimum=1)
+# The gateway (/v1/chat/completions) stores each exchange as a conversation marked as
+# coming from the API, under the same retention and review as the chat page; off, it
+# stores only the usage record.
+ASSISTANT_GATEWAY_STORE = env_bool("ASSISTANT_GATEWAY_STORE", True)
 
 # --- Streaming -----------------------------------------------------------------------------
 # Deltas arriving within this window go out as one event. The window grows with the
