@@ -30,6 +30,11 @@ ID_MAX = 2**63 - 1
 
 register_converter(IdConverter, "id")
 
+# Under /api/ in the API's error shape (assistant/views/api.py), elsewhere Django's pages.
+handler400 = "assistant.views.api.bad_request"
+handler404 = "assistant.views.api.page_not_found"
+handler500 = "assistant.views.api.server_error"
+
 urlpatterns = [
     path("", pages.chat, name="chat"),
     path("c/<uuid:conversation_id>/", pages.conversation, name="conversation"),

@@ -15,8 +15,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
+from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from assistant import errors, selectors, services
 from assistant.documents.sources import sources_json
@@ -50,16 +50,73 @@ def not_authenticated() -> JsonResponse:
     return api_error(errors.ServiceError(401, "not_authenticated", _("Log in first.")))
 
 
+def _is_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith("/api/")
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """Django's CSRF refusal; on the JSON API in the API's error shape, so that a client
     reads it like every other error (settings.CSRF_FAILURE_VIEW)."""
-    if request.path_info.startswith("/api/"):
+    if _is_api(request):
         return api_error(
             errors.ServiceError(
                 403, "csrf_failed", _("The request lacks a valid CSRF token. Reload the page and try again.")
             )
         )
     return django_csrf_failure(request, reason)
+
+
+# Django's error views (config/urls.py: handler400, handler404, handler500), under /api/ in
+# the API's error shape: a path that names nothing, a request Django refuses before any
+# view (a Host not allowed) and a fault. With DJANGO_DEBUG on Django shows its debug pages.
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return api_error(errors.ServiceError(404, "not_found", _("Nothing was found at this address.")))
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return api_error(errors.ServiceError(400, "bad_request", _("The server cannot take this request.")))
+    return defaults.bad_request(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return api_error(
+            errors.ServiceError(
+                500, "internal", _("Something went wrong in this app. Please try again in a moment.")
+            )
+        )
+    return defaults.server_error(request)
+
+
+def api_methods(*methods: str):
+    """Django's require_http_methods in the API's error shape: any other method answers
+    405 `method_not_allowed` with the Allow header, before anything else is checked."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in methods:
+                response = api_error(
+                    errors.ServiceError(
+                        405,
+                        "method_not_allowed",
+                        _("This address does not take %(method)s requests, only %(allowed)s.")
+                        % {"method": request.method, "allowed": ", ".join(methods)},
+                    )
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            return view(request, *args, **kwargs)
+
+        wrapper.allowed_methods = methods  # what the API's description lists (tests/test_api_schema.py)
+        return wrapper
+
+    return decorator
 
 
 def api_view(view):
@@ -157,7 +214,7 @@ def conversation_json(conversation: Conversation, messages: list[Message] | None
 # --- JSON API -----------------------------------------------------------------------------
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def conversations(request: HttpRequest) -> JsonResponse:
     data = ConversationForm.parse(json_body(request))
@@ -178,7 +235,7 @@ def conversations(request: HttpRequest) -> JsonResponse:
     return JsonResponse({**conversation_json(conversation), **_exchange_json(exchange)}, status=201)
 
 
-@require_GET
+@api_methods("GET")
 @api_view
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     state = selectors.conversation_state(user=request.user, conversation_id=conversation_id)
@@ -217,7 +274,7 @@ def _accepted_answer(exchange: services.Exchange) -> JsonResponse:
     return JsonResponse(_exchange_json(exchange), status=202)
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     data = MessageForm.parse(json_body(request))
@@ -231,21 +288,21 @@ def messages(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     return _accepted_answer(exchange)
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def message_retry(request: HttpRequest, message_id: int) -> JsonResponse:
     exchange = services.message_retry(user=request.user, message_id=message_id, language=get_language())
     return _accepted_answer(exchange)
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def message_continue(request: HttpRequest, message_id: int) -> JsonResponse:
     exchange = services.message_continue(user=request.user, message_id=message_id, language=get_language())
     return _accepted_answer(exchange)
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def message_show(request: HttpRequest, message_id: int) -> JsonResponse:
     conversation = services.message_show(user=request.user, message_id=message_id)
@@ -253,14 +310,14 @@ def message_show(request: HttpRequest, message_id: int) -> JsonResponse:
     return JsonResponse(conversation_state_json(state))
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def message_cancel(request: HttpRequest, message_id: int) -> JsonResponse:
     message = services.message_cancel(user=request.user, message_id=message_id)
     return JsonResponse({"id": message.pk, "status": message.status}, status=202)
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def phase_next(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """The user ends the current phase of a guided flow."""
@@ -283,20 +340,20 @@ def assistant_entry_json(assistant: Assistant) -> dict[str, Any]:
     }
 
 
-@require_GET
+@api_methods("GET")
 @api_view
 def assistants(request: HttpRequest) -> JsonResponse:
     """The assistants the user may start a chat with."""
     return JsonResponse({"assistants": [assistant_entry_json(a) for a in assistants_visible(request.user)]})
 
 
-@require_GET
+@api_methods("GET")
 def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """The event stream's URL, for reverse(); the stream is assistant.stream_endpoint.
 
     config.asgi answers every GET of this URL before Django's middleware chain, which
     would hold a thread per open stream. Django sees the other methods (405, from
-    require_GET) and only a GET that bypassed config.asgi (Django's test client, a WSGI
+    api_methods) and only a GET that bypassed config.asgi (Django's test client, a WSGI
     server): a setup that cannot stream.
     """
     raise ImproperlyConfigured("event streams are served by assistant.stream_endpoint through config.asgi")
@@ -305,13 +362,13 @@ def conversation_events(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
 # --- managing conversations, feedback, editing the last question --------------------------
 
 
-@require_http_methods(["GET", "POST"])
+@api_methods("GET", "POST")
 def conversations_api(request: HttpRequest) -> HttpResponse:
     """`/api/conversations/`: the list (GET), a new conversation (POST)."""
     return conversation_list(request) if request.method == "GET" else conversations(request)
 
 
-@require_http_methods(["GET", "PATCH", "DELETE"])
+@api_methods("GET", "PATCH", "DELETE")
 def conversation_api(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """`/api/conversations/<id>/`: read (GET), rename or archive (PATCH), delete (DELETE)."""
     if request.method == "DELETE":
@@ -335,7 +392,7 @@ def search_result_json(conversation: Conversation, snippet: list[dict[str, Any]]
     return {**conversation_summary_json(conversation), "snippet": snippet}
 
 
-@require_GET
+@api_methods("GET")
 @api_view
 def conversation_list(request: HttpRequest) -> JsonResponse:
     params = request.GET.dict()
@@ -368,7 +425,7 @@ def conversation_delete(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
     return HttpResponse(status=204)
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def message_feedback(request: HttpRequest, message_id: int) -> JsonResponse:
     data = FeedbackForm.parse(json_body(request))
@@ -384,7 +441,7 @@ def message_feedback(request: HttpRequest, message_id: int) -> JsonResponse:
     )
 
 
-@require_POST
+@api_methods("POST")
 @api_view
 def message_edit(request: HttpRequest, message_id: int) -> JsonResponse:
     data = MessageForm.parse(json_body(request))

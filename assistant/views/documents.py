@@ -17,12 +17,12 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_GET, require_http_methods, require_safe
+from django.views.decorators.http import require_safe
 
 from assistant import errors
 from assistant.documents import ingest
 from assistant.models import Document
-from assistant.views.api import api_view
+from assistant.views.api import api_methods, api_view
 
 Kind = Document.Kind
 
@@ -80,7 +80,7 @@ def _uploaded_file(request: HttpRequest):
         return None
 
 
-@require_http_methods(["GET", "POST"])
+@api_methods("GET", "POST")
 @api_view
 def conversation_documents(request: HttpRequest, conversation_id: uuid.UUID) -> JsonResponse:
     """`/api/conversations/<id>/documents/`: the list (GET), an upload (POST, 202)."""
@@ -93,7 +93,7 @@ def conversation_documents(request: HttpRequest, conversation_id: uuid.UUID) -> 
     return JsonResponse({"documents": [document_json(d) for d in documents]})
 
 
-@require_http_methods(["GET", "DELETE"])
+@api_methods("GET", "DELETE")
 @api_view
 def document_api(request: HttpRequest, document_id: uuid.UUID) -> HttpResponse:
     """`/api/documents/<id>/`: one of the user's documents (GET), deleted (DELETE, 204)."""
@@ -103,7 +103,7 @@ def document_api(request: HttpRequest, document_id: uuid.UUID) -> HttpResponse:
     return JsonResponse(document_json(ingest.document_get(user=request.user, document_id=document_id)))
 
 
-@require_GET
+@api_methods("GET")
 @api_view
 def message_sources(request: HttpRequest, message_id: int) -> JsonResponse:
     """`/api/messages/<id>/sources/`: the passages an answer was given, as it cites them."""
