@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path, register_converter
 
 from assistant.gateway import views as gateway
-from assistant.views import api, documents, exports, health_checks, pages
+from assistant.views import api, documents, exports, health_checks, me, pages, schema
 
 
 class IdConverter:
@@ -53,6 +53,9 @@ urlpatterns = [
     path("settings/", pages.preferences, name="settings"),
     path("accounts/login/", pages.AssistantLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/me/", me.me, name="api_me"),
+    path("api/schema/", schema.schema, name="api_schema"),
+    path("api/docs/", schema.docs, name="api_docs"),
     path("api/assistants/", api.assistants, name="api_assistants"),
     path("api/conversations/", api.conversations_api, name="api_conversations"),
     path(
