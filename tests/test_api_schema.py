@@ -31,7 +31,8 @@ from referencing.jsonschema import DRAFT202012
 from assistant import open_streams
 from assistant.api_schema import document
 from assistant.documents.models import Document
-from assistant.models import ICONS, Conversation, Message
+from assistant.models import ICONS, Assistant, Conversation, Message
+from assistant.personas.versions import version_save
 from assistant.providers.values import FINISH_REASONS, OTHER_FINISH_REASON
 from assistant.tokens.service import token_create, token_revoke
 from tests.helpers.chat import create_conversation, fake, stream_answer, wait_for_final
@@ -40,7 +41,6 @@ from tests.helpers.routes import every_route
 from tests.helpers.sse import SSEEvent, parse_sse, sse_lines
 from tests.helpers.streams import open_then
 from tests.helpers.tokens import bearer, token_for
-from tests.test_assistants import PHASES, complete_phase, make_assistant
 
 DOC = document()
 URI = "urn:assistant:openapi"
@@ -157,6 +157,17 @@ def event_checked(event: SSEEvent) -> None:
         valid(pointer("paths", EVENTS_PATH, "get", "x-events", event.event, "data"), event.json())
     else:
         assert event.data == "", event
+
+
+def coaching() -> Assistant:
+    """A guided flow of three phases, open to everyone."""
+    assistant = Assistant.objects.create(slug="coaching", everyone=True)
+    phases = [
+        {"title": title, "goal": f"{title} ist klar.", "instructions": f"Frag nach {title}."}
+        for title in ("Situation", "Ziel", "Schritte")
+    ]
+    version_save(assistant, {"name": "Coaching", "instructions": "Du coachst.", "phases": phases}, by="admin")
+    return assistant
 
 
 def sample_path(path: str) -> str:
@@ -372,7 +383,7 @@ def test_me_says_who_the_user_is_and_what_applies_to_them(alice, settings):
     settings.ASSISTANT_RATE_LIMIT_PER_MINUTE = 0
     alice.first_name, alice.last_name, alice.email = "Alice", "Adler", "alice@example.com"
     alice.save()
-    make_assistant("coaching", phases=PHASES)
+    coaching()
     described = Described()
 
     me = described(logged_in(alice).get("/api/me/", headers={"Accept-Language": "de"}))
@@ -440,7 +451,7 @@ def test_every_operation_and_event_of_a_guided_conversation_is_as_described(
     retry, versions, an edit, feedback, a failure and a stop; every answer is validated,
     then every event of the conversation, replayed from its start."""
     described = Described()
-    make_assistant("coaching", phases=PHASES)
+    coaching()
     described(alice_http.get("/api/me/"))
     described(alice_http.get("/api/schema/"))
     described(alice_http.get("/api/docs/"))
@@ -456,7 +467,8 @@ def test_every_operation_and_event_of_a_guided_conversation_is_as_described(
         answered(alice_http, conversation, exchange)
         return exchange
 
-    sent(alice_http.post(messages, json={"content": complete_phase("Die Lage ist klar.")}))
+    phase_ends = [{"name": "complete_phase", "arguments": {"summary": "Die Lage ist klar."}}]
+    sent(alice_http.post(messages, json={"content": fake(text="Gut.", tool_calls=phase_ends)}))
     sent(alice_http.post(messages, json={"content": fake(text="Was ist das Ziel?")}))
     flow = described(alice_http.post(f"/api/conversations/{conversation['id']}/next-phase/"))["flow"]
     assert flow["phase"] == 3
