@@ -3,7 +3,16 @@ import js from "@eslint/js";
 import globals from "globals";
 
 export default [
-  { ignores: ["static/vendor/**", "staticfiles/**", "test-artifacts/**", ".venv/**", "node_modules/**"] },
+  {
+    ignores: [
+      "static/vendor/**",
+      "staticfiles/**",
+      "test-artifacts/**",
+      ".venv/**",
+      "node_modules/**",
+      "tests/clients/node_modules/**",
+    ],
+  },
   js.configs.recommended,
   {
     files: ["static/assistant/chat/**/*.js"],
@@ -20,5 +29,10 @@ export default [
   {
     files: ["eslint.config.js"],
     languageOptions: { sourceType: "module", globals: globals.node },
+  },
+  {
+    // The third-party client scripts the tests run (tests/test_third_party_clients.py).
+    files: ["tests/clients/**/*.mjs"],
+    languageOptions: { ecmaVersion: 2022, sourceType: "module", globals: globals.node },
   },
 ];
