@@ -239,3 +239,38 @@ class PreferencesForm(forms.Form):
         validators=[validate_encodable],
         widget=forms.Textarea(attrs={"rows": 5}),
     )
+
+
+def token_lifetimes() -> list[tuple[str, str]]:
+    """The lifetimes a new API token may get: fixed steps up to ASSISTANT_TOKEN_MAX_DAYS,
+    and "never" where no maximum is set."""
+    longest = settings.ASSISTANT_TOKEN_MAX_DAYS
+    steps = sorted({7, 30, 90, 180, 365, settings.ASSISTANT_TOKEN_DEFAULT_DAYS})
+    choices = [
+        (str(days), _("%(count)d days") % {"count": days}) for days in steps if not longest or days <= longest
+    ]
+    if not longest:
+        choices.append(("never", _("never")))
+    return choices
+
+
+class TokenForm(forms.Form):
+    """A new personal API token: what it is for, how long it lasts (assistant/tokens)."""
+
+    name = forms.CharField(
+        label=gettext_lazy("Name"),
+        help_text=gettext_lazy("What the token is for, e.g. the app or the script."),
+        max_length=100,
+        validators=[validate_encodable],
+    )
+    lifetime = forms.ChoiceField(label=gettext_lazy("Valid for"))
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["lifetime"].choices = token_lifetimes()
+        default = min(settings.ASSISTANT_TOKEN_DEFAULT_DAYS, settings.ASSISTANT_TOKEN_MAX_DAYS or 10**6)
+        self.fields["lifetime"].initial = str(default)
+
+    def days(self) -> int | None:
+        lifetime = self.cleaned_data["lifetime"]
+        return None if lifetime == "never" else int(lifetime)

@@ -49,13 +49,12 @@ def usage_answer_add(
     model: str,
     assistant: str = "",
     origin: str = Origin.PAGE,
-    message_id: int | None,
+    message_id: int,
     created_at: datetime,
 ) -> None:
     """Count an answer as it starts; call in the transaction that stores the answer.
     `assistant` is the slug of the conversation's assistant, empty for the bare model;
-    `origin` where the question came from; `message_id` None for an answer not stored
-    (the gateway with ASSISTANT_GATEWAY_STORE off)."""
+    `origin` where the question came from."""
     with connection.cursor() as cursor:
         cursor.execute(
             _insert_sql(),
@@ -121,8 +120,8 @@ def usage_oldest_since(*, user_id: int, since: datetime) -> datetime | None:
 
 
 def usage_anonymise(*, user) -> int:
-    """Replace `user`'s rows with counted rows per local day, model and assistant, without
-    user or message.
+    """Replace `user`'s rows with counted rows per local day, model, assistant and origin,
+    without user or message.
 
     The counts of answers and the token sums stay, so reports and totals do not change.
     A day's anonymous row starts at the day's start (site time zone), which reveals no
@@ -134,9 +133,9 @@ def usage_anonymise(*, user) -> int:
     rows = UsageRecord.objects.filter(user=user)
     days = list(
         rows.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
-        .values("day", "model", "assistant")
+        .values("day", "model", "assistant", "origin")
         .annotate(count=Sum("answers"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
-        .order_by("day", "model", "assistant")
+        .order_by("day", "model", "assistant", "origin")
     )
     rows.delete()
     for day in days:
@@ -144,7 +143,12 @@ def usage_anonymise(*, user) -> int:
         # One row only, should two erasures at once have made two.
         shared = (
             UsageRecord.objects.filter(
-                user=None, message_id=None, model=day["model"], assistant=day["assistant"], created_at=start
+                user=None,
+                message_id=None,
+                model=day["model"],
+                assistant=day["assistant"],
+                origin=day["origin"],
+                created_at=start,
             )
             .values_list("pk", flat=True)
             .first()
@@ -158,6 +162,7 @@ def usage_anonymise(*, user) -> int:
             UsageRecord.objects.create(
                 model=day["model"],
                 assistant=day["assistant"],
+                origin=day["origin"],
                 created_at=start,
                 answers=day["count"],
                 prompt_tokens=day["prompt"],

@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path, register_converter
 
 from assistant.gateway import views as gateway
-from assistant.views import api, documents, exports, health_checks, me, pages, schema
+from assistant.views import api, documents, exports, health_checks, me, pages, schema, tokens
 
 
 class IdConverter:
@@ -51,6 +51,8 @@ urlpatterns = [
     path("setup/", pages.setup, name="setup"),
     path("access-log/", pages.access_log, name="access_log"),
     path("settings/", pages.preferences, name="settings"),
+    path("settings/tokens/", tokens.api_tokens, name="api_tokens"),
+    path("settings/tokens/<id:token_id>/revoke/", tokens.api_token_revoke, name="api_token_revoke"),
     path("accounts/login/", pages.AssistantLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/me/", me.me, name="api_me"),

@@ -184,16 +184,16 @@ def test_guessing_tokens_meets_the_failed_login_limit_of_the_address(alice, sett
 
 
 def test_a_token_counts_against_the_users_answer_limit(alice, settings):
+    """One budget per user: an answer asked for on the page leaves none for the app."""
     settings.ASSISTANT_RATE_LIMIT_PER_MINUTE = 1
+    UsageRecord.objects.create(user=alice, model="demo", created_at=timezone.now())
     client = bearer_client(token_for(alice))
 
-    first = client.post("/api/conversations/", {"content": "Hallo"}, content_type="application/json")
-    second = client.post("/api/conversations/", {"content": "Nochmal"}, content_type="application/json")
+    refused = client.post("/api/conversations/", {"content": "Hallo"}, content_type="application/json")
 
-    assert first.status_code == 201
-    assert second.status_code == 429
-    assert second.json()["error"]["code"] == "rate_limited"
-    assert list(UsageRecord.objects.values_list("origin", flat=True)) == [Origin.API]
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert not Conversation.objects.exists()
 
 
 # --- Bearer on the event stream ------------------------------------------------------------------
@@ -216,6 +216,8 @@ def test_an_app_sends_and_streams_an_answer_with_a_token_alone(live, alice):
     assert "set-cookie" not in response.headers
     assert text_of(events) == "Guten Tag"
     assert events[-1].event == "done"
+    assert Conversation.objects.get().origin == Origin.API
+    assert UsageRecord.objects.get().origin == Origin.API
 
 
 @pytest.mark.live
@@ -293,3 +295,142 @@ def test_a_password_change_leaves_token_streams_open(live, alice):
         alice.set_password("a-new-password-2")
         alice.save()
         assert next(events).event == "keep-alive"  # 3 s later, past the poll: still open
+
+
+# --- the tokens page -----------------------------------------------------------------------------
+
+
+def test_the_page_shows_a_new_token_once_and_then_only_its_prefix(alice, alice_client):
+    made = alice_client.post("/settings/tokens/", {"name": "Handy-App", "lifetime": "30"})
+    token = ApiToken.objects.get()
+    secret = made.context["secret"]
+    later = alice_client.get("/settings/tokens/")
+
+    assert made.status_code == 200
+    assert "no-store" in made["Cache-Control"]
+    assert secret in made.content.decode()
+    assert token.digest == digest_of(secret)
+    assert secret not in later.content.decode()
+    assert f"{token.prefix}…" in later.content.decode()
+    assert bearer_client(secret).get("/api/conversations/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"name": "", "lifetime": "30"}, "name"), ({"name": "x", "lifetime": "999"}, "lifetime")],
+)
+def test_the_page_refuses_a_bad_token_form_and_stores_nothing(alice_client, data, field):
+    response = alice_client.post("/settings/tokens/", data)
+
+    assert response.status_code == 400
+    assert response.context["form"].errors[field]
+    assert response.context["secret"] is None
+    assert not ApiToken.objects.exists()
+
+
+def test_the_page_revokes_the_users_own_token_and_another_users_is_404(alice, bob, alice_client):
+    own = token_create(user=alice, name="mine", days=30)[0]
+    other = token_create(user=bob, name="bobs", days=30)[0]
+
+    revoked = alice_client.post(f"/settings/tokens/{own.pk}/revoke/")
+    refused = alice_client.post(f"/settings/tokens/{other.pk}/revoke/")
+
+    assert revoked.status_code == 302
+    own.refresh_from_db()
+    other.refresh_from_db()
+    assert (own.state(), own.revoked_by) == ("revoked", "alice")
+    assert refused.status_code == 404
+    assert other.state() == "active"
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_the_settings_pages_say_whether_gateway_chats_are_stored(alice_client, settings, store):
+    settings.ASSISTANT_GATEWAY_STORE = store
+
+    pages = [alice_client.get(url).content.decode() for url in ("/settings/", "/settings/tokens/")]
+
+    for page in pages:
+        assert ("marked “API”" in page) is store
+        assert ("not stored" in page) is not store
+
+
+def test_the_tokens_page_speaks_german(alice_client):
+    page = alice_client.get("/settings/tokens/", headers={"Accept-Language": "de"}).content.decode()
+
+    assert "Neues Token" in page
+    assert "API-Tokens" in page
+
+
+# --- staff: the admin and the command --------------------------------------------------------------
+
+
+def test_staff_revoke_any_token_in_the_admin_and_cannot_add_or_delete(alice, admin_client):
+    token = token_create(user=alice, name="app", days=30)[0]
+
+    listed = admin_client.get("/admin/assistant/apitoken/")
+    acted = admin_client.post(
+        "/admin/assistant/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}
+    )
+
+    assert listed.status_code == 200
+    assert token.prefix in listed.content.decode()
+    assert acted.status_code == 302
+    token.refresh_from_db()
+    assert (token.state(), token.revoked_by) == ("revoked", "admin")
+    assert admin_client.get("/admin/assistant/apitoken/add/").status_code == 403
+    assert admin_client.get(f"/admin/assistant/apitoken/{token.pk}/delete/").status_code == 403
+
+
+def test_the_command_creates_lists_and_revokes(alice, capsys):
+    from django.core.management import call_command
+
+    call_command("api_token", "create", "alice", "--name", "CI", "--days", "7")
+    secret = capsys.readouterr().out.strip()
+    token = ApiToken.objects.get()
+    call_command("api_token", "list", "--user", "alice")
+    listed = capsys.readouterr().out
+    call_command("api_token", "revoke", token.prefix, "--actor", "ops")
+    call_command("api_token", "list")
+    after = capsys.readouterr().out
+
+    assert token.digest == digest_of(secret)
+    assert f"{token.pk}\talice\tCI\t{token.prefix}\t" in listed
+    assert listed.rstrip().endswith("active")
+    assert "Revoked 1 token." in after
+    assert token.prefix not in after.split("Revoked 1 token.")[1]
+    token.refresh_from_db()
+    assert (token.state(), token.revoked_by) == ("revoked", "ops")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create", "nobody", "--name", "x"], "No user named 'nobody'"),
+        (["create", "alice", "--name", "x", "--days", "400"], "within 1 to 365 days"),
+        (["revoke", "ast_missing"], "There is no token ast_missing"),
+        (["revoke"], "Name one token"),
+    ],
+)
+def test_the_command_refuses_bad_input_and_changes_nothing(alice, args, message):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        call_command("api_token", *args)
+
+    assert not ApiToken.objects.exists()
+
+
+def test_a_users_data_export_names_their_tokens_and_erasure_deletes_them(alice):
+    from assistant.staff.user_data import user_data_delete, user_data_export
+
+    token, secret = token_create(user=alice, name="app", days=30)
+
+    exported = user_data_export(user=alice, actor="dpo")
+    _summary, record = user_data_delete(user=alice, actor="dpo", keep_account=True)
+
+    assert [t["prefix"] for t in exported["api_tokens"]] == [token.prefix]
+    assert secret not in json.dumps(exported)
+    assert token.digest not in json.dumps(exported)
+    assert record.parameters["api_tokens_deleted"] == 1
+    assert not ApiToken.objects.exists()

@@ -9,6 +9,7 @@
     assistants.py     the company assistants and their versions (read-only once saved)
     collections.py    knowledge collections: who may read them, their documents, an upload
     documents.py      documents, a collection's and a user's (a user's behind a reason)
+    tokens.py         personal API tokens: who holds which; revoked, never deleted
 
 Importing the package registers the admins and names the site.
 """
@@ -16,7 +17,16 @@ Importing the package registers the admins and names the site.
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from assistant.admin import access_log, assistants, collections, conversations, documents, messages, starters  # noqa: F401 - registers the admins
+from assistant.admin import (  # noqa: F401 - registers the admins
+    access_log,
+    assistants,
+    collections,
+    conversations,
+    documents,
+    messages,
+    starters,
+    tokens,
+)
 from assistant.forms import AdminLoginForm
 
 # The admin's login counts and limits failed logins like the login page (assistant.throttle).

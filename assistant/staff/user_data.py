@@ -24,6 +24,7 @@ from assistant.events.publish import replay_log
 from assistant.events.wire import channel_for
 from assistant.models import (
     AccessLog,
+    ApiToken,
     AssistantVersion,
     Chunk,
     DeletionRecord,
@@ -77,7 +78,8 @@ USER_DATA_EXPORT_REASON = "the user's own data, at their request (GDPR Art. 15)"
 
 def user_data_export(*, user, actor: str) -> dict[str, Any]:
     """Everything stored about `user`: the account (no password hash), their personal
-    instructions, their conversations with every message (each with the assistant it ran
+    instructions, their API tokens (what they are, not their secrets), their conversations
+    with every message (each with the assistant it ran
     with and the personal instructions it started with), the documents they uploaded
     (metadata and text, passage by passage), the feedback they gave, and the access log
     entries about them (their transcripts opened by reviewers) and by them (transcripts
@@ -120,6 +122,18 @@ def user_data_export(*, user, actor: str) -> dict[str, Any]:
             "groups": sorted(user.groups.values_list("name", flat=True)),
         },
         "preferences": _preferences_json(user),
+        # What the tokens are, never their secrets (none is stored).
+        "api_tokens": [
+            {
+                "name": token.name,
+                "prefix": token.prefix,
+                "created_at": _when(token.created_at),
+                "last_used_at": _when(token.last_used_at),
+                "expires_at": _when(token.expires_at),
+                "revoked_at": _when(token.revoked_at),
+            }
+            for token in ApiToken.objects.filter(user=user).order_by("created_at", "pk")
+        ],
         "conversations": [conversation_export_json(c) for c in conversations],
         "documents": [_document_json(d) for d in documents.iterator(chunk_size=EXPORT_CHUNK)],
         "feedback": [
@@ -186,7 +200,7 @@ def user_data_preview(*, user) -> DeletionSummary:
 def user_data_delete(
     *, user, actor: str, keep_account: bool = False
 ) -> tuple[DeletionSummary, DeletionRecord]:
-    """Erase `user`'s conversations, messages, documents and personal instructions,
+    """Erase `user`'s conversations, messages, documents, personal instructions and API tokens,
     anonymise the access log and the usage record, delete the account.
 
     Streaming answers are stopped first (wherever they generate; that process finds the
@@ -207,8 +221,10 @@ def user_data_delete(
         # Their documents went with their conversations (chunks and vectors too; each
         # file leaves storage once this commits); any left owned elsewhere go here.
         Document.objects.filter(owner=user).delete()
-        # Also when the account stays (with it, they would go anyway).
+        # Also when the account stays (with it, they would go anyway); a token's open
+        # streams end by the account poll when its row is gone.
         Preferences.objects.filter(user=user).delete()
+        summary.extra["api_tokens"] = ApiToken.objects.filter(user=user).delete()[0]
         name = _deleted_name(user)
         AccessLog.objects.filter(owner=user).update(owner=None, owner_username=name)
         AccessLog.objects.filter(reviewer=user).update(reviewer=None, reviewer_username=name)
@@ -229,6 +245,7 @@ def user_data_delete(
                 + summary.extra["access_log_by_them"],
                 "usage_answers_anonymised": summary.extra["usage_answers"],
                 "preferences_deleted": summary.extra["preferences"],
+                "api_tokens_deleted": summary.extra["api_tokens"],
                 **summary.documents.parameters("_deleted"),
             },
         )

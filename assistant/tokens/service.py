@@ -18,6 +18,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -71,7 +72,7 @@ def token_create(*, user, name: str, days: int | None) -> tuple[ApiToken, str]:
         )
     with transaction.atomic():
         # Counted under the user's row lock, so that two requests at once cannot pass the cap.
-        type(user)._default_manager.select_for_update().filter(pk=user.pk).first()
+        get_user_model()._default_manager.select_for_update().filter(pk=user.pk).first()
         if (
             ApiToken.objects.filter(user=user, revoked_at__isnull=True).count()
             >= settings.ASSISTANT_TOKENS_PER_USER

@@ -29,7 +29,7 @@ from assistant.forms import (
     MessageForm,
     json_body,
 )
-from assistant.models import Assistant, Conversation, Message
+from assistant.models import Assistant, Conversation, Message, Origin
 from assistant.personas import flows
 from assistant.personas.access import assistants_visible, version_usable
 from assistant.personas.flows import FlowState, flow_of, flow_state
@@ -218,9 +218,15 @@ def conversation_json(conversation: Conversation, messages: list[Message] | None
 @api_view
 def conversations(request: HttpRequest) -> JsonResponse:
     data = ConversationForm.parse(json_body(request))
+    # A token's client is an app or a script; the page signs in with a cookie.
+    origin = Origin.API if request.api_token is not None else Origin.PAGE
     if not data["content"]:
         conversation = services.conversation_create(
-            user=request.user, title=data["title"], model=data["model"] or None, assistant=data["assistant"]
+            user=request.user,
+            title=data["title"],
+            model=data["model"] or None,
+            assistant=data["assistant"],
+            origin=origin,
         )
         return JsonResponse(conversation_json(conversation), status=201)
     exchange = services.conversation_start(
@@ -230,6 +236,7 @@ def conversations(request: HttpRequest) -> JsonResponse:
         model=data["model"] or None,
         language=get_language(),
         assistant=data["assistant"],
+        origin=origin,
     )
     conversation = exchange.assistant_message.conversation
     return JsonResponse({**conversation_json(conversation), **_exchange_json(exchange)}, status=201)

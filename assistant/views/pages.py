@@ -325,6 +325,7 @@ def preferences(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "max_chars": PREFERENCES_MAX_CHARS,
+            "gateway_store": settings.ASSISTANT_GATEWAY_STORE,
             # The counter under each field as settings.js updates it (the template's words).
             "counter_text": _("%(count)s of %(limit)s characters"),
         },

@@ -140,6 +140,10 @@ def live_env(fake_upstream: FakeUpstream, **extra: str | None) -> dict[str, str]
             "ASSISTANT_KEEPALIVE_SECONDS": "3",
             # Tests send many answers a minute; the limits have their own tests.
             "ASSISTANT_RATE_LIMIT_PER_MINUTE": "0",
+            # Every test's first token has the same id on SQLite (its counts would add up
+            # in the server's memory), and tests send bad tokens on purpose.
+            "ASSISTANT_TOKEN_REQUESTS_PER_MINUTE": "0",
+            "ASSISTANT_LOGIN_FAILURES_PER_ADDRESS": "0",
             # Uploaded files where this process finds them (tests/conftest.py, _media_root).
             "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
             **extra,

@@ -1,0 +1,74 @@
+"""The API tokens page: a user's personal tokens, made, shown once, revoked.
+
+It sits under /settings/, so a single sign-on deployment keeps it behind the proxy's
+sign-on; the tokens it makes are what native apps and scripts use instead
+(docs/clients.md).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+
+from assistant import errors
+from assistant.forms import TokenForm
+from assistant.models import ApiToken
+from assistant.tokens.service import token_create, token_revoke
+
+# The page lists this many of the user's tokens, newest first (revoked ones included).
+TOKENS_SHOWN = 50
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@never_cache
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    """The list and the form; a token made here is shown in the answer to its POST and
+    never again (nothing keeps it: not the session, not a message)."""
+    form = TokenForm(request.POST or None)
+    secret = None
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            token, secret = token_create(user=request.user, name=form.cleaned_data["name"], days=form.days())
+        except errors.ServiceError as error:
+            form.add_error(None, error.message)
+        else:
+            form = TokenForm()
+            messages.success(request, _("Token “%(name)s” created.") % {"name": token.name})
+    if form.errors:
+        status = 400
+    tokens = ApiToken.objects.filter(user=request.user)[:TOKENS_SHOWN]
+    return render(
+        request,
+        "assistant/api_tokens.html",
+        {
+            "form": form,
+            "secret": secret,
+            "tokens": tokens,
+            "gateway_url": request.build_absolute_uri("/v1"),
+            "gateway_store": settings.ASSISTANT_GATEWAY_STORE,
+        },
+        status=status,
+    )
+
+
+@require_POST
+@login_required
+def api_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of the user's tokens (another user's: 404); its open streams end."""
+    token = ApiToken.objects.filter(pk=token_id, user=request.user).first()
+    if token is None:
+        raise Http404
+    if token_revoke(token=token, by=request.user.get_username()):
+        messages.success(
+            request, _("Token “%(name)s” revoked. Apps using it are signed out.") % {"name": token.name}
+        )
+    return redirect(reverse("api_tokens"))
