@@ -1,7 +1,8 @@
 """The OpenAPI document as /api/docs/ shows it: operations by tag, the events of the
 stream, and every schema as a table of its fields (nested fields as `a.b`, array items
 as `a[].b`), each `$ref` a link to the schema it names. Rendered on the server
-(templates/assistant/api_docs.html): no script, nothing from elsewhere.
+(templates/assistant/api_docs.html): no script of its own (the site's theme.js only),
+nothing from elsewhere.
 """
 
 from __future__ import annotations
