@@ -271,7 +271,7 @@ def conversations_list(
         conversations = conversations.filter(Q(updated_at__lte=moment) & ~Q(updated_at=moment, pk__gte=pk))
     # The id breaks ties in `updated_at`, so no conversation falls between two pages.
     rows = list(
-        conversations.order_by("-updated_at", "-pk").only("id", "title", "updated_at", "archived")[
+        conversations.order_by("-updated_at", "-pk").only("id", "title", "updated_at", "archived", "origin")[
             : limit + 1
         ]
     )

@@ -31,7 +31,7 @@ from referencing.jsonschema import DRAFT202012
 from assistant import open_streams
 from assistant.api_schema import document
 from assistant.documents.models import Document
-from assistant.models import ICONS, Assistant, Conversation, Message
+from assistant.models import ICONS, Assistant, Conversation, Message, Origin
 from assistant.personas.versions import version_save
 from assistant.providers.values import FINISH_REASONS, OTHER_FINISH_REASON
 from assistant.tokens.service import token_create, token_revoke
@@ -222,6 +222,7 @@ def test_the_enums_of_the_document_are_the_codes():
     assert schemas["DocumentKind"]["enum"] == Document.Kind.values
     assert schemas["DocumentStatus"]["enum"] == Document.Status.values
     assert schemas["Icon"]["enum"] == [name for name, _label in ICONS]
+    assert schemas["ConversationListItem"]["properties"]["origin"]["enum"] == Origin.values
     assert set(schemas["FinishReason"]["enum"]) == {*FINISH_REASONS, OTHER_FINISH_REASON, "cancelled"}
     reasons = schemas["UnauthorizedEvent"]["properties"]["reason"]["enum"]
     assert set(reasons) == {

@@ -300,8 +300,14 @@ def test_a_password_change_leaves_token_streams_open(live, alice):
 # --- the tokens page -----------------------------------------------------------------------------
 
 
+def token_form_post(client: Client, data: dict):
+    """The tokens form sent as the page sends it: with the one-time number of its page."""
+    once = client.get("/settings/tokens/").context["once"]
+    return client.post("/settings/tokens/", {**data, "once": once})
+
+
 def test_the_page_shows_a_new_token_once_and_then_only_its_prefix(alice, alice_client):
-    made = alice_client.post("/settings/tokens/", {"name": "Handy-App", "lifetime": "30"})
+    made = token_form_post(alice_client, {"name": "Handy-App", "lifetime": "30"})
     token = ApiToken.objects.get()
     secret = made.context["secret"]
     later = alice_client.get("/settings/tokens/")
@@ -320,12 +326,28 @@ def test_the_page_shows_a_new_token_once_and_then_only_its_prefix(alice, alice_c
     [({"name": "", "lifetime": "30"}, "name"), ({"name": "x", "lifetime": "999"}, "lifetime")],
 )
 def test_the_page_refuses_a_bad_token_form_and_stores_nothing(alice_client, data, field):
-    response = alice_client.post("/settings/tokens/", data)
+    response = token_form_post(alice_client, data)
 
     assert response.status_code == 400
     assert response.context["form"].errors[field]
     assert response.context["secret"] is None
     assert not ApiToken.objects.exists()
+
+
+def test_the_same_form_sent_again_makes_no_second_token(alice_client):
+    once = alice_client.get("/settings/tokens/").context["once"]
+    data = {"name": "Handy-App", "lifetime": "30", "once": once}
+
+    first = alice_client.post("/settings/tokens/", data)
+    again = alice_client.post("/settings/tokens/", data, follow=True)
+    forged = alice_client.post("/settings/tokens/", {**data, "once": "guessed"})
+
+    assert first.context["secret"]
+    assert again.redirect_chain == [("/settings/tokens/", 302)]
+    assert "shown only once" in again.content.decode()
+    assert again.context["secret"] is None
+    assert forged.status_code == 302
+    assert ApiToken.objects.count() == 1
 
 
 def test_the_page_revokes_the_users_own_token_and_another_users_is_404(alice, bob, alice_client):

@@ -160,12 +160,13 @@ class ConversationAdmin(ContentViewAdmin):
         NegativeFeedbackFilter,
         HasErrorFilter,
         "archived",
+        "origin",
         ("owner", admin.RelatedOnlyFieldListFilter),
     ]
     metadata_lookups = frozenset(
         {
             *date_lookups("created_at", "updated_at"),
-            *value_lookups("model", "archived"),
+            *value_lookups("model", "archived", "origin"),
             MessageStatusFilter.parameter_name,
             NegativeFeedbackFilter.parameter_name,
             HasErrorFilter.parameter_name,

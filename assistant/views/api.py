@@ -208,6 +208,7 @@ def conversation_json(conversation: Conversation, messages: list[Message] | None
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
         "archived": conversation.archived,
+        "origin": conversation.origin,
     }
 
 
@@ -391,6 +392,7 @@ def conversation_summary_json(conversation: Conversation) -> dict[str, Any]:
         "url": reverse("conversation", args=[conversation.pk]),
         "updated_at": conversation.updated_at.isoformat(),
         "archived": conversation.archived,
+        "origin": conversation.origin,
     }
 
 

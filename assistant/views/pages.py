@@ -229,6 +229,9 @@ def _page_context(request: HttpRequest, state: selectors.ConversationState | Non
             "nothing_found": _("Nothing found."),
             "all_results": _("All results"),
             "archived": _("Archived"),
+            # The label of a conversation an app, a script or the gateway started.
+            "from_api": _("API"),
+            "from_api_title": _("Created with an app or a script through the API"),
             "cut_off": _("The answer was cut off at the model's length limit."),
             "continue": _("Continue"),
             "regenerate": _("Regenerate"),

@@ -7,6 +7,8 @@ sign-on; the tokens it makes are what native apps and scripts use instead
 
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -24,6 +26,8 @@ from assistant.tokens.service import token_create, token_revoke
 
 # The page lists this many of the user's tokens, newest first (revoked ones included).
 TOKENS_SHOWN = 50
+# The session key of the tokens form's one-time number.
+FORM_ONCE = "api_token_form"
 
 
 @require_http_methods(["GET", "POST"])
@@ -31,10 +35,16 @@ TOKENS_SHOWN = 50
 @never_cache
 def api_tokens(request: HttpRequest) -> HttpResponse:
     """The list and the form; a token made here is shown in the answer to its POST and
-    never again (nothing keeps it: not the session, not a message)."""
+    never again (nothing keeps it: not the session, not a message).
+
+    Each form carries a one-time number that the session remembers, so a POST sent again
+    (a reload of the page that shows a new token) makes no second token.
+    """
+    if request.method == "POST" and request.POST.get("once") != request.session.pop(FORM_ONCE, None):
+        messages.info(request, _("This form was sent already. A token's secret is shown only once."))
+        return redirect(reverse("api_tokens"))
     form = TokenForm(request.POST or None)
     secret = None
-    status = 200
     if request.method == "POST" and form.is_valid():
         try:
             token, secret = token_create(user=request.user, name=form.cleaned_data["name"], days=form.days())
@@ -43,20 +53,20 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
         else:
             form = TokenForm()
             messages.success(request, _("Token “%(name)s” created.") % {"name": token.name})
-    if form.errors:
-        status = 400
+    request.session[FORM_ONCE] = once = secrets.token_urlsafe(16)
     tokens = ApiToken.objects.filter(user=request.user)[:TOKENS_SHOWN]
     return render(
         request,
         "assistant/api_tokens.html",
         {
             "form": form,
+            "once": once,
             "secret": secret,
             "tokens": tokens,
             "gateway_url": request.build_absolute_uri("/v1"),
             "gateway_store": settings.ASSISTANT_GATEWAY_STORE,
         },
-        status=status,
+        status=400 if form.errors else 200,
     )
 
 

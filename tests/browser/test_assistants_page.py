@@ -13,6 +13,7 @@ from django.contrib.auth.models import Group
 from assistant.models import Assistant, Conversation, Preferences
 from assistant.personas.versions import version_save
 from tests.helpers.browser import (
+    PHONE,
     message_id,
     only_conversation,
     screenshot,
@@ -25,7 +26,6 @@ from tests.helpers.chat import fake, last_answer_request
 
 pytestmark = pytest.mark.browser
 
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 PHASES = [
     ("Situation", "Die Lage ist klar."),
     ("Ziel", "Ein Ziel ist benannt."),

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from assistant.models import Conversation, Message, StarterPrompt
 from tests.helpers.browser import (
+    PHONE,
     message_id,
     screenshot,
     scroll_gap,
@@ -21,8 +22,6 @@ from tests.helpers.browser import (
     wait_status,
 )
 from tests.helpers.chat import fake, last_answer_request
-
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 
 
 def stored_conversation(user, exchanges: int) -> Conversation:

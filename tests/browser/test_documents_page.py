@@ -17,6 +17,7 @@ from assistant.personas.versions import version_save
 from tests.helpers import documents as samples
 from tests.helpers.browser import (
     ANSWER_TIMEOUT_MS,
+    PHONE,
     last_assistant,
     only_conversation,
     screenshot,
@@ -29,7 +30,6 @@ from tests.helpers.live import wait_until
 
 pytestmark = pytest.mark.browser
 
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 # Reading a small file takes the server's reader thread well under a second.
 READ_TIMEOUT_MS = 20_000
 CONVERSATION_URL = re.compile(r"/c/[0-9a-f-]{36}/$")

@@ -20,6 +20,8 @@ from tests.helpers.live import ARTIFACTS, session_cookie
 
 # How long a test waits for a short answer to finish (the fake answers in well under a second).
 ANSWER_TIMEOUT_MS = 15_000
+# A phone: the context options of a small touch screen.
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 
 
 def login_context(browser, live, user, **context_options):

@@ -18,7 +18,7 @@ from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from assistant.models import Conversation, Document, Message, ServerProcess
+from assistant.models import ApiToken, Conversation, Document, Message, ServerProcess
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -87,9 +87,9 @@ class Route:
 
     @property
     def owned_object(self) -> bool:
-        """Names one of a user's own conversations, messages or documents (the owner-only
-        API and pages)."""
-        return bool({"conversation_id", "message_id", "document_id"} & set(self.parameters))
+        """Names one of a user's own conversations, messages, documents or API tokens (the
+        owner-only API and pages)."""
+        return bool({"conversation_id", "message_id", "document_id", "token_id"} & set(self.parameters))
 
     def path(self, values: dict[str, object]) -> str:
         """The concrete path, with `values` filling the parameters."""
@@ -131,17 +131,27 @@ def admin_object(route: str):
     return instance
 
 
+NO_SUCH_ID = 2**62
+
+
 def route_values(route: Route, *, conversation: Conversation, message: Message) -> dict[str, object]:
-    """Values for every parameter of `route`, naming `conversation`, `message` and the
-    conversation's document where it asks (a new id when it has none: nothing to find)."""
+    """Values for every parameter of `route`, naming `conversation`, `message`, the
+    conversation's document and its owner's API token where it asks (an id nothing has
+    when there is none)."""
     document = Document.objects.filter(conversation=conversation).values_list("pk", flat=True).first()
     values: dict[str, object] = {
         "conversation_id": conversation.pk,
         "message_id": message.pk,
         "document_id": document or uuid.uuid4(),
+        # The owner's API token (a number no token has when they hold none).
+        "token_id": ApiToken.objects.filter(user_id=conversation.owner_id)
+        .values_list("pk", flat=True)
+        .first()
+        or 2**62,
         "id": conversation.owner_id,  # admin/auth/user/<id>/password/
         "app_label": "assistant",
         "url": "no-such-admin-page/",
+        "model": "fake-model",  # /v1/models/<model>
     }
     if "object_id" in route.parameters:
         if "content_type_id" in route.parameters:  # admin/r/<ct>/<object>/: "view on site"

@@ -26,6 +26,7 @@ from assistant.models import (
     StarterPrompt,
 )
 from assistant.personas.versions import version_save
+from assistant.tokens.service import token_create
 from tests.helpers.browser import chromium
 from tests.helpers.chat import create_conversation, fake, send, wait_for_final
 from tests.helpers.live import LiveServer, session_client, start_daphne, stop_daphne, wait_until
@@ -81,6 +82,8 @@ def victim(alice_http, upstream, rita) -> Victim:
     assistant = Assistant.objects.create(slug="helfer")
     version_save(assistant, {"name": "Helfer", "instructions": "Hilf."}, by="admin")
     Collection.objects.create(slug="handbuch", name="Handbuch")
+    # alice's API token (the tokens page's routes and the admin's).
+    token_create(user=answer.conversation.owner, name="Handy", days=30)
     upstream.requests.clear()
     return Victim(
         done=answer.conversation, streaming=streaming, answer=answer, streaming_answer=streaming_answer

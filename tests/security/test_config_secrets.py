@@ -49,7 +49,8 @@ def tricks(attacker: RecordingServer) -> tuple[dict, dict]:
         "X-OpenAI-Base-URL": attacker.url,
         "OpenAI-Base-URL": attacker.url,
         "X-Api-Key": "sk-attacker",
-        "Authorization": "Bearer sk-attacker",
+        # A Bearer header is a personal API token here, refused when it is none (below).
+        "Authorization": "Basic c2stYXR0YWNrZXI6",
     }
     return body, headers
 
@@ -72,6 +73,13 @@ def test_requests_cannot_choose_the_upstream_or_its_key(live, alice_http, attack
     assert edited.status_code == 202, edited.text
     wait_for_final(edited.json()["assistant_message"]["id"])
     assert alice_http.get("/readyz", params={"llm": "1", **body}).status_code == 200
+
+    refused = alice_http.post(
+        f"/api/conversations/{conversation['id']}/messages/",
+        json={"content": "Noch eine Frage", **body},
+        headers={"Authorization": "Bearer sk-attacker"},
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "invalid_token")
 
     assert attacker.requests == []
     assert len([r for r in upstream.requests if r["body"].get("stream")]) == 3

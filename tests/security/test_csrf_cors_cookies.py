@@ -25,9 +25,12 @@ EVIL = "https://evil.example"
 
 
 def app_routes(victim) -> list[tuple[Route, str]]:
+    """Every route a session cookie signs in to: all but the gateway's (/v1/), which takes
+    a personal token only and answers a cookie 401 (tests/test_gateway.py)."""
     return [
         (route, route.path(route_values(route, conversation=victim.done, message=victim.answer)))
         for route in every_route()
+        if not route.route.removeprefix("^").startswith("v1/")
     ]
 
 

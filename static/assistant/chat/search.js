@@ -65,6 +65,16 @@ export class SearchAsYouType {
   }
 }
 
+// The label of a conversation an app, a script or the gateway started
+// (templates/assistant/api_badge.html).
+export function apiBadge() {
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.title = i18n.from_api_title;
+  badge.textContent = i18n.from_api;
+  return badge;
+}
+
 // A result as templates/assistant/search_result.html draws it.
 export function searchResult(item) {
   const link = document.createElement("a");
@@ -81,6 +91,7 @@ export function searchResult(item) {
     badge.textContent = i18n.archived;
     link.append(" ", badge);
   }
+  if (item.origin !== "page") link.append(" ", apiBadge());
   if (item.snippet && item.snippet.length) {
     const snippet = document.createElement("span");
     snippet.className = "snippet";

@@ -2,7 +2,7 @@
 // the drawer it becomes.
 import { getJson } from "./api.js";
 import { i18n, pageData } from "./page.js";
-import { SearchAsYouType, searchResult } from "./search.js";
+import { SearchAsYouType, apiBadge, searchResult } from "./search.js";
 
 export class Sidebar {
   constructor(showError) {
@@ -19,6 +19,7 @@ export class Sidebar {
     link.href = item.url;
     link.dataset.conversationId = item.id;
     link.textContent = item.title || i18n.untitled;
+    if (item.origin && item.origin !== "page") link.append(" ", apiBadge());
     if (current) link.setAttribute("aria-current", "page");
     entry.appendChild(link);
     return entry;
@@ -43,7 +44,10 @@ export class Sidebar {
 
   retitle(id, title) {
     const link = this.list.querySelector('[data-conversation-id="' + id + '"]');
-    if (link) link.textContent = title;
+    if (!link) return;
+    const badge = link.querySelector(".badge");
+    link.textContent = title;
+    if (badge) link.append(" ", badge);
   }
 
   // "Show more" appends the next page of the list API: a search's in ranked order, the
