@@ -18,7 +18,7 @@ from assistant.models import Message, Origin, UsageRecord
 from assistant.tokens.service import token_revoke
 from tests.helpers.chat import fake
 from tests.helpers.live import LiveServer, live_env, session_client, start_daphne, stop_daphne, wait_until
-from tests.helpers.tokens import bearer, token_for
+from tests.helpers.tokens import bearer, leave_mid_stream, token_for
 from tests.helpers.upstream import split_tokens
 
 pytestmark = pytest.mark.live
@@ -273,15 +273,7 @@ def test_an_upstream_failure_mid_stream_ends_the_stream_with_an_error_event(clie
 
 
 def test_a_client_that_leaves_mid_stream_stops_the_upstream(client, upstream, alice):
-    stream = client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": fake(never_end=True, tps=50)}], stream=True
-    )
-    received = ""
-    for chunk in stream:
-        received += chunk.choices[0].delta.content or ""
-        if len(split_tokens(received)) >= 5:
-            break
-    stream.close()
+    received = leave_mid_stream(client, 5)
     # The gateway closed its upstream response: the fake answers it until its client leaves.
     assert wait_until(lambda: upstream.responses_in_progress == 0)
     answer = wait_until(lambda: Message.objects.filter(status="cancelled").first())

@@ -13,7 +13,7 @@ from assistant.models import Conversation, Message, Origin, UsageRecord
 from tests.helpers.chat import fake, send, stream_answer, text_of
 from tests.helpers.commands import run
 from tests.helpers.live import LiveServer, live_env, session_client, start_daphne, stop_daphne, wait_until
-from tests.helpers.tokens import token_for
+from tests.helpers.tokens import leave_mid_stream, token_for
 from tests.helpers.upstream import split_tokens
 
 pytestmark = pytest.mark.live
@@ -90,17 +90,7 @@ def test_a_stored_exchange_goes_on_in_the_chat_like_any_conversation(live, alice
 
 def test_a_client_that_leaves_leaves_a_cancelled_answer_with_its_text(live, alice, upstream):
     with gateway(live, alice) as sdk:
-        stream = sdk.chat.completions.create(
-            model="fake-model",
-            messages=[{"role": "user", "content": fake(never_end=True, tps=50)}],
-            stream=True,
-        )
-        received = ""
-        for chunk in stream:
-            received += chunk.choices[0].delta.content or ""
-            if len(split_tokens(received)) >= 3:
-                break
-        stream.close()
+        received = leave_mid_stream(sdk, 3)
     answer = wait_until(lambda: Message.objects.filter(role="assistant", status="cancelled").first())
     assert answer.conversation.origin == Origin.GATEWAY
     assert answer.content.startswith(received)
