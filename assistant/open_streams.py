@@ -59,18 +59,29 @@ class OpenStream:
     # The API token it was opened with (None: a session). A password change does not end
     # it: the token is the credential, and revoking it is how it ends.
     token_id: int | None = None
+    # Counts toward its user's ASSISTANT_MAX_STREAMS_PER_USER: an event stream does, a
+    # gateway completion does not (a script's parallel completions would end each other).
+    capped: bool = True
     reason: str | None = None  # why it ends: a revocation reason, TOO_MANY_STREAMS or DISCONNECTED
 
     @classmethod
     def of(
-        cls, user_id: object, credentials: bytes, session_key: str | None, token_id: int | None = None
+        cls,
+        user_id: object,
+        credentials: bytes,
+        session_key: str | None,
+        token_id: int | None = None,
+        task: asyncio.Future | None = None,
+        *,
+        capped: bool = True,
     ) -> OpenStream:
+        """The stream of the running task (or `task`: a gateway completion)."""
         keys = (_user_key(user_id),)
         if token_id is not None:
             keys += (_token_key(token_id),)
         elif session_key:
             keys += (_session_key(session_key),)
-        return cls(keys, asyncio.current_task(), user_id, session_key, credentials, token_id)
+        return cls(keys, task or asyncio.current_task(), user_id, session_key, credentials, token_id, capped)
 
     def end(self, reason: str) -> None:
         if self.reason is None:
@@ -112,7 +123,8 @@ def credentials(password: str) -> bytes:
 def register(opened: OpenStream) -> None:
     global _loop, _account_poll, _check_now
     _loop = asyncio.get_running_loop()
-    _cap(opened.keys[0])
+    if opened.capped:
+        _cap(opened.keys[0])
     for key in opened.keys:
         _streams.setdefault(key, {})[opened] = None
     # With Redis: revocations published by the other processes.
@@ -129,7 +141,7 @@ def _cap(user_key: str) -> None:
     `stream-closed`, and its page offers to reconnect instead of doing it by itself.
     Per process: with several, a user can hold this many on each.
     """
-    live = [opened for opened in _streams.get(user_key, ()) if opened.reason is None]
+    live = [opened for opened in _streams.get(user_key, ()) if opened.capped and opened.reason is None]
     for oldest in live[: max(0, len(live) + 1 - settings.ASSISTANT_MAX_STREAMS_PER_USER)]:
         oldest.end(TOO_MANY_STREAMS)
 

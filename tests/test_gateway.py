@@ -156,6 +156,43 @@ def test_a_wrong_or_revoked_token_is_401_and_nothing_runs(live, alice, upstream)
     assert not UsageRecord.objects.exists()
 
 
+@pytest.mark.parametrize("change", ["revoke", "deactivate"])
+def test_revoking_the_token_ends_a_completion_that_streams(live, alice, upstream, change):
+    """Changed in this test process, not the server's: its poll finds it within a second.
+    The SDK gets the error as the stream's last event; the answer is kept, cancelled."""
+    secret = token_for(alice)
+    received = []
+
+    def end_authorisation() -> None:
+        if change == "revoke":
+            token_revoke(token=alice.api_tokens.get(), by="staff")
+        else:
+            alice.is_active = False
+            alice.save()
+
+    def read(stream) -> None:
+        ended = False
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+            if not ended and len(split_tokens("".join(received))) >= 3:
+                end_authorisation()
+                ended = True
+
+    with gateway(live, secret) as sdk:
+        stream = sdk.chat.completions.create(
+            model="fake-model",
+            messages=[{"role": "user", "content": fake(never_end=True, tps=50)}],
+            stream=True,
+        )
+        with pytest.raises(openai.APIError) as caught:
+            read(stream)
+
+    assert caught.value.code == "invalid_api_key"
+    assert wait_until(lambda: upstream.responses_in_progress == 0)
+    answer = wait_until(lambda: Message.objects.filter(role="assistant", status="cancelled").first())
+    assert answer.content.startswith("".join(received))
+
+
 def test_a_session_cookie_does_not_authenticate_the_gateway(live, alice, upstream):
     with session_client(live, alice) as browser:
         body = {"model": "fake-model", "messages": [{"role": "user", "content": "Hallo"}]}

@@ -30,7 +30,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import translation
 
-from assistant.gateway.errors import upstream_body, upstream_status
+from assistant import open_streams
+from assistant.gateway.errors import unauthorized_body, upstream_body, upstream_status
 from assistant.gateway.parsing import ChatRequest
 from assistant.gateway.store import Outcome, completion_end
 from assistant.generation.ending import interrupted_error
@@ -76,6 +77,7 @@ class Completion:
     to store the exchange (ASSISTANT_GATEWAY_STORE when it was accepted)."""
 
     user_id: int
+    token_id: int  # the API token it came with: revoking it ends the completion
     request: ChatRequest
     usage_id: int
     language: str
@@ -84,6 +86,9 @@ class Completion:
     created: int = field(default_factory=lambda: int(time.time()))
     # Set when the client disconnected: the completion ends `cancelled`, and nothing is sent.
     left: bool = False
+    # Its entry among the process's open streams (assistant.open_streams): its `reason` is
+    # set when its token was revoked or its user deactivated, which ends it `cancelled`.
+    watch: open_streams.OpenStream | None = None
 
     async def respond(self, scope: dict, headers: Headers, receive, send) -> None:
         """Generate, store and send the completion; `headers` are those Django's
@@ -100,6 +105,10 @@ class Completion:
         else:
             reply = _Reply(self, headers, send)
         work = asyncio.ensure_future(self._run(reply))
+        self.watch = open_streams.OpenStream.of(
+            self.user_id, b"", None, self.token_id, task=work, capped=False
+        )
+        open_streams.register(self.watch)
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             await asyncio.wait([work, gone], return_when=asyncio.FIRST_COMPLETED)
@@ -110,6 +119,7 @@ class Completion:
                 work.cancel()
                 await asyncio.wait([work])
             gone.cancel()
+            open_streams.unregister(self.watch)
 
     async def _run(self, reply: _Reply) -> None:
         with translation.override(self.language):
@@ -128,7 +138,11 @@ class Completion:
                 )
             except Exception:
                 logger.exception("storing the end of gateway completion %s failed", self.id)
-            if not self.left:
+            if self.left:
+                return
+            if self.watch.reason is not None:
+                await reply.refused(unauthorized_body())
+            else:
                 await reply.end(outcome, _usage(counted))
 
     async def _generate(self, reply: _Reply) -> Outcome:
@@ -157,9 +171,8 @@ class Completion:
             if finish is None:
                 raise provider_error("upstream_error", 502)
         except asyncio.CancelledError:
-            status, error = (
-                (Status.CANCELLED, None) if self.left else (Status.INTERRUPTED, interrupted_error())
-            )
+            stopped = self.left or self.watch.reason is not None
+            status, error = (Status.CANCELLED, None) if stopped else (Status.INTERRUPTED, interrupted_error())
         except TimeoutError:
             status, error = Status.ERROR, provider_error("timeout", 504)
         except ProviderError as exc:
@@ -213,6 +226,10 @@ class _Reply:
             },
         )
 
+    async def refused(self, body: dict) -> None:
+        """The token's authorisation ended while the completion ran: 401."""
+        await self.whole(401, body)
+
     async def whole(self, status: int, body: dict, error: ProviderError | None = None) -> None:
         """A whole JSON response; Retry-After when the model service said how long to wait."""
         content = orjson.dumps(body)
@@ -260,6 +277,13 @@ class _Stream(_Reply):
         if not self.started:
             await self._start()
         await self._body(self._chunk({"content": text}))
+
+    async def refused(self, body: dict) -> None:
+        """The 401 before the first text; after it, the error as the stream's last frame."""
+        if self.started:
+            await self._body(_frame(body), more=False)
+        else:
+            await super().refused(body)
 
     async def end(self, outcome: Outcome, usage: dict[str, int]) -> None:
         error = outcome.error

@@ -91,6 +91,15 @@ def missing_api_key() -> JsonResponse:
     )
 
 
+def unauthorized_body() -> dict:
+    """A completion ended because its token was revoked or expired, or its user deactivated."""
+    return error_body(
+        _("The API token was revoked or has expired, so the answer stopped. Use a new token."),
+        type=INVALID_REQUEST,
+        code="invalid_api_key",
+    )
+
+
 def service_error(error: ServiceError) -> JsonResponse:
     """A refusal of the services (limits, the body's parsing) in OpenAI's shape: the
     limits as OpenAI words its own (`rate_limit_exceeded`, `insufficient_quota`)."""

@@ -97,6 +97,7 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
         return service_error(error)
     handoff.completion = Completion(
         user_id=request.user.pk,
+        token_id=request.api_token.pk,
         request=chat,
         usage_id=usage_start(user_id=request.user.pk, model=chat.model),
         language=get_language(),
