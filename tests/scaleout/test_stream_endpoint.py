@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+import openai
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 
 from assistant.models import Conversation
+from assistant.tokens.service import token_create
+from tests.helpers.chat import fake
 from tests.helpers.live import session_client
 from tests.helpers.servers import PASSWORD, with_password
 from tests.helpers.streams import (
@@ -20,6 +24,7 @@ from tests.helpers.streams import (
     streams_of_several_users,
     until_closed,
 )
+from tests.helpers.tokens import bearer
 
 pytestmark = pytest.mark.live
 
@@ -37,6 +42,41 @@ def test_logout_on_one_process_ends_the_sessions_stream_on_the_other(pair, alice
         ("unauthorized", {"reason": "logged_out"})
     ]
     assert reconnect.status_code == 401
+
+
+def test_a_token_revoked_on_one_process_ends_its_stream_on_the_other(pair, alice):
+    """Revoked on A's tokens page; the app listens on B with the token alone."""
+    token, secret = token_create(user=alice, name="Handy", days=30)
+    conversation = Conversation.objects.create(owner=alice, model="fake-model")
+    with (
+        session_client(pair.a, alice) as page,
+        httpx.Client(base_url=pair.b.url, headers=bearer(secret), timeout=30) as app,
+    ):
+        seen = open_then(
+            app, events_url(conversation), lambda: page.post(f"/settings/tokens/{token.pk}/revoke/")
+        )
+        reconnect = app.get(events_url(conversation))
+
+    assert [(e.event, e.json()) for e in seen if e.event != "keep-alive"] == [
+        ("unauthorized", {"reason": "token_revoked"})
+    ]
+    assert reconnect.status_code == 401
+
+
+def test_the_gateway_on_one_process_stores_what_the_other_lists(pair, alice):
+    """A completion through /v1/ on A, stored in PostgreSQL; B lists it as an API conversation."""
+    secret = token_create(user=alice, name="Skript", days=30)[1]
+    with openai.OpenAI(base_url=f"{pair.a.url}/v1", api_key=secret, max_retries=0, timeout=20) as sdk:
+        stream = sdk.chat.completions.create(
+            model="fake-model",
+            messages=[{"role": "user", "content": fake(text="Grüße aus Köln")}],
+            stream=True,
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    listed = httpx.get(pair.b.url + "/api/conversations/", headers=bearer(secret), timeout=10).json()
+
+    assert text == "Grüße aus Köln"
+    assert [c["origin"] for c in listed["conversations"]] == ["gateway"]
 
 
 def test_deactivation_ends_the_users_streams_on_every_process(pair, alice):
