@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-scaleout lint format migrate messages bench bench-page bench-documents
+.PHONY: run test test-scaleout lint format migrate messages bench bench-page bench-documents bench-gateway
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,3 +85,8 @@ bench-page: $(VENV)/.dev
 # 100,000 chunks on SQLite, the time to first token a retrieved answer adds (~10 min).
 bench-documents: $(VENV)/.dev
 	$(BIN)/python -m bench.documents
+
+# The gateway benchmark (bench/gateway.py): N streamed completions through /v1/ beside N
+# answers through the page's path, CPU per token of each (~5 min).
+bench-gateway: $(VENV)/.bench
+	$(BIN)/python -m bench.gateway

@@ -3,7 +3,7 @@
 Runs as ``python -m bench.prepare <users>`` in the server's environment (same
 DATABASE_URL and DJANGO_SECRET_KEY, which signs the session's auth hash), so the load
 generator itself never loads Django. Prints one JSON object: per user the ``Cookie``
-header and the CSRF token to send as ``X-CSRFToken``.
+header, the CSRF token to send as ``X-CSRFToken`` and a personal API token.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ def main(argv: list[str]) -> int:
     from django.test import Client
     from django.utils.crypto import get_random_string
 
+    from assistant.tokens.service import token_create
+
     call_command("migrate", interactive=False, verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)  # production settings need it
     logins = []
@@ -35,7 +37,8 @@ def main(argv: list[str]) -> int:
         session = client.cookies[settings.SESSION_COOKIE_NAME].value
         csrf = get_random_string(32)  # Django accepts any 32-character secret as cookie and header
         cookie = f"{settings.SESSION_COOKIE_NAME}={session}; {settings.CSRF_COOKIE_NAME}={csrf}"
-        logins.append({"cookie": cookie, "csrf": csrf})
+        token = token_create(user=user, name="bench", days=1)[1]
+        logins.append({"cookie": cookie, "csrf": csrf, "token": token})
     json.dump(logins, sys.stdout)
     return 0
 

@@ -109,6 +109,7 @@ WARM_UP_QUESTION = 'Warm-up FAKE{"tokens": 5, "stamp": true}'
 class Login:
     cookie: str
     csrf: str
+    token: str  # a personal API token (bench/gateway.py)
 
     @property
     def headers(self) -> dict[str, str]:
