@@ -23,6 +23,7 @@ from assistant.models import Conversation
 from tests.helpers.http import asgi_get_scope
 from tests.helpers.live import LiveServer, clean_env, live_env, start_daphne, stop_daphne
 from tests.helpers.production import run_python
+from tests.helpers.tokens import bearer, token_for
 
 User = get_user_model()
 
@@ -347,6 +348,31 @@ def test_sso_event_stream_through_daphne(sso_server, transactional_db):
         assert client.get(url, headers={"X-Forwarded-User": "dave"}).status_code == 404
     assert httpx.get(url, headers={"X-Forwarded-User": "erin"}, timeout=10).status_code == 403
     assert httpx.get(url, timeout=10).status_code == 401
+
+
+@pytest.mark.live
+def test_sso_lets_apps_in_with_a_token_the_proxy_passed(sso_server, transactional_db):
+    """Through the trusted proxy without its header (nginx lets Bearer requests past the
+    sign-on): the token decides, on the API and the stream; no session is made or ended."""
+    carol = User.objects.create_user("carol")
+    conversation = Conversation.objects.create(owner=carol, model="fake-model", title="Notizen")
+    secret = token_for(carol)
+    url = f"{sso_server.url}/api/conversations/{conversation.pk}/events/"
+
+    with httpx.Client(base_url=sso_server.url, headers=bearer(secret), timeout=10) as app:
+        listed = app.get("/api/conversations/")
+        # The proxy's header naming someone else does not outrank the token.
+        named = app.get("/api/conversations/", headers={"X-Forwarded-User": "dave"})
+        with app.stream("GET", url) as response:
+            opening = next(response.iter_text())
+
+    assert [c["title"] for c in listed.json()["conversations"]] == ["Notizen"]
+    assert [c["title"] for c in named.json()["conversations"]] == ["Notizen"]
+    assert "sessionid" not in listed.cookies
+    assert not User.objects.filter(username="dave").exists()
+    assert response.status_code == 200
+    assert "stream-open" in opening
+    assert httpx.get(url, headers=bearer("ast_" + "x" * 43), timeout=10).status_code == 401
 
 
 # --- settings --------------------------------------------------------------------------
