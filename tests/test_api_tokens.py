@@ -387,15 +387,18 @@ def test_the_tokens_page_speaks_german(alice_client):
 
 
 def test_staff_revoke_any_token_in_the_admin_and_cannot_add_or_delete(alice, admin_client):
-    token = token_create(user=alice, name="app", days=30)[0]
+    token = token_create(user=alice, name="Scheidungsanwalt-Skript", days=30)[0]
 
     listed = admin_client.get("/admin/assistant/apitoken/")
+    detail = admin_client.get(f"/admin/assistant/apitoken/{token.pk}/change/")
     acted = admin_client.post(
         "/admin/assistant/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}
     )
 
     assert listed.status_code == 200
     assert token.prefix in listed.content.decode()
+    # The name is the owner's free text: not shown without a reason, like a title.
+    assert "Scheidungsanwalt" not in listed.content.decode() + detail.content.decode()
     assert acted.status_code == 302
     token.refresh_from_db()
     assert (token.state(), token.revoked_by) == ("revoked", "admin")

@@ -2,7 +2,9 @@
 
 Tokens are made by their owners (the settings page) or `manage.py api_token create`; the
 admin shows no secret (none is stored) and no content, and revokes instead of deleting,
-so the record of a token stays.
+so the record of a token stays. A token's name is its owner's free text, like a
+conversation's title, which the review shows only for a stated reason: here a token is
+told apart by its prefix, its owner and its dates.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from assistant.tokens.service import token_revoke
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "expires_at", "state_display"]
+    list_display = ["prefix", "user", "created_at", "last_used_at", "expires_at", "state_display"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at", "last_used_at"]
-    search_fields = ["name", "prefix", "user__username"]
+    search_fields = ["prefix", "user__username"]
     list_select_related = ["user"]
     fields = [
         "user",

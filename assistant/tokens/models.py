@@ -47,7 +47,8 @@ class ApiToken(models.Model):
         verbose_name_plural = _("API tokens")
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
+        # Not the name: its owner's free text, which staff lists do not show (admin/tokens.py).
+        return f"{self.prefix}…"
 
     def state(self, now=None) -> str:
         """active, expired or revoked."""
