@@ -25,7 +25,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     fields = [
         "user",
-        "name",
         "prefix",
         "created_at",
         "last_used_at",
