@@ -13,6 +13,7 @@ class AssistantConfig(AppConfig):
         # and logged-out users, in every process (commands included, so that other
         # processes hear of it); throttle's counts and logs every failed login; documents'
         # ingest deletes a document's file from storage when its row goes (a conversation
-        # deleted, purged or erased).
+        # deleted, purged or erased). The tokens' system check registers itself.
         from assistant import open_streams, throttle  # noqa: F401
         from assistant.documents import ingest  # noqa: F401
+        from assistant.tokens import checks  # noqa: F401

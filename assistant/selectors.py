@@ -251,6 +251,10 @@ def _cursor_parse(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise ServiceError(400, "invalid", _("before: Not a position in the list.")) from None
 
 
+# What the sidebar and the list API show of a conversation (views/api.py, conversation_summary_json).
+LISTED_FIELDS = ("id", "title", "updated_at", "archived", "origin")
+
+
 def conversations_list(
     *, user, query: str = "", archived: bool | None = False, limit: int = 100, before: str = ""
 ) -> ConversationPage:
@@ -270,11 +274,7 @@ def conversations_list(
         moment, pk = _cursor_parse(before)
         conversations = conversations.filter(Q(updated_at__lte=moment) & ~Q(updated_at=moment, pk__gte=pk))
     # The id breaks ties in `updated_at`, so no conversation falls between two pages.
-    rows = list(
-        conversations.order_by("-updated_at", "-pk").only("id", "title", "updated_at", "archived", "origin")[
-            : limit + 1
-        ]
-    )
+    rows = list(conversations.order_by("-updated_at", "-pk").only(*LISTED_FIELDS)[: limit + 1])
     return ConversationPage(rows[:limit], conversation_cursor(rows[limit - 1]) if len(rows) > limit else None)
 
 
@@ -417,9 +417,9 @@ def _conversations_containing(
             | Q(title_match=title_match, hits=hits, updated_at=moment, pk__lt=pk)
         )
     rows = list(
-        conversations.order_by("-title_match", "-hits", "-updated_at", "-pk").only(
-            "id", "title", "updated_at", "archived"
-        )[: limit + 1]
+        conversations.order_by("-title_match", "-hits", "-updated_at", "-pk").only(*LISTED_FIELDS)[
+            : limit + 1
+        ]
     )
     return ConversationPage(
         rows[:limit],
@@ -501,7 +501,7 @@ def _conversations_by_meaning(
     others = conversations.filter(pk__in=[pk for pk in shown if pk not in known]).annotate(
         first_text=Subquery(first_question)
     )
-    rows = {**known, **{row.pk: row for row in others.only("id", "title", "updated_at", "archived")}}
+    rows = {**known, **{row.pk: row for row in others.only(*LISTED_FIELDS)}}
     words = sorted(set(_SEARCH_WORD.findall(query)), key=len, reverse=True)
     marks = re.compile("|".join(re.escape(word) for word in words) or r"(?!)", re.IGNORECASE)
     snippets = {

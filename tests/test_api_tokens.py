@@ -345,6 +345,7 @@ def test_the_same_form_sent_again_makes_no_second_token(alice_client):
     assert first.context["secret"]
     assert again.redirect_chain == [("/settings/tokens/", 302)]
     assert "shown only once" in again.content.decode()
+    assert alice_client.get("/settings/tokens/").context["once"] != once
     assert again.context["secret"] is None
     assert forged.status_code == 302
     assert ApiToken.objects.count() == 1
@@ -459,3 +460,13 @@ def test_a_users_data_export_names_their_tokens_and_erasure_deletes_them(alice):
     assert token.digest not in json.dumps(exported)
     assert record.parameters["api_tokens_deleted"] == 1
     assert not ApiToken.objects.exists()
+
+
+def test_a_missing_csrf_middleware_is_a_deploy_warning(settings):
+    from django.core import checks
+
+    settings.MIDDLEWARE = [name for name in settings.MIDDLEWARE if "Csrf" not in name]
+
+    found = [m.id for m in checks.run_checks(include_deployment_checks=True) if m.id.startswith("assistant")]
+
+    assert found == ["assistant.W001"]

@@ -159,6 +159,7 @@ def test_user_data_delete_erases_the_data_and_the_account(alice_data, alice, bob
         "access_log_anonymised": 2,
         "usage_answers_anonymised": 3,
         "preferences_deleted": 1,
+        "api_tokens_deleted": 0,
         "documents_deleted": 0,
         "chunks_deleted": 0,
         "vectors_deleted": 0,

@@ -204,6 +204,7 @@ def test_conversation_list_is_newest_first_and_only_own(alice_client, alice, bob
         "url": f"/c/{newer.pk}/",
         "updated_at": Conversation.objects.get(pk=newer.pk).updated_at.isoformat(),
         "archived": False,
+        "origin": "page",
     }
 
 

@@ -89,6 +89,7 @@ def test_search_results_carry_snippet_and_archived_flag(alice_client, alice):
             "url": f"/c/{archived.pk}/",
             "updated_at": Conversation.objects.get(pk=archived.pk).updated_at.isoformat(),
             "archived": True,
+            "origin": "page",
             "snippet": [
                 {"text": "Die ", "match": False},
                 {"text": "Übersicht", "match": True},

@@ -12,6 +12,7 @@ import secrets
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core import signing
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,8 +27,12 @@ from assistant.tokens.service import token_create, token_revoke
 
 # The page lists this many of the user's tokens, newest first (revoked ones included).
 TOKENS_SHOWN = 50
-# The session key of the tokens form's one-time number.
-FORM_ONCE = "api_token_form"
+# The tokens form's one-time numbers: signed with this salt, good for an hour; the
+# session keeps the last numbers used (one form a minute is more than anyone sends).
+FORM_SALT = "assistant.api_tokens.form"
+FORM_MAX_AGE = 3600
+FORM_USED = "api_token_forms_used"
+FORM_USED_KEPT = 60
 
 
 @require_http_methods(["GET", "POST"])
@@ -37,11 +42,14 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     """The list and the form; a token made here is shown in the answer to its POST and
     never again (nothing keeps it: not the session, not a message).
 
-    Each form carries a one-time number that the session remembers, so a POST sent again
-    (a reload of the page that shows a new token) makes no second token.
+    Each form carries a signed one-time number, so a POST sent again (a reload of the page
+    that shows a new token) makes no second token: the session remembers the numbers used
+    (a GET changes nothing).
     """
-    if request.method == "POST" and request.POST.get("once") != request.session.pop(FORM_ONCE, None):
-        messages.info(request, _("This form was sent already. A token's secret is shown only once."))
+    if request.method == "POST" and not _first_use(request):
+        messages.info(
+            request, _("This form was sent already, or long ago. A token's secret is shown only once.")
+        )
         return redirect(reverse("api_tokens"))
     form = TokenForm(request.POST or None)
     secret = None
@@ -53,7 +61,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
         else:
             form = TokenForm()
             messages.success(request, _("Token “%(name)s” created.") % {"name": token.name})
-    request.session[FORM_ONCE] = once = secrets.token_urlsafe(16)
+    once = signing.dumps({"user": request.user.pk, "once": secrets.token_urlsafe(9)}, salt=FORM_SALT)
     tokens = ApiToken.objects.filter(user=request.user)[:TOKENS_SHOWN]
     return render(
         request,
@@ -68,6 +76,20 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
         },
         status=400 if form.errors else 200,
     )
+
+
+def _first_use(request: HttpRequest) -> bool:
+    """Whether the POST's one-time number is this user's, recent and not used before;
+    it is used now."""
+    try:
+        data = signing.loads(request.POST.get("once", ""), salt=FORM_SALT, max_age=FORM_MAX_AGE)
+    except signing.BadSignature:
+        return False
+    used = request.session.get(FORM_USED, [])
+    if data.get("user") != request.user.pk or data.get("once") in used:
+        return False
+    request.session[FORM_USED] = [*used, data["once"]][-FORM_USED_KEPT:]
+    return True
 
 
 @require_POST
