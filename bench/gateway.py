@@ -17,10 +17,7 @@ Exits non-zero when a completion of either path did not complete or a token went
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import math
-import secrets
 import sys
 import tempfile
 import time
@@ -37,17 +34,11 @@ from bench.run import (
     Target,
     Workload,
     _cells,
-    _ratio,
+    _cpu_ratio,
+    assistant_round,
     assistant_target,
-    daphne_command,
     fake_upstream,
-    fresh_database,
-    measure,
-    prepare,
     raise_open_files_limit,
-    serve,
-    server_env,
-    summarise,
 )
 
 GATEWAY_PATH = "/v1/chat/completions"
@@ -97,21 +88,6 @@ def gateway_target(server: Server, process, logins: list[Login]) -> Target:
     return Target("gateway", server, process, ask, page.probe, page.counters)
 
 
-def one_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: Path, path: str) -> dict:
-    """N answers through `path` ("page" or "gateway"), with a fresh database and daphne.
-    The page's stored answers are checked against what streamed; the gateway's are not
-    (its stream names no message), its tokens are."""
-    with fresh_database(workdir, workload) as database:
-        env = server_env(database, upstream[0], secrets.token_urlsafe(40), workload.server_env)
-        logins = prepare(env, math.ceil(n / workload.streams_per_user))
-        log = ARTIFACTS / f"bench-gateway-{path}-{n}.log"
-        with serve(daphne_command, env, log) as (server, process):
-            make = gateway_target if path == "gateway" else assistant_target
-            run = asyncio.run(measure(n, workload, make(server, process, logins), upstream[1]))
-        stored = database.stored_answers() if path == "page" else None
-        return summarise(n, workload, run, stored, log)
-
-
 def table(rounds: list[dict]) -> str:
     head = [
         "streams",
@@ -158,11 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             entry = {"streams": n}
             for path in ("page", "gateway"):
                 print(f"{n} streams: {path} ...", file=sys.stderr, flush=True)
-                entry[path] = one_round(n, workload, upstream, Path(workdir), path)
-            entry["cpu_ratio"] = _ratio(
-                entry["gateway"]["cpu_ms_per_1000_tokens"]["server"],
-                entry["page"]["cpu_ms_per_1000_tokens"]["server"],
-            )
+                target_of = gateway_target if path == "gateway" else None
+                entry[path] = assistant_round(n, workload, upstream, Path(workdir), target_of)
+            entry["cpu_ratio"] = _cpu_ratio(entry["gateway"], entry["page"])
             rounds.append(entry)
     print(
         f"{workload.tokens} tokens at {workload.tps:g}/s per answer, "

@@ -600,15 +600,23 @@ def summarise(
     return row
 
 
-def assistant_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: Path) -> dict:
-    """One round through Assistant, with a fresh database and a fresh daphne."""
+def assistant_round(
+    n: int,
+    workload: Workload,
+    upstream: tuple[str, int],
+    workdir: Path,
+    target_of: Callable[[Server, subprocess.Popen, list[Login]], Target] | None = None,
+) -> dict:
+    """One round through Assistant, with a fresh database and a fresh daphne: through the
+    page's path, or `target_of`'s (bench/gateway.py), whose stream names no stored answer."""
     with fresh_database(workdir, workload) as database:
         env = server_env(database, upstream[0], secrets.token_urlsafe(40), workload.server_env)
         logins = prepare(env, math.ceil(n / workload.streams_per_user))
-        log = ARTIFACTS / f"bench-daphne-{n}.log"
+        log = ARTIFACTS / f"bench-daphne-{'gateway-' if target_of else ''}{n}.log"
         with serve(daphne_command, env, log) as (server, process):
-            run = asyncio.run(measure(n, workload, assistant_target(server, process, logins), upstream[1]))
-        return summarise(n, workload, run, database.stored_answers(), log)
+            target = (target_of or assistant_target)(server, process, logins)
+            run = asyncio.run(measure(n, workload, target, upstream[1]))
+        return summarise(n, workload, run, None if target_of else database.stored_answers(), log)
 
 
 def proxy_round(n: int, workload: Workload, upstream: tuple[str, int]) -> dict:
