@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy
 from assistant import throttle
 from assistant.errors import ServiceError
 from assistant.models import FEEDBACK_RATINGS
+from config.body_limits import body_limit
 
 
 def validate_encodable(value: str) -> None:
@@ -31,14 +32,21 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     """The request's JSON object, or a ServiceError that says what is wrong with it.
 
     A body is JSON only as `application/json` (UTF-8: a `charset` parameter may say
-    only that); a request without a body needs no Content-Type.
+    only that); a request without a body needs no Content-Type. Its size is bounded by
+    the path's limit (config/body_limits.py), which for the gateway's completions is
+    above Django's DATA_UPLOAD_MAX_MEMORY_SIZE: such a body is read past Django's check,
+    bounded before it arrived.
     """
     declared = request.content_type
     charset = request.content_params.get("charset", "utf-8").lower()
     if declared and (declared.lower() != "application/json" or charset not in ("utf-8", "utf8")):
         raise _unsupported_media_type()
     try:
-        raw = request.body
+        raw = (
+            request.read()
+            if body_limit(request.path) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            else request.body
+        )
     except RequestDataTooBig:
         raise ServiceError(413, "too_large", _("The request is too large.")) from None
     if not raw:

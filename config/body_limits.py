@@ -2,8 +2,9 @@
 soon as they pass it.
 
 One limit per path (`body_limit`): DATA_UPLOAD_MAX_MEMORY_SIZE for every path but the
-one that takes files, a conversation's documents, whose limit is a file of
-ASSISTANT_UPLOAD_MAX_BYTES with its multipart framing. Two places apply it:
+ones that take files, whose limit is a file of ASSISTANT_UPLOAD_MAX_BYTES with its
+multipart framing, and the gateway's chat completions, whose body carries a whole
+conversation (ASSISTANT_GATEWAY_MAX_BODY_BYTES). Two places apply it:
 
 - under daphne, the Twisted layer (config/fastpaths/daphne.py): Twisted receives a
   whole body before daphne hands the request to the application, and daphne then puts
@@ -13,7 +14,8 @@ ASSISTANT_UPLOAD_MAX_BYTES with its multipart framing. Two places apply it:
   other ASGI server and as a second line: a declared length over the limit is refused
   before a byte is read, a streamed body as soon as the bytes received pass it.
 
-Either way the answer is the API's JSON error, 413 `too_large`, with Connection: close.
+Either way the answer is the API's JSON error, 413 `too_large` (under /v1/ in OpenAI's
+shape), with Connection: close.
 """
 
 from __future__ import annotations
@@ -40,10 +42,17 @@ UPLOAD_PATH = re.compile(
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
+# The gateway's chat completions (assistant/gateway/): a client sends the conversation
+# so far with every request, an IDE plugin whole files with it.
+GATEWAY_COMPLETIONS_PATH = "/v1/chat/completions"
+
+
 def body_limit(path: str) -> int:
     """The largest request body, in bytes, that a request to `path` may send."""
     if UPLOAD_PATH.fullmatch(path):
         return settings.ASSISTANT_UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD_BYTES
+    if path == GATEWAY_COMPLETIONS_PATH:
+        return settings.ASSISTANT_GATEWAY_MAX_BODY_BYTES
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 
@@ -56,11 +65,20 @@ def declared_length(value: bytes) -> int | None:
     return int(value) if len(value) <= LENGTH_DIGITS_MAX else 10**LENGTH_DIGITS_MAX
 
 
-def too_large_answer() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """The 413 answer: status, headers and body, as the API answers any refusal."""
-    response = JsonResponse(
-        {"error": {"code": "too_large", "message": _("The request is too large.")}}, status=413
-    )
+def too_large_answer(path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The 413 answer to a request for `path`: status, headers and body, as the API
+    answers any refusal (under /v1/, as OpenAI's clients read it)."""
+    message = _("The request is too large.")
+    if path.startswith("/v1/"):
+        error = {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_too_large",
+        }
+    else:
+        error = {"code": "too_large", "message": message}
+    response = JsonResponse({"error": error}, status=413)
     add_security_headers(response)
     response["Connection"] = "close"
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
@@ -86,7 +104,7 @@ class RequestBodyLimit:
         limit = body_limit(scope["path"])
         for name, value in scope["headers"]:
             if name.lower() == b"content-length" and (declared_length(value) or 0) > limit:
-                await _send_too_large(send)
+                await _send_too_large(send, scope["path"])
                 return
         received = 0
         refused = False
@@ -102,7 +120,7 @@ class RequestBodyLimit:
                 if received > limit:
                     refused = True
                     if not started:
-                        await _send_too_large(send)
+                        await _send_too_large(send, scope["path"])
                     return {"type": "http.disconnect"}
             return message
 
@@ -117,7 +135,7 @@ class RequestBodyLimit:
         await self.app(scope, counted_receive, guarded_send)
 
 
-async def _send_too_large(send) -> None:
-    status, headers, body = too_large_answer()
+async def _send_too_large(send, path: str) -> None:
+    status, headers, body = too_large_answer(path)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

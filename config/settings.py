@@ -378,6 +378,10 @@ ASSISTANT_TOKENS_PER_USER = env_int("ASSISTANT_TOKENS_PER_USER", 20, minimum=1)
 # coming from the API, under the same retention and review as the chat page; off, it
 # stores only the usage record.
 ASSISTANT_GATEWAY_STORE = env_bool("ASSISTANT_GATEWAY_STORE", True)
+# The largest body of a gateway chat completion (bytes): the whole conversation so far,
+# files an IDE plugin adds included (config/body_limits.py). 4 MiB is about a million
+# tokens of text, past every model's context.
+ASSISTANT_GATEWAY_MAX_BODY_BYTES = env_int("ASSISTANT_GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1)
 
 # --- Streaming -----------------------------------------------------------------------------
 # Deltas arriving within this window go out as one event. The window grows with the

@@ -270,6 +270,30 @@ def test_a_body_that_is_not_json_is_a_400_in_openais_shape(live, token, upstream
     assert response.json()["error"]["code"] == "invalid_json"
 
 
+def test_a_long_conversation_is_taken_and_an_oversized_one_is_a_413_in_openais_shape(
+    client, upstream, settings
+):
+    """A megabyte of files from an IDE plugin passes, four times Django's body limit for
+    the rest of the API; past ASSISTANT_GATEWAY_MAX_BODY_BYTES (4 MiB) the server refuses
+    before reading it, in the shape the SDK reads."""
+    files = "def f():\n    return 'Grüße'\n" * 32_000  # about 1 MB
+    assert len(files.encode()) > 2 * settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    taken = client.chat.completions.create(
+        model="fake-model",
+        messages=[{"role": "system", "content": files}, {"role": "user", "content": "Erkläre"}],
+    )
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": files * 5}])
+
+    assert taken.choices[0].finish_reason == "stop"
+    assert upstream.requests[-1]["body"]["messages"][0]["content"] == files
+    assert refused.value.status_code == 413
+    assert refused.value.code == "request_too_large"
+    assert refused.value.body["type"] == "invalid_request_error"
+    assert len(upstream.requests) == 1
+
+
 def test_an_unknown_path_under_v1_is_404_in_openais_shape(live, token):
     response = httpx.post(f"{live.url}/v1/embeddings", json={}, headers=bearer(token))
     assert response.status_code == 404

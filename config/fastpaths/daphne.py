@@ -98,6 +98,7 @@ class SendBacklog:
 class BoundedWebRequest(http_protocol.WebRequest):
     """Daphne's request, with its body bounded and its send backlog observable."""
 
+    _path = ""
     _body_limit = 0
     _body_received = 0
     _refused = False
@@ -108,7 +109,8 @@ class BoundedWebRequest(http_protocol.WebRequest):
         self._linger = None
 
     def gotLength(self, length: int | None) -> None:
-        self._body_limit = body_limit(_request_path(self.channel))
+        self._path = _request_path(self.channel)
+        self._body_limit = body_limit(self._path)
         if length is not None and length > self._body_limit:
             self.content = BytesIO()
             self._refuse()
@@ -149,7 +151,7 @@ class BoundedWebRequest(http_protocol.WebRequest):
         """Answer 413 and read the rest of the connection into nothing."""
         self._refused = True
         channel, transport = self.channel, self.channel.transport
-        status, headers, body = too_large_answer()
+        status, headers, body = too_large_answer(self._path)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, http.RESPONSES[status])]
         head += [name + b": " + value + b"\r\n" for name, value in headers]
         head.append(b"Content-Length: %d\r\n\r\n" % len(body))
