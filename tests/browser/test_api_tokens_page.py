@@ -1,5 +1,6 @@
 """The API tokens page in Chromium: a token made, copied, used and revoked; the sidebar's
-label of a conversation an app started; axe-core on the page."""
+label of a conversation an app started; axe-core on it and on the API's own page
+(/api/docs/)."""
 
 from __future__ import annotations
 
@@ -65,4 +66,12 @@ def test_no_serious_accessibility_violations_on_the_tokens_page(pages, alice, st
     page.locator("#token-secret").wait_for()
 
     screenshot(page, "a11y-api-tokens-" + state)
+    assert serious_accessibility_violations(page) == []
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_serious_accessibility_violations_on_the_api_docs_page(pages, alice, scheme):
+    page = pages.open(alice, "/api/docs/", color_scheme=scheme).page
+
+    screenshot(page, "a11y-api-docs-" + scheme)
     assert serious_accessibility_violations(page) == []
