@@ -12,7 +12,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from assistant import throttle
 from assistant.errors import ServiceError
@@ -255,7 +255,9 @@ def token_lifetimes() -> list[tuple[str, str]]:
     longest = settings.ASSISTANT_TOKEN_MAX_DAYS
     steps = sorted({7, 30, 90, 180, 365, settings.ASSISTANT_TOKEN_DEFAULT_DAYS})
     choices = [
-        (str(days), _("%(count)d days") % {"count": days}) for days in steps if not longest or days <= longest
+        (str(days), ngettext("%(count)d day", "%(count)d days", days) % {"count": days})
+        for days in steps
+        if not longest or days <= longest
     ]
     if not longest:
         choices.append(("never", _("never")))

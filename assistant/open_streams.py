@@ -164,8 +164,10 @@ def _end_local(key: str) -> None:
         return
     if key.startswith("user:"):
         reason = ACCOUNT_DISABLED
+    elif key.startswith(_TOKEN_PREFIX):
+        reason = TOKEN_REVOKED
     else:
-        reason = TOKEN_REVOKED if key.startswith(_TOKEN_PREFIX) else LOGGED_OUT
+        reason = LOGGED_OUT
     for opened in list(_streams.get(key, ())):
         opened.end(reason)
 
@@ -181,10 +183,11 @@ def streams_revoke(
     by their poll otherwise.
     """
     if user_id is not None:
-        key = _user_key(user_id)
+        _announce(_user_key(user_id))
+    elif token_id is not None:
+        _announce(_token_key(token_id))
     else:
-        key = _token_key(token_id) if token_id is not None else _session_key(session_key)
-    _announce(key)
+        _announce(_session_key(session_key))
 
 
 def streams_check_sessions(*, user_id: object) -> None:

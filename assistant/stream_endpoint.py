@@ -214,13 +214,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
         conversation's channel if django-eventstream's channel manager lets the user read
         it (else 404); with the user's id and credentials (see open_streams.credentials).
         Sets `request.api_token` (None: a session)."""
-        request.api_token = None
         try:
-            token = tokens.authenticate(request)
+            tokens.token_apply(request, tokens.authenticate(request))
         except errors.ServiceError as error:
             return tokens.refusal(request, error), None, (None, b"")
-        if token is not None:
-            request.user, request.api_token = token.user, token
         response = self.hooks.sso.sign_on(request) if self.hooks.sso is not None else None
         channel = None
         user = request.user

@@ -101,9 +101,12 @@ def unauthorized_body() -> dict:
 
 
 def service_error(error: ServiceError) -> JsonResponse:
-    """A refusal of the services (limits, the body's parsing) in OpenAI's shape: the
-    limits as OpenAI words its own (`rate_limit_exceeded`, `insufficient_quota`)."""
-    if error.code == "rate_limited":
+    """A refusal of the services (the token, limits, the body's parsing) in OpenAI's
+    shape: the token and the limits as OpenAI words its own (`invalid_api_key`,
+    `rate_limit_exceeded`, `insufficient_quota`)."""
+    if error.code == "invalid_token":
+        type_, code = INVALID_REQUEST, "invalid_api_key"
+    elif error.code == "rate_limited":
         type_, code = "requests", "rate_limit_exceeded"
     elif error.code == "quota_exceeded":
         type_, code = "insufficient_quota", "insufficient_quota"

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.middleware import csrf
 
 from assistant import errors, throttle
-from assistant.gateway.errors import openai_error
+from assistant.gateway.errors import service_error
 from assistant.middleware import SyncAndAsyncMiddleware
 from assistant.tokens.models import ApiToken
 from assistant.tokens.service import bearer_of, token_authenticate
@@ -39,17 +39,7 @@ def authenticate(request: HttpRequest) -> ApiToken | None:
 
 def refusal(request: HttpRequest, error: errors.ServiceError) -> JsonResponse:
     """A refused token's answer, in the shape the path's clients read."""
-    if request.path_info.startswith(GATEWAY_PATH):
-        kind = (
-            ("invalid_request_error", "invalid_api_key")
-            if error.status == 401
-            else ("requests", "rate_limit_exceeded")
-        )
-        response = openai_error(
-            error.status, error.message, type=kind[0], code=kind[1], retry_after=error.retry_after
-        )
-    else:
-        response = api_error(error)
+    response = service_error(error) if request.path_info.startswith(GATEWAY_PATH) else api_error(error)
     if error.status == 401:
         response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return response
@@ -63,20 +53,22 @@ class BearerTokenMiddleware(SyncAndAsyncMiddleware):
         if self.async_mode:
             return self.__acall__(request)
         try:
-            _apply(request, authenticate(request))
+            token_apply(request, authenticate(request))
         except errors.ServiceError as error:
             return refusal(request, error)
         return self.get_response(request)  # type: ignore[return-value]
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         try:
-            _apply(request, await sync_to_async(authenticate)(request))
+            token_apply(request, await sync_to_async(authenticate)(request))
         except errors.ServiceError as error:
             return refusal(request, error)
         return await self.get_response(request)  # type: ignore[misc]
 
 
-def _apply(request: HttpRequest, token: ApiToken | None) -> None:
+def token_apply(request: HttpRequest, token: ApiToken | None) -> None:
+    """`request.api_token`, and with a token its user as the request's (also for
+    assistant.stream_endpoint, which serves event streams before the chain)."""
     request.api_token = token
     if token is not None:
         user = token.user
