@@ -126,6 +126,27 @@ def percentiles(values: list[float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- the database
 
 
+def store_ready(document, corpus: Corpus, rng, count: int, dimensions: int) -> None:
+    """Save `document` as read: `count` passages of generated text with random unit vectors."""
+    import numpy as np
+
+    from assistant.documents.models import Chunk
+
+    vectors = rng.standard_normal((count, dimensions)).astype("<f4")
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    document.save()
+    Chunk.objects.bulk_create(
+        Chunk(
+            document=document,
+            ordinal=n,
+            page=n + 1,
+            text=corpus.text(CHUNK_CHARS),
+            embedding=vectors[n].tobytes(),
+        )
+        for n in range(count)
+    )
+
+
 def fill(corpus: Corpus, chunks: int, dimensions: int, per_document: int = 100) -> tuple[int, list[int]]:
     """A collection of `chunks` passages with random unit vectors; its id and the ids of
     some passages (the questions' targets)."""
@@ -137,25 +158,13 @@ def fill(corpus: Corpus, chunks: int, dimensions: int, per_document: int = 100) 
     collection = Collection.objects.create(slug="bench", name="Bench", everyone=True)
     rng = np.random.default_rng(1)
     for d in range(chunks // per_document):
-        vectors = rng.standard_normal((per_document, dimensions)).astype("<f4")
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         with transaction.atomic():
             document = Document(
                 collection=collection, path=f"bench/{d}.pdf", name=f"Handbuch {d}.pdf", kind="pdf",
                 size=1, sha256="0" * 64, status=Document.Status.READY, pages=per_document,
             )  # fmt: skip
             document.file.name = f"documents/bench/{d}"
-            document.save()
-            Chunk.objects.bulk_create(
-                Chunk(
-                    document=document,
-                    ordinal=n,
-                    page=n + 1,
-                    text=corpus.text(CHUNK_CHARS),
-                    embedding=vectors[n].tobytes(),
-                )
-                for n in range(per_document)
-            )
+            store_ready(document, corpus, rng, per_document, dimensions)
     targets = list(Chunk.objects.order_by("?").values_list("pk", flat=True)[:1000])
     return collection.pk, targets
 
@@ -164,27 +173,14 @@ def user_document(corpus: Corpus, conversation_id, owner_id: int, chunks: int, d
     """A ready document of `chunks` passages in a conversation, with random unit vectors."""
     import numpy as np
 
-    from assistant.documents.models import Chunk, Document
+    from assistant.documents.models import Document
 
-    rng = np.random.default_rng(2)
-    vectors = rng.standard_normal((chunks, dimensions)).astype("<f4")
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     document = Document(
         owner_id=owner_id, conversation_id=conversation_id, name="Vertrag.pdf", kind="pdf", size=1,
         sha256="0" * 64, status=Document.Status.READY, pages=chunks, chars=chunks * CHUNK_CHARS,
     )  # fmt: skip
     document.file.name = f"documents/bench/{uuid.uuid4()}"
-    document.save()
-    Chunk.objects.bulk_create(
-        Chunk(
-            document=document,
-            ordinal=n,
-            page=n + 1,
-            text=corpus.text(CHUNK_CHARS),
-            embedding=vectors[n].tobytes(),
-        )
-        for n in range(chunks)
-    )
+    store_ready(document, corpus, np.random.default_rng(2), chunks, dimensions)
     return document
 
 
