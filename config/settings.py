@@ -490,6 +490,11 @@ else:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": ASSISTANT_REDIS_PREFIX,
+            # One pool per process, not per request (config/cache.py).
+            "OPTIONS": {
+                "pool_class": "config.cache.ProcessConnectionPool",
+                "client_name": f"{ASSISTANT_REDIS_PREFIX}-cache",
+            },
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":

@@ -222,6 +222,20 @@ def redis_connections(redis_client, *names: str) -> list[dict]:
     return [c for c in redis_client.client_list() if c["name"] in names and int(c["db"]) == db]
 
 
+def test_the_cache_keeps_one_connection_pool_across_requests(pair, clients, redis_client):
+    """Django's cache object is per request under ASGI, and each one connected to Redis
+    anew (config/cache.py): 20 writes that count a limit open no connection now."""
+    on_a, _ = clients
+    create_conversation(on_a)  # the pool's first connection
+    before = redis_client.info("stats")["total_connections_received"]
+    for _ in range(20):
+        create_conversation(on_a)
+    opened = redis_client.info("stats")["total_connections_received"] - before
+    assert opened <= 2, f"{opened} Redis connections for 20 requests"
+    prefix = settings.ASSISTANT_REDIS_PREFIX
+    assert redis_connections(redis_client, f"{prefix}-cache")
+
+
 def follow_recording(
     client: httpx.Client, conversation: dict, position: str, answer_id: int, deadline: float = 30
 ):
