@@ -69,12 +69,14 @@ $(VENV)/.bench: requirements.txt requirements-bench.txt | $(BIN)/python
 
 STREAMS ?= 10 50 100 150 200
 IDLE ?= 1000
-# make bench SCALEOUT=1: Assistant on PostgreSQL and Redis (the scale-out profile; a
-# database and a key prefix of its own per round), no idle step.
+# REPEAT=3: each round three times per system, in turn; the figures of the median run.
+REPEAT ?= 1
+# make bench SCALEOUT=1: also Assistant on PostgreSQL and Redis (the scale-out profile; a
+# database and a key prefix of its own per round) beside the default profile.
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/6
 bench: $(VENV)/.bench
-	$(BIN)/python -m bench.run --streams $(STREAMS) --idle $(if $(SCALEOUT),0 --scaleout \
-		$(SCALEOUT_DATABASE_URL) $(BENCH_REDIS_URL),$(IDLE))
+	$(BIN)/python -m bench.run --streams $(STREAMS) --idle $(IDLE) --repeat $(REPEAT) \
+		$(if $(SCALEOUT),--scaleout $(SCALEOUT_DATABASE_URL) $(BENCH_REDIS_URL))
 
 # The chat page's benchmark (bench/page.py): opening 500 messages, and the browser's main
 # thread while a 10,000-token answer streams at 50 tokens/s (about 4 minutes).

@@ -81,7 +81,7 @@ class Workload:
     streams_per_user: int
     slack: float
     server_env: dict[str, str]
-    # --scaleout: Assistant on PostgreSQL and Redis (their URLs) instead of SQLite and memory.
+    # Assistant on PostgreSQL and Redis (their URLs) instead of SQLite and memory.
     scaleout: tuple[str, str] | None = None
 
     def question(self) -> str:
@@ -725,10 +725,11 @@ def idle_round(n: int, workload: Workload, upstream: tuple[str, int], workdir: P
 SYSTEMS = {
     "assistant": "Assistant (one daphne)",
     "public": "Assistant, fast paths off",
+    "scaleout": "Assistant on PostgreSQL + Redis",
     "proxy": "pass-through proxy (one uvicorn)",
 }
 # The systems that are Assistant: their rows have the database column.
-ASSISTANTS = ("assistant", "public")
+ASSISTANTS = ("assistant", "public", "scaleout")
 # Assistant with every fast path off (config/fastpaths): the libraries' public paths.
 FAST_PATHS_OFF = {"ASSISTANT_FAST_PATHS": "off"}
 COLUMNS = ("held", "completed", "lost/dup", "TTFT+ p50/p99", "token p50/p99", "CPU/1k tok", "RSS idle/peak")
@@ -776,12 +777,19 @@ def _db_cell(row: dict) -> str:
     return f"{_num(row['db_writes_per_answer'], 1)} ({_num(row['db_writes_per_answer_per_second'], 2)})"
 
 
+def systems_run(rounds: list[dict]) -> list[str]:
+    """The systems with a row in any round (the scale-out profile only with --scaleout)."""
+    return [system for system in SYSTEMS if any(entry.get(system) for entry in rounds)]
+
+
 def table(rounds: list[dict]) -> str:
     """The rounds side by side: one group of columns per system, one row per round size."""
+    systems = systems_run(rounds)
+    scaleout = "scaleout" in systems
     head = [
         ["streams"],
-        *([*COLUMNS, DB_COLUMN] if system in ASSISTANTS else list(COLUMNS) for system in SYSTEMS),
-        ["CPU ratio on/off"],
+        *([*COLUMNS, DB_COLUMN] if system in ASSISTANTS else list(COLUMNS) for system in systems),
+        ["CPU ratio on/off", *(["scale-out/default"] if scaleout else [])],
     ]
     rows = [head] + [
         [
@@ -790,9 +798,12 @@ def table(rounds: list[dict]) -> str:
                 [*_cells(entry[system]), _db_cell(entry[system])]
                 if system in ASSISTANTS
                 else _cells(entry[system])
-                for system in SYSTEMS
+                for system in systems
             ),
-            [f"{_num(entry['cpu_ratio'], 2)} / {_num(entry['public_cpu_ratio'], 2)}"],
+            [
+                f"{_num(entry['cpu_ratio'], 2)} / {_num(entry['public_cpu_ratio'], 2)}",
+                *([_num(entry["scaleout_ratio"], 2)] if scaleout else []),
+            ],
         ]
         for entry in rounds
     ]
@@ -807,7 +818,7 @@ def table(rounds: list[dict]) -> str:
         for row in rows
     ]
     spans = [sum(group_widths) + 2 * (len(group_widths) - 1) for group_widths in widths]
-    titles = ["", *SYSTEMS.values(), ""]
+    titles = ["", *(SYSTEMS[system] for system in systems), ""]
     lines.insert(
         0,
         " | ".join(
@@ -826,19 +837,23 @@ def summarise_comparison(rounds: list[dict]) -> dict:
     bound, and so is the ratio (none when the proxy held its largest round, or no round).
     """
     largest, held = {}, {}
-    for system in SYSTEMS:
-        ran = [entry for entry in rounds if entry[system] is not None]
+    systems = systems_run(rounds)
+    for system in systems:
+        ran = [entry for entry in rounds if entry.get(system) is not None]
         largest[system] = max(entry["streams"] for entry in ran)
         held[system] = max((entry["streams"] for entry in ran if entry[system]["held"]), default=None)
     at_100 = next((entry for entry in rounds if entry["streams"] == 100), None)
     proxy_capped = held["proxy"] == largest["proxy"]
     return {
         "held": held,
-        "held_largest_round": {system: held[system] == largest[system] for system in SYSTEMS},
+        "held_largest_round": {system: held[system] == largest[system] for system in systems},
         "capacity_ratio": None if proxy_capped else _ratio(held["assistant"], held["proxy"]),
         "public_capacity_ratio": None if proxy_capped else _ratio(held["public"], held["proxy"]),
         "cpu_ratio_at_100": at_100["cpu_ratio"] if at_100 else None,
         "public_cpu_ratio_at_100": at_100["public_cpu_ratio"] if at_100 else None,
+        "scaleout_ratio": {
+            entry["streams"]: entry["scaleout_ratio"] for entry in rounds if entry.get("scaleout_ratio")
+        },
     }
 
 
@@ -872,6 +887,12 @@ def summary_text(summary: dict) -> str:
         lines.append(
             f"Server CPU per token at 100 streams: Assistant's is {summary['cpu_ratio_at_100']:g} "
             f"of the proxy's, {_num(summary['public_cpu_ratio_at_100'], 2)} with its fast paths off"
+        )
+    if "scaleout" in held:
+        ratios = ", ".join(f"{ratio:g}x at {n} streams" for n, ratio in summary["scaleout_ratio"].items())
+        lines.append(
+            f"On PostgreSQL + Redis: held {system_held('scaleout')}; server CPU per token against "
+            f"the default profile's: {ratios or '-'}"
         )
     return "\n".join(lines)
 
@@ -932,9 +953,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scaleout",
         nargs=2,
         metavar=("POSTGRES_URL", "REDIS_URL"),
-        help="Assistant on PostgreSQL and Redis (the scale-out profile), e.g. "
-        "postgres://postgres@127.0.0.1:5432/test redis://127.0.0.1:6379/5: each round gets a "
+        help="also Assistant on PostgreSQL and Redis (the scale-out profile) beside the default, e.g. "
+        "postgres://postgres@127.0.0.1:5432/test redis://127.0.0.1:6379/5: each of its rounds gets a "
         "database of its own on that server (created and dropped) and a Redis key prefix of its own",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each round and system, in turn: figures of the median run, ratios the median ratio",
     )
     parser.add_argument("--json", type=Path, default=ARTIFACTS / "bench-latest.json", help="results file")
     args = parser.parse_args(argv)
@@ -942,9 +969,61 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         postgres, redis = args.scaleout
         if not postgres.startswith(("postgres://", "postgresql://")) or not redis.startswith("redis://"):
             parser.error("--scaleout takes a postgres:// URL, then a redis:// URL")
-        if args.idle:
-            parser.error("--scaleout measures the answer rounds only: add --idle 0")
+    if args.repeat < 1:
+        parser.error("--repeat takes a count of at least 1")
     return args
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """Of one system's repetitions of a round, the run with the median server CPU per token
+    (the lower of the middle two for an even count), held only if every run held."""
+
+    def cpu(run: dict) -> float:
+        return run["cpu_ms_per_1000_tokens"]["server"] or 0.0
+
+    return {
+        **sorted(runs, key=cpu)[(len(runs) - 1) // 2],
+        "ok": all(run["ok"] for run in runs),
+        "held": all(run["held"] for run in runs),
+        # Every run's CPU per 1000 tokens (server, upstream, load generator) and the rest
+        # of the machine's: the spread, and whether the machine changed speed meanwhile.
+        "runs": [
+            {"cpu": run["cpu_ms_per_1000_tokens"], "others": run["other_processes_cpu_percent"]}
+            for run in runs
+        ],
+    }
+
+
+def _median_ratio(pairs: list[tuple[dict, dict]]) -> float | None:
+    """The median of a ratio measured within each repetition (each pair ran minutes apart
+    at most, on the same machine state)."""
+    ratios = sorted(r for r in (_cpu_ratio(a, b) for a, b in pairs) if r is not None)
+    return ratios[(len(ratios) - 1) // 2] if ratios else None
+
+
+def _round(n: int, systems: dict[str, Callable[[int], dict]], repeat: int) -> dict:
+    """Round size `n`: each system once per repetition, in turn, so that a machine
+    getting slower or faster meanwhile touches every system alike."""
+    runs: dict[str, list[dict]] = {system: [] for system in systems}
+    for repetition in range(repeat):
+        for system, run in systems.items():
+            of = f" ({repetition + 1} of {repeat})" if repeat > 1 else ""
+            print(f"{n} streams: {SYSTEMS[system]}{of} ...", file=sys.stderr, flush=True)
+            runs[system].append(run(n))
+    entry: dict[str, Any] = {"streams": n, **dict.fromkeys(SYSTEMS)}
+    entry.update({system: _median_run(found) for system, found in runs.items()})
+
+    def ratio(system: str, to: str) -> float | None:
+        if system not in runs or to not in runs:
+            return None
+        return _median_ratio(list(zip(runs[system], runs[to], strict=True)))
+
+    entry.update(
+        cpu_ratio=ratio("assistant", "proxy"),
+        public_cpu_ratio=ratio("public", "proxy"),
+        scaleout_ratio=ratio("scaleout", "assistant"),
+    )
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -958,7 +1037,6 @@ def main(argv: list[str] | None = None) -> int:
         streams_per_user=args.streams_per_user,
         slack=args.slack,
         server_env=dict(args.server_env),
-        scaleout=tuple(args.scaleout) if args.scaleout else None,
     )
     public_workload = dataclasses.replace(workload, server_env={**workload.server_env, **FAST_PATHS_OFF})
     raise_open_files_limit(max(args.streams, default=0) + args.idle + 1024)
@@ -968,37 +1046,18 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-") as workdir,
         fake_upstream(ARTIFACTS / "bench-upstream.log") as upstream,
     ):
-        for n in args.streams:
-            print(f"{n} streams: Assistant ...", file=sys.stderr, flush=True)
-            assistant = assistant_round(n, workload, upstream, Path(workdir))
-            print(f"{n} streams: Assistant, fast paths off ...", file=sys.stderr, flush=True)
-            public = assistant_round(n, public_workload, upstream, Path(workdir))
-            print(f"{n} streams: proxy ...", file=sys.stderr, flush=True)
-            proxy = proxy_round(n, workload, upstream)
-            rounds.append(
-                {
-                    "streams": n,
-                    "assistant": assistant,
-                    "public": public,
-                    "proxy": proxy,
-                    "cpu_ratio": _cpu_ratio(assistant, proxy),
-                    "public_cpu_ratio": _cpu_ratio(public, proxy),
-                }
-            )
+
+        def through(of: Workload) -> Callable[[int], dict]:
+            return lambda n: assistant_round(n, of, upstream, Path(workdir))
+
+        assistants = {"assistant": through(workload), "public": through(public_workload)}
+        side_by_side = dict(assistants)
+        if args.scaleout:
+            side_by_side["scaleout"] = through(dataclasses.replace(workload, scaleout=tuple(args.scaleout)))
+        side_by_side["proxy"] = lambda n: proxy_round(n, workload, upstream)
+        rounds = [_round(n, side_by_side, args.repeat) for n in args.streams]
         for n in capacity_rounds(rounds, args.capacity) if rounds else ():
-            print(f"{n} streams: Assistant alone, both modes (capacity) ...", file=sys.stderr, flush=True)
-            assistant = assistant_round(n, workload, upstream, Path(workdir))
-            public = assistant_round(n, public_workload, upstream, Path(workdir))
-            rounds.append(
-                {
-                    "streams": n,
-                    "assistant": assistant,
-                    "public": public,
-                    "proxy": None,
-                    "cpu_ratio": None,
-                    "public_cpu_ratio": None,
-                }
-            )
+            rounds.append(_round(n, assistants, args.repeat))
         if args.idle:
             print(f"{args.idle} idle streams ...", file=sys.stderr, flush=True)
         idle = idle_round(args.idle, workload, upstream, Path(workdir)) if args.idle else None
@@ -1026,8 +1085,9 @@ def main(argv: list[str] | None = None) -> int:
             if row is None:
                 continue
             if row["other_processes_cpu_percent"] >= BUSY_MACHINE_PERCENT:
+                servers = " (PostgreSQL and Redis among them)" if system == "scaleout" else ""
                 print(
-                    f"{where}: other processes kept {row['other_processes_cpu_percent']} % "
+                    f"{where}: other processes{servers} kept {row['other_processes_cpu_percent']} % "
                     "of a core busy during the round; its figures are disturbed"
                 )
             if row["outcomes"] != {"done": row["streams"]}:
