@@ -165,7 +165,7 @@ def _answer_create(conversation: Conversation, model: str, *, question: Message)
     return _answer_insert(conversation, model, question=question)
 
 
-def _position_now(conversation: Conversation) -> int:
+def channel_position(conversation: Conversation) -> int:
     """The channel's position: nothing of an answer starting now is on it before this."""
     try:
         return replay_log.current_id(conversation.channel)
@@ -193,7 +193,7 @@ def _answer_insert(conversation: Conversation, model: str, *, question: Message)
     """`_answer_create` for a conversation known to have no answer streaming."""
     flow = _assistant_check(conversation)
     answers_allow(conversation.owner_id)
-    position = _position_now(conversation)
+    position = channel_position(conversation)
     answer = Message.objects.create(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -358,7 +358,7 @@ def _continue_create(*, user, message_id: int) -> Exchange:
         "error_detail": "",
         "generated_by": PROCESS_ID,
         "cancel_requested": False,
-        "event_id": _position_now(conversation),
+        "event_id": channel_position(conversation),
     }
     for name, value in streaming.items():
         setattr(answer, name, value)

@@ -4,6 +4,8 @@ alone. And usage_report telling the gateway's use apart."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from collections.abc import Iterator
 
 import openai
@@ -95,6 +97,54 @@ def test_a_client_that_leaves_leaves_a_cancelled_answer_with_its_text(live, alic
     assert answer.conversation.origin == Origin.GATEWAY
     assert answer.content.startswith(received)
     assert wait_until(lambda: upstream.responses_in_progress == 0)
+
+
+def test_a_server_killed_mid_completion_leaves_the_exchange_and_its_text(
+    django_db_setup, transactional_db, fake_upstream, upstream, alice
+):
+    """The exchange is stored as the completion starts and its text as it comes: a
+    SIGKILL loses at most the last moments, and the restarted server marks the answer
+    interrupted, as it does the page's."""
+    lease = {"ASSISTANT_LEASE_SECONDS": "600", "ASSISTANT_HEARTBEAT_SECONDS": "0.3"}
+    first = start_daphne(live_env(fake_upstream, **lease), "daphne-gateway-killed")
+    try:
+        with gateway(first, alice) as sdk:
+            stream = sdk.chat.completions.create(
+                model="fake-model",
+                messages=[{"role": "user", "content": fake(never_end=True, tps=50)}],
+                stream=True,
+            )
+            received = ""
+            for chunk in stream:
+                received += chunk.choices[0].delta.content or ""
+                if len(split_tokens(received)) >= 60:  # over a second: partial writes happened
+                    break
+            answer = Message.objects.get(role="assistant")
+            assert answer.status == "streaming"
+            assert answer.conversation.origin == Origin.GATEWAY
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait()
+            with contextlib.suppress(Exception):
+                stream.close()
+    finally:
+        if first.process.poll() is None:
+            stop_daphne(first)
+    stored = Message.objects.get(pk=answer.pk)
+    assert stored.status == "streaming"
+    assert stored.content
+    # What was stored and what the client read are one text, each cut at its own point.
+    shorter, longer = sorted((received, stored.content), key=len)
+    assert longer.startswith(shorter)
+    assert [m.role for m in stored.conversation.messages.order_by("pk")] == ["user", "assistant"]
+    assert UsageRecord.objects.get().message_id == stored.pk
+
+    second = start_daphne(live_env(fake_upstream, **lease), "daphne-gateway-restarted")
+    try:
+        # Its pid is gone, so the new process takes the answer for interrupted at once.
+        assert wait_until(lambda: Message.objects.get(pk=answer.pk).status == "interrupted", timeout=20)
+    finally:
+        stop_daphne(second)
+    assert Message.objects.get(pk=answer.pk).content == stored.content
 
 
 def test_with_store_off_only_the_usage_is_recorded(unstored, alice, upstream):

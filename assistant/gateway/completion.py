@@ -13,8 +13,9 @@ A client that disconnects (`http.disconnect`) cancels the completion: the provid
 `async with` closes the upstream response, so the model service stops too, and the
 text so far is counted and stored as `cancelled`. A streamed response whose client
 stops reading is cut like an event stream (config/send_backlog.py), with the same end.
-The end is stored (assistant/gateway/store.py) before the client reads it, so a client
-that has read the end finds it stored.
+With the exchange stored (assistant/gateway/store.py), the text is stored as it comes
+with the page's answers (assistant/generation/partials.py), and the end before the
+client reads it, so a client that has read the end finds it stored.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from assistant import open_streams
 from assistant.gateway.errors import unauthorized_body, upstream_body, upstream_status
 from assistant.gateway.parsing import ChatRequest
 from assistant.gateway.store import Outcome, completion_end
+from assistant.generation import partials
 from assistant.generation.ending import interrupted_error
 from assistant.models import Message
 from assistant.providers.configured import get_provider
@@ -73,15 +75,16 @@ async def _disconnected(receive) -> None:
 
 @dataclass
 class Completion:
-    """A completion the view accepted: the request, its user and usage row, and whether
-    to store the exchange (ASSISTANT_GATEWAY_STORE when it was accepted)."""
+    """A completion the view accepted: the request, its user and usage row, and its
+    stored answer (ASSISTANT_GATEWAY_STORE on when it was accepted)."""
 
     user_id: int
     token_id: int  # the API token it came with: revoking it ends the completion
     request: ChatRequest
     usage_id: int
     language: str
-    store: bool
+    # The stored answer, `streaming` (store.exchange_start); None: the exchange is not stored.
+    answer: Message | None
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     # Set when the client disconnected: the completion ends `cancelled`, and nothing is sent.
@@ -123,18 +126,23 @@ class Completion:
 
     async def _run(self, reply: _Reply) -> None:
         with translation.override(self.language):
-            outcome = await self._generate(reply)
+            stored = None if self.answer is None else partials.StoredText(self.answer)
+            try:
+                outcome = await self._generate(reply, stored)
+            finally:
+                if stored is not None:
+                    # A partial write still on its way changes nothing after the end's.
+                    stored.finishing = True
+                    partials.writer.discard(stored)
             counted = usage_counted(
                 outcome.finish, prompt_chars=self.request.prompt_chars, completion_chars=len(outcome.text)
             )
             try:
                 await sync_to_async(completion_end)(
                     usage_id=self.usage_id,
-                    user_id=self.user_id,
-                    request=self.request,
+                    answer_id=None if self.answer is None else self.answer.pk,
                     outcome=outcome,
                     usage=counted,
-                    store=self.store,
                 )
             except Exception:
                 logger.exception("storing the end of gateway completion %s failed", self.id)
@@ -145,9 +153,10 @@ class Completion:
             else:
                 await reply.end(outcome, _usage(counted))
 
-    async def _generate(self, reply: _Reply) -> Outcome:
-        """The provider's answer, each text handed to `reply` as it comes; how it ended."""
-        parts: list[str] = []
+    async def _generate(self, reply: _Reply, stored: partials.StoredText | None) -> Outcome:
+        """The provider's answer, each text handed to `reply` (and to the partial writer
+        with `stored`) as it comes; how it ended."""
+        parts: list[str] = [] if stored is None else stored.parts
         started = time.monotonic()
         first: float | None = None
         finish: Finish | None = None
@@ -165,6 +174,8 @@ class Completion:
                             continue
                         first = first or time.monotonic()
                         parts.append(item)
+                        if stored is not None:
+                            partials.writer.add(stored)
                         await reply.text(item)
                 finally:
                     await stream.aclose()  # closes the upstream response, also when cancelled

@@ -8,14 +8,15 @@ here, whatever session cookie it carries, so the views need no CSRF check: no co
 ever authenticates them.
 
 A chat completion is checked here, in the request's thread (body, model allowlist,
-the user's per-minute limit and daily quota, the usage row), then handed over to run on
-the event loop (assistant/gateway/handoff.py).
+the user's per-minute limit and daily quota), its usage row and exchange stored, then
+handed over to run on the event loop (assistant/gateway/handoff.py).
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
@@ -34,7 +35,8 @@ from assistant.gateway.errors import (
 )
 from assistant.gateway.handoff import SCOPE_KEY
 from assistant.gateway.parsing import chat_request
-from assistant.gateway.store import usage_start
+from assistant.gateway.store import exchange_start, usage_start
+from assistant.generation import leases
 from assistant.limits import answers_allow
 
 
@@ -91,6 +93,17 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
     try:
         chat = chat_request(json_body(request))
         answers_allow(request.user.pk)
+        if settings.ASSISTANT_GATEWAY_STORE:
+            # This process's lease, renewed while it lives, tells the others that the
+            # stored answer is still being generated (assistant/generation/leases.py).
+            leases.supervise_from_thread()
+        with transaction.atomic():
+            usage_id = usage_start(user_id=request.user.pk, model=chat.model)
+            answer = (
+                exchange_start(user_id=request.user.pk, request=chat, usage_id=usage_id)
+                if settings.ASSISTANT_GATEWAY_STORE
+                else None
+            )
     except GatewayError as error:
         return error.response()
     except ServiceError as error:
@@ -99,9 +112,9 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
         user_id=request.user.pk,
         token_id=request.api_token.pk,
         request=chat,
-        usage_id=usage_start(user_id=request.user.pk, model=chat.model),
+        usage_id=usage_id,
         language=get_language(),
-        store=settings.ASSISTANT_GATEWAY_STORE,
+        answer=answer,
     )
     # Its headers (the chain's) go out with the completion; its body is dropped.
     return HttpResponse()

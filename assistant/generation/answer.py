@@ -232,11 +232,7 @@ class Answer:
 
     def partial(self) -> tuple[str, int] | None:
         """Text and position to store, or None when they are stored (or on their way)."""
-        content, event_id = self._stored()
-        if (len(content), event_id) == self.persisted:
-            return None
-        self.persisted = (len(content), event_id)
-        return content, event_id
+        return partials.unstored(self, *self._stored())
 
     @property
     def content(self) -> str:

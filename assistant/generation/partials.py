@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
@@ -22,6 +23,29 @@ logger = logging.getLogger(__name__)
 Status = Message.Status
 
 
+def unstored(answer: Answer | StoredText, content: str, event_id: int) -> tuple[str, int] | None:
+    """`content` and `event_id` for the writer to store for `answer`, or None when they
+    are stored (or on their way)."""
+    if (len(content), event_id) == answer.persisted:
+        return None
+    answer.persisted = (len(content), event_id)
+    return content, event_id
+
+
+@dataclass
+class StoredText:
+    """An answer generated elsewhere than in an `Answer` (the gateway's completions),
+    for the writer: its row, its text so far, and the position stored with it."""
+
+    message: Message
+    parts: list[str] = field(default_factory=list)
+    finishing: bool = False
+    persisted: tuple[int, int] = (-1, -1)
+
+    def partial(self) -> tuple[str, int] | None:
+        return unstored(self, "".join(self.parts), self.message.event_id)
+
+
 class PartialWriter:
     """Stores the partial text of every answer streaming in this process, all of them in
     one database call (one transaction) every ASSISTANT_PERSIST_SECONDS.
@@ -33,11 +57,11 @@ class PartialWriter:
     """
 
     def __init__(self) -> None:
-        self._answers: dict[int, Answer] = {}
+        self._answers: dict[int, Answer | StoredText] = {}
         self._task: asyncio.Task | None = None
         self._writing = False
 
-    def add(self, answer: Answer) -> None:
+    def add(self, answer: Answer | StoredText) -> None:
         """Store `answer`'s partial state at the next write (its newest state by then)."""
         if answer.message.pk in self._answers:
             return  # the writer is running and takes the newest state
@@ -46,7 +70,7 @@ class PartialWriter:
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._task = background_task(self._write_every_interval())
 
-    def discard(self, answer: Answer) -> None:
+    def discard(self, answer: Answer | StoredText) -> None:
         self._answers.pop(answer.message.pk, None)
         if not self._answers and self._task is not None and not self._writing:
             # Nothing left to write: the next answer starts a full interval of its own,
@@ -68,7 +92,7 @@ class PartialWriter:
             finally:
                 self._writing = False
 
-    async def _write(self, answers: dict[int, Answer]) -> None:
+    async def _write(self, answers: dict[int, Answer | StoredText]) -> None:
         rows = [(pk, *state) for pk, answer in answers.items() if (state := answer.partial())]
         if not rows:
             return
