@@ -185,10 +185,19 @@ def run_client(
     return Run(lines, returncode, stderr)
 
 
+# A limit's refusal, as the API answers it (docs/protocol.md, "A client's duties").
+TOO_MANY = (
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Content-Length: 68\r\nConnection: close\r\n\r\n"
+    b'{"error": {"code": "rate_limited", "message": "Too many requests."}}'
+)
+
+
 class CutAfter:
     """`during` for run_client: once the client printed `deltas` deltas its connection
     is cut ("reset": as when the network goes; "silence": it hangs without a word, found
-    only by the client's watchdog); new connections go through at once."""
+    only by the client's watchdog; "limited": reset, and its reconnect refused with a 429
+    and Retry-After: 1); new connections go through at once."""
 
     def __init__(self, proxy: SilencingProxy, how: str, deltas: int) -> None:
         self.proxy = proxy
@@ -198,7 +207,9 @@ class CutAfter:
     def __call__(self, line: dict) -> None:
         if line["type"] == "event" and line["event"] == "delta":
             self.deltas -= 1
-            if self.deltas == 0 and self.how == "reset":
+            if self.deltas == 0 and self.how in ("reset", "limited"):
+                if self.how == "limited":
+                    self.proxy.answer_next(TOO_MANY)
                 self.proxy.drop()
                 self.proxy.restore()
             elif self.deltas == 0:
@@ -226,7 +237,7 @@ def assert_every_event_once_in_order(run: Run) -> None:
     assert ids == list(range(ids[0], ids[0] + len(ids))), ids
 
 
-@pytest.mark.parametrize("how", ["reset", "silence"])
+@pytest.mark.parametrize("how", ["reset", "silence", "limited"])
 def test_client_resumes_after_a_cut_without_loss_or_duplicate(live, alice, secret, proxy, client, how):
     expected = words(seeded(SEED + 23), 120)
 
@@ -234,8 +245,10 @@ def test_client_resumes_after_a_cut_without_loss_or_duplicate(live, alice, secre
 
     assert run.returncode == 0, run.stderr
     connects = [index for index, line in enumerate(run.lines) if line["type"] == "connect"]
-    assert len(connects) == 2, run.lines  # one cut, one reconnect
-    first, again = connects
+    # One cut, one reconnect; after a 429 one more, once its Retry-After has passed.
+    assert len(connects) == (3 if how == "limited" else 2), run.lines
+    assert [line["wait"] for line in run.of("limited")] == ([1] if how == "limited" else [])
+    first, *_, again = connects
     # It resumed from the last event it had: after a reset with the Last-Event-ID header
     # (Node: the package's own reconnect); the Node watchdog opens a new EventSource,
     # whose first request passes the position as the query parameter.

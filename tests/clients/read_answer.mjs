@@ -1,7 +1,8 @@
 // Asks Assistant one question and reads the answer from its event stream with the
 // `eventsource` package, as a script or a native app would: a personal token as the
 // Bearer header, the position the send returned, the package's own reconnect (with
-// Last-Event-ID) after a drop, and a watchdog for a connection that went silent.
+// Last-Event-ID) after a drop, a new connection once a 429's Retry-After has passed, and
+// a watchdog for a connection that went silent.
 // Prints what it sees as JSON lines; the last one is the answer.
 //
 //   ASSISTANT_URL=https://assistant.example.com ASSISTANT_TOKEN=ast_... node read_answer.mjs "Hello"
@@ -30,6 +31,7 @@ let position = answer.last_event_id;
 let text = "";
 let source;
 let watchdog;
+let retryAfter = null; // seconds, from a 429 refusing the stream
 
 function connect() {
   const url = new URL(created.events_url, base);
@@ -38,7 +40,10 @@ function connect() {
     fetch: (input, init) => {
       const query = new URL(input).searchParams.get("lastEventId");
       print({ type: "connect", header: init.headers["Last-Event-ID"] ?? null, query });
-      return fetch(input, { ...init, headers: { ...init.headers, ...auth } });
+      return fetch(input, { ...init, headers: { ...init.headers, ...auth } }).then((response) => {
+        if (response.status === 429) retryAfter = Number(response.headers.get("Retry-After") ?? 2);
+        return response;
+      });
     },
   });
   heard();
@@ -49,7 +54,12 @@ function connect() {
         // unless the server refused the stream (then it is closed for good).
         const closed = source.readyState === EventSource.CLOSED;
         print({ type: "connection-error", code: event.code ?? null, closed });
-        if (closed) stop(1);
+        if (closed && event.code === 429) {
+          // Over a limit: connect again from the position once its Retry-After has passed.
+          clearTimeout(watchdog);
+          print({ type: "limited", wait: retryAfter });
+          watchdog = setTimeout(connect, retryAfter * 1000);
+        } else if (closed) stop(1);
         return;
       }
       heard();

@@ -1,8 +1,8 @@
 """Asks Assistant one question and reads the answer from its event stream with httpx and
 httpx-sse, as a script or a native app would: a personal token as the Bearer header, the
-position the send returned, a reconnect with Last-Event-ID after a drop, and a read timeout
-of two keep-alive intervals as the watchdog. Prints what it sees as JSON lines; the last
-one is the answer.
+position the send returned, a reconnect with Last-Event-ID after a drop (after a 429, once
+its Retry-After has passed), and a read timeout of two keep-alive intervals as the
+watchdog. Prints what it sees as JSON lines; the last one is the answer.
 
     ASSISTANT_URL=https://assistant.example.com ASSISTANT_TOKEN=ast_... python read_answer.py "Hello"
 """
@@ -45,6 +45,11 @@ def read_answer(question: str) -> int:
                 with connect_sse(
                     client, "GET", created["events_url"], headers={"Last-Event-ID": position}, timeout=timeout
                 ) as source:
+                    if source.response.status_code == 429:  # over a limit: once it has passed
+                        wait = float(source.response.headers.get("Retry-After", retry))
+                        show(type="limited", wait=wait)
+                        time.sleep(wait)
+                        continue
                     if source.response.status_code != 200:  # refused (401, 404): for good
                         show(type="refused", status=source.response.status_code)
                         return 1

@@ -132,7 +132,8 @@ class DroppingProxy:
     `drop()` resets every open connection (the browser sees its streams break mid-answer, as
     when Wi-Fi goes) and resets new ones until `restore()`. Chromium's offline emulation
     (`context.set_offline`) is no substitute: it blocks new requests but leaves an open
-    EventSource stream flowing.
+    EventSource stream flowing. `answer_next(response)` answers the next new connection
+    itself, with those bytes, and closes it (a refusal the server did not send).
     """
 
     def __init__(self, live_url: str) -> None:
@@ -142,6 +143,7 @@ class DroppingProxy:
         self.down = threading.Event()
         self.lock = threading.Lock()
         self.connections: list[tuple[socket.socket, socket.socket, list[threading.Thread]]] = []
+        self.answers: list[bytes] = []
         threading.Thread(target=self._accept, name="dropping-proxy", daemon=True).start()
 
     def _accept(self) -> None:
@@ -153,6 +155,12 @@ class DroppingProxy:
             with self.lock:
                 if self.down.is_set():
                     _reset(client)
+                    continue
+                if self.answers:
+                    with contextlib.suppress(OSError):
+                        client.recv(65536)  # the request, unread beyond its first bytes
+                        client.sendall(self.answers.pop(0))
+                    client.close()
                     continue
                 try:
                     server = socket.create_connection(self.target)
@@ -192,6 +200,10 @@ class DroppingProxy:
 
     def restore(self) -> None:
         self.down.clear()
+
+    def answer_next(self, response: bytes) -> None:
+        with self.lock:
+            self.answers.append(response)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
