@@ -24,11 +24,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from assistant.gateway.parsing import ChatRequest
+from assistant.generation.ending import final_fields, store_final
 from assistant.models import Conversation, Message, Origin, UsageRecord
 from assistant.processes import PROCESS_ID
 from assistant.providers.errors import ProviderError
 from assistant.providers.values import Finish
-from assistant.rendering import rendered_fields
 from assistant.services import channel_position, title_from
 
 Status = Message.Status
@@ -92,29 +92,17 @@ def exchange_start(*, user_id: int, request: ChatRequest, usage_id: int) -> Mess
 
 def completion_end(*, usage_id: int, answer_id: int | None, outcome: Outcome, usage: dict[str, int]) -> None:
     """The completion's tokens on its usage row, then its end on the stored answer (if
-    the exchange is stored). The tokens in a statement of their own first, whatever
-    becomes of the rest: they were spent."""
-    UsageRecord.objects.filter(pk=usage_id).update(**usage)
+    the exchange is stored), as the page's answers end (generation/ending.py). The tokens
+    first, whatever becomes of the rest: they were spent."""
     if answer_id is None:
+        UsageRecord.objects.filter(pk=usage_id).update(**usage)
         return
-    finish, error = outcome.finish, outcome.error
-    # Whatever state a sweep left it in meanwhile: this is how it ended, with all its text.
-    Message.objects.filter(pk=answer_id).update(
-        status=outcome.status,
+    fields = final_fields(
+        outcome.status,
         content=outcome.text,
-        finish_reason=(
-            finish.finish_reason
-            if finish is not None
-            else "cancelled"
-            if outcome.status == Status.CANCELLED
-            else ""
-        ),
-        prompt_tokens=None if finish is None else finish.prompt_tokens,
-        completion_tokens=None if finish is None else finish.completion_tokens,
-        error_code=None if error is None else error.code,
-        error_type="" if error is None else error.type,
-        error_detail="" if error is None else error.detail,
+        finish=outcome.finish,
+        error=outcome.error,
         time_to_first_token_ms=outcome.first_token_ms,
         duration_ms=outcome.duration_ms,
-        **rendered_fields(outcome.text),
     )
+    store_final(answer_id, fields, usage)

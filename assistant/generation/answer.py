@@ -15,7 +15,15 @@ from assistant.documents.embeddings import embeddings_enabled
 from assistant.events.log import RETRY_MAX_SECONDS, RETRY_MIN_SECONDS, EventsUnavailable, Published
 from assistant.events.publish import apublish_batch, apublish_or_defer, publish_batch, replay_log
 from assistant.generation import partials, running
-from assistant.generation.ending import end_as_error, error_payload, interrupted_error, store_final
+from assistant.generation.ending import (
+    GONE,
+    INTERRUPTED,
+    end_as_error,
+    error_payload,
+    final_fields,
+    interrupted_error,
+    store_final,
+)
 from assistant.models import Message
 from assistant.personas.flows import COMPLETE_PHASE, flow_state, phase_summary_from
 from assistant.providers.errors import ProviderError, provider_error
@@ -303,23 +311,15 @@ class Answer:
         self, status: str, *, finish: Finish | None, error: ProviderError | None
     ) -> tuple[str, dict] | None:
         """Store the answer's end; returns the final event that announces it, or None."""
-        fields = {
-            "status": status,
-            "content": self.content,
-            "event_id": self.event_id,
-            "time_to_first_token_ms": self._ms_since_start(self.first_token_at),
-            "duration_ms": self._ms_since_start(time.monotonic()),
-        }
-        if finish is not None:
-            fields.update(
-                finish_reason=finish.finish_reason,
-                prompt_tokens=finish.prompt_tokens,
-                completion_tokens=finish.completion_tokens,
-            )
-        if status == Status.CANCELLED:
-            fields["finish_reason"] = "cancelled"
-        if error is not None:
-            fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
+        fields = final_fields(
+            status,
+            content=self.content,
+            finish=finish,
+            error=error,
+            time_to_first_token_ms=self._ms_since_start(self.first_token_at),
+            duration_ms=self._ms_since_start(time.monotonic()),
+        )
+        fields["event_id"] = self.event_id
         if status == Status.DONE and self.phase_summary is not None:
             fields["phase_summary"] = self.phase_summary
         before = self.continuation
@@ -330,19 +330,13 @@ class Answer:
             for key in ("prompt_tokens", "completion_tokens"):
                 fields[key] = _tokens_sum(getattr(before, key), fields.get(key))
                 usage[key] += before.counted.get(key, 0)
-        updated = await sync_to_async(store_final)(self.message.pk, fields, usage)
-        if not updated:
-            # Another process found this one's lease lapsed and marked the answer
-            # interrupted: keep the whole text under that verdict, and end the stream for
-            # the clients following it here.
-            if not await Message.objects.filter(pk=self.message.pk, status=Status.INTERRUPTED).aupdate(
-                content=self.content, event_id=self.event_id
-            ):
-                # Deleted with its conversation (or ended elsewhere): nothing to store.
-                logger.info(
-                    "answer %s was deleted or ended elsewhere; its end is not stored", self.message.pk
-                )
-                return None
+        ended = await sync_to_async(store_final)(self.message.pk, fields, usage)
+        if ended == GONE:
+            logger.info("answer %s was deleted or ended elsewhere; its end is not stored", self.message.pk)
+            return None
+        if ended == INTERRUPTED:
+            # Marked interrupted by another process (its whole text kept): end the stream
+            # for the clients following it here under that verdict.
             return "error", error_payload(self.message.pk, interrupted_error())
         if error is not None:
             return "error", error_payload(self.message.pk, error)

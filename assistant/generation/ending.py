@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from assistant.models import Message
 from assistant.providers.errors import RETRYABLE_TYPES, ProviderError, provider_error
+from assistant.providers.values import Finish
 from assistant.rendering import rendered_fields
 from assistant.usage import usage_tokens_add
 
@@ -70,12 +71,52 @@ def usage_of(message: Message) -> dict:
     return {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens}
 
 
-def store_final(message_id: int, fields: dict, usage: dict[str, int]) -> int:
-    """An ended answer's tokens, then its final row (if it still streams), in one trip to
-    the database thread. The usage record first, in a statement of its own, whatever
-    becomes of the row (deleted, ended elsewhere, refused): the tokens were spent, and
-    they are counted before the answer reads as ended. Returns the rows updated."""
+def final_fields(
+    status: str,
+    *,
+    content: str,
+    finish: Finish | None,
+    error: ProviderError | None,
+    time_to_first_token_ms: int | None,
+    duration_ms: int | None,
+) -> dict:
+    """An ended answer's row as `store_final` takes it: its status, text and timings, and
+    what the upstream's Finish or the error said of its end."""
+    fields = {
+        "status": status,
+        "content": content,
+        "time_to_first_token_ms": time_to_first_token_ms,
+        "duration_ms": duration_ms,
+    }
+    if finish is not None:
+        fields.update(
+            finish_reason=finish.finish_reason,
+            prompt_tokens=finish.prompt_tokens,
+            completion_tokens=finish.completion_tokens,
+        )
+    if status == Status.CANCELLED:
+        fields["finish_reason"] = "cancelled"
+    if error is not None:
+        fields.update(error_code=error.code, error_type=error.type, error_detail=error.detail)
+    return fields
+
+
+# What became of an answer's final row (store_final).
+ENDED, INTERRUPTED, GONE = "ended", "interrupted", "gone"
+
+
+def store_final(message_id: int, fields: dict, usage: dict[str, int]) -> str:
+    """An ended answer's tokens, then its final row, in one trip to the database thread.
+    The usage record first, in a statement of its own, whatever becomes of the row
+    (deleted, ended elsewhere, refused): the tokens were spent, and they are counted
+    before the answer reads as ended.
+
+    ENDED: stored. INTERRUPTED: another process found this one's lease lapsed and marked
+    the answer interrupted; it keeps the whole text (and position) under that verdict.
+    GONE: deleted with its conversation, or ended elsewhere: nothing stored."""
     usage_tokens_add(message_id=message_id, **usage)
-    if "content" in fields:
-        fields = {**fields, **rendered_fields(fields["content"])}
-    return Message.objects.filter(pk=message_id, status=Status.STREAMING).update(**fields)
+    answer = Message.objects.filter(pk=message_id)
+    if answer.filter(status=Status.STREAMING).update(**fields, **rendered_fields(fields["content"])):
+        return ENDED
+    text = {name: fields[name] for name in ("content", "event_id") if name in fields}
+    return INTERRUPTED if answer.filter(status=Status.INTERRUPTED).update(**text) else GONE
